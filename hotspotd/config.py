@@ -1,0 +1,375 @@
+"""Configuration: one schema drives defaults, type checks, env overrides and error messages.
+
+``load(path)`` reads the TOML file (or only the embedded defaults when ``path`` is None),
+applies the environment overrides and returns a frozen :class:`Config`. Any problem raises
+:class:`ConfigError` whose message is one line naming the file, the table, the key and the fix.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+#: Safaricom's published sandbox passkey: fine for the sandbox, a mistake in production.
+SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+#: Words Daraja refuses inside a CallBackURL (reference/daraja.md, "Callback URL rules").
+CALLBACK_FORBIDDEN_WORDS = ("mpesa", "m-pesa", "safaricom", "exec", "exe", "cmd", "sql", "query")
+#: Callback source addresses published by client libraries; the production default allowlist.
+SAFARICOM_CALLBACK_SOURCES = (
+    "196.201.214.200", "196.201.214.206", "196.201.214.207", "196.201.214.208",
+    "196.201.213.114", "196.201.213.44",
+    "196.201.212.127", "196.201.212.128", "196.201.212.129", "196.201.212.132",
+    "196.201.212.136", "196.201.212.138", "196.201.212.74", "196.201.212.69",
+)
+ENV_OVERRIDES = {
+    "MPESA_CONSUMER_KEY": ("mpesa", "consumer_key"),
+    "MPESA_CONSUMER_SECRET": ("mpesa", "consumer_secret"),
+    "MPESA_SHORTCODE": ("mpesa", "shortcode"),
+    "MPESA_PASSKEY": ("mpesa", "passkey"),
+    "MPESA_CALLBACK_URL": ("mpesa", "callback_url"),
+    "MPESA_ENVIRONMENT": ("mpesa", "environment"),
+    "HOTSPOTD_DATABASE_URL": ("database", "url"),
+    "HOTSPOTD_PORTAL_LISTEN": ("portal", "listen"),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for the operator: file, table, key, what to do."""
+
+    def __init__(self, source: str, table: str, key: str | None, problem: str):
+        where = f"[{table}]" + (f" {key}" if key else "")
+        super().__init__(f"{source}: {where}: {problem}")
+        self.source, self.table, self.key, self.problem = source, table, key, problem
+
+
+@dataclass(frozen=True)
+class Option:
+    default: Any
+    type: type | tuple[type, ...]
+    help: str
+    choices: tuple[str, ...] = ()
+
+
+# The schema. Keep it in step with config/hotspotd.toml (a test checks that they agree).
+SCHEMA: dict[str, dict[str, Option]] = {
+    "portal": {
+        "listen": Option("0.0.0.0:8080", str, "host:port of the splash page, API and dashboard"),
+        "public_url": Option("http://10.5.50.1:8080", str, "how customers' devices reach the portal"),
+        "threads": Option(8, int, "WSGI worker threads"),
+        "trusted_proxies": Option([], list, "addresses whose X-Forwarded-For is believed"),
+        "site_name": Option("hotspotd Wi-Fi", str, "venue name shown on the splash page"),
+    },
+    "database": {
+        "url": Option("sqlite:////var/lib/hotspotd/hotspotd.db", str,
+                      "absolute path; or postgresql://user@host/db"),
+        "busy_timeout_ms": Option(5000, int, "how long SQLite waits for a lock"),
+    },
+    "mpesa": {
+        "environment": Option("simulator", str, "simulator | sandbox | production",
+                              ("simulator", "sandbox", "production")),
+        "consumer_key": Option("", str, "MPESA_CONSUMER_KEY overrides"),
+        "consumer_secret": Option("", str, "MPESA_CONSUMER_SECRET overrides"),
+        "shortcode": Option("174379", str, "paybill number, or the store number of a till"),
+        "passkey": Option("", str, "Lipa na M-Pesa Online passkey"),
+        "callback_url": Option("", str, "public HTTPS URL Daraja posts results to; empty = derived"),
+        "transaction_type": Option("CustomerPayBillOnline", str, "or CustomerBuyGoodsOnline",
+                                   ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")),
+        "till_number": Option("", str, "PartyB for CustomerBuyGoodsOnline"),
+        "account_reference": Option("WIFI", str, "shown to the payer (at most 12 characters)"),
+        "base_url": Option("", str, "override the Daraja base URL (empty = by environment)"),
+        "timeout_seconds": Option(10.0, (int, float), "timeout of every Daraja call"),
+        "prompt_lifetime_seconds": Option(180, int, "after this a payment with no answer is timeout"),
+        "query_after_seconds": Option(10, int, "first STK query of a payment without callback"),
+        "query_interval_seconds": Option(5, int, "starting interval between STK queries"),
+        "query_max_interval_seconds": Option(60, int, "longest interval between STK queries"),
+        "query_give_up_seconds": Option(86400, int, "stop querying an unresolved payment after this"),
+        "callback_allowlist": Option([], list,
+                                     "source addresses/networks allowed to post callbacks; "
+                                     "empty = anyone in simulator/sandbox, Safaricom's in production"),
+    },
+    "radius": {
+        "enabled": Option(True, bool, "answer RADIUS at all"),
+        "listen": Option("0.0.0.0", str, "address of the RADIUS server"),
+        "auth_port": Option(1812, int, "Access-Request port"),
+        "acct_port": Option(1813, int, "Accounting-Request port"),
+        "idle_timeout": Option(900, int, "Idle-Timeout sent with each Access-Accept"),
+        "interim_interval": Option(300, int, "Acct-Interim-Interval sent with each Access-Accept"),
+    },
+    "simulator": {
+        "daraja_listen": Option("127.0.0.1:0", str, "where the built-in Daraja simulator listens"),
+        "callback_delay_seconds": Option(2.0, (int, float), "delay of simulated callbacks"),
+        "final_after_seconds": Option(2.0, (int, float), "when the simulated query turns final"),
+    },
+    "scheduler": {
+        "enabled": Option(True, bool, "run the background jobs"),
+        "reconcile_every_seconds": Option(5, (int, float), "how often pending payments are queried"),
+        "expire_every_seconds": Option(5, (int, float), "how often expired sessions are ended"),
+    },
+    "logging": {
+        "level": Option("INFO", str, "DEBUG | INFO | WARNING | ERROR",
+                        ("DEBUG", "INFO", "WARNING", "ERROR")),
+        "format": Option("text", str, "text | json", ("text", "json")),
+    },
+}
+ARRAY_SCHEMA: dict[str, dict[str, Option]] = {
+    "radius.clients": {
+        "address": Option(None, str, "NAS address or network (CIDR)"),
+        "secret": Option(None, str, "shared secret"),
+        "kind": Option("mikrotik", str, "mikrotik | coova", ("mikrotik", "coova")),
+        "require_message_authenticator": Option(True, bool, "drop Access-Requests without one"),
+    },
+    "routers": {
+        "name": Option(None, str, "a name for the owner"),
+        "kind": Option("mikrotik", str, "mikrotik | coova", ("mikrotik", "coova")),
+        "address": Option(None, str, "router address"),
+        "api_port": Option(8728, int, "RouterOS API port (8729 for TLS)"),
+        "user": Option("", str, "API user"),
+        "password": Option("", str, "API password"),
+        "tls": Option(False, bool, "use api-ssl"),
+        "coa_port": Option(3799, int, "RFC 5176 port on the NAS"),
+        "secret": Option("", str, "RADIUS secret for Disconnect-Request (empty = client's)"),
+        "uamsecret": Option("", str, "CoovaChilli uamsecret"),
+    },
+}
+DEFAULT_RADIUS_CLIENTS = [{"address": "127.0.0.1", "secret": "testing123", "kind": "mikrotik"}]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A table of the config: attribute access to its keys."""
+    name: str
+    values: dict[str, Any]
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.values[key]
+        except KeyError:
+            raise AttributeError(f"[{self.name}] has no key {key!r}") from None
+
+
+@dataclass(frozen=True)
+class RadiusClient:
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    secret: str
+    kind: str
+    require_message_authenticator: bool
+
+
+@dataclass(frozen=True)
+class Router:
+    name: str
+    kind: str
+    address: str
+    api_port: int
+    user: str
+    password: str
+    tls: bool
+    coa_port: int
+    secret: str
+    uamsecret: str
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    portal: Section
+    database: Section
+    mpesa: Section
+    radius: Section
+    simulator: Section
+    scheduler: Section
+    logging: Section
+    radius_clients: tuple[RadiusClient, ...] = ()
+    routers: tuple[Router, ...] = ()
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def replace(self, **tables: dict[str, Any]) -> "Config":
+        """A copy with some keys changed, validated again (tests and the demo use it)."""
+        data = {t: dict(self.raw.get(t, {})) for t in self.raw}
+        for table, values in tables.items():
+            if table in ("radius.clients", "routers"):
+                data.setdefault("radius", {})
+                if table == "routers":
+                    data["routers"] = values
+                else:
+                    data["radius"]["clients"] = values
+            else:
+                data.setdefault(table, {}).update(values)
+        return from_dict(data, self.source, env={})
+
+    @property
+    def simulated(self) -> bool:
+        return self.mpesa.environment == "simulator"
+
+
+def load(path: str | os.PathLike | None, env: dict[str, str] | None = None) -> Config:
+    """Read ``path`` (None: embedded defaults only), apply env overrides, validate."""
+    env = os.environ if env is None else env
+    source = str(path) if path else "<defaults>"
+    data: dict = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(source, "-", None, "file not found; pass --config PATH or set HOTSPOTD_CONFIG") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, "-", None, f"not valid TOML ({exc})") from None
+    return from_dict(data, source, env)
+
+
+def from_dict(data: dict, source: str = "<dict>", env: dict[str, str] | None = None) -> Config:
+    env = {} if env is None else env
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for var, (table, key) in ENV_OVERRIDES.items():
+        if env.get(var):
+            data.setdefault(table, {})[key] = env[var]
+    for table in data:
+        if table not in SCHEMA and table != "routers":
+            raise ConfigError(source, table, None, f"unknown table; known: {', '.join(sorted(SCHEMA) + ['routers'])}")
+    sections = {}
+    for table, options in SCHEMA.items():
+        given = data.get(table, {})
+        if not isinstance(given, dict):
+            raise ConfigError(source, table, None, "must be a table")
+        extra = {"clients"} if table == "radius" else set()
+        sections[table] = Section(table, _check_table(source, table, options, given, extra))
+    clients_raw = data.get("radius", {}).get("clients", DEFAULT_RADIUS_CLIENTS)
+    clients = tuple(_radius_client(source, c) for c in _array(source, "radius.clients", clients_raw))
+    routers = tuple(Router(**_check_table(source, "routers", ARRAY_SCHEMA["routers"], r, set()))
+                    for r in _array(source, "routers", data.get("routers", [])))
+    cfg = Config(source=source, radius_clients=clients, routers=routers, raw=data, **sections)
+    _check_semantics(cfg)
+    return cfg
+
+
+def _array(source: str, name: str, value: Any) -> list[dict]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(source, name, None, f"must be an array of tables ([[{name}]])")
+    return value
+
+
+def _check_table(source: str, table: str, options: dict[str, Option], given: dict, extra: set) -> dict:
+    unknown = set(given) - set(options) - extra
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(source, table, key, f"unknown key; known keys: {', '.join(options)}")
+    values = {}
+    for key, opt in options.items():
+        if key not in given:
+            if opt.default is None:
+                raise ConfigError(source, table, key, f"missing; {opt.help}")
+            values[key] = list(opt.default) if isinstance(opt.default, list) else opt.default
+            continue
+        value = given[key]
+        if isinstance(value, bool) and opt.type is not bool or not isinstance(value, opt.type):
+            want = opt.type.__name__ if isinstance(opt.type, type) else "number"
+            raise ConfigError(source, table, key,
+                              f"expected {_type_word(want)}, got {value!r}; {opt.help}")
+        if opt.choices and value not in opt.choices:
+            raise ConfigError(source, table, key, f"{value!r} is not one of {', '.join(opt.choices)}")
+        values[key] = value
+    return values
+
+
+def _type_word(name: str) -> str:
+    return {"str": "a string", "int": "a whole number", "bool": "true or false",
+            "list": "a list", "number": "a number"}.get(name, name)
+
+
+def _radius_client(source: str, raw: dict) -> RadiusClient:
+    values = _check_table(source, "radius.clients", ARRAY_SCHEMA["radius.clients"], raw, set())
+    try:
+        network = ipaddress.ip_network(values["address"], strict=False)
+    except ValueError:
+        raise ConfigError(source, "radius.clients", "address",
+                          f"{values['address']!r} is not an IP address or network") from None
+    if not values["secret"]:
+        raise ConfigError(source, "radius.clients", "secret", "must not be empty")
+    return RadiusClient(network, values["secret"], values["kind"], values["require_message_authenticator"])
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` too); raise ValueError when it is not one."""
+    match = re.fullmatch(r"\[?([^\]]*?)\]?:(\d{1,5})", value.strip())
+    if not match or int(match.group(2)) > 65535:
+        raise ValueError(value)
+    return match.group(1) or "0.0.0.0", int(match.group(2))
+
+
+def _check_semantics(cfg: Config) -> None:
+    src = cfg.source
+    for table, key in (("portal", "listen"), ("simulator", "daraja_listen")):
+        try:
+            parse_listen(getattr(cfg, table).values[key])
+        except ValueError:
+            raise ConfigError(src, table, key, "expected host:port, e.g. \"0.0.0.0:8080\"") from None
+    public = urlsplit(cfg.portal.public_url)
+    if public.scheme not in ("http", "https") or not public.hostname:
+        raise ConfigError(src, "portal", "public_url", "expected an http(s) URL such as http://10.5.50.1:8080")
+    url = cfg.database.url
+    if not (url.startswith("sqlite:///") or url.startswith(("postgresql://", "postgres://"))):
+        raise ConfigError(src, "database", "url",
+                          "expected sqlite:////absolute/path.db or postgresql://user@host/db")
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:" and not url.startswith("sqlite:////"):
+        raise ConfigError(src, "database", "url", "the SQLite path must be absolute: sqlite:////var/lib/hotspotd/hotspotd.db")
+    m = cfg.mpesa
+    env = m.environment
+    if not re.fullmatch(r"\d{5,7}", m.shortcode):
+        raise ConfigError(src, "mpesa", "shortcode", f"{m.shortcode!r} is not a paybill/store number (5-7 digits)")
+    if m.transaction_type == "CustomerBuyGoodsOnline" and not re.fullmatch(r"\d{5,7}", m.till_number):
+        raise ConfigError(src, "mpesa", "till_number", "CustomerBuyGoodsOnline needs the till number here")
+    if not 1 <= len(m.account_reference) <= 12:
+        raise ConfigError(src, "mpesa", "account_reference", "must be 1 to 12 characters")
+    if m.callback_url:
+        problem = callback_url_problem(m.callback_url, env)
+        if problem:
+            raise ConfigError(src, "mpesa", "callback_url", problem)
+    elif env == "production":
+        raise ConfigError(src, "mpesa", "callback_url",
+                          "required in production: the public HTTPS URL of this box, e.g. https://wifi.example.co.ke")
+    if env != "simulator":
+        for key in ("consumer_key", "consumer_secret", "passkey"):
+            if not m.values[key]:
+                raise ConfigError(src, "mpesa", key, f"required for environment {env!r} (from the Daraja portal's app page)")
+    if env == "production" and m.passkey == SANDBOX_PASSKEY:
+        raise ConfigError(src, "mpesa", "passkey", "this is the public sandbox passkey; use the production passkey Safaricom sent you")
+    for entry in m.callback_allowlist:
+        try:
+            ipaddress.ip_network(str(entry), strict=False)
+        except ValueError:
+            raise ConfigError(src, "mpesa", "callback_allowlist", f"{entry!r} is not an address or network") from None
+    for key in ("auth_port", "acct_port"):
+        if not 0 <= cfg.radius.values[key] <= 65535:
+            raise ConfigError(src, "radius", key, "must be a port number 0-65535")
+    for key in ("prompt_lifetime_seconds", "query_interval_seconds", "query_max_interval_seconds"):
+        if m.values[key] <= 0:
+            raise ConfigError(src, "mpesa", key, "must be greater than 0")
+
+
+def callback_url_problem(url: str, environment: str) -> str | None:
+    """Why Daraja would refuse ``url`` as a CallBackURL, or None when it would take it."""
+    if any(ch.isspace() for ch in url):
+        return "must not contain spaces"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "expected a full URL such as https://wifi.example.co.ke/cb/<token>"
+    if environment == "production" and parts.scheme != "https":
+        return "Daraja requires HTTPS in production; put the portal behind TLS and use https://"
+    lowered = url.lower()
+    for word in CALLBACK_FORBIDDEN_WORDS:
+        if word in lowered:
+            return f"contains {word!r}, which Daraja refuses in callback URLs; use a neutral path such as /cb/<token>"
+    return None
+
+
+def callback_allowlist(cfg: Config) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Networks allowed to post callbacks; empty tuple means anyone."""
+    entries = cfg.mpesa.callback_allowlist
+    if not entries and cfg.mpesa.environment == "production":
+        entries = SAFARICOM_CALLBACK_SOURCES
+    return tuple(ipaddress.ip_network(str(e), strict=False) for e in entries)

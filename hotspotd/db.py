@@ -1,0 +1,115 @@
+"""The database's lifecycle: open from a URL, pragmas, versioned migrations, seed data.
+
+SQLite runs in WAL mode with foreign keys on, ``synchronous=FULL`` (a committed payment
+survives a power cut) and a busy timeout. Each migration runs in one transaction, so a
+failed or interrupted one leaves the previous schema and data as they were.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from typing import Callable
+
+import peewee as pw
+from playhouse.db_url import connect as connect_url
+
+from . import models
+from .models import ALL_MODELS, Package, Setting, database
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PACKAGES = [
+    # name, price KES, seconds
+    ("30 minutes", 5, 30 * 60),
+    ("1 hour", 10, 60 * 60),
+    ("24 hours", 50, 24 * 60 * 60),
+]
+
+
+def open_database(url: str, busy_timeout_ms: int = 5000) -> pw.Database:
+    """Open ``url`` and bind the models to it. Creates the SQLite file's folder."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        db = pw.SqliteDatabase(path, pragmas={
+            "journal_mode": "wal",
+            "foreign_keys": 1,
+            "synchronous": "full",
+            "busy_timeout": busy_timeout_ms,
+            "cache_size": -8000,
+        }, timeout=busy_timeout_ms / 1000)
+    else:
+        db = connect_url(url.replace("postgres://", "postgresql://", 1))
+    database.initialize(db)
+    return db
+
+
+def _v1(db: pw.Database) -> None:
+    db.create_tables(ALL_MODELS, safe=True)
+
+
+#: (version, description, function). Append; never edit a released step.
+MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
+    (1, "initial schema", _v1),
+]
+LATEST = MIGRATIONS[-1][0]
+
+
+def schema_version(db: pw.Database) -> int:
+    if not db.table_exists(Setting._meta.table_name):
+        return 0
+    row = Setting.get_or_none(Setting.key == "schema_version")
+    return int(row.value) if row else 0
+
+
+def migrate(db: pw.Database) -> list[int]:
+    """Bring the schema to :data:`LATEST`; returns the versions applied.
+
+    Refuses a database newer than this code (a downgrade would lose data).
+    """
+    current = schema_version(db)
+    if current > LATEST:
+        raise RuntimeError(f"database schema version {current} is newer than this hotspotd ({LATEST}); upgrade hotspotd")
+    applied = []
+    for version, description, step in MIGRATIONS:
+        if version <= current:
+            continue
+        log.info("migrating database to version %d (%s)", version, description)
+        with db.atomic():
+            step(db)
+            Setting.replace(key="schema_version", value=str(version)).execute()
+        applied.append(version)
+    return applied
+
+
+def seed(db: pw.Database) -> None:
+    """Default packages on first start; a per-install callback token."""
+    with db.atomic():
+        if not Setting.get_or_none(Setting.key == "packages_seeded"):
+            if not Package.select().exists():
+                now = time.time()
+                for position, (name, price, seconds) in enumerate(DEFAULT_PACKAGES):
+                    Package.create(name=name, price=price, duration_seconds=seconds, position=position, created_at=now)
+            Setting.replace(key="packages_seeded", value="1").execute()
+        if not Setting.get_or_none(Setting.key == "callback_token"):
+            Setting.replace(key="callback_token", value=secrets.token_urlsafe(24)).execute()
+
+
+def get_setting(key: str, default: str | None = None) -> str | None:
+    row = Setting.get_or_none(Setting.key == key)
+    return row.value if row else default
+
+
+def prepare(url: str, busy_timeout_ms: int = 5000) -> pw.Database:
+    """Open, migrate and seed: what the daemon and the CLI do before anything else."""
+    db = open_database(url, busy_timeout_ms)
+    db.connect(reuse_if_open=True)
+    migrate(db)
+    seed(db)
+    return db
+
+
+__all__ = ["open_database", "migrate", "seed", "prepare", "get_setting", "LATEST", "models"]

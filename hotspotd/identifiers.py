@@ -1,0 +1,96 @@
+"""Phone numbers and MAC addresses: parse anything a person or a router types, normalise, refuse clearly.
+
+Phone numbers go through ``phonenumbers`` (Google's libphonenumber metadata) so new Safaricom
+prefixes arrive with a library update rather than a code change.
+"""
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+from phonenumbers import carrier
+
+_MAC_HEX = re.compile(r"[0-9A-Fa-f]{12}")
+_MAC_SEPARATED = re.compile(r"[0-9A-Fa-f]{1,2}([:\-.])(?:[0-9A-Fa-f]{1,2}\1){4}[0-9A-Fa-f]{1,2}")
+_MAC_CISCO = re.compile(r"[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}")
+
+
+class InvalidPhone(ValueError):
+    """The number cannot receive an M-Pesa prompt; ``str()`` is a message for the customer."""
+
+
+class InvalidMac(ValueError):
+    """Not a MAC address in any notation we know."""
+
+
+def normalize_phone(text: str) -> str:
+    """``0712 345 678``, ``+254712345678``, ``254712345678``, ``0112345678`` → ``2547…``/``2541…``.
+
+    Raises :class:`InvalidPhone` for anything that is not a Safaricom mobile number.
+    """
+    if not isinstance(text, str):
+        raise InvalidPhone("Enter your M-Pesa phone number, e.g. 0712 345 678.")
+    cleaned = re.sub(r"[\s\-().]", "", text)
+    if not cleaned:
+        raise InvalidPhone("Enter your M-Pesa phone number, e.g. 0712 345 678.")
+    if len(cleaned) > 16 or not re.fullmatch(r"\+?\d+", cleaned):
+        raise InvalidPhone("A phone number has only digits, e.g. 0712 345 678.")
+    if cleaned.startswith("254") and len(cleaned) == 12:
+        cleaned = "+" + cleaned
+    elif re.fullmatch(r"[17]\d{8}", cleaned):
+        cleaned = "0" + cleaned   # 712345678: the leading 0 left out
+    try:
+        number = phonenumbers.parse(cleaned, "KE")
+    except phonenumbers.NumberParseException:
+        raise InvalidPhone("That is not a phone number; use the form 0712 345 678.") from None
+    if number.country_code != 254 or not phonenumbers.is_valid_number(number):
+        raise InvalidPhone("Use a Kenyan Safaricom number, e.g. 0712 345 678.")
+    if phonenumbers.number_type(number) not in (phonenumbers.PhoneNumberType.MOBILE,
+                                                phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE):
+        raise InvalidPhone("Use a Safaricom mobile number, e.g. 0712 345 678.")
+    if carrier.name_for_number(number, "en") != "Safaricom":
+        raise InvalidPhone("M-Pesa prompts go only to Safaricom numbers; use your Safaricom line.")
+    national = str(number.national_number)
+    if len(national) != 9 or national[0] not in "17":
+        raise InvalidPhone("Use a Safaricom mobile number, e.g. 0712 345 678.")
+    return "254" + national
+
+
+def mask_phone(phone: str | None) -> str:
+    """``254712345678`` → ``2547****5678``: for logs and screens that others may see."""
+    if not phone:
+        return "-"
+    return phone[:4] + "*" * max(len(phone) - 8, 0) + phone[-4:] if len(phone) > 8 else "****"
+
+
+def normalize_mac(text: str) -> str:
+    """Any common notation → ``AA:BB:CC:DD:EE:FF``.
+
+    Accepts ``aa:bb:cc:dd:ee:ff``, ``AA-BB-…``, ``AABBCCDDEEFF``, ``aabb.ccdd.eeff`` and
+    single-digit groups (``a:b:c:d:e:f``, as some tools print them).
+    """
+    if not isinstance(text, str):
+        raise InvalidMac("not a MAC address")
+    value = text.strip()
+    if _MAC_HEX.fullmatch(value):
+        digits = value
+    elif _MAC_CISCO.fullmatch(value):
+        digits = value.replace(".", "")
+    elif _MAC_SEPARATED.fullmatch(value):
+        digits = "".join(part.zfill(2) for part in re.split(r"[:\-.]", value))
+    else:
+        raise InvalidMac(f"not a MAC address: {text[:40]!r}")
+    digits = digits.upper()
+    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+
+
+def is_random_mac(mac: str) -> bool:
+    """True for a locally administered address: what phones use for "private Wi-Fi address"."""
+    first = int(normalize_mac(mac)[:2], 16)
+    return bool(first & 0x02)
+
+
+def mac_formats(mac: str) -> dict[str, str]:
+    """The notations routers put in RADIUS: colon, dash, bare (upper case)."""
+    mac = normalize_mac(mac)
+    return {"colon": mac, "dash": mac.replace(":", "-"), "bare": mac.replace(":", "")}

@@ -1,0 +1,115 @@
+"""The tables. Timestamps are UTC epoch seconds (floats): cheap to index and compare,
+the same on SQLite and PostgreSQL. Money is whole shillings (M-Pesa takes no cents).
+
+Every model binds to :data:`database`, a proxy that :func:`hotspotd.db.open_database`
+points at the real SQLite or PostgreSQL database.
+"""
+from __future__ import annotations
+
+import peewee as pw
+
+database = pw.DatabaseProxy()
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Setting(BaseModel):
+    """Small key/value state of the install (schema version, callback token)."""
+    key = pw.CharField(primary_key=True, max_length=64)
+    value = pw.TextField()
+
+
+class Package(BaseModel):
+    name = pw.CharField(max_length=64)
+    price = pw.IntegerField()                       # whole KES
+    duration_seconds = pw.IntegerField()
+    data_cap_bytes = pw.BigIntegerField(null=True)  # None: unlimited
+    rate_limit = pw.CharField(max_length=32, null=True)  # "rx/tx" e.g. "2M/5M" (client upload/download)
+    devices = pw.IntegerField(default=1)            # how many MACs one purchase may use
+    active = pw.BooleanField(default=True)
+    position = pw.IntegerField(default=0)
+    created_at = pw.DoubleField()
+
+
+class Payment(BaseModel):
+    """One STK push and its fate. ``status``: created → pending → success | failed |
+    cancelled | timeout | error. ``created`` means the push is being sent."""
+    checkout_request_id = pw.CharField(max_length=64, null=True, unique=True)
+    merchant_request_id = pw.CharField(max_length=64, null=True)
+    phone = pw.CharField(max_length=12)
+    amount = pw.IntegerField()
+    package = pw.ForeignKeyField(Package, backref="payments", on_delete="RESTRICT")
+    mac = pw.CharField(max_length=17, null=True, index=True)
+    client_ip = pw.CharField(max_length=45, null=True)
+    status = pw.CharField(max_length=16, default="created", index=True)
+    result_code = pw.CharField(max_length=32, null=True)   # text: codes may be non-numeric
+    result_desc = pw.TextField(null=True)
+    receipt = pw.CharField(max_length=32, null=True, unique=True)
+    transaction_date = pw.CharField(max_length=14, null=True)
+    paid_phone = pw.CharField(max_length=12, null=True)    # the PhoneNumber in the callback
+    resolved_by = pw.CharField(max_length=16, null=True)   # callback | query | timeout | push
+    login_context = pw.TextField(null=True)               # JSON: router login variables from the splash page
+    created_at = pw.DoubleField(index=True)
+    pushed_at = pw.DoubleField(null=True)
+    completed_at = pw.DoubleField(null=True)
+    next_query_at = pw.DoubleField(null=True, index=True)
+    query_attempts = pw.IntegerField(default=0)
+    last_error = pw.TextField(null=True)
+
+
+class Callback(BaseModel):
+    """Every callback body as received, stored before anything else happens to it."""
+    received_at = pw.DoubleField(index=True)
+    source_ip = pw.CharField(max_length=45, null=True)
+    path = pw.CharField(max_length=255)
+    body = pw.TextField()
+    checkout_request_id = pw.CharField(max_length=64, null=True, index=True)
+    # received → applied | duplicate | unmatched | mismatch | malformed | refused | verified
+    state = pw.CharField(max_length=16, default="received", index=True)
+    note = pw.TextField(null=True)
+    processed_at = pw.DoubleField(null=True)
+
+
+class Entitlement(BaseModel):
+    """Time (and data) bought by one payment or voucher, usable by up to ``devices`` MACs."""
+    payment = pw.ForeignKeyField(Payment, null=True, unique=True, backref="entitlements", on_delete="RESTRICT")
+    package = pw.ForeignKeyField(Package, backref="entitlements", on_delete="RESTRICT")
+    phone = pw.CharField(max_length=12, null=True)
+    started_at = pw.DoubleField()
+    expires_at = pw.DoubleField(index=True)
+    data_cap_bytes = pw.BigIntegerField(null=True)
+    bytes_used = pw.BigIntegerField(default=0)
+    rate_limit = pw.CharField(max_length=32, null=True)
+    devices = pw.IntegerField(default=1)
+    status = pw.CharField(max_length=16, default="active", index=True)  # active | expired | exhausted | revoked
+    ended_at = pw.DoubleField(null=True)
+    end_reason = pw.CharField(max_length=32, null=True)
+
+
+class Device(BaseModel):
+    """A MAC bound to an entitlement. ``active`` bindings are what RADIUS looks up."""
+    mac = pw.CharField(max_length=17)
+    entitlement = pw.ForeignKeyField(Entitlement, backref="devices", on_delete="CASCADE")
+    active = pw.BooleanField(default=True)
+    bound_at = pw.DoubleField()
+    unbound_at = pw.DoubleField(null=True)
+
+    class Meta:
+        indexes = ((("mac", "active"), False),)
+
+
+class Event(BaseModel):
+    """The timeline: one row per step of a payment or a session, for the owner and for audits."""
+    at = pw.DoubleField(index=True)
+    kind = pw.CharField(max_length=32, index=True)
+    payment = pw.ForeignKeyField(Payment, null=True, backref="events", on_delete="SET NULL")
+    entitlement = pw.ForeignKeyField(Entitlement, null=True, backref="events", on_delete="SET NULL")
+    mac = pw.CharField(max_length=17, null=True)
+    message = pw.TextField(default="")
+
+
+ALL_MODELS = [Setting, Package, Payment, Callback, Entitlement, Device, Event]
