@@ -62,6 +62,9 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "threads": Option(8, int, "WSGI worker threads"),
         "trusted_proxies": Option([], list, "addresses whose X-Forwarded-For is believed"),
         "site_name": Option("hotspotd Wi-Fi", str, "venue name shown on the splash page"),
+        "pay_limit_per_client": Option("20/minute", str, "pay requests per client address (Flask-Limiter syntax)"),
+        "pay_limit_per_phone": Option("5/minute", str, "pay requests per phone number"),
+        "pay_limit_per_device": Option("5/minute", str, "pay requests per device (MAC)"),
     },
     "database": {
         "url": Option("sqlite:////var/lib/hotspotd/hotspotd.db", str,

@@ -1,0 +1,179 @@
+"""The ``hotspotd`` command. ``main(args)`` returns the exit code, so tests call it directly."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from . import clock, config as config_mod, db as db_mod
+from .config import ConfigError
+from .identifiers import mask_phone
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hotspotd", description="Pay-to-connect Wi-Fi controller (M-Pesa, RADIUS).")
+    p.add_argument("--config", help="config file (default: $HOTSPOTD_CONFIG, else built-in defaults)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the portal, RADIUS and the scheduler")
+    sub.add_parser("check", help="validate the configuration and print what would start")
+    dbp = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
+    dbp.add_parser("migrate", help="bring the schema up to date")
+
+    pk = sub.add_parser("packages", help="what customers can buy").add_subparsers(dest="pk_command", required=True)
+    pk.add_parser("list")
+    add = pk.add_parser("add")
+    add.add_argument("--name", required=True)
+    add.add_argument("--price", type=int, required=True, help="whole KES")
+    add.add_argument("--minutes", type=int, required=True)
+    add.add_argument("--data-mb", type=int, help="data cap in MB")
+    add.add_argument("--rate", help="rate limit rx/tx, e.g. 2M/5M")
+    add.add_argument("--devices", type=int, default=1)
+    for name in ("disable", "enable"):
+        c = pk.add_parser(name)
+        c.add_argument("id", type=int)
+    edit = pk.add_parser("edit")
+    edit.add_argument("id", type=int)
+    edit.add_argument("--name")
+    edit.add_argument("--price", type=int)
+    edit.add_argument("--minutes", type=int)
+    edit.add_argument("--position", type=int)
+
+    pay = sub.add_parser("payments", help="payments").add_subparsers(dest="pay_command", required=True)
+    pl = pay.add_parser("list")
+    pl.add_argument("--limit", type=int, default=20)
+    pl.add_argument("--status")
+    ses = sub.add_parser("sessions", help="sessions (entitlements)").add_subparsers(dest="ses_command", required=True)
+    sl = ses.add_parser("list")
+    sl.add_argument("--all", action="store_true", help="also ended ones")
+
+    sim = sub.add_parser("simulate", help="run a simulator on its own").add_subparsers(dest="sim", required=True)
+    sd = sim.add_parser("daraja")
+    sd.add_argument("--listen", default="127.0.0.1:8900")
+    sd.add_argument("--callback-delay", type=float, default=2.0)
+    return p
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "simulate":
+        _setup_logging()
+        return _simulate(args)
+    path = args.config or os.environ.get("HOTSPOTD_CONFIG")
+    try:
+        cfg = config_mod.load(path)
+    except ConfigError as exc:
+        print(f"hotspotd: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(cfg.logging.level)
+    if args.command == "run":
+        from .daemon import run
+        return run(cfg)
+    if args.command == "check":
+        return _check(cfg)
+    try:
+        db_mod.prepare(cfg.database.url, cfg.database.busy_timeout_ms)
+    except Exception as exc:  # noqa: BLE001 - one clear line for the operator
+        print(f"hotspotd: cannot open the database {cfg.database.url}: {exc}", file=sys.stderr)
+        return 1
+    handler = {"db": _db, "packages": _packages, "payments": _payments, "sessions": _sessions}[args.command]
+    return handler(args)
+
+
+def _check(cfg) -> int:
+    print(f"config: {cfg.source}: ok")
+    print(f"database: {cfg.database.url}")
+    print(f"portal: listen {cfg.portal.listen}, public URL {cfg.portal.public_url}")
+    print(f"mpesa: environment {cfg.mpesa.environment}, shortcode {cfg.mpesa.shortcode}, "
+          f"callback URL {cfg.mpesa.callback_url or '(derived from the portal)'}")
+    if cfg.radius.enabled:
+        print(f"radius: {cfg.radius.listen} auth {cfg.radius.auth_port} acct {cfg.radius.acct_port}, "
+              f"{len(cfg.radius_clients)} client(s)")
+    for r in cfg.routers:
+        print(f"router: {r.name} ({r.kind}) at {r.address}:{r.api_port}")
+    return 0
+
+
+def _db(args) -> int:
+    db = db_mod.models.database
+    print(f"schema version {db_mod.schema_version(db)} (latest {db_mod.LATEST})")
+    return 0
+
+
+def _packages(args) -> int:
+    from .models import Package
+    cmd = args.pk_command
+    if cmd == "add":
+        if args.price < 1 or args.minutes < 1 or args.devices < 1:
+            print("hotspotd: price, minutes and devices must be at least 1", file=sys.stderr)
+            return 2
+        p = Package.create(name=args.name, price=args.price, duration_seconds=args.minutes * 60,
+                           data_cap_bytes=args.data_mb * 1024 * 1024 if args.data_mb else None,
+                           rate_limit=args.rate, devices=args.devices, created_at=clock.now(),
+                           position=(Package.select().count()))
+        print(f"added package {p.id}: {p.name}, KES {p.price}")
+        return 0
+    if cmd in ("disable", "enable", "edit"):
+        p = Package.get_or_none(Package.id == args.id)
+        if p is None:
+            print(f"hotspotd: no package {args.id}", file=sys.stderr)
+            return 1
+        if cmd == "edit":
+            for field, value in (("name", args.name), ("price", args.price), ("position", args.position)):
+                if value is not None:
+                    setattr(p, field, value)
+            if args.minutes is not None:
+                p.duration_seconds = args.minutes * 60
+        else:
+            p.active = cmd == "enable"
+        p.save()
+        print(f"package {p.id}: {p.name}, KES {p.price}, {'active' if p.active else 'disabled'}")
+        return 0
+    print(f"{'id':>3}  {'name':<20} {'KES':>6} {'minutes':>8} {'devices':>7}  state")
+    for p in Package.select().order_by(Package.position, Package.id):
+        print(f"{p.id:>3}  {p.name:<20} {p.price:>6} {p.duration_seconds // 60:>8} {p.devices:>7}  "
+              f"{'active' if p.active else 'disabled'}")
+    return 0
+
+
+def _payments(args) -> int:
+    from .models import Payment
+    q = Payment.select().order_by(Payment.created_at.desc()).limit(args.limit)
+    if args.status:
+        q = q.where(Payment.status == args.status)
+    print(f"{'created (UTC)':<20} {'status':<9} {'KES':>5} {'phone':<13} {'receipt':<11} checkout id")
+    for p in q:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(p.created_at))
+        print(f"{created:<20} {p.status:<9} {p.amount:>5} {mask_phone(p.phone):<13} {p.receipt or '-':<11} "
+              f"{p.checkout_request_id or '-'}")
+    return 0
+
+
+def _sessions(args) -> int:
+    from . import access
+    from .models import Device, Entitlement
+    q = Entitlement.select().order_by(Entitlement.expires_at.desc())
+    if not args.all:
+        q = q.where(Entitlement.status == "active")
+    print(f"{'id':>4} {'status':<9} {'package':<14} {'left (min)':>10}  devices")
+    for e in q:
+        macs = ",".join(d.mac for d in Device.select().where(Device.entitlement == e.id, Device.active))
+        print(f"{e.id:>4} {e.status:<9} {e.package.name:<14} {access.remaining_seconds(e) // 60:>10}  {macs or '-'}")
+    return 0
+
+
+def _simulate(args) -> int:
+    from .daraja import simulator
+    return simulator.main(["--listen", args.listen, "--callback-delay", str(args.callback_delay)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""A payment's life, from STK push to its final state: the one owner of money.
+
+States: ``created`` (row committed, push being sent) → ``pending`` (Daraja accepted the push)
+→ ``success`` | ``failed`` | ``cancelled`` | ``timeout``; ``error`` when the push itself failed.
+Every transition is a conditional UPDATE (``WHERE status IN (...)``) so a callback and a
+query racing each other, in threads or in processes, apply a result once; the entitlement's
+unique ``payment`` column makes "exactly one session per payment" a database fact.
+A ``timeout`` may still turn into ``success`` (the customer paid late: they get their time).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from . import access, clock
+from .daraja import codes
+from .daraja.client import DarajaClient, DarajaError, DarajaRejected, DarajaUnavailable
+from .identifiers import InvalidMac, InvalidPhone, mask_phone, normalize_mac, normalize_phone
+from .models import Callback, Event, Package, Payment, database
+
+log = logging.getLogger(__name__)
+
+OPEN_STATES = ("created", "pending")
+MIN_AMOUNT, MAX_AMOUNT = 1, 250_000
+
+
+class PaymentRefused(Exception):
+    """The pay request cannot go ahead; ``str()`` is for the customer, ``field`` names the input."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 400):
+        super().__init__(message)
+        self.field, self.status = field, status
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The timing of reconciliation (from ``[mpesa]``)."""
+    account_reference: str = "WIFI"
+    prompt_lifetime: int = 180
+    query_after: int = 10
+    query_interval: int = 5
+    query_max_interval: int = 60
+    give_up: int = 86400
+    allowlist: tuple = ()
+    callback_token: str = ""
+
+
+def event(kind: str, payment: Payment | int | None = None, message: str = "", mac: str | None = None,
+          at: float | None = None) -> None:
+    Event.create(at=clock.now() if at is None else at, kind=kind, payment=payment, mac=mac, message=message)
+
+
+class PaymentService:
+    """Initiates payments, takes callbacks, reconciles the ones that never heard back."""
+
+    def __init__(self, client: DarajaClient, callback_url: str, policy: Policy = Policy()):
+        self.client = client
+        self.callback_url = callback_url
+        self.policy = policy
+
+    # --- starting a payment -------------------------------------------------------------
+    def initiate(self, phone: Any, package_id: Any, mac: Any = None, client_ip: str | None = None,
+                 login_context: dict | None = None) -> tuple[Payment, bool]:
+        """Send an STK push for ``package_id`` to ``phone``. Returns ``(payment, reused)``:
+        ``reused`` is True when the device already had a pending payment, which is returned
+        instead of prompting the customer twice. Raises :class:`PaymentRefused`."""
+        try:
+            phone = normalize_phone(phone)
+        except InvalidPhone as exc:
+            raise PaymentRefused(str(exc), "phone") from None
+        try:
+            mac = normalize_mac(mac) if mac not in (None, "") else None
+        except InvalidMac:
+            raise PaymentRefused("The device address (MAC) is not valid; reconnect to the Wi-Fi and try again.",
+                                 "macAddress") from None
+        package = self._package(package_id)
+        if not MIN_AMOUNT <= package.price <= MAX_AMOUNT:
+            raise PaymentRefused("This package cannot be paid with M-Pesa (amount out of range).", "packageId")
+        now = clock.now()
+        with database.atomic():
+            if mac:
+                open_one = (Payment.select().where(Payment.mac == mac, Payment.status.in_(OPEN_STATES),
+                                                   Payment.created_at > now - self.policy.prompt_lifetime)
+                            .order_by(Payment.created_at.desc()).first())
+                if open_one:
+                    return open_one, True
+            payment = Payment.create(phone=phone, amount=package.price, package=package.id, mac=mac,
+                                     client_ip=client_ip, status="created", created_at=now,
+                                     login_context=json.dumps(login_context) if login_context else None)
+            event("created", payment, f"KES {package.price} for {package.name} to {mask_phone(phone)}", mac, now)
+        self._push(payment, package)
+        return Payment.get_by_id(payment.id), False
+
+    def _package(self, package_id: Any) -> Package:
+        try:
+            pid = int(package_id)
+        except (TypeError, ValueError):
+            raise PaymentRefused("Choose a package.", "packageId") from None
+        package = Package.get_or_none((Package.id == pid) & Package.active)
+        if package is None:
+            raise PaymentRefused("That package is not on offer; choose another.", "packageId", 404)
+        return package
+
+    def _push(self, payment: Payment, package: Package) -> None:
+        desc = f"Wi-Fi {package.name}"[:13]
+        try:
+            accepted = self.client.stk_push(payment.phone, payment.amount, self.callback_url,
+                                            self.policy.account_reference, desc)
+        except DarajaError as exc:
+            # Refused, or unreachable before anything was accepted: no prompt can be on the phone
+            # that we would not hear about; a timeout is the exception (see ARCHITECTURE.md).
+            state = "failed" if isinstance(exc, DarajaRejected) else "error"
+            Payment.update(status=state, last_error=f"{exc.code or exc.http_status or ''} {exc.message}".strip(),
+                           result_desc=exc.customer_message, resolved_by="push", completed_at=clock.now()
+                           ).where(Payment.id == payment.id).execute()
+            event("push_failed", payment, f"{exc.code or exc.http_status}: {exc.message}")
+            log.warning("STK push for payment %s failed: %s %s", payment.id, exc.code, exc.message)
+            raise PaymentRefused(exc.customer_message, None, 502 if isinstance(exc, DarajaUnavailable) else 400) from exc
+        now = clock.now()
+        with database.atomic():
+            Payment.update(checkout_request_id=accepted.checkout_request_id,
+                           merchant_request_id=accepted.merchant_request_id, status="pending", pushed_at=now,
+                           next_query_at=now + self.policy.query_after
+                           ).where(Payment.id == payment.id, Payment.status == "created").execute()
+            event("pushed", payment, f"STK push accepted: {accepted.checkout_request_id}", at=now)
+        log.info("STK push accepted %s (payment %s, %s)", accepted.checkout_request_id, payment.id,
+                 mask_phone(payment.phone))
+        # A callback may have beaten our commit: apply it now.
+        for early in Callback.select().where(Callback.checkout_request_id == accepted.checkout_request_id,
+                                             Callback.state == "unmatched"):
+            self.process_callback(early.id)
+
+    # --- callbacks ----------------------------------------------------------------------
+    def record_callback(self, body: bytes, source_ip: str | None, path: str) -> Callback:
+        """Store the raw body first, before any parsing: the audit trail loses nothing."""
+        text = body.decode("utf-8", errors="replace")
+        checkout_id = None
+        try:
+            checkout_id = str(json.loads(text)["Body"]["stkCallback"]["CheckoutRequestID"])[:64]
+        except Exception:  # noqa: BLE001 - anything unparsable is handled by process_callback
+            pass
+        return Callback.create(received_at=clock.now(), source_ip=source_ip, path=path[:255], body=text,
+                               checkout_request_id=checkout_id, state="received")
+
+    def process_callback(self, callback_id: int) -> str:
+        """Match a stored callback to its payment and apply it. Returns the callback's new state."""
+        cb = Callback.get_by_id(callback_id)
+        if cb.state not in ("received", "unmatched"):
+            return cb.state
+        try:
+            parsed = parse_callback(cb.body)
+        except ValueError as exc:
+            return self._mark(cb, "malformed", str(exc))
+        payment = Payment.get_or_none(Payment.checkout_request_id == parsed["checkout_request_id"])
+        if payment is None:
+            log.warning("callback %s for unknown CheckoutRequestID %s", cb.id, parsed["checkout_request_id"])
+            return self._mark(cb, "unmatched", "no payment with this CheckoutRequestID (yet)")
+        event("callback", payment, f"ResultCode {parsed['result_code']}: {parsed['result_desc']}")
+        doubt = self._doubt(cb, payment, parsed)
+        if doubt:
+            # Never trusted alone: ask Daraja before anything is granted.
+            Payment.update(next_query_at=clock.now()).where(Payment.id == payment.id,
+                                                          Payment.status.in_(OPEN_STATES + ("timeout",))).execute()
+            event("callback_flagged", payment, doubt)
+            log.warning("callback %s for %s flagged: %s", cb.id, payment.checkout_request_id, doubt)
+            return self._mark(cb, "flagged", doubt)
+        changed = self.apply_result(payment.id, parsed["result_code"], parsed["result_desc"], via="callback",
+                                    receipt=parsed.get("receipt"), paid_phone=parsed.get("phone"),
+                                    transaction_date=parsed.get("transaction_date"))
+        return self._mark(cb, "applied" if changed else "duplicate",
+                          None if changed else f"payment already {Payment.get_by_id(payment.id).status}")
+
+    def _doubt(self, cb: Callback, payment: Payment, parsed: dict) -> str | None:
+        if self.policy.callback_token and self.policy.callback_token not in cb.path:
+            return "arrived without the install's secret token in the path"
+        if self.policy.allowlist and not _allowed(cb.source_ip, self.policy.allowlist):
+            return f"source {cb.source_ip} is not in the callback allowlist"
+        if codes.outcome(parsed["result_code"]) == "success":
+            if parsed.get("amount") is None:
+                return "success without an Amount"
+            if parsed["amount"] != payment.amount:
+                return f"amount {parsed['amount']} differs from the {payment.amount} asked"
+            if not parsed.get("receipt"):
+                return "success without a receipt number"
+            if Payment.select().where(Payment.receipt == parsed["receipt"], Payment.id != payment.id).exists():
+                return f"receipt {parsed['receipt']} already belongs to another payment"
+        return None
+
+    def _mark(self, cb: Callback, state: str, note: str | None) -> str:
+        Callback.update(state=state, note=note, processed_at=clock.now()).where(Callback.id == cb.id).execute()
+        return state
+
+    # --- results --------------------------------------------------------------------------
+    def apply_result(self, payment_id: int, result_code: Any, result_desc: str, *, via: str,
+                     receipt: str | None = None, paid_phone: str | None = None,
+                     transaction_date: str | None = None) -> bool:
+        """Move a payment to the final state ``result_code`` means. Idempotent: returns False
+        when the payment was already final (nothing changed). Success creates the session."""
+        code = str(result_code).strip()
+        outcome = codes.outcome(code)
+        if outcome == "pending":
+            return False
+        now = clock.now()
+        allowed_from = OPEN_STATES + (("timeout", "error") if outcome == "success" else ())
+        with database.atomic():
+            updated = (Payment.update(status=outcome, result_code=code, result_desc=result_desc,
+                                      receipt=receipt if outcome == "success" else None,
+                                      paid_phone=paid_phone, transaction_date=transaction_date,
+                                      resolved_by=via, completed_at=now,
+                                      next_query_at=None)
+                       .where(Payment.id == payment_id, Payment.status.in_(allowed_from)).execute())
+            if not updated:
+                return False
+            payment = Payment.get_by_id(payment_id)
+            event("resolved", payment, f"{outcome} by {via} ({code} {result_desc})", payment.mac, now)
+            if outcome == "success":
+                access.grant_for_payment(payment, now)
+        log.info("payment %s %s by %s (ResultCode %s)", payment.checkout_request_id, outcome, via, code)
+        return True
+
+    # --- reconciliation -----------------------------------------------------------------
+    def reconcile_due(self, limit: int = 50) -> int:
+        """Query every payment whose next query is due; returns how many were asked."""
+        now = clock.now()
+        due = list(Payment.select().where(Payment.next_query_at <= now,
+                                          Payment.status.in_(("pending", "timeout")))
+                   .order_by(Payment.next_query_at).limit(limit))
+        for payment in due:
+            self.query(payment)
+        self._retry_stranded(now)
+        return len(due)
+
+    def query(self, payment: Payment) -> str:
+        """Ask Daraja about one payment and act on the answer; returns the payment's status."""
+        now = clock.now()
+        attempts = payment.query_attempts + 1
+        try:
+            result = self.client.stk_query(payment.checkout_request_id)
+        except DarajaError as exc:
+            event("query", payment, f"error {exc.code or exc.http_status}: {exc.message}")
+            self._reschedule(payment, attempts, now, f"{exc.code or exc.http_status} {exc.message}")
+            return Payment.get_by_id(payment.id).status
+        event("query", payment, "still processing" if result.pending else f"ResultCode {result.result_code}: {result.result_desc}")
+        if not result.pending and self.apply_result(payment.id, result.result_code, result.result_desc, via="query"):
+            return Payment.get_by_id(payment.id).status
+        if not result.pending:
+            Payment.update(next_query_at=None, query_attempts=attempts).where(Payment.id == payment.id).execute()
+            return Payment.get_by_id(payment.id).status
+        self._reschedule(payment, attempts, now, None)
+        return Payment.get_by_id(payment.id).status
+
+    def _reschedule(self, payment: Payment, attempts: int, now: float, error: str | None) -> None:
+        p = self.policy
+        age = now - (payment.pushed_at or payment.created_at)
+        if age > p.give_up:
+            Payment.update(next_query_at=None, query_attempts=attempts, last_error=error or payment.last_error
+                           ).where(Payment.id == payment.id).execute()
+            event("query_stopped", payment, f"no final answer after {int(age)} s")
+            return
+        interval = min(p.query_interval * (2 ** min(attempts - 1, 10)), p.query_max_interval)
+        if age > p.prompt_lifetime:
+            interval = max(interval, p.query_max_interval)
+        Payment.update(next_query_at=now + interval, query_attempts=attempts, last_error=error or payment.last_error
+                       ).where(Payment.id == payment.id).execute()
+        if age > p.prompt_lifetime:
+            if Payment.update(status="timeout", result_desc="No answer from M-Pesa in time.", resolved_by="timeout",
+                              completed_at=now).where(Payment.id == payment.id, Payment.status == "pending").execute():
+                event("timeout", payment, f"no final answer {int(age)} s after the push; still checking for a late payment")
+                log.info("payment %s timed out (still queried for a late success)", payment.checkout_request_id)
+
+    def _retry_stranded(self, now: float) -> None:
+        """Callbacks stored but never processed (a crash in between) are processed now."""
+        for cb in Callback.select(Callback.id).where(Callback.state == "received",
+                                                     Callback.received_at < now - 2).limit(100):
+            self.process_callback(cb.id)
+
+    # --- reading ------------------------------------------------------------------------
+    def status(self, checkout_request_id: str) -> Payment | None:
+        return Payment.get_or_none(Payment.checkout_request_id == checkout_request_id)
+
+
+def _allowed(ip: str | None, networks: tuple) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip or "")
+    except ValueError:
+        return False
+    return any(addr in net for net in networks)
+
+
+def parse_callback(body: str | bytes) -> dict:
+    """Read an stkCallback body (items by Name, never by position). Raises ValueError."""
+    try:
+        data = json.loads(body)
+        cb = data["Body"]["stkCallback"]
+        checkout = cb["CheckoutRequestID"]
+        code = cb["ResultCode"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"not an stkCallback body ({type(exc).__name__}: {exc})") from None
+    if not isinstance(checkout, str) or not checkout or len(checkout) > 64:
+        raise ValueError("CheckoutRequestID missing or not a string")
+    if isinstance(code, bool) or not isinstance(code, (int, str)) or len(str(code)) > 32:
+        raise ValueError("ResultCode is not a number or code")
+    out: dict[str, Any] = {"checkout_request_id": checkout, "result_code": str(code).strip(),
+                           "result_desc": str(cb.get("ResultDesc", ""))[:500],
+                           "merchant_request_id": str(cb.get("MerchantRequestID", ""))}
+    items = (cb.get("CallbackMetadata") or {}).get("Item") or []
+    if not isinstance(items, list):
+        raise ValueError("CallbackMetadata.Item is not a list")
+    values = {i.get("Name"): i.get("Value") for i in items if isinstance(i, dict)}
+    amount = values.get("Amount")
+    if amount is not None:
+        try:
+            amount_f = float(amount)
+        except (TypeError, ValueError):
+            raise ValueError(f"Amount {amount!r} is not a number") from None
+        if not math.isfinite(amount_f):
+            raise ValueError(f"Amount {amount!r} is not a number")
+        out["amount"] = int(amount_f) if amount_f == int(amount_f) else amount_f
+    if values.get("MpesaReceiptNumber") is not None:
+        out["receipt"] = str(values["MpesaReceiptNumber"])[:32]
+    if values.get("PhoneNumber") is not None:
+        out["phone"] = str(values["PhoneNumber"])[:12]
+    if values.get("TransactionDate") is not None:
+        out["transaction_date"] = str(values["TransactionDate"])[:14]
+    return out

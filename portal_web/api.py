@@ -1,0 +1,134 @@
+"""The portal API (/api/portal) and the Daraja callback endpoints."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, current_app, jsonify, request
+
+from hotspotd import access, clock
+from hotspotd.daraja import codes
+from hotspotd.models import Package, Payment
+from hotspotd.payments import PaymentRefused
+
+from . import limiter
+
+log = logging.getLogger(__name__)
+bp = Blueprint("api", __name__, url_prefix="/api/portal")
+callbacks = Blueprint("callbacks", __name__)
+
+STATUS_OF = {"created": "pending", "pending": "pending", "success": "success", "failed": "failed",
+             "cancelled": "cancelled", "timeout": "timeout", "error": "failed"}
+
+
+def _hotspot():
+    return current_app.config["HOTSPOT"]
+
+
+def _lang() -> str:
+    lang = request.args.get("lang") or request.accept_languages.best_match(["en", "sw"]) or "en"
+    return lang if lang in ("en", "sw") else "en"
+
+
+def _body_field(name: str) -> str:
+    data = request.get_json(silent=True)
+    value = data.get(name) if isinstance(data, dict) else None
+    return f"{name}:{value}" if isinstance(value, str) else f"{name}:-"
+
+
+def _limit(key: str):
+    return lambda: getattr(_hotspot().config.portal, key)
+
+
+def package_json(p: Package) -> dict:
+    return {"id": p.id, "name": p.name, "price": p.price, "currency": "KES",
+            "durationSeconds": p.duration_seconds, "dataCapBytes": p.data_cap_bytes,
+            "rateLimit": p.rate_limit, "devices": p.devices}
+
+
+@bp.get("/packages")
+def packages():
+    rows = Package.select().where(Package.active).order_by(Package.position, Package.price)
+    return jsonify({"success": True, "packages": [package_json(p) for p in rows]})
+
+
+@bp.post("/pay")
+@limiter.limit(_limit("pay_limit_per_client"))
+@limiter.limit(_limit("pay_limit_per_phone"), key_func=lambda: _body_field("phone"))
+@limiter.limit(_limit("pay_limit_per_device"), key_func=lambda: _body_field("macAddress"))
+def pay():
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        return jsonify({"success": False, "message": "Send JSON: {\"phone\", \"packageId\", \"macAddress\"}."}), 400
+    context = data.get("login") if isinstance(data.get("login"), dict) else None
+    try:
+        payment, reused = _hotspot().payments.initiate(
+            data.get("phone"), data.get("packageId"), data.get("macAddress"),
+            client_ip=request.remote_addr, login_context=context)
+    except PaymentRefused as exc:
+        body = {"success": False, "message": str(exc)}
+        if exc.field:
+            body["field"] = exc.field
+        return jsonify(body), exc.status
+    message = ("A payment prompt was already sent to your phone; enter your M-Pesa PIN there." if reused
+               else "Check your phone and enter your M-Pesa PIN to pay.")
+    return jsonify({"success": True, "message": message, "checkoutRequestId": payment.checkout_request_id,
+                    "amount": payment.amount, "packageName": payment.package.name, "reused": reused})
+
+
+def session_json(payment: Payment) -> dict | None:
+    ent = access.entitlement_of(payment)
+    if ent is None:
+        return None
+    return {"sessionId": str(ent.id), "packageName": ent.package.name, "startsAt": clock.iso(ent.started_at),
+            "expiresAt": clock.iso(ent.expires_at), "remainingSeconds": access.remaining_seconds(ent),
+            "status": ent.status}
+
+
+def payment_status_json(payment: Payment, lang: str = "en") -> dict:
+    status = STATUS_OF[payment.status]
+    body = {"success": True, "status": status, "checkoutRequestId": payment.checkout_request_id,
+            "amount": payment.amount, "packageName": payment.package.name, "session": None}
+    if status == "success":
+        body["session"] = session_json(payment)
+        body["message"] = codes.customer_message("0", lang)
+    elif status == "pending":
+        body["message"] = ("Enter your M-Pesa PIN on your phone." if lang == "en"
+                           else "Weka PIN yako ya M-Pesa kwenye simu.")
+    else:
+        code = payment.result_code
+        body["resultCode"] = code
+        body["reason"] = codes.reason(code) if code else ("no_response" if status == "timeout" else "failed")
+        body["message"] = (codes.customer_message(code, lang) if code else
+                           payment.result_desc or codes.customer_message("1037", lang))
+    return body
+
+
+@bp.get("/status/<checkout_request_id>")
+def status(checkout_request_id: str):
+    payment = _hotspot().payments.status(checkout_request_id[:64])
+    if payment is None:
+        return jsonify({"success": False, "message": "No payment with that id."}), 404
+    return jsonify(payment_status_json(payment, _lang()))
+
+
+def _take_callback():
+    """Store first, answer at once; processing errors never change the answer Daraja gets."""
+    service = _hotspot().payments
+    cb = service.record_callback(request.get_data(cache=False), request.remote_addr, request.path)
+    try:
+        service.process_callback(cb.id)
+    except Exception:  # noqa: BLE001 - the body is stored; the scheduler retries it
+        log.exception("processing callback %s failed; it stays stored for a retry", cb.id)
+    return jsonify({"ResultCode": 0, "ResultDesc": "Accepted"})
+
+
+@bp.post("/mpesa/callback")
+def seed_callback():
+    return _take_callback()
+
+
+@callbacks.post("/cb/<token>")
+def token_callback(token: str):
+    if token != _hotspot().callback_token:
+        return jsonify({"ResultCode": 1, "ResultDesc": "Rejected"}), 404
+    return _take_callback()
