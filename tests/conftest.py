@@ -1,0 +1,64 @@
+"""Shared fixtures: a real hotspotd (portal on port 0, Daraja simulator, SQLite in tmp)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from hotspotd.config import from_dict
+
+
+
+def make_config_dict(tmp_path, **tables) -> dict:
+    """A config for tests: everything on loopback port 0, short delays, generous rate limits."""
+    data = {
+        "portal": {"listen": "127.0.0.1:0", "pay_limit_per_client": "1000/minute",
+                   "pay_limit_per_phone": "1000/minute", "pay_limit_per_device": "1000/minute"},
+        "database": {"url": f"sqlite:///{tmp_path}/hotspotd.db"},
+        "mpesa": {"query_after_seconds": 1, "query_interval_seconds": 1, "query_max_interval_seconds": 2},
+        "simulator": {"callback_delay_seconds": 0.05, "final_after_seconds": 0.05},
+        "scheduler": {"reconcile_every_seconds": 0.2, "expire_every_seconds": 0.2},
+        "radius": {"enabled": False},
+    }
+    for table, values in tables.items():
+        data.setdefault(table, {}).update(values)
+    return data
+
+
+@pytest.fixture
+def make_hotspot(tmp_path):
+    started: list = []
+
+    from hotspotd.daemon import Hotspot
+
+    def make(**tables) -> Hotspot:
+        hs = Hotspot(from_dict(make_config_dict(tmp_path, **tables), "test")).start()
+        started.append(hs)
+        return hs
+
+    yield make
+    for hs in reversed(started):
+        hs.stop()
+
+
+@pytest.fixture
+def hotspot(make_hotspot):
+    return make_hotspot()
+
+
+@pytest.fixture
+def http():
+    with requests.Session() as session:
+        yield session
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")

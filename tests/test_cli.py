@@ -1,0 +1,43 @@
+from hotspotd import cli
+
+
+def run(capsys, tmp_path, *args):
+    code = cli.main(["--config", str(tmp_path / "h.toml"), *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def write_config(tmp_path):
+    (tmp_path / "h.toml").write_text(f'[database]\nurl = "sqlite:///{tmp_path}/h.db"\n')
+
+
+def test_packages_add_list_disable_edit(tmp_path, capsys):
+    write_config(tmp_path)
+    code, out, _ = run(capsys, tmp_path, "packages", "add", "--name", "Week", "--price", "250", "--minutes", "10080",
+                       "--rate", "2M/5M", "--devices", "2")
+    assert code == 0 and "added package 4: Week, KES 250" in out
+    code, out, _ = run(capsys, tmp_path, "packages", "disable", "1")
+    assert code == 0 and "disabled" in out
+    code, out, _ = run(capsys, tmp_path, "packages", "edit", "2", "--price", "12")
+    assert code == 0 and "KES 12" in out
+    code, out, _ = run(capsys, tmp_path, "packages", "list")
+    lines = out.splitlines()
+    assert any("30 minutes" in l and "disabled" in l for l in lines)
+    assert any("1 hour" in l and " 12 " in l for l in lines)
+    assert any("Week" in l and "10080" in l for l in lines)
+    code, _, err = run(capsys, tmp_path, "packages", "disable", "99")
+    assert code == 1 and "no package 99" in err
+    code, _, err = run(capsys, tmp_path, "packages", "add", "--name", "x", "--price", "0", "--minutes", "1")
+    assert code == 2
+
+
+def test_db_migrate_payments_sessions_check(tmp_path, capsys):
+    write_config(tmp_path)
+    code, out, _ = run(capsys, tmp_path, "db", "migrate")
+    assert code == 0 and "schema version 1" in out
+    code, out, _ = run(capsys, tmp_path, "payments", "list")
+    assert code == 0 and out.startswith("created (UTC)")
+    code, out, _ = run(capsys, tmp_path, "sessions", "list")
+    assert code == 0 and "package" in out
+    code, out, _ = run(capsys, tmp_path, "check")
+    assert code == 0 and "mpesa: environment simulator" in out and "radius:" in out
