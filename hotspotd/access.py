@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import peewee as pw
 
 from . import clock
-from .models import Device, Entitlement, Event, Package, Payment, database
+from .models import AcctSession, Device, Entitlement, Event, Package, Payment, database
 
 log = logging.getLogger(__name__)
 
@@ -132,3 +132,87 @@ def expire_due(now: float | None = None, limit: int = 5000) -> list[tuple[int, l
                             "message": "expired" if e.expires_at <= now else "data cap reached"} for e in due]).execute()
     log.info("ended %d session(s)", len(ended))
     return ended
+
+
+def authorize_login(username: str, password_ok, mac: str | None, now: float | None = None) -> Grant | None:
+    """A username/password login (voucher code, post-payment login). ``password_ok(secret)``
+    checks the stored password (PAP or CHAP, the caller knows which). The calling MAC is bound
+    to the entitlement while it has a free device slot."""
+    now = clock.now() if now is None else now
+    ent = (Entitlement.select(Entitlement, Package.name.alias("package_name")).join(Package)
+           .where(Entitlement.login_user == username).objects().first())
+    if ent is None or ent.login_password is None or not password_ok(ent.login_password):
+        return None
+    if ent.status != "active" or ent.expires_at <= now or ent.started_at > now:
+        return None
+    if ent.data_cap_bytes is not None and ent.bytes_used >= ent.data_cap_bytes:
+        return None
+    if mac:
+        with database.atomic():
+            bound = {d.mac for d in Device.select(Device.mac).where(Device.entitlement == ent.id, Device.active)}
+            if mac not in bound:
+                if len(bound) >= ent.devices:
+                    return None
+                Device.create(mac=mac, entitlement=ent.id, bound_at=now)
+                Event.create(at=now, kind="device_bound", entitlement=ent.id, mac=mac, message="login")
+    return _grant(ent, mac or "", ent.package_name, now)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One accounting report, octet counts already 64-bit."""
+    nas: str
+    acct_session_id: str
+    status: str                  # start | interim | stop
+    mac: str | None
+    entitlement_id: int | None   # from the Class we sent, when the NAS echoed it
+    ip: str | None = None
+    username: str | None = None
+    input_octets: int = 0
+    output_octets: int = 0
+    session_time: int = 0
+    terminate_cause: str | None = None
+
+
+def record_usage(u: Usage, now: float | None = None) -> bool:
+    """Apply an accounting report. Counters are totals for the router session, so only the
+    growth since the last report is added to the entitlement: a repeated report adds nothing.
+    Returns True when the entitlement's data cap is now used up."""
+    now = clock.now() if now is None else now
+    with database.atomic():
+        row = AcctSession.get_or_none(AcctSession.nas == u.nas, AcctSession.acct_session_id == u.acct_session_id)
+        ent_id = u.entitlement_id
+        if ent_id is None and u.mac:
+            grant = authorize(u.mac, now)
+            ent_id = grant.entitlement_id if grant else None
+        if ent_id is not None and not Entitlement.select().where(Entitlement.id == ent_id).exists():
+            ent_id = None
+        if row is None:
+            row = AcctSession.create(nas=u.nas, acct_session_id=u.acct_session_id, mac=u.mac, entitlement=ent_id,
+                                     ip=u.ip, username=u.username, started_at=now - u.session_time, updated_at=now)
+        before = row.input_octets + row.output_octets
+        after = u.input_octets + u.output_octets
+        delta = max(after - before, 0)
+        fields = {"updated_at": now, "updates": AcctSession.updates + 1}
+        if delta or u.status != "start":
+            fields.update(input_octets=max(u.input_octets, row.input_octets),
+                          output_octets=max(u.output_octets, row.output_octets),
+                          session_time=max(u.session_time, row.session_time))
+        if u.status == "stop":
+            fields.update(online=False, stopped_at=now, terminate_cause=u.terminate_cause)
+        elif row.stopped_at is None:
+            fields["online"] = True
+        if row.entitlement_id is None and ent_id is not None:
+            fields["entitlement"] = ent_id
+        AcctSession.update(**fields).where(AcctSession.id == row.id).execute()
+        ent_id = row.entitlement_id or ent_id
+        if not ent_id:
+            return False
+        if delta:
+            Entitlement.update(bytes_used=Entitlement.bytes_used + delta).where(Entitlement.id == ent_id).execute()
+        ent = Entitlement.get_by_id(ent_id)
+        return ent.data_cap_bytes is not None and ent.bytes_used >= ent.data_cap_bytes
+
+
+def online_macs() -> list[str]:
+    return [r.mac for r in AcctSession.select(AcctSession.mac).where(AcctSession.online).distinct() if r.mac]

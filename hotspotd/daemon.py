@@ -30,6 +30,7 @@ class Hotspot:
         self.client: DarajaClient | None = None
         self.payments: PaymentService | None = None
         self.scheduler: Scheduler | None = None
+        self.radius = None
         self.callback_token = ""
         self.callback_url = ""
         self._web = None
@@ -98,6 +99,9 @@ class Hotspot:
         log.info("portal listening on %s (public URL %s)", self.portal_url, self.config.portal.public_url)
         if self.simulator:
             log.info("Daraja simulator at %s; callbacks go to %s/cb/…", self.simulator.url, self.portal_url)
+        if self.config.radius.enabled:
+            from radius.server import RadiusServer
+            self.radius = RadiusServer(self.config).start()
         if self.config.scheduler.enabled:
             self.scheduler = Scheduler()
             s = self.config.scheduler
@@ -113,6 +117,8 @@ class Hotspot:
     def stop(self) -> None:
         if self.scheduler:
             self.scheduler.stop()
+        if self.radius:
+            self.radius.stop()
         if self._web is not None:
             self._web.close()
             if self._web_thread:

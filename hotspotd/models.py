@@ -86,6 +86,8 @@ class Entitlement(BaseModel):
     rate_limit = pw.CharField(max_length=32, null=True)
     devices = pw.IntegerField(default=1)
     status = pw.CharField(max_length=16, default="active", index=True)  # active | expired | exhausted | revoked
+    login_user = pw.CharField(max_length=64, null=True, unique=True)  # username/password logins (vouchers)
+    login_password = pw.CharField(max_length=64, null=True)
     ended_at = pw.DoubleField(null=True)
     end_reason = pw.CharField(max_length=32, null=True)
 
@@ -102,6 +104,28 @@ class Device(BaseModel):
         indexes = ((("mac", "active"), False),)
 
 
+class AcctSession(BaseModel):
+    """One router session as RADIUS accounting reports it (Start → Interim-Update… → Stop)."""
+    nas = pw.CharField(max_length=45)
+    acct_session_id = pw.CharField(max_length=64)
+    mac = pw.CharField(max_length=17, null=True, index=True)
+    entitlement = pw.ForeignKeyField(Entitlement, null=True, backref="acct_sessions", on_delete="SET NULL")
+    ip = pw.CharField(max_length=45, null=True)
+    username = pw.CharField(max_length=64, null=True)
+    started_at = pw.DoubleField()
+    updated_at = pw.DoubleField()
+    stopped_at = pw.DoubleField(null=True)
+    input_octets = pw.BigIntegerField(default=0)    # from the client (upload)
+    output_octets = pw.BigIntegerField(default=0)   # to the client (download)
+    session_time = pw.IntegerField(default=0)
+    online = pw.BooleanField(default=True, index=True)
+    terminate_cause = pw.CharField(max_length=32, null=True)
+    updates = pw.IntegerField(default=0)
+
+    class Meta:
+        indexes = ((("nas", "acct_session_id"), True),)
+
+
 class Event(BaseModel):
     """The timeline: one row per step of a payment or a session, for the owner and for audits."""
     at = pw.DoubleField(index=True)
@@ -112,4 +136,4 @@ class Event(BaseModel):
     message = pw.TextField(default="")
 
 
-ALL_MODELS = [Setting, Package, Payment, Callback, Entitlement, Device, Event]
+ALL_MODELS = [Setting, Package, Payment, Callback, Entitlement, Device, AcctSession, Event]
