@@ -62,3 +62,22 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def give_time(mac: str | None, *, seconds: int = 3600, price: int = 10, data_cap: int | None = None,
+              rate: str | None = None, devices: int = 1, phone: str = "254708374149", login=None):
+    """A paid entitlement for ``mac`` as a successful payment would leave it (for RADIUS tests)."""
+    from hotspotd import access, clock
+    from hotspotd.models import Package, Payment, database
+
+    now = clock.now()
+    with database.atomic():
+        package = Package.create(name=f"test {seconds}s", price=price, duration_seconds=seconds, data_cap_bytes=data_cap,
+                                 rate_limit=rate, devices=devices, created_at=now, active=False)
+        payment = Payment.create(phone=phone, amount=price, package=package.id, mac=mac, status="success",
+                                 created_at=now, completed_at=now, resolved_by="test")
+        ent = access.grant_for_payment(payment, now)
+        if login:
+            ent.login_user, ent.login_password = login
+            ent.save()
+    return ent
