@@ -1,0 +1,1 @@
+"""Routers: talking to the NAS that lets paid devices out (``mikrotik``) and a simulator of one (``routeros_sim``)."""
