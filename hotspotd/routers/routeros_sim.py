@@ -504,6 +504,7 @@ class RouterOSSimulator:
 
     def _print(self, path: str, menu: Menu, attrs: dict[str, str], queries: list[str]) -> list[list[str]]:
         rows = [self._render(path, item_id, row) for item_id, row in self._tables[path].items()]
+        matches({}, queries)  # a malformed query traps even when there is nothing to match
         rows = [row for row in rows if matches(row, queries)]
         if "count-only" in attrs:
             return [["!done", f"=ret={len(rows)}"]]
