@@ -1,0 +1,102 @@
+"""Daraja result codes: what each one means for a payment, and what to tell the customer.
+
+A ResultCode arrives as a number in callbacks and as a string from the STK query; some codes are
+not numeric at all (``SFC_IC0003``). Everything here takes either form and works on text.
+The table follows shared/reference/daraja.md, "Result codes"; any other non-zero code is a failure.
+"""
+from __future__ import annotations
+
+#: Result code (as text) → outcome: success | failed | cancelled | timeout | pending.
+OUTCOMES: dict[str, str] = {
+    "0": "success",
+    "1": "failed",            # insufficient balance
+    "17": "failed",           # internal error
+    "26": "failed",           # system busy
+    "1001": "failed",         # subscriber locked: another transaction in progress
+    "1019": "timeout",        # transaction expired
+    "1025": "failed",         # error sending the push
+    "1032": "cancelled",      # cancelled by the user
+    "1036": "timeout",        # SMSC ACK timeout
+    "1037": "timeout",        # no response from the user / phone unreachable
+    "2001": "failed",         # wrong PIN (initiator information invalid)
+    "4999": "pending",        # still processing (query only)
+    "9999": "failed",         # error sending the push
+    "SFC_IC0003": "failed",   # operator does not exist: till/paybill misconfigured
+}
+
+#: Result code → a short machine word for the portal and the logs.
+REASONS: dict[str, str] = {
+    "0": "paid",
+    "1": "insufficient_funds",
+    "17": "busy",
+    "26": "busy",
+    "1001": "busy",
+    "1019": "expired",
+    "1025": "push_failed",
+    "1032": "cancelled",
+    "1036": "no_response",
+    "1037": "no_response",
+    "2001": "wrong_pin",
+    "4999": "pending",
+    "9999": "push_failed",
+    "SFC_IC0003": "misconfigured",
+}
+
+#: Reason word → (English, Kiswahili): short, friendly, saying what to do next.
+MESSAGES: dict[str, tuple[str, str]] = {
+    "paid": ("Payment received. Thank you!",
+             "Malipo yamepokelewa. Asante!"),
+    "insufficient_funds": ("Not enough M-Pesa balance. Top up and try again.",
+                           "Salio lako la M-Pesa halitoshi. Ongeza salio kisha ujaribu tena."),
+    "busy": ("M-Pesa is busy right now. Please try again in a minute.",
+             "M-Pesa ina shughuli nyingi sasa. Tafadhali jaribu tena baada ya dakika moja."),
+    "expired": ("The M-Pesa prompt expired. Please try again.",
+                "Ombi la M-Pesa limepitwa na muda. Tafadhali jaribu tena."),
+    "push_failed": ("We could not send the M-Pesa prompt to your phone. Please try again.",
+                    "Hatukuweza kutuma ombi la M-Pesa kwenye simu yako. Tafadhali jaribu tena."),
+    "cancelled": ("You cancelled the M-Pesa prompt.",
+                  "Ulighairi ombi la M-Pesa."),
+    "no_response": ("No response from your phone. Keep it on and unlocked, then try again.",
+                    "Simu yako haikujibu. Hakikisha imewashwa, kisha ujaribu tena."),
+    "wrong_pin": ("Wrong M-Pesa PIN. Please try again.",
+                  "PIN ya M-Pesa si sahihi. Tafadhali jaribu tena."),
+    "pending": ("Waiting for you to confirm on your phone.",
+                "Tunasubiri uthibitishe kwenye simu yako."),
+    "misconfigured": ("M-Pesa payments are not set up correctly here. Please tell the staff.",
+                      "Malipo ya M-Pesa hayajawekwa sawa hapa. Tafadhali waambie wahudumu."),
+    "failed": ("The M-Pesa payment did not go through. Please try again.",
+               "Malipo ya M-Pesa hayakufanikiwa. Tafadhali jaribu tena."),
+}
+
+
+def normalize(code: str | int | None) -> str:
+    """The code as text: ``1032``, ``"1032"`` and ``" 1032 "`` all give ``"1032"``; None gives ``""``."""
+    if code is None:
+        return ""
+    text = str(code).strip().upper()
+    return str(int(text)) if text.isascii() and text.isdigit() else text
+
+
+def outcome(code: str | int | None) -> str:
+    """``success``, ``failed``, ``cancelled``, ``timeout`` or ``pending`` for ``code``.
+
+    No code at all (None or blank) means no answer yet: ``pending``. Unknown codes are ``failed``.
+    """
+    text = normalize(code)
+    if not text:
+        return "pending"
+    return OUTCOMES.get(text, "failed")
+
+
+def reason(code: str | int | None) -> str:
+    """A short machine word for ``code``: ``cancelled``, ``insufficient_funds``, ``wrong_pin``, ..."""
+    text = normalize(code)
+    if not text:
+        return "pending"
+    return REASONS.get(text, "failed")
+
+
+def customer_message(code: str | int | None, lang: str = "en") -> str:
+    """What to tell the customer about ``code``, in English (``en``) or Kiswahili (``sw``)."""
+    english, swahili = MESSAGES[reason(code)]
+    return swahili if str(lang).lower().startswith("sw") else english
