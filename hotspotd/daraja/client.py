@@ -1,0 +1,333 @@
+"""A Daraja client: OAuth token, STK push, STK push query (shared/reference/daraja.md).
+
+:class:`DarajaClient` is thread-safe: the portal's threads and the scheduler share one. Every
+request has a timeout; nothing is retried except once after an "Invalid Access Token", which the
+gateway answers before a push reaches M-Pesa (a push is never repeated otherwise: Daraja has no
+idempotency, the same push twice is two payments).
+
+Failures raise a :class:`DarajaError` subclass, chosen on HTTP status and errorCode, never on text:
+:class:`DarajaUnavailable` (no answer, 5xx, gateway fault), :class:`DarajaRejected` (a business
+refusal: invalid field, wrong credentials, subscriber locked) and :class:`DarajaAuthError` (OAuth).
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import requests
+
+from ..identifiers import mask_phone
+
+log = logging.getLogger(__name__)
+
+BASE_URLS = {"sandbox": "https://sandbox.safaricom.co.ke", "production": "https://api.safaricom.co.ke"}
+NAIROBI = ZoneInfo("Africa/Nairobi")
+
+#: errorCodes of a bad or expired bearer token on a business API.
+INVALID_TOKEN_CODES = ("404.001.03", "401.003.01")
+#: "No answer yet" from the query; also Daraja's code for business refusals of a push.
+BUSY_CODE = "500.001.1001"
+#: Seconds before a token's expiry at which it is refreshed (less for very short lifetimes).
+REFRESH_MARGIN = 60.0
+DEFAULT_TOKEN_LIFETIME = 3599
+
+UNAVAILABLE_TEXT = "M-Pesa is not answering right now, please try again in a minute."
+MISCONFIGURED_TEXT = "M-Pesa payments are not set up correctly here. Please tell the staff."
+REJECTED_TEXT = "M-Pesa could not take this payment request. Please try again."
+PHONE_TEXT = "That number cannot receive M-Pesa prompts. Use a Safaricom number such as 0712 345 678."
+AMOUNT_TEXT = "M-Pesa cannot take that amount."
+LOCKED_TEXT = "Another M-Pesa payment is waiting on your phone. Finish or cancel it, then try again."
+
+
+class DarajaError(Exception):
+    """A Daraja call failed. ``code`` is Daraja's errorCode (or None), ``http_status`` the HTTP
+    status (None when no answer came), ``message`` the technical text, ``customer_message``
+    a sentence fit for the splash page."""
+
+    default_customer_message = REJECTED_TEXT
+
+    def __init__(self, message: str, *, code: str | None = None, http_status: int | None = None,
+                 customer_message: str | None = None):
+        super().__init__(f"{code or http_status or '-'}: {message}")
+        self.code, self.http_status, self.message = code, http_status, message
+        self.customer_message = customer_message or self.default_customer_message
+
+
+class DarajaUnavailable(DarajaError):
+    """No usable answer: connection refused, timeout, 5xx, a gateway fault or a body that is not JSON."""
+
+    default_customer_message = UNAVAILABLE_TEXT
+
+
+class DarajaRejected(DarajaError):
+    """Daraja understood the request and refused it (invalid field, wrong credentials, locked subscriber)."""
+
+
+class DarajaAuthError(DarajaError):
+    """OAuth failed (bad consumer key or secret), or a fresh token was refused too."""
+
+    default_customer_message = MISCONFIGURED_TEXT
+
+
+@dataclass(frozen=True)
+class PushAccepted:
+    merchant_request_id: str
+    checkout_request_id: str
+    customer_message: str
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """``pending`` means no final answer yet (ask again later); ``result_code`` is always text."""
+    pending: bool
+    result_code: str | None
+    result_desc: str
+
+
+def nairobi_timestamp(now: datetime | None = None) -> str:
+    """``YYYYMMDDHHmmss`` in Africa/Nairobi time; a naive ``now`` is taken as UTC."""
+    now = now or datetime.now(timezone.utc)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    return now.astimezone(NAIROBI).strftime("%Y%m%d%H%M%S")
+
+
+def stk_password(shortcode: str, passkey: str, timestamp: str) -> str:
+    """The STK Password: base64(shortcode + passkey + timestamp)."""
+    return base64.b64encode(f"{shortcode}{passkey}{timestamp}".encode()).decode("ascii")
+
+
+class DarajaClient:
+    """OAuth, STK push and STK query against ``base_url`` (see :data:`BASE_URLS`, or a simulator's url).
+
+    ``party_b`` is the till number for ``CustomerBuyGoodsOnline``; PartyB is ``shortcode`` otherwise.
+    A client made without ``session`` owns its own; :meth:`close` (or ``with``) releases it.
+    """
+
+    def __init__(self, base_url: str, consumer_key: str, consumer_secret: str, shortcode: str, passkey: str, *,
+                 transaction_type: str = "CustomerPayBillOnline", party_b: str | None = None,
+                 timeout: float = 10.0, session: requests.Session | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.shortcode = str(shortcode)
+        self.transaction_type = transaction_type
+        self.party_b = str(party_b) if party_b else self.shortcode
+        self.timeout = timeout
+        self._key, self._secret, self._passkey = consumer_key, consumer_secret, passkey
+        self._session = session or requests.Session()
+        self._owns_session = session is None
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._refresh_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"DarajaClient({self.base_url!r}, shortcode={self.shortcode!r})"
+
+    def close(self) -> None:
+        """Release pooled connections (only those of a session this client made)."""
+        if self._owns_session:
+            self._session.close()
+
+    def __enter__(self) -> "DarajaClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- OAuth ---------------------------------------------------------------------------
+    def token(self) -> str:
+        """A valid access token: cached, refreshed shortly before it expires, one fetch at a time."""
+        with self._lock:
+            if self._token is not None and time.monotonic() < self._refresh_at:
+                return self._token
+            return self._fetch_token()
+
+    def check_credentials(self) -> None:
+        """Fetch a fresh token now; raises :class:`DarajaAuthError` (or Unavailable) on failure."""
+        with self._lock:
+            self._token = None
+            self._fetch_token()
+
+    def _forget(self, token: str) -> None:
+        # Only the token that was refused: another thread may already hold a newer one.
+        with self._lock:
+            if self._token == token:
+                self._token = None
+
+    def _fetch_token(self) -> str:
+        """Call with the lock held."""
+        resp = self._request("GET", "/oauth/v1/generate", "OAuth", params={"grant_type": "client_credentials"},
+                             auth=(self._key, self._secret))
+        body = _json(resp)
+        # 400/401/403 is Daraja refusing the key and secret; a gateway fault (wrong base URL) is not.
+        if resp.status_code in (400, 401, 403) and not (isinstance(body, dict) and "fault" in body):
+            code, message = _envelope(body)
+            log.error("Daraja OAuth refused: HTTP %s %s %s (check the consumer key and secret)",
+                      resp.status_code, code, message)
+            raise DarajaAuthError(message or "OAuth refused the consumer key and secret",
+                                  code=code, http_status=resp.status_code)
+        token = body.get("access_token") if resp.status_code == 200 and isinstance(body, dict) else None
+        if not token or not isinstance(token, str):
+            code, message = _envelope(body)
+            log.warning("Daraja OAuth gave no token: HTTP %s %s %s", resp.status_code, code, message)
+            raise DarajaUnavailable(message or "OAuth answered without an access token",
+                                    code=code, http_status=resp.status_code)
+        try:
+            lifetime = float(body.get("expires_in", DEFAULT_TOKEN_LIFETIME))  # a string on the wire
+        except (TypeError, ValueError):
+            lifetime = DEFAULT_TOKEN_LIFETIME
+        self._token = token
+        self._refresh_at = time.monotonic() + lifetime - min(REFRESH_MARGIN, lifetime / 2)
+        log.debug("Daraja access token obtained, valid %.0f s", lifetime)
+        return token
+
+    # --- business calls --------------------------------------------------------------------
+    def stk_push(self, phone: str, amount: int, callback_url: str, account_reference: str,
+                 description: str) -> PushAccepted:
+        """Send an STK push (the PIN prompt) to ``phone`` (``2547XXXXXXXX``) for ``amount`` whole shillings.
+
+        Returns the ids Daraja gave the request; the result comes later by callback or query.
+        ``account_reference`` is cut to 12 characters and ``description`` to 13.
+        """
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
+            raise ValueError(f"amount must be a whole number of shillings >= 1, not {amount!r}")
+        timestamp = nairobi_timestamp()
+        payload = {
+            "BusinessShortCode": self.shortcode,
+            "Password": stk_password(self.shortcode, self._passkey, timestamp),
+            "Timestamp": timestamp,
+            "TransactionType": self.transaction_type,
+            "Amount": amount,
+            "PartyA": phone,
+            "PartyB": self.party_b,
+            "PhoneNumber": phone,
+            "CallBackURL": callback_url,
+            "AccountReference": account_reference[:12],
+            "TransactionDesc": description[:13] or "Payment",
+        }
+        status, body = self._business("/mpesa/stkpush/v1/processrequest", payload, "STK push")
+        if status != 200 or not isinstance(body, dict) or "fault" in body:
+            raise _error(status, body, "STK push")
+        if str(body.get("ResponseCode", "")).strip() != "0":
+            code = str(body.get("ResponseCode"))
+            message = str(body.get("ResponseDescription") or body.get("CustomerMessage") or "push not accepted")
+            log.warning("STK push to %s not accepted: ResponseCode %s %s", mask_phone(phone), code, message)
+            raise DarajaRejected(message, code=code, http_status=status)
+        merchant, checkout = body.get("MerchantRequestID"), body.get("CheckoutRequestID")
+        if not isinstance(checkout, str) or not checkout:
+            raise DarajaUnavailable("accepted push without a CheckoutRequestID", http_status=status)
+        log.info("STK push to %s for KES %s accepted: %s", mask_phone(phone), amount, checkout)
+        return PushAccepted(str(merchant or ""), checkout, str(body.get("CustomerMessage") or ""))
+
+    def stk_query(self, checkout_request_id: str) -> QueryResult:
+        """Ask for the state of a push. ``pending=True`` (ask again later) for "being processed",
+        any 500.001.1001 and ResultCode 4999; otherwise the final ResultCode, as text."""
+        timestamp = nairobi_timestamp()
+        payload = {
+            "BusinessShortCode": self.shortcode,
+            "Password": stk_password(self.shortcode, self._passkey, timestamp),
+            "Timestamp": timestamp,
+            "CheckoutRequestID": checkout_request_id,
+        }
+        status, body = self._business("/mpesa/stkpushquery/v1/query", payload, "STK query")
+        code, message = _envelope(body)
+        if code == BUSY_CODE:
+            # "Being processed", "does not Exist", an empty message, even after a final state: never final.
+            log.debug("STK query %s: no answer yet (%s %s)", checkout_request_id, code, message)
+            return QueryResult(True, None, message or "The transaction is being processed")
+        if status != 200 or not isinstance(body, dict) or "fault" in body:
+            raise _error(status, body, "STK query")
+        result = body.get("ResultCode")
+        desc = str(body.get("ResultDesc") or body.get("ResponseDescription") or "")
+        if result is None or str(result).strip() == "":
+            return QueryResult(True, None, desc)
+        result_code = str(result).strip()
+        if result_code == "4999":
+            return QueryResult(True, result_code, desc)
+        log.info("STK query %s: ResultCode %s %s", checkout_request_id, result_code, desc)
+        return QueryResult(False, result_code, desc)
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def _business(self, path: str, payload: dict, what: str) -> tuple[int, Any]:
+        """POST with the bearer token; after an "Invalid Access Token" get a new token and retry once."""
+        for attempt in (1, 2):
+            token = self.token()
+            resp = self._request("POST", path, what, json=payload, headers={"Authorization": f"Bearer {token}"})
+            body = _json(resp)
+            if not _invalid_token(resp.status_code, body):
+                return resp.status_code, body
+            self._forget(token)
+            code, message = _envelope(body)
+            if attempt == 1:
+                log.info("Daraja refused the access token on %s (%s); fetching a new one, retrying once", what, code)
+        raise DarajaAuthError(message or "Invalid Access Token", code=code, http_status=resp.status_code)
+
+    def _request(self, method: str, path: str, what: str, **kwargs) -> requests.Response:
+        try:
+            return self._session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+        except requests.Timeout as exc:
+            log.warning("Daraja %s: no answer within %s s", what, self.timeout)
+            raise DarajaUnavailable(f"no answer within {self.timeout} s ({type(exc).__name__})") from exc
+        except requests.RequestException as exc:
+            log.warning("Daraja %s: cannot reach %s (%s)", what, self.base_url, type(exc).__name__)
+            raise DarajaUnavailable(f"cannot reach {self.base_url} ({type(exc).__name__})") from exc
+
+
+def _json(resp: requests.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
+def _envelope(body: Any) -> tuple[str | None, str]:
+    """(errorCode, errorMessage) of Daraja's error envelope, or of a gateway ``fault``."""
+    if not isinstance(body, dict):
+        return None, ""
+    if isinstance(body.get("fault"), dict):
+        fault = body["fault"]
+        detail = fault.get("detail") if isinstance(fault.get("detail"), dict) else {}
+        return (str(detail["errorcode"]) if detail.get("errorcode") else None), str(fault.get("faultstring") or "")
+    code = body.get("errorCode")
+    return (str(code).strip() if code is not None else None), str(body.get("errorMessage") or "")
+
+
+def _invalid_token(status: int, body: Any) -> bool:
+    code, _ = _envelope(body)
+    if code in INVALID_TOKEN_CODES:
+        return True
+    # The gateway's own wording for the same thing (keymanagement.service.invalid_access_token).
+    return status == 401 and bool(code) and "access_token" in code.lower()
+
+
+def _error(status: int, body: Any, what: str) -> DarajaError:
+    """The exception for a non-success answer to a business call."""
+    code, message = _envelope(body)
+    is_envelope = isinstance(body, dict) and "errorCode" in body
+    if is_envelope and (400 <= status < 500 or code == BUSY_CODE):
+        log.warning("Daraja refused the %s: HTTP %s %s %s", what, status, code, message)
+        return DarajaRejected(message or "request refused", code=code, http_status=status,
+                              customer_message=_refusal_text(code, message))
+    if body is None:
+        message = "answer is not JSON"
+    log.warning("Daraja %s failed: HTTP %s %s %s", what, status, code, message)
+    return DarajaUnavailable(message or f"HTTP {status}", code=code, http_status=status)
+
+
+def _refusal_text(code: str | None, message: str) -> str:
+    # The class of error was decided on the code; the wording only picks the customer's sentence.
+    lowered = message.lower()
+    if "lock subscriber" in lowered:
+        return LOCKED_TEXT
+    if "phonenumber" in lowered or "partya" in lowered:
+        return PHONE_TEXT
+    if "amount" in lowered:
+        return AMOUNT_TEXT
+    if code in ("400.002.02", BUSY_CODE) or "credentials" in lowered or "merchant" in lowered:
+        return MISCONFIGURED_TEXT
+    return REJECTED_TEXT

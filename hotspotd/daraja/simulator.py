@@ -1,0 +1,673 @@
+"""A Daraja stand-in for tests, the demo and ``hotspotd simulate daraja``: the same HTTP API, faithful
+to shared/reference/daraja.md, on the standard library's ``http.server``.
+
+* ``GET /oauth/v1/generate?grant_type=client_credentials`` with Basic auth → ``{"access_token",
+  "expires_in": "3599"}`` (a string, as Daraja sends it); bad credentials → 400 ``400.008.01``,
+  a bad grant type → 400 ``400.008.02``.
+* ``POST /mpesa/stkpush/v1/processrequest`` checks the bearer (404 ``404.001.03`` otherwise) and every
+  field as Daraja does (400 ``400.002.02 Bad Request - Invalid <Field>``; a Password that is not
+  base64(shortcode + passkey + timestamp) → 500 ``500.001.1001 Wrong credentials``), then answers
+  the Accepted body with fresh opaque MerchantRequestID and CheckoutRequestID.
+* ``POST /mpesa/stkpushquery/v1/query``: 500 ``500.001.1001`` "being processed" until ``final_after``
+  seconds after the push, then 200 with ResultCode as a STRING (and Daraja's "successsfully").
+* One callback per push, POSTed once ``callback_delay`` seconds after it, never retried; ResultCode
+  is a NUMBER there, as on the wire. Any other path answers a gateway ``fault`` body.
+
+The outcome is chosen by phone number: ``2547000NNNNN`` where NNNNN is a known failure code gives
+that code (``254700001032`` cancelled, ``254700001037`` no response, ``254700000001`` no balance,
+``254700002001`` wrong PIN, ...); ``254799999999`` succeeds but its callback never comes (only the
+query tells); any other number (``254708374149`` included) succeeds. :meth:`DarajaSimulator.set_outcome`
+overrides by number. Where Daraja's behaviour is not documented the simulator makes a plain choice,
+said where it is made; the reference's "(unconfirmed)" items are switches of :meth:`set_quirks`.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import logging
+import random
+import re
+import secrets
+import signal
+import socket
+import socketserver
+import string
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+from ..config import SANDBOX_PASSKEY
+from ..identifiers import mask_phone
+from .client import NAIROBI, nairobi_timestamp, stk_password
+
+log = logging.getLogger(__name__)
+
+#: ResultDesc for each code, as Daraja words them.
+RESULT_DESCS = {
+    "0": "The service request is processed successfully.",
+    "1": "The balance is insufficient for the transaction.",
+    "17": "System internal error.",
+    "26": "System busy. The service request is rejected.",
+    "1001": "Unable to lock subscriber, a transaction is already in process for the current subscriber",
+    "1019": "Transaction has expired.",
+    "1025": "An error occurred while sending a push request.",
+    "1032": "Request cancelled by user",
+    "1036": "SMSC ACK timeout.",
+    "1037": "DS timeout user cannot be reached",
+    "2001": "The initiator information is invalid.",
+    "9999": "An error occurred while sending a push request.",
+    "SFC_IC0003": "The operator does not exist.",
+}
+#: Failure codes a ``2547000NNNNN`` number selects.
+PHONE_CODES = {1, 17, 26, 1001, 1019, 1025, 1032, 1036, 1037, 2001, 9999}
+SILENT_SUCCESS_PHONE = "254799999999"
+PHONE_RE = re.compile(r"254[17]\d{8}")
+SHORTCODE_RE = re.compile(r"\d{5,7}")
+TRANSACTION_TYPES = ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")
+CALLBACK_REFUSED_WORDS = ("mpesa", "m-pesa", "safaricom")
+#: Seconds a callback delivery may take (connect, read) before it counts as failed.
+CALLBACK_TIMEOUT = (3.0, 10.0)
+#: How often the serve loop looks for a stop request (what stop() may wait; tests stop it a lot).
+POLL_INTERVAL = 0.01
+
+PROCESSING = "The transaction is being processed"
+NOT_FOUND = "The transaction does not Exist"
+GATEWAY_FAULTS = {
+    404: ("Unable to identify proxy for host: default and url: {path}",
+          "messaging.adaptors.http.flow.ApplicationNotFound"),
+    429: ("Spike arrest violation. Allowed rate : 1ps", "policies.ratelimit.SpikeArrestViolation"),
+    500: ("Internal Server Error", "messaging.runtime.ServerError"),
+    502: ("Bad Gateway", "messaging.adaptors.http.flow.ErrorResponseCode"),
+    503: ("The Service is temporarily unavailable", "messaging.adaptors.http.flow.ServiceUnavailable"),
+    504: ("Gateway Timeout", "messaging.adaptors.http.flow.GatewayTimeout"),
+}
+
+
+@dataclass
+class Transaction:
+    """One accepted push, as the simulator remembers it (read it; change it only through the controls)."""
+    checkout_request_id: str
+    merchant_request_id: str
+    phone: str
+    amount: int
+    shortcode: str
+    callback_url: str
+    account_reference: str
+    result_code: str
+    result_desc: str
+    deliver_callback: bool
+    receipt: str | None
+    transaction_date: int
+    pushed_at: float                      # time.monotonic()
+    callback_status: int | None = None    # HTTP status of the last delivery; None before or on no answer
+    callback_error: str | None = None     # why the last delivery got no HTTP answer
+    callback_attempts: int = 0
+    callback_bodies: list[dict] = field(default_factory=list, repr=False)
+
+    @property
+    def callback_body(self) -> dict:
+        """The stkCallback JSON Daraja would post for this transaction."""
+        cb: dict[str, Any] = {"MerchantRequestID": self.merchant_request_id,
+                              "CheckoutRequestID": self.checkout_request_id,
+                              "ResultCode": int(self.result_code) if self.result_code.isdigit() else self.result_code,
+                              "ResultDesc": self.result_desc}
+        if self.result_code == "0":
+            # Items in the classic order, with the valueless Balance item some payloads carry.
+            cb["CallbackMetadata"] = {"Item": [
+                {"Name": "Amount", "Value": float(self.amount)},
+                {"Name": "MpesaReceiptNumber", "Value": self.receipt},
+                {"Name": "Balance"},
+                {"Name": "TransactionDate", "Value": self.transaction_date},
+                {"Name": "PhoneNumber", "Value": int(self.phone)},
+            ]}
+        return {"Body": {"stkCallback": cb}}
+
+
+class _Refusal(Exception):
+    """An error answer: HTTP status and JSON body."""
+
+    def __init__(self, status: int, body: dict):
+        super().__init__(status)
+        self.status, self.body = status, body
+
+
+class _Server(ThreadingHTTPServer):
+    # Handler threads are joined on close; stop() first wakes those idling on keep-alive connections.
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, sim: "DarajaSimulator", address):
+        self.sim = sim
+        self.open_sockets: set[socket.socket] = set()
+        self.sockets_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would look the host up in DNS (getfqdn): slow where there is none.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def process_request(self, request, client_address) -> None:
+        with self.sockets_lock:
+            self.open_sockets.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self.sockets_lock:
+            self.open_sockets.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        log.warning("request from %s failed", client_address[0], exc_info=True)
+
+    def wake_connections(self) -> None:
+        with self.sockets_lock:
+            for sock in list(self.open_sockets):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "hotspotd-daraja-simulator"
+    sys_version = ""
+    timeout = 30  # idle keep-alive connections are closed after this
+    disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall
+    server: _Server
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        raw = self.rfile.read(length) if length > 0 else b""
+        status, body = self.server.sim._handle(method, self.path, self.headers, raw)
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json;charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+class DarajaSimulator:
+    """Daraja on ``host:port`` (0 = any free port). ``start()`` serves in a daemon thread; ``stop()``
+    shuts the server down, joins its threads and cancels callbacks not yet sent.
+
+    Test and demo controls (thread-safe): :meth:`revoke_tokens`, :meth:`set_outcome`, :meth:`fail_next`,
+    :meth:`set_delays`, :meth:`set_quirks`, :meth:`resend_callback`, :meth:`wait_for_callback`,
+    :attr:`transactions` and :attr:`calls`.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, callback_delay: float = 2.0,
+                 final_after: float = 2.0, consumer_key: str = "simulator", consumer_secret: str = "simulator",
+                 passkey: str = SANDBOX_PASSKEY, token_lifetime: int = 3599):
+        self.consumer_key, self.consumer_secret, self.passkey = consumer_key, consumer_secret, passkey
+        self.token_lifetime = token_lifetime
+        self.callback_delay, self.final_after = float(callback_delay), float(final_after)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._tokens: dict[str, float] = {}          # token → monotonic expiry
+        self._transactions: dict[str, Transaction] = {}
+        self._receipts: set[str] = set()
+        self._outcomes: dict[str, tuple[str, bool]] = {}
+        self._fail: list[int] = []                   # HTTP statuses for the next business calls
+        self._timers: dict[str, threading.Timer] = {}   # CheckoutRequestID → callback not yet sent
+        self._delivering: set[threading.Thread] = set()
+        self._calls: list[tuple[str, str, int]] = []
+        self._sequence = 0
+        self._single_token = False
+        self._pending_4999 = False
+        self._lock_subscriber = False
+        self._stopped = False
+        self._server = _Server(self, (host, port))
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+    def start(self) -> "DarajaSimulator":
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL},
+                                        name=f"daraja-sim:{self._server.server_address[1]}", daemon=True)
+        self._thread.start()
+        log.info("Daraja simulator listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            timers, self._timers = list(self._timers.values()), {}
+            delivering = list(self._delivering)
+        for timer in timers:
+            timer.cancel()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.wake_connections()
+        self._server.server_close()
+        for thread in delivering:
+            thread.join(timeout=sum(CALLBACK_TIMEOUT))
+
+    def __enter__(self) -> "DarajaSimulator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- test and demo controls
+
+    def revoke_tokens(self) -> None:
+        """Every token issued so far is refused from now on (404.001.03)."""
+        with self._lock:
+            self._tokens.clear()
+
+    def set_outcome(self, phone: str, result_code: str | int, deliver_callback: bool = True) -> None:
+        """Pushes to ``phone`` end with ``result_code`` (0 = success); ``deliver_callback=False``: no callback."""
+        with self._lock:
+            self._outcomes[str(phone)] = (str(result_code).strip(), deliver_callback)
+
+    def fail_next(self, count: int, status: int = 503) -> None:
+        """The next ``count`` push/query calls answer HTTP ``status`` with a gateway fault body."""
+        with self._lock:
+            self._fail.extend([status] * count)
+
+    def set_delays(self, callback_delay: float | None = None, final_after: float | None = None) -> None:
+        """Change the callback delay and when the query turns final, both counted from each push.
+
+        Pushes still waiting are affected too: ``set_delays(final_after=0)`` makes every query final
+        at once, and callbacks not sent yet are rescheduled (sent now if their new time has passed).
+        """
+        with self._lock:
+            if final_after is not None:
+                self.final_after = float(final_after)
+            if callback_delay is not None:
+                self.callback_delay = float(callback_delay)
+                for cid, timer in list(self._timers.items()):
+                    timer.cancel()
+                    self._schedule(self._transactions[cid])
+
+    def set_quirks(self, *, single_token: bool | None = None, pending_4999: bool | None = None,
+                   lock_subscriber: bool | None = None) -> None:
+        """Behaviours reported but unconfirmed, off by default.
+
+        ``single_token``: issuing a token invalidates the earlier ones. ``pending_4999``: a query
+        still pending answers 200 ResultCode "4999" instead of 500 "being processed".
+        ``lock_subscriber``: a second push to a number whose first is not final yet is refused
+        with 500.001.1001 "Unable to lock subscriber...".
+        """
+        with self._lock:
+            if single_token is not None:
+                self._single_token = single_token
+            if pending_4999 is not None:
+                self._pending_4999 = pending_4999
+            if lock_subscriber is not None:
+                self._lock_subscriber = lock_subscriber
+
+    @property
+    def transactions(self) -> dict[str, Transaction]:
+        """Accepted pushes by CheckoutRequestID (a copy of the table; the records are live)."""
+        with self._lock:
+            return dict(self._transactions)
+
+    @property
+    def calls(self) -> list[tuple[str, str, int]]:
+        """Every request served: (method, path without query string, HTTP status)."""
+        with self._lock:
+            return list(self._calls)
+
+    def resend_callback(self, checkout_request_id: str) -> int | None:
+        """Post the transaction's callback again, now (for duplicate tests); the HTTP status or None."""
+        with self._lock:
+            tx = self._transactions[checkout_request_id]
+        self._deliver(tx)
+        return tx.callback_status
+
+    def wait_for_callback(self, checkout_request_id: str, timeout: float = 10.0) -> Transaction | None:
+        """Block until the push's callback was delivered (or attempted); the record, or None on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            tx = self._transactions[checkout_request_id]
+            while tx.callback_attempts == 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._changed.wait(left)
+        return tx
+
+    # ---- the HTTP API
+
+    def _handle(self, method: str, target: str, headers, raw: bytes) -> tuple[int, dict]:
+        """Answer one request: (HTTP status, JSON body). Called by the server threads."""
+        parts = urlsplit(target)
+        try:
+            if parts.path == "/oauth/v1/generate" and method == "GET":
+                status, body = 200, self._oauth(parse_qs(parts.query), headers.get("Authorization", ""))
+            elif parts.path == "/mpesa/stkpush/v1/processrequest" and method == "POST":
+                status, body = 200, self._push(self._business_body(headers, raw))
+            elif parts.path == "/mpesa/stkpushquery/v1/query" and method == "POST":
+                status, body = 200, self._query(self._business_body(headers, raw))
+            else:
+                raise _Refusal(404, _fault(404, parts.path))
+        except _Refusal as refusal:
+            status, body = refusal.status, refusal.body
+        with self._lock:
+            self._calls.append((method, parts.path, status))
+        return status, body
+
+    def _oauth(self, query: dict[str, list[str]], authorization: str) -> dict:
+        if query.get("grant_type") != ["client_credentials"]:
+            raise _Refusal(400, _envelope("400.008.02", "Invalid grant type passed"))
+        if not self._basic_ok(authorization):
+            raise _Refusal(400, _envelope("400.008.01", "Invalid Authentication passed"))
+        token = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(28))
+        with self._lock:
+            if self._single_token:
+                self._tokens.clear()
+            now = time.monotonic()
+            self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
+            self._tokens[token] = now + self.token_lifetime
+        return {"access_token": token, "expires_in": str(self.token_lifetime)}
+
+    def _basic_ok(self, authorization: str) -> bool:
+        scheme, _, encoded = authorization.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        key, sep, secret = decoded.partition(":")
+        return bool(sep) and secrets.compare_digest(key, self.consumer_key) \
+            and secrets.compare_digest(secret, self.consumer_secret)
+
+    def _business_body(self, headers, raw: bytes) -> dict:
+        """Gateway checks every business call passes first: injected faults, the bearer, a JSON body."""
+        with self._lock:
+            fail = self._fail.pop(0) if self._fail else None
+        if fail is not None:
+            raise _Refusal(fail, _fault(fail, ""))
+        scheme, _, token = headers.get("Authorization", "").partition(" ")
+        with self._lock:
+            expiry = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if expiry is None or expiry <= time.monotonic():
+            raise _Refusal(404, _envelope("404.001.03", "Invalid Access Token", request_id=""))
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise _Refusal(400, _envelope("400.002.05", "Invalid Request Payload"))
+        return body
+
+    def _credentials(self, body: dict, fields: tuple[str, ...]) -> tuple[str, str]:
+        """Check BusinessShortCode, Timestamp and the other ``fields``' presence, then the Password."""
+        shortcode = _text(body.get("BusinessShortCode"))
+        if not SHORTCODE_RE.fullmatch(shortcode):
+            raise _invalid("BusinessShortCode")
+        timestamp = _text(body.get("Timestamp"))
+        if not (len(timestamp) == 14 and timestamp.isascii() and timestamp.isdigit()):
+            raise _invalid("Timestamp")
+        try:
+            datetime.strptime(timestamp, "%Y%m%d%H%M%S")
+        except ValueError:
+            raise _invalid("Timestamp") from None
+        for name in fields:
+            if not _text(body.get(name)):
+                raise _invalid(name)
+        return shortcode, timestamp
+
+    def _check_password(self, body: dict, shortcode: str, timestamp: str) -> None:
+        # Daraja answers a Password that does not match with a business error, not a 400.
+        if _text(body.get("Password")) != stk_password(shortcode, self.passkey, timestamp):
+            raise _Refusal(500, _envelope("500.001.1001", "Wrong credentials"))
+
+    def _push(self, body: dict) -> dict:
+        shortcode, timestamp = self._credentials(body, ("Password",))
+        if body.get("TransactionType") not in TRANSACTION_TYPES:
+            raise _invalid("TransactionType")
+        amount = _whole_amount(body.get("Amount"))
+        phone, party_a = _text(body.get("PhoneNumber")), _text(body.get("PartyA"))
+        if not PHONE_RE.fullmatch(party_a):
+            raise _invalid("PartyA")
+        if not PHONE_RE.fullmatch(phone):
+            raise _invalid("PhoneNumber")
+        party_b = _text(body.get("PartyB"))
+        if not SHORTCODE_RE.fullmatch(party_b):
+            raise _invalid("PartyB")
+        callback_url = _text(body.get("CallBackURL"))
+        if not _callback_url_ok(callback_url):
+            raise _invalid("CallBackURL")
+        reference, desc = _text(body.get("AccountReference")), _text(body.get("TransactionDesc"))
+        if not 1 <= len(reference) <= 12:
+            raise _invalid("AccountReference")
+        if not 1 <= len(desc) <= 13:
+            raise _invalid("TransactionDesc")
+        self._check_password(body, shortcode, timestamp)
+        code, deliver = self._outcome_for(phone)
+        # A paybill's PartyB is its own number; anything else names an operator that does not exist.
+        # (A till's store and till numbers cannot be checked here: the simulator knows no tills.)
+        if body["TransactionType"] == "CustomerPayBillOnline" and party_b != shortcode:
+            code = "SFC_IC0003"
+        now = time.monotonic()
+        with self._lock:
+            if self._lock_subscriber and any(t.phone == phone and now < t.pushed_at + self.final_after
+                                             for t in self._transactions.values()):
+                raise _Refusal(500, _envelope("500.001.1001", RESULT_DESCS["1001"]))
+            tx = Transaction(
+                checkout_request_id=self._new_checkout_id(), merchant_request_id=self._new_merchant_id(),
+                phone=phone, amount=amount, shortcode=shortcode, callback_url=callback_url,
+                account_reference=reference, result_code=code,
+                result_desc=RESULT_DESCS.get(code, "The transaction failed."), deliver_callback=deliver,
+                receipt=self._new_receipt() if code == "0" else None,
+                transaction_date=int(nairobi_timestamp()), pushed_at=now)
+            self._transactions[tx.checkout_request_id] = tx
+            if deliver and not self._stopped:
+                self._schedule(tx)
+        log.info("STK push %s: %s KES %s → ResultCode %s%s", tx.checkout_request_id, mask_phone(phone), amount,
+                 code, "" if deliver else " (no callback)")
+        return {"MerchantRequestID": tx.merchant_request_id, "CheckoutRequestID": tx.checkout_request_id,
+                "ResponseCode": "0", "ResponseDescription": "Success. Request accepted for processing",
+                "CustomerMessage": "Success. Request accepted for processing"}
+
+    def _query(self, body: dict) -> dict:
+        shortcode, timestamp = self._credentials(body, ("Password", "CheckoutRequestID"))
+        self._check_password(body, shortcode, timestamp)
+        with self._lock:
+            tx = self._transactions.get(_text(body["CheckoutRequestID"]))
+            pending_4999, final_after = self._pending_4999, self.final_after
+        if tx is None:
+            raise _Refusal(500, _envelope("500.001.1001", NOT_FOUND))
+        answer = {"ResponseCode": "0", "ResponseDescription": "The service request has been accepted successsfully",
+                  "MerchantRequestID": tx.merchant_request_id, "CheckoutRequestID": tx.checkout_request_id}
+        if time.monotonic() < tx.pushed_at + final_after:
+            if not pending_4999:
+                raise _Refusal(500, _envelope("500.001.1001", PROCESSING))
+            return {**answer, "ResultCode": "4999", "ResultDesc": "The transaction is still under processing"}
+        return {**answer, "ResultCode": tx.result_code, "ResultDesc": tx.result_desc}
+
+    # ---- outcomes, ids, callbacks
+
+    def _outcome_for(self, phone: str) -> tuple[str, bool]:
+        with self._lock:
+            if phone in self._outcomes:
+                return self._outcomes[phone]
+        if phone == SILENT_SUCCESS_PHONE:
+            return "0", False
+        if phone.startswith("2547000") and int(phone[7:]) in PHONE_CODES:
+            return str(int(phone[7:])), True
+        return "0", True
+
+    def _new_checkout_id(self) -> str:
+        """Call with the lock held. Shaped like ``ws_CO_191220191020363925``: date, time, digits."""
+        while True:
+            self._sequence += 1
+            stamp = datetime.now(timezone.utc).astimezone(NAIROBI).strftime("%d%m%Y%H%M%S")
+            cid = f"ws_CO_{stamp}{random.randrange(100, 1000)}{self._sequence}"
+            if cid not in self._transactions:
+                return cid
+
+    def _new_merchant_id(self) -> str:
+        """Call with the lock held. Shaped like ``29115-34620561-1``."""
+        return f"{random.randrange(10000, 100000)}-{random.randrange(10_000_000, 100_000_000)}-1"
+
+    def _new_receipt(self) -> str:
+        """Call with the lock held: ten upper-case letters and digits, never the same twice."""
+        alphabet = string.ascii_uppercase + string.digits
+        while True:
+            receipt = secrets.choice(string.ascii_uppercase) + "".join(secrets.choice(alphabet) for _ in range(9))
+            if receipt not in self._receipts:
+                self._receipts.add(receipt)
+                return receipt
+
+    def _schedule(self, tx: Transaction) -> None:
+        """Call with the lock held: the callback goes ``callback_delay`` after the push."""
+        delay = max(0.0, tx.pushed_at + self.callback_delay - time.monotonic())
+        timer = threading.Timer(delay, self._deliver_timed, args=(tx,))
+        timer.daemon = True
+        timer.name = f"daraja-sim-callback:{tx.checkout_request_id}"
+        self._timers[tx.checkout_request_id] = timer
+        timer.start()
+
+    def _deliver_timed(self, tx: Transaction) -> None:
+        current = threading.current_thread()
+        with self._lock:
+            # A timer cancelled too late (stop, or rescheduled by set_delays) must not send.
+            if self._stopped or self._timers.get(tx.checkout_request_id) is not current:
+                return
+            del self._timers[tx.checkout_request_id]
+            self._delivering.add(current)
+        try:
+            self._deliver(tx)
+        finally:
+            with self._lock:
+                self._delivering.discard(current)
+
+    def _deliver(self, tx: Transaction) -> None:
+        """POST the callback once: no retry after an error or no answer, as Daraja does."""
+        body = tx.callback_body
+        status: int | None = None
+        error: str | None = None
+        try:
+            resp = requests.post(tx.callback_url, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, timeout=CALLBACK_TIMEOUT)
+            status = resp.status_code
+            resp.close()
+        except requests.RequestException as exc:
+            error = type(exc).__name__
+        with self._changed:
+            tx.callback_attempts += 1
+            tx.callback_status, tx.callback_error = status, error
+            tx.callback_bodies.append(body)
+            self._changed.notify_all()
+        if status is None:
+            log.warning("callback for %s not delivered (%s); Daraja does not retry", tx.checkout_request_id, error)
+        else:
+            log.info("callback for %s delivered: HTTP %s", tx.checkout_request_id, status)
+
+
+def _envelope(code: str, message: str, *, request_id: str | None = None) -> dict:
+    if request_id is None:
+        request_id = f"{random.randrange(10000, 100000)}-{random.randrange(1_000_000, 10_000_000)}-1"
+    return {"requestId": request_id, "errorCode": code, "errorMessage": message}
+
+
+def _invalid(field_name: str) -> _Refusal:
+    return _Refusal(400, _envelope("400.002.02", f"Bad Request - Invalid {field_name}"))
+
+
+def _fault(status: int, path: str) -> dict:
+    text, errorcode = GATEWAY_FAULTS.get(status, ("Gateway error", "messaging.adaptors.http.flow.ErrorResponseCode"))
+    return {"fault": {"faultstring": text.format(path=path), "detail": {"errorcode": errorcode}}}
+
+
+def _text(value: Any) -> str:
+    """A field as text: Daraja takes numbers as JSON strings or numbers (not booleans)."""
+    if isinstance(value, bool) or value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip() if isinstance(value, (str, int, float)) else ""
+
+
+def _whole_amount(value: Any) -> int:
+    """Whole shillings >= 1, as a number or a numeric string; a decimal is an Invalid Amount."""
+    if isinstance(value, bool):
+        raise _invalid("Amount")
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.0*)?\s*", value):
+        value = float(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or value < 1:
+        raise _invalid("Amount")
+    return value
+
+
+def _callback_url_ok(url: str) -> bool:
+    parts = urlsplit(url)
+    if not url or any(ch.isspace() for ch in url) or parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    return not any(word in url.lower() for word in CALLBACK_REFUSED_WORDS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hotspotd.daraja.simulator --listen 127.0.0.1:8900 --callback-delay 2``."""
+    from ..config import parse_listen
+
+    parser = argparse.ArgumentParser(prog="python -m hotspotd.daraja.simulator",
+                                     description="An M-Pesa Daraja (STK Push) simulator.")
+    parser.add_argument("--listen", default="127.0.0.1:8900", help="host:port (default %(default)s)")
+    parser.add_argument("--callback-delay", type=float, default=2.0, help="seconds before a callback is sent")
+    parser.add_argument("--final-after", type=float, default=2.0, help="seconds before the query gives the result")
+    args = parser.parse_args(argv)
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError:
+        parser.error("--listen takes host:port, e.g. 127.0.0.1:8900")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        sim = DarajaSimulator(host, port, callback_delay=args.callback_delay, final_after=args.final_after)
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", args.listen, exc)
+        return 1
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    with sim:
+        log.info("consumer key %r, the sandbox passkey; phone 2547000NNNNN ends with ResultCode NNNNN",
+                 sim.consumer_key)
+        stopping.wait()
+    log.info("Daraja simulator stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
