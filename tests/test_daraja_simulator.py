@@ -1,0 +1,465 @@
+"""The Daraja simulator over real HTTP: OAuth, field checks, query states, callbacks, controls, main()."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from hotspotd.config import SANDBOX_PASSKEY
+from hotspotd.daraja.client import DarajaClient, nairobi_timestamp, stk_password
+from hotspotd.daraja.simulator import DarajaSimulator
+
+SHORTCODE = "174379"
+PHONE = "254708374149"
+BASIC = "Basic " + base64.b64encode(b"simulator:simulator").decode()
+
+
+class Receiver:
+    """A tiny callback endpoint: records every POST (path, headers, JSON body) and answers ``status``."""
+
+    def __init__(self, status: int = 200):
+        self.status = status
+        self.received: list[tuple[str, dict, dict]] = []
+        self.arrived = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.arrived:
+                    receiver.received.append((self.path, dict(self.headers), json.loads(raw)))
+                    receiver.arrived.notify_all()
+                data = json.dumps({"ResultCode": 0, "ResultDesc": "Accepted"}).encode()
+                self.send_response(receiver.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/cb/s3cr3t-token" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+        self.thread.start()
+
+    def wait(self, count: int, timeout: float = 5.0) -> list[tuple[str, dict, dict]]:
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.received) >= count, timeout)
+            return list(self.received)
+
+    def close(self):
+        self.server.shutdown()
+        self.thread.join()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def sim():
+    with DarajaSimulator(callback_delay=0.05, final_after=0.05) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def web():
+    with requests.Session() as session:
+        yield session
+
+
+@pytest.fixture
+def client(sim):
+    with DarajaClient(sim.url, "simulator", "simulator", SHORTCODE, SANDBOX_PASSKEY, timeout=2) as c:
+        yield c
+
+
+def token(sim, web) -> str:
+    resp = web.get(sim.url + "/oauth/v1/generate", params={"grant_type": "client_credentials"},
+                   headers={"Authorization": BASIC}, timeout=2)
+    assert resp.status_code == 200
+    return resp.json()["access_token"]
+
+
+def push_body(**changes) -> dict:
+    ts = nairobi_timestamp()
+    body = {"BusinessShortCode": SHORTCODE, "Password": stk_password(SHORTCODE, SANDBOX_PASSKEY, ts),
+            "Timestamp": ts, "TransactionType": "CustomerPayBillOnline", "Amount": 10, "PartyA": PHONE,
+            "PartyB": SHORTCODE, "PhoneNumber": PHONE, "CallBackURL": "https://wifi.example.co.ke/cb/tok",
+            "AccountReference": "WIFI", "TransactionDesc": "Wi-Fi 1 hour"}
+    for key, value in changes.items():
+        if value is None:
+            body.pop(key)
+        else:
+            body[key] = value
+    return body
+
+
+def post(sim, web, path: str, body, bearer: str | None) -> requests.Response:
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return web.post(sim.url + path, data=data, headers={**headers, "Content-Type": "application/json"}, timeout=2)
+
+
+PUSH = "/mpesa/stkpush/v1/processrequest"
+QUERY = "/mpesa/stkpushquery/v1/query"
+
+
+def query_body(checkout_request_id: str) -> dict:
+    ts = nairobi_timestamp()
+    return {"BusinessShortCode": SHORTCODE, "Password": stk_password(SHORTCODE, SANDBOX_PASSKEY, ts),
+            "Timestamp": ts, "CheckoutRequestID": checkout_request_id}
+
+
+# --- OAuth -----------------------------------------------------------------------------------
+
+def test_oauth_gives_a_token_with_expires_in_as_text(sim, web):
+    resp = web.get(sim.url + "/oauth/v1/generate?grant_type=client_credentials",
+                   headers={"Authorization": BASIC}, timeout=2)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert set(body) == {"access_token", "expires_in"}
+    assert body["expires_in"] == "3599"
+    assert re.fullmatch(r"[A-Za-z0-9]{20,}", body["access_token"])
+
+
+@pytest.mark.parametrize("query,auth,code", [
+    ("grant_type=password", BASIC, "400.008.02"),
+    ("", BASIC, "400.008.02"),
+    ("grant_type=client_credentials", "Basic " + base64.b64encode(b"simulator:nope").decode(), "400.008.01"),
+    ("grant_type=client_credentials", "Basic !!!", "400.008.01"),
+    ("grant_type=client_credentials", "", "400.008.01"),
+])
+def test_oauth_refusals(sim, web, query, auth, code):
+    resp = web.get(f"{sim.url}/oauth/v1/generate?{query}", headers={"Authorization": auth} if auth else {},
+                   timeout=2)
+    assert resp.status_code == 400
+    body = resp.json()
+    assert set(body) == {"requestId", "errorCode", "errorMessage"} and body["errorCode"] == code
+
+
+def test_revoked_tokens_are_refused(sim, web):
+    tok = token(sim, web)
+    assert post(sim, web, PUSH, push_body(), tok).status_code == 200
+    sim.revoke_tokens()
+    resp = post(sim, web, PUSH, push_body(), tok)
+    assert resp.status_code == 404
+    assert resp.json() == {"requestId": "", "errorCode": "404.001.03", "errorMessage": "Invalid Access Token"}
+    assert post(sim, web, QUERY, query_body("ws_CO_1"), tok).json()["errorCode"] == "404.001.03"
+    assert post(sim, web, PUSH, push_body(), None).status_code == 404
+    assert post(sim, web, PUSH, push_body(), token(sim, web)).status_code == 200
+
+
+def test_expired_tokens_are_refused(web):
+    with DarajaSimulator(token_lifetime=0) as sim:
+        resp = post(sim, web, PUSH, push_body(), token(sim, web))
+        assert (resp.status_code, resp.json()["errorCode"]) == (404, "404.001.03")
+
+
+def test_single_token_quirk(sim, web):
+    sim.set_quirks(single_token=True)
+    first = token(sim, web)
+    second = token(sim, web)
+    assert post(sim, web, PUSH, push_body(), first).status_code == 404
+    assert post(sim, web, PUSH, push_body(), second).status_code == 200
+
+
+# --- STK push ----------------------------------------------------------------------------------
+
+def test_push_accepted_body(sim, web):
+    tok = token(sim, web)
+    bodies = [post(sim, web, PUSH, push_body(), tok).json() for _ in range(3)]
+    for body in bodies:
+        assert set(body) == {"MerchantRequestID", "CheckoutRequestID", "ResponseCode", "ResponseDescription",
+                             "CustomerMessage"}
+        assert body["ResponseCode"] == "0"
+        assert body["ResponseDescription"] == body["CustomerMessage"] == "Success. Request accepted for processing"
+        assert re.fullmatch(r"\d{5}-\d{8}-\d+", body["MerchantRequestID"])
+        assert re.fullmatch(r"ws_CO_\d{18,}", body["CheckoutRequestID"])
+    assert len({b["CheckoutRequestID"] for b in bodies}) == 3
+    assert set(sim.transactions) == {b["CheckoutRequestID"] for b in bodies}
+
+
+@pytest.mark.parametrize("changes,status,message", [
+    ({"Amount": 10.5}, 400, "Bad Request - Invalid Amount"),
+    ({"Amount": "9.99"}, 400, "Bad Request - Invalid Amount"),
+    ({"Amount": 0}, 400, "Bad Request - Invalid Amount"),
+    ({"Amount": None}, 400, "Bad Request - Invalid Amount"),
+    ({"PhoneNumber": "0708374149"}, 400, "Bad Request - Invalid PhoneNumber"),
+    ({"PhoneNumber": "+254708374149", "PartyA": "+254708374149"}, 400, "Bad Request - Invalid PartyA"),
+    ({"PartyA": "25470837414"}, 400, "Bad Request - Invalid PartyA"),
+    ({"PartyA": "254208374149"}, 400, "Bad Request - Invalid PartyA"),
+    ({"PartyB": "abc"}, 400, "Bad Request - Invalid PartyB"),
+    ({"BusinessShortCode": "12"}, 400, "Bad Request - Invalid BusinessShortCode"),
+    ({"Timestamp": "2016-02-16 16:56"}, 400, "Bad Request - Invalid Timestamp"),
+    ({"Timestamp": "20161316165627"}, 400, "Bad Request - Invalid Timestamp"),
+    ({"TransactionType": "CustomerPayBill"}, 400, "Bad Request - Invalid TransactionType"),
+    ({"CallBackURL": "https://example.com/MPesa/cb"}, 400, "Bad Request - Invalid CallBackURL"),
+    ({"CallBackURL": "https://safaricom-callbacks.example.com/cb"}, 400, "Bad Request - Invalid CallBackURL"),
+    ({"CallBackURL": "ftp://example.com/cb"}, 400, "Bad Request - Invalid CallBackURL"),
+    ({"CallBackURL": "https://example.com/c b"}, 400, "Bad Request - Invalid CallBackURL"),
+    ({"CallBackURL": None}, 400, "Bad Request - Invalid CallBackURL"),
+    ({"AccountReference": "THIRTEEN-CHAR"}, 400, "Bad Request - Invalid AccountReference"),
+    ({"TransactionDesc": "fourteen chars"}, 400, "Bad Request - Invalid TransactionDesc"),
+    ({"TransactionDesc": ""}, 400, "Bad Request - Invalid TransactionDesc"),
+    ({"Password": "d3Jvbmc="}, 500, "Wrong credentials"),
+])
+def test_push_field_checks(sim, web, changes, status, message):
+    resp = post(sim, web, PUSH, push_body(**changes), token(sim, web))
+    assert resp.status_code == status
+    body = resp.json()
+    assert set(body) == {"requestId", "errorCode", "errorMessage"}
+    assert body["errorCode"] == ("400.002.02" if status == 400 else "500.001.1001")
+    assert body["errorMessage"] == message
+    assert not sim.transactions
+
+
+@pytest.mark.parametrize("changes", [{"Amount": "10"}, {"Amount": 10.0}, {"BusinessShortCode": 174379},
+                                     {"PartyA": 254708374149, "PhoneNumber": 254708374149},
+                                     {"CallBackURL": "http://10.5.50.1:8080/cb/tok"},
+                                     {"TransactionType": "CustomerBuyGoodsOnline", "PartyB": "600100"}])
+def test_push_accepts_what_daraja_accepts(sim, web, changes):
+    resp = post(sim, web, PUSH, push_body(**changes), token(sim, web))
+    assert resp.status_code == 200, resp.text
+
+
+def test_push_not_json(sim, web):
+    resp = post(sim, web, PUSH, b"<xml/>", token(sim, web))
+    assert resp.status_code == 400 and resp.json()["errorCode"] == "400.002.05"
+
+
+def test_unknown_path_is_a_gateway_fault(sim, web):
+    for method, path in (("GET", "/mpesa/nothing/v1"), ("GET", PUSH), ("POST", "/oauth/v1/generate")):
+        resp = web.request(method, sim.url + path, timeout=2)
+        assert resp.status_code == 404
+        body = resp.json()
+        assert set(body) == {"fault"} and body["fault"]["faultstring"] and body["fault"]["detail"]["errorcode"]
+
+
+def test_fail_next(sim, web):
+    tok = token(sim, web)
+    sim.fail_next(2, status=503)
+    assert post(sim, web, PUSH, push_body(), tok).status_code == 503
+    assert "fault" in post(sim, web, QUERY, query_body("ws_CO_1"), tok).json()
+    assert token(sim, web)                                 # OAuth is not a business call
+    assert post(sim, web, PUSH, push_body(), tok).status_code == 200
+    sim.fail_next(1, status=500)
+    assert post(sim, web, PUSH, push_body(), tok).status_code == 500
+    assert len(sim.transactions) == 1
+
+
+def test_paybill_with_a_foreign_party_b_ends_in_sfc_ic0003(sim, client, receiver):
+    with DarajaClient(sim.url, "simulator", "simulator", SHORTCODE, SANDBOX_PASSKEY, party_b="600100",
+                      timeout=2) as c:
+        accepted = c.stk_push(PHONE, 10, receiver.url, "WIFI", "Wi-Fi")
+    _, _, body = receiver.wait(1)[0]
+    assert body["Body"]["stkCallback"]["ResultCode"] == "SFC_IC0003"
+    time.sleep(0.06)
+    assert client.stk_query(accepted.checkout_request_id).result_code == "SFC_IC0003"
+
+
+# --- STK query -----------------------------------------------------------------------------------
+
+def test_query_states_on_the_wire(sim, web):
+    sim.set_delays(final_after=0.3)
+    tok = token(sim, web)
+    cid = post(sim, web, PUSH, push_body(), tok).json()["CheckoutRequestID"]
+    early = post(sim, web, QUERY, query_body(cid), tok)
+    assert early.status_code == 500
+    assert set(early.json()) == {"requestId", "errorCode", "errorMessage"}
+    assert early.json()["errorCode"] == "500.001.1001"
+    assert early.json()["errorMessage"] == "The transaction is being processed"
+    unknown = post(sim, web, QUERY, query_body("ws_CO_404"), tok)
+    assert (unknown.status_code, unknown.json()["errorMessage"]) == (500, "The transaction does not Exist")
+    time.sleep(0.35)
+    final = post(sim, web, QUERY, query_body(cid), tok)
+    assert final.status_code == 200
+    assert final.json() == {
+        "ResponseCode": "0", "ResponseDescription": "The service request has been accepted successsfully",
+        "MerchantRequestID": sim.transactions[cid].merchant_request_id, "CheckoutRequestID": cid,
+        "ResultCode": "0", "ResultDesc": "The service request is processed successfully."}
+
+
+def test_query_checks_its_fields(sim, web):
+    tok = token(sim, web)
+    assert post(sim, web, QUERY, {**query_body("x"), "Password": "bad"}, tok).json()["errorMessage"] == \
+        "Wrong credentials"
+    resp = post(sim, web, QUERY, {**query_body("x"), "CheckoutRequestID": ""}, tok)
+    assert (resp.status_code, resp.json()["errorMessage"]) == (400, "Bad Request - Invalid CheckoutRequestID")
+
+
+# --- callbacks ---------------------------------------------------------------------------------------
+
+def test_success_callback_shape(sim, client, receiver):
+    accepted = client.stk_push("254712345678", 10, receiver.url, "WIFI", "Wi-Fi 1 hour")
+    path, headers, body = receiver.wait(1)[0]
+    assert path == "/cb/s3cr3t-token"
+    assert headers["Content-Type"] == "application/json"
+    cb = body["Body"]["stkCallback"]
+    assert cb["MerchantRequestID"] == accepted.merchant_request_id
+    assert cb["CheckoutRequestID"] == accepted.checkout_request_id
+    assert cb["ResultCode"] == 0 and isinstance(cb["ResultCode"], int)
+    assert cb["ResultDesc"] == "The service request is processed successfully."
+    items = cb["CallbackMetadata"]["Item"]
+    values = {i["Name"]: i.get("Value") for i in items}
+    assert values["Amount"] == 10.0 and isinstance(values["Amount"], float)
+    assert re.fullmatch(r"[A-Z0-9]{10}", values["MpesaReceiptNumber"])
+    assert isinstance(values["TransactionDate"], int) and len(str(values["TransactionDate"])) == 14
+    assert values["PhoneNumber"] == 254712345678
+    assert {"Name": "Balance"} in items
+    tx = sim.wait_for_callback(accepted.checkout_request_id, 2)
+    assert tx.callback_status == 200 and tx.callback_attempts == 1 and tx.receipt == values["MpesaReceiptNumber"]
+
+
+@pytest.mark.parametrize("phone,code,desc", [("254700001032", 1032, "Request cancelled by user"),
+                                             ("254700001037", 1037, "DS timeout user cannot be reached"),
+                                             ("254700000001", 1, "The balance is insufficient for the transaction."),
+                                             ("254700002001", 2001, "The initiator information is invalid.")])
+def test_failure_callback_shape(sim, client, receiver, phone, code, desc):
+    client.stk_push(phone, 10, receiver.url, "WIFI", "Wi-Fi")
+    cb = receiver.wait(1)[0][2]["Body"]["stkCallback"]
+    assert cb["ResultCode"] == code and cb["ResultDesc"] == desc
+    assert "CallbackMetadata" not in cb
+
+
+def test_silent_success_has_no_callback_but_the_query_knows(sim, client, receiver):
+    accepted = client.stk_push("254799999999", 10, receiver.url, "WIFI", "Wi-Fi")
+    assert sim.wait_for_callback(accepted.checkout_request_id, 0.3) is None
+    assert receiver.received == []
+    result = client.stk_query(accepted.checkout_request_id)
+    assert (result.pending, result.result_code) == (False, "0")
+    assert sim.transactions[accepted.checkout_request_id].receipt
+
+
+def test_resend_callback_delivers_a_duplicate(sim, client, receiver):
+    accepted = client.stk_push(PHONE, 10, receiver.url, "WIFI", "Wi-Fi")
+    sim.wait_for_callback(accepted.checkout_request_id, 2)
+    assert sim.resend_callback(accepted.checkout_request_id) == 200
+    first, second = receiver.wait(2)
+    assert first[2] == second[2]
+    assert sim.transactions[accepted.checkout_request_id].callback_attempts == 2
+
+
+def test_callbacks_are_single_shot(sim, client):
+    failing = Receiver(status=500)
+    try:
+        accepted = client.stk_push(PHONE, 10, failing.url, "WIFI", "Wi-Fi")
+        tx = sim.wait_for_callback(accepted.checkout_request_id, 2)
+        assert tx.callback_status == 500
+        time.sleep(0.2)
+        assert len(failing.received) == 1 and tx.callback_attempts == 1
+    finally:
+        failing.close()
+    unreachable = client.stk_push(PHONE, 10, "http://127.0.0.1:9/cb/x", "WIFI", "Wi-Fi")
+    tx = sim.wait_for_callback(unreachable.checkout_request_id, 2)
+    assert tx.callback_status is None and tx.callback_error
+
+
+def test_set_outcome_overrides_by_phone(sim, client, receiver):
+    sim.set_outcome(PHONE, 2001, deliver_callback=False)
+    sim.set_outcome("254711111111", "1032")
+    silent = client.stk_push(PHONE, 10, receiver.url, "WIFI", "Wi-Fi")
+    loud = client.stk_push("254711111111", 10, receiver.url, "WIFI", "Wi-Fi")
+    assert sim.wait_for_callback(loud.checkout_request_id, 2).result_code == "1032"
+    assert sim.wait_for_callback(silent.checkout_request_id, 0.2) is None
+    assert client.stk_query(silent.checkout_request_id).result_code == "2001"
+
+
+def test_set_delays_reaches_pushes_already_waiting(sim, client, receiver):
+    sim.set_delays(callback_delay=60, final_after=60)
+    accepted = client.stk_push(PHONE, 10, receiver.url, "WIFI", "Wi-Fi")
+    assert client.stk_query(accepted.checkout_request_id).pending
+    sim.set_delays(final_after=0)
+    assert client.stk_query(accepted.checkout_request_id).result_code == "0"
+    assert sim.wait_for_callback(accepted.checkout_request_id, 0.1) is None
+    sim.set_delays(callback_delay=0)
+    assert sim.wait_for_callback(accepted.checkout_request_id, 2).callback_status == 200
+    time.sleep(0.05)
+    assert len(receiver.received) == 1
+
+
+def test_receipts_are_unique(sim, client):
+    for _ in range(30):
+        client.stk_push(PHONE, 10, "http://127.0.0.1:9/cb/x", "WIFI", "Wi-Fi")
+    receipts = [tx.receipt for tx in sim.transactions.values()]
+    assert len(set(receipts)) == 30
+
+
+def test_lock_subscriber_quirk(sim, client, web):
+    sim.set_quirks(lock_subscriber=True)
+    sim.set_delays(final_after=5)
+    tok = token(sim, web)
+    assert post(sim, web, PUSH, push_body(), tok).status_code == 200
+    second = post(sim, web, PUSH, push_body(), tok)
+    assert second.status_code == 500 and "Unable to lock subscriber" in second.json()["errorMessage"]
+    assert post(sim, web, PUSH, push_body(PartyA="254711111111", PhoneNumber="254711111111"), tok).status_code == 200
+
+
+# --- lifecycle -----------------------------------------------------------------------------------------
+
+def test_stop_cancels_callbacks_not_yet_sent(receiver):
+    sim = DarajaSimulator(callback_delay=0.3, final_after=0.05).start()
+    with DarajaClient(sim.url, "simulator", "simulator", SHORTCODE, SANDBOX_PASSKEY, timeout=2) as c:
+        c.stk_push(PHONE, 10, receiver.url, "WIFI", "Wi-Fi")
+    sim.stop()
+    time.sleep(0.4)
+    assert receiver.received == []
+
+
+def test_stop_does_not_wait_for_idle_keep_alive_connections(web):
+    sim = DarajaSimulator().start()
+    token(sim, web)                      # the session keeps the connection open
+    started = time.monotonic()
+    sim.stop()
+    assert time.monotonic() - started < 2
+    with pytest.raises(requests.ConnectionError):
+        token(sim, web)
+
+
+def test_url_and_port(sim):
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", sim.url)
+
+
+def test_main_runs_standalone():
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen([sys.executable, "-m", "hotspotd.daraja.simulator", "--listen", "127.0.0.1:0",
+                           "--callback-delay", "0.1"], stderr=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            url = None
+            deadline = time.monotonic() + 10
+            while url is None and time.monotonic() < deadline:
+                line = proc.stderr.readline()
+                match = re.search(r"listening on (http://\S+)", line)
+                url = match.group(1) if match else None
+            assert url, "the simulator did not log its URL"
+            with requests.Session() as session:
+                resp = session.get(url + "/oauth/v1/generate?grant_type=client_credentials",
+                                   headers={"Authorization": BASIC}, timeout=2)
+                assert resp.status_code == 200
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.stderr.read()
+            assert proc.wait(timeout=10) == 0
+
+
+def test_main_rejects_a_bad_listen_address(capsys):
+    from hotspotd.daraja.simulator import main
+    with pytest.raises(SystemExit):
+        main(["--listen", "nonsense"])
+    assert "host:port" in capsys.readouterr().err
