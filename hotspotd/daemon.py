@@ -119,12 +119,12 @@ class Hotspot:
             self.scheduler.stop()
         if self.radius:
             self.radius.stop()
+        if self.simulator:
+            self.simulator.stop()
         if self._web is not None:
             self._web.close()
             if self._web_thread:
                 self._web_thread.join(timeout=5)
-        if self.simulator:
-            self.simulator.stop()
         if self.db is not None:
             self.db.close()
         log.info("stopped")
