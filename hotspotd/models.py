@@ -95,7 +95,7 @@ class Entitlement(BaseModel):
 class Device(BaseModel):
     """A MAC bound to an entitlement. ``active`` bindings are what RADIUS looks up."""
     mac = pw.CharField(max_length=17)
-    entitlement = pw.ForeignKeyField(Entitlement, backref="devices", on_delete="CASCADE")
+    entitlement = pw.ForeignKeyField(Entitlement, backref="bindings", on_delete="CASCADE")
     active = pw.BooleanField(default=True)
     bound_at = pw.DoubleField()
     unbound_at = pw.DoubleField(null=True)

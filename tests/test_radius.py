@@ -141,7 +141,7 @@ def test_unknown_nas_is_dropped_and_counted(make_hotspot):
     assert hs.radius.stats["dropped_unknown_client"] == 1
 
 
-@pytest.mark.xfail(reason="CHAP login of a second device is rejected by the daemon; open, see closing note", strict=False)
+
 def test_pap_and_chap_logins(mikrotik):
     give_time(None, login=("VOUCHER1", "s3cret"), devices=2)
     c = client(mikrotik)
