@@ -1,0 +1,107 @@
+"""Asking a NAS to end a session: RFC 5176 Disconnect-Request, sent with pyrad's client.
+
+CoovaChilli listens when ``coaport 3799`` is set, MikroTik with ``/radius incoming set accept=yes``.
+Both want User-Name; MikroTik finds the session best with Acct-Session-Id and Framed-IP-Address too.
+
+- The Request Authenticator is computed over the packet like an Accounting-Request's
+  (RFC 5176 section 3.3, pyrad's ``CoAPacket.RequestPacket``) and a Message-Authenticator is
+  always added (pyrad's ``CreateCoAPacket``, unlike ``CreateAuthPacket``, does not add one by itself).
+- A reply counts only with a valid Response Authenticator and, when it has one, a valid
+  Message-Authenticator; anything else is ignored as if it never came.
+- Every call has its own socket, closed before returning: safe from many threads at once.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+from dataclasses import dataclass
+
+from pyrad import packet
+from pyrad.client import Client, Timeout
+from pyrad.dictionary import Dictionary
+
+from .server import load_dictionary
+
+log = logging.getLogger(__name__)
+
+ERROR_CAUSE = 101
+SESSION_CONTEXT_NOT_FOUND = 503
+
+
+@functools.cache
+def _dictionary() -> Dictionary:
+    return load_dictionary()
+
+
+@dataclass(frozen=True)
+class DisconnectResult:
+    """The NAS's signed answer to a Disconnect-Request."""
+    acked: bool               #: Disconnect-ACK: the NAS ended the session
+    code: int                 #: reply code, 41 Disconnect-ACK or 42 Disconnect-NAK
+    error_cause: int | None   #: Error-Cause of the reply (RFC 5176 section 3.6), if it has one
+
+    @property
+    def gone(self) -> bool:
+        """No session is left to cut: an ACK, or a NAK saying Session-Context-Not-Found (503)."""
+        return self.acked or self.error_cause == SESSION_CONTEXT_NOT_FOUND
+
+
+class NasUnreachable(Exception):
+    """No valid answer after every try: NAS down, CoA/Disconnect not enabled, wrong secret, or we
+    are not a source it accepts (a NAS drops those silently). ``str()`` names address:port and why."""
+
+
+def send_disconnect(address: str, port: int, secret: str, *, user_name: str,
+                    calling_station_id: str | None = None, acct_session_id: str | None = None,
+                    framed_ip: str | None = None, nas_identifier: str | None = None,
+                    timeout: float = 2.0, retries: int = 2) -> DisconnectResult:
+    """Send a Disconnect-Request for ``user_name`` (plus whichever session identifiers are given)
+    to the NAS at ``address``:``port`` and return its answer.
+
+    The request goes out at most ``retries + 1`` times, waiting ``timeout`` seconds after each,
+    so the call returns or raises within about ``timeout * (retries + 1)`` seconds.
+    Raises :class:`NasUnreachable` when no valid reply arrives or the socket fails,
+    and ``ValueError`` for an empty ``user_name`` or a value that cannot be encoded.
+    """
+    if not user_name:
+        raise ValueError("a Disconnect-Request needs a User-Name")
+    if retries < 0 or timeout <= 0:
+        raise ValueError("retries must be >= 0 and timeout > 0")
+    key = secret.encode() if isinstance(secret, str) else secret
+    # pyrad's retries is the total number of sends
+    client = Client(server=address, coaport=port, secret=key, dict=_dictionary(),
+                    retries=retries + 1, timeout=timeout)
+    request = client.CreateCoAPacket(code=packet.DisconnectRequest, id=secrets.randbelow(256),
+                                     message_authenticator=True)
+    request["User-Name"] = user_name
+    for name, value in (("Acct-Session-Id", acct_session_id), ("Calling-Station-Id", calling_station_id),
+                        ("Framed-IP-Address", framed_ip), ("NAS-Identifier", nas_identifier)):
+        if value:
+            request[name] = value
+    where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    try:
+        reply = client.SendPacket(request)
+    except Timeout:
+        raise NasUnreachable(f"{where}: no valid reply to {retries + 1} Disconnect-Request(s) within "
+                             f"{timeout:g} s each (NAS down, CoA port closed, wrong secret or source "
+                             f"not allowed)") from None
+    except OSError as exc:
+        raise NasUnreachable(f"{where}: {exc.strerror or exc}") from exc
+    finally:
+        client._CloseSocket()  # pyrad keeps the socket open for reuse; we never reuse a client
+    if reply.code not in (packet.DisconnectACK, packet.DisconnectNAK):
+        raise NasUnreachable(f"{where}: answered a Disconnect-Request with packet code {reply.code}")
+    result = DisconnectResult(acked=reply.code == packet.DisconnectACK, code=reply.code,
+                              error_cause=_error_cause(reply))
+    log.info("Disconnect-Request for %s at %s: %s%s", user_name, where, "ACK" if result.acked else "NAK",
+             f" Error-Cause {result.error_cause}" if result.error_cause is not None else "")
+    return result
+
+
+def _error_cause(reply: packet.Packet) -> int | None:
+    # read the raw value: by name pyrad would give the VALUE's name, not the number
+    raw = reply.get(ERROR_CAUSE)
+    if not raw or len(raw[0]) != 4:
+        return None
+    return int.from_bytes(raw[0], "big")
