@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     sl = ses.add_parser("list")
     sl.add_argument("--all", action="store_true", help="also ended ones")
 
+    rc = sub.add_parser("router-config", help="print router settings for hotspotd (RouterOS script, chilli config)")
+    rc.add_argument("kind", choices=("mikrotik", "coova"))
+    rc.add_argument("--router", metavar="NAME", help="a [[routers]] entry (its secret, coa_port, uamsecret)")
+    rc.add_argument("--portal-url", metavar="URL", help="splash page as devices reach it (default: [portal] public_url)")
+    rc.add_argument("--radius-address", metavar="IP", help="the hotspotd box's address as the router sees it")
+    rc.add_argument("--login-html", metavar="FILE", help="mikrotik: also write the hotspot login.html here")
+
     sim = sub.add_parser("simulate", help="run a simulator on its own").add_subparsers(dest="sim", required=True)
     sd = sim.add_parser("daraja")
     sd.add_argument("--listen", default="127.0.0.1:8900")
@@ -79,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         return run(cfg)
     if args.command == "check":
         return _check(cfg)
+    if args.command == "router-config":
+        return _router_config(cfg, args)
     try:
         db_mod.prepare(cfg.database.url, cfg.database.busy_timeout_ms)
     except Exception as exc:  # noqa: BLE001 - one clear line for the operator
@@ -99,6 +108,26 @@ def _check(cfg) -> int:
               f"{len(cfg.radius_clients)} client(s)")
     for r in cfg.routers:
         print(f"router: {r.name} ({r.kind}) at {r.address}:{r.api_port}")
+    return 0
+
+
+def _router_config(cfg, args) -> int:
+    from . import router_config
+    make = router_config.mikrotik_script if args.kind == "mikrotik" else router_config.coova_config
+    try:
+        if args.login_html and args.kind != "mikrotik":
+            raise ValueError("--login-html is for mikrotik; CoovaChilli uses the portal URL directly")
+        text = make(cfg, portal_url=args.portal_url, radius_address=args.radius_address, router=args.router)
+        if args.login_html:
+            with open(args.login_html, "w", encoding="utf-8") as fh:
+                fh.write(router_config.mikrotik_login_html(args.portal_url or cfg.portal.public_url))
+    except (ValueError, OSError) as exc:
+        print(f"hotspotd: router-config: {exc}", file=sys.stderr)
+        return 2
+    print(text, end="")
+    for line in text.splitlines():  # warnings also on stderr, for owners who redirect stdout to a file
+        if line.startswith("# WARNING: "):
+            print(f"hotspotd: warning: {line[11:]}", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,353 @@
+"""What an owner pastes into the router: a RouterOS script, the hotspot ``login.html``, a CoovaChilli config.
+
+All three are plain text built from the frozen :class:`~hotspotd.config.Config` (no network, no
+database), so ``hotspotd router-config`` can run on a laptop. Inputs that make the output useless
+(no RADIUS client of the router's kind, no address for the hotspotd box, a portal URL customers
+cannot reach, a secret the target syntax cannot carry) raise :class:`ValueError` with one line
+saying what to pass or fix. Inputs that work but are risky (the default ``testing123`` secret, the
+built-in portal URL, a generated uamsecret) become ``# WARNING:`` lines at the top of the output.
+"""
+from __future__ import annotations
+
+import html
+import ipaddress
+import re
+import secrets
+import shlex
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .config import Config, RadiusClient, Router
+
+DEFAULT_SECRET = "testing123"
+COMMENT = "hotspotd"  # tag on every RouterOS entry the script adds, so a re-run replaces them
+#: Variables the MikroTik hotspot fills into login.html, sent to the portal under the same names.
+MIKROTIK_LOGIN_VARS = ("mac", "ip", "link-login-only", "link-orig", "chap-id", "chap-challenge", "error")
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~:/%+,=@\[\]-]+")
+# /etc/chilli/functions pastes values unquoted into shell and into chilli.conf: no spaces or quoting.
+_COOVA_SAFE = re.compile(r"[A-Za-z0-9._~:/%+,=@^-]+")
+_IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The facts both router kinds need, resolved once with their warnings."""
+    portal_root: str          # the splash page: public URL + "/"
+    host: str                 # portal host name or IP
+    host_ip: _IP | None       # the same when it is an IP literal
+    port: int
+    radius_address: _IP
+    radius_origin: str        # where radius_address came from, for the comment
+    secret: str
+    router: Router | None
+    coa_port: int
+    warnings: tuple[str, ...]
+
+
+def mikrotik_script(cfg: Config, *, portal_url: str | None = None, radius_address: str | None = None,
+                    router: str | Router | None = None) -> str:
+    """A RouterOS v7 script: RADIUS client, incoming CoA, hotspot profile flags, walled garden.
+
+    ``portal_url`` overrides ``[portal] public_url``; ``radius_address`` is the hotspotd box as the
+    router sees it (default: ``[radius] listen`` when specific, else the portal host when it is an
+    IP); ``router`` is the name of a ``[[routers]]`` entry of kind mikrotik (its secret and
+    coa_port are used). Raises ValueError when the script could not work.
+    """
+    plan = _plan(cfg, "mikrotik", portal_url, radius_address, router)
+    if isinstance(plan.host_ip, ipaddress.IPv6Address) or isinstance(plan.radius_address, ipaddress.IPv6Address):
+        raise ValueError("the MikroTik hotspot walled garden is IPv4 only: give IPv4 portal and RADIUS addresses")
+    if plan.radius_address.is_loopback:
+        raise ValueError(f"RADIUS address {plan.radius_address} is a loopback address the router cannot reach: "
+                         "pass --radius-address with the hotspotd box's LAN address")
+    r = cfg.radius
+    out = _header("MikroTik RouterOS v7 hotspot settings", "mikrotik", cfg, plan, "#") + [
+        "# Run it on a router whose hotspot already exists (IP > Hotspot > Hotspot Setup, or /ip hotspot setup):",
+        "# upload it as hotspotd.rsc and run /import file-name=hotspotd.rsc, or paste it into a terminal.",
+        f"# Running it again replaces what it added before (entries carry comment={COMMENT}).",
+        "",
+        "# RADIUS: the hotspot asks hotspotd about each device (MAC first, then the login after payment)",
+        "# and reports usage to it. The secret must equal the one in hotspotd.toml [[radius.clients]].",
+        "# hotspotd drops Access-Requests without Message-Authenticator (BlastRADIUS): use RouterOS 7.15 or",
+        "# later, or set require_message_authenticator = false for this router in hotspotd.toml.",
+        f"/radius remove [find comment={_ros(COMMENT)}]",
+        f"/radius add service=hotspot address={plan.radius_address} secret={_ros(plan.secret)}"
+        f" authentication-port={r.auth_port} accounting-port={r.acct_port} comment={_ros(COMMENT)}",
+        "",
+        "# Let hotspotd end a session early (Disconnect-Request, RFC 5176) when its time or data runs out.",
+        f"/radius incoming set accept=yes port={plan.coa_port}",
+        "",
+        "# The profile of every hotspot server: MAC login against hotspotd first; http-chap/http-pap for the",
+        "# login the splash page makes after payment; the router obeys hotspotd's Acct-Interim-Interval.",
+        ":if ([:len [/ip hotspot find]] = 0) do={ :error \"hotspotd: no hotspot server here;"
+        " run /ip hotspot setup first\" }",
+        ":foreach srv in=[/ip hotspot find] do={",
+        "    :local prof [/ip hotspot get $srv profile]",
+        "    /ip hotspot profile set [find name=$prof] login-by=mac,http-chap,http-pap,cookie use-radius=yes"
+        " radius-accounting=yes radius-interim-update=received mac-auth-mode=mac-as-username"
+        " radius-mac-format=XX:XX:XX:XX:XX:XX",
+        "    :put (\"hotspotd: profile \" . $prof . \" set; its html-directory is \""
+        " . [/ip hotspot profile get [find name=$prof] html-directory])",
+        "}",
+        "",
+        *_walled_garden(plan, radius_address is not None),
+        "",
+        "# The splash page: replace login.html in that html-directory with the file written by",
+        f"#   hotspotd router-config mikrotik --login-html login.html --portal-url {plan.portal_root}",
+        "# (WinBox/WebFig Files: drag it into the folder; or scp login.html admin@ROUTER:HTML-DIRECTORY/login.html).",
+        "# It sends the device to the portal with mac, ip, link-login-only, link-orig, chap-id and chap-challenge.",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _walled_garden(plan: _Plan, radius_given: bool) -> list[str]:
+    port = f"protocol=tcp dst-port={plan.port}"
+    lines = [
+        "# Walled garden: what a device may reach before it has paid. The splash page loads nothing from",
+        "# other sites (no CDN, fonts or analytics), so the portal is the only entry needed.",
+        "# M-Pesa needs none: the STK prompt reaches the phone over the mobile network, not this Wi-Fi,",
+        "# and Safaricom's callback reaches hotspotd over the internet, not through the hotspot.",
+        "# Do not add captive-portal probe hosts (connectivitycheck.gstatic.com, captive.apple.com, ...):",
+        "# failing them is how phones notice the hotspot and open the splash page.",
+        f"/ip hotspot walled-garden remove [find comment={_ros(COMMENT)}]",
+        f"/ip hotspot walled-garden add dst-host={_ros(plan.host)} comment={_ros(COMMENT)}",
+        "# The IP walled garden also lets HTTPS and non-proxied ports through (only the portal's port).",
+        f"/ip hotspot walled-garden ip remove [find comment={_ros(COMMENT)}]",
+    ]
+    if plan.host_ip is not None:
+        lines.append(f"/ip hotspot walled-garden ip add action=accept dst-address={plan.host_ip} {port}"
+                     f" comment={_ros(COMMENT)}")
+    else:
+        lines.append("# A host name: the router resolves it; devices resolve it through the router's DNS.")
+        lines.append(f"/ip hotspot walled-garden ip add action=accept dst-host={_ros(plan.host)} {port}"
+                     f" comment={_ros(COMMENT)}")
+        if radius_given:
+            lines.append("# hotspotd's own address (--radius-address), for when the portal name resolves to it.")
+            lines.append(f"/ip hotspot walled-garden ip add action=accept dst-address={plan.radius_address}"
+                         f" {port} comment={_ros(COMMENT)}")
+    return lines
+
+
+def mikrotik_login_html(portal_url: str) -> str:
+    """The hotspot's ``login.html``: hands the router's variables to the portal's ``/`` by GET.
+
+    Submits itself by script; a visible button does it without JavaScript. MikroTik fills each
+    ``$(name)``; chap-id and chap-challenge arrive octal-escaped (``\\371``) and the portal decodes them.
+    """
+    root, _, _, _ = _portal(portal_url)
+    fields = "\n".join(f'<input type="hidden" name="{n}" value="$({n})">' for n in MIKROTIK_LOGIN_VARS)
+    return f"""<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="pragma" content="no-cache">
+<meta http-equiv="expires" content="-1">
+<title>Wi-Fi</title>
+</head>
+<body>
+<!-- hotspotd: made by `hotspotd router-config mikrotik --login-html`; sends this device to the splash page. -->
+<form name="hotspotd" action="{html.escape(root)}" method="get">
+<input type="hidden" name="router" value="mikrotik">
+{fields}
+<p><button type="submit">Continue</button></p>
+</form>
+<script>document.forms.hotspotd.submit();</script>
+</body>
+</html>
+"""
+
+
+def coova_config(cfg: Config, *, portal_url: str | None = None, radius_address: str | None = None,
+                 router: str | Router | None = None) -> str:
+    """Lines for CoovaChilli's ``/etc/chilli/config`` (HS_* shell variables), chilli.conf equivalents below.
+
+    Same inputs as :func:`mikrotik_script`, with a ``[[routers]]`` entry of kind coova. Its
+    ``uamsecret`` is used; when there is none a random one is generated, printed and flagged by a
+    warning, since hotspotd.toml must then be given the same value.
+    """
+    plan = _plan(cfg, "coova", portal_url, radius_address, router)
+    warnings = list(plan.warnings)
+    uamsecret = plan.router.uamsecret if plan.router else ""
+    toml_hint: list[str] = []
+    if not uamsecret:
+        uamsecret = secrets.token_hex(16)
+        where = (f'the [[routers]] entry "{plan.router.name}"' if plan.router
+                 else 'a [[routers]] entry with kind = "coova"')
+        warnings.append(f"no uamsecret in hotspotd.toml: HS_UAMSECRET below was generated just now; put "
+                        f'uamsecret = "{uamsecret}" in {where}, or the portal cannot log devices in')
+        if not plan.router:
+            toml_hint = ["# For hotspotd.toml:", "#   [[routers]]", '#   name = "chilli"', '#   kind = "coova"',
+                         '#   address = "ROUTER ADDRESS"', f'#   uamsecret = "{uamsecret}"', ""]
+    for label, value in (("RADIUS secret", plan.secret), ("uamsecret", uamsecret)):
+        if not _COOVA_SAFE.fullmatch(value):
+            raise ValueError(f"the {label} has characters /etc/chilli/functions cannot pass on (spaces, quotes, "
+                             "$, #, ...): use letters, digits and - _ . only")
+    r = cfg.radius
+    nasid = re.sub(r"[^A-Za-z0-9_.-]", "_", plan.router.name) if plan.router else ""
+    q = shlex.quote
+    out = _header("CoovaChilli settings for /etc/chilli/config", "coova", cfg, plan, "#", warnings) + [
+        "# Merge these lines into /etc/chilli/config (keep your own HS_LANIF, HS_NETWORK, HS_NETMASK,",
+        "# HS_UAMLISTEN, HS_UAMPORT) and restart chilli; /etc/chilli/functions turns them into chilli options.",
+        "# The equivalent chilli.conf lines are at the end, for setups that write chilli.conf by hand.",
+        "",
+        *toml_hint,
+        "# RADIUS: hotspotd answers MAC authentication and the login after payment, and takes accounting.",
+        f"HS_RADIUS={plan.radius_address}",
+        "# chilli falls back to HS_UAMSERVER when HS_RADIUS2 is empty: point it at hotspotd too.",
+        f"HS_RADIUS2={plan.radius_address}",
+        f"HS_RADSECRET={q(plan.secret)}",
+        f"HS_RADAUTH={r.auth_port}",
+        f"HS_RADACCT={r.acct_port}",
+        "# Settings come from this file, not from RADIUS (ChilliSpot-Config) or a URL.",
+        "HS_RADCONF=off",
+        *([f"HS_NASID={nasid}"] if nasid else []),
+        "HS_MACAUTH=on",
+        "# hotspotd ends sessions early with Disconnect-Request from the HS_RADIUS address.",
+        f"HS_COAPORT={plan.coa_port}",
+        "",
+        "# Portal: new devices go to hotspotd's splash page with res, uamip, uamport, challenge, mac, ip,",
+        "# userurl, ... in the query string. No intermediate homepage.",
+        f"HS_UAMSERVER={q(plan.host)}",
+        f"HS_UAMFORMAT={q(plan.portal_root)}",
+        "HS_UAMHOMEPAGE=",
+        f"HS_UAMSECRET={q(uamsecret)}",
+        "# Walled garden: the splash page loads nothing from other sites. M-Pesa needs no entry: the STK",
+        "# prompt reaches the phone over the mobile network, not this Wi-Fi.",
+        f"HS_UAMALLOW={q(plan.host)}",
+        *([f"HS_UAMDOMAINS={q(plan.host)}"] if plan.host_ip is None else []),
+        "",
+        "# chilli.conf equivalent:",
+        f"#   radiusserver1 {plan.radius_address}",
+        f"#   radiusserver2 {plan.radius_address}",
+        f"#   radiussecret {plan.secret}",
+        f"#   radiusauthport {r.auth_port}",
+        f"#   radiusacctport {r.acct_port}",
+        *([f"#   radiusnasid {nasid}"] if nasid else []),
+        "#   macauth",
+        f"#   coaport {plan.coa_port}",
+        f"#   uamserver {plan.portal_root}",
+        f"#   uamsecret {uamsecret}",
+        f"#   uamallowed {plan.host}",
+        *([f"#   uamdomain {plan.host}"] if plan.host_ip is None else []),
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _header(title: str, kind: str, cfg: Config, plan: _Plan, c: str,
+            warnings: list[str] | None = None) -> list[str]:
+    router = f' (router "{plan.router.name}")' if plan.router else ""
+    lines = [f"{c} hotspotd: {title}", f"{c} Made by `hotspotd router-config {kind}` from {cfg.source}{router}."]
+    lines += [f"{c} WARNING: {w}" for w in (plan.warnings if warnings is None else warnings)]
+    lines += [f"{c} Portal (splash page): {plan.portal_root}",
+              f"{c} RADIUS server (hotspotd): {plan.radius_address} ({plan.radius_origin}),"
+              f" auth {cfg.radius.auth_port}, acct {cfg.radius.acct_port}"]
+    return lines
+
+
+def _plan(cfg: Config, kind: str, portal_url: str | None, radius_address: str | None,
+          router: str | Router | None) -> _Plan:
+    warnings = []
+    if not cfg.radius.enabled:
+        warnings.append("[radius] enabled = false in hotspotd.toml: nobody will answer this router")
+    if portal_url is None:
+        portal_url = cfg.portal.public_url
+        if "public_url" not in cfg.raw.get("portal", {}):
+            warnings.append(f"[portal] public_url is not set, so the built-in {portal_url} is used: "
+                            "check it, or pass --portal-url")
+    root, host, host_ip, port = _portal(portal_url)
+    if host == "localhost" or host_ip is not None and (host_ip.is_loopback or host_ip.is_unspecified):
+        raise ValueError(f"portal URL {portal_url}: customers' devices cannot reach {host}; "
+                         "set [portal] public_url or pass --portal-url with the address they use")
+    chosen = _router(cfg, kind, router)
+    address, origin = _radius_address(cfg, radius_address, host_ip)
+    client = _client(cfg, kind, chosen)
+    secret = chosen.secret if chosen and chosen.secret else client.secret
+    if chosen and chosen.secret and chosen.secret != client.secret:
+        warnings.append(f'[[routers]] "{chosen.name}" secret differs from its [[radius.clients]] secret; '
+                        "the router uses one secret for both, so make them equal")
+    if chosen and _ip(chosen.address) is not None and _ip(chosen.address) not in client.network:
+        warnings.append(f'hotspotd answers RADIUS from {client.network} only, not from "{chosen.name}" at '
+                        f"{chosen.address}: add its address to [[radius.clients]]")
+    if secret == DEFAULT_SECRET:
+        warnings.append(f'the RADIUS secret is the default "{DEFAULT_SECRET}": set a long random one in '
+                        "hotspotd.toml [[radius.clients]] and run this again")
+    return _Plan(root, host, host_ip, port, address, origin, secret, chosen,
+                 chosen.coa_port if chosen else 3799, tuple(warnings))
+
+
+def _portal(url: str) -> tuple[str, str, _IP | None, int]:
+    """(portal root with a trailing slash, host, host as IP or None, port) or ValueError."""
+    problem = ValueError(f"portal URL {url!r}: expected http(s)://host[:port][/path], "
+                         "without query, fragment, spaces or quotes")
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise problem from None
+    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment
+            or parts.username or not _URL_SAFE.fullmatch(parts.netloc + parts.path)):
+        raise problem
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/", parts.hostname, _ip(parts.hostname), port
+
+
+def _router(cfg: Config, kind: str, wanted: str | Router | None) -> Router | None:
+    if isinstance(wanted, Router):
+        chosen = wanted
+    elif wanted is not None:
+        chosen = next((r for r in cfg.routers if r.name == wanted), None)
+        if chosen is None:
+            names = ", ".join(r.name for r in cfg.routers) or "none"
+            raise ValueError(f"no [[routers]] entry named {wanted!r} in {cfg.source} (there: {names})")
+    else:
+        of_kind = [r for r in cfg.routers if r.kind == kind]
+        if len(of_kind) > 1:
+            raise ValueError(f"several [[routers]] of kind {kind} ({', '.join(r.name for r in of_kind)}): "
+                             "choose one with --router NAME")
+        return of_kind[0] if of_kind else None
+    if chosen.kind != kind:
+        raise ValueError(f"[[routers]] {chosen.name!r} is of kind {chosen.kind}, not {kind}")
+    return chosen
+
+
+def _radius_address(cfg: Config, given: str | None, portal_ip: _IP | None) -> tuple[_IP, str]:
+    if given is not None:
+        address = _ip(given)
+        if address is None or address.is_unspecified:
+            raise ValueError(f"--radius-address {given!r} is not an IP address")
+        return address, "as given"
+    listen = _ip(cfg.radius.listen)
+    if listen is not None and not listen.is_unspecified:
+        return listen, "[radius] listen"
+    if portal_ip is not None:
+        return portal_ip, "the portal's address; pass --radius-address if the router reaches hotspotd elsewhere"
+    raise ValueError("cannot tell the hotspotd box's address (the portal URL is a name and [radius] listen "
+                     "is a wildcard): pass --radius-address with the address the router reaches it at")
+
+
+def _client(cfg: Config, kind: str, router: Router | None) -> RadiusClient:
+    clients = [c for c in cfg.radius_clients if c.kind == kind]
+    if not clients:
+        raise ValueError(f"no [[radius.clients]] entry of kind {kind} in {cfg.source}: add one with the "
+                         "router's address and a shared secret, so hotspotd answers it")
+    address = _ip(router.address) if router else None
+    return next((c for c in clients if address is not None and address in c.network), clients[0])
+
+
+def _ip(text: str) -> _IP | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _ros(value: str) -> str:
+    """A RouterOS string literal: double quotes, with \\ " $ ? and non-printable bytes escaped."""
+    out = []
+    for ch in value:
+        if ch in '\\"$?':
+            out.append("\\" + ch)
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            out.extend(f"\\{b:02X}" for b in ch.encode())
+    return '"' + "".join(out) + '"'
