@@ -106,6 +106,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "daraja_listen": Option("127.0.0.1:0", str, "where the built-in Daraja simulator listens"),
         "callback_delay_seconds": Option(2.0, (int, float), "delay of simulated callbacks"),
         "final_after_seconds": Option(2.0, (int, float), "when the simulated query turns final"),
+        "routeros_listen": Option("127.0.0.1:0", str,
+                                  "where the simulated venue router (RouterOS API) listens when no [[routers]] are set"),
     },
     "scheduler": {
         "enabled": Option(True, bool, "run the background jobs"),
@@ -133,6 +135,9 @@ ARRAY_SCHEMA: dict[str, dict[str, Option]] = {
         "user": Option("", str, "API user"),
         "password": Option("", str, "API password"),
         "tls": Option(False, bool, "use api-ssl"),
+        "tls_ca": Option("", str, "CA file that signed the router's api-ssl certificate (empty: system store)"),
+        "disconnect": Option("auto", str, "how expired devices are cut off: api | coa | auto (mikrotik: api, coova: coa)",
+                             ("auto", "api", "coa")),
         "coa_port": Option(3799, int, "RFC 5176 port on the NAS"),
         "secret": Option("", str, "RADIUS secret for Disconnect-Request (empty = client's)"),
         "uamsecret": Option("", str, "CoovaChilli uamsecret"),
@@ -171,9 +176,18 @@ class Router:
     user: str
     password: str
     tls: bool
+    tls_ca: str
+    disconnect: str
     coa_port: int
     secret: str
     uamsecret: str
+
+    @property
+    def disconnect_method(self) -> str:
+        """``api`` (RouterOS API) or ``coa`` (RFC 5176 Disconnect-Request)."""
+        if self.disconnect != "auto":
+            return self.disconnect
+        return "api" if self.kind == "mikrotik" else "coa"
 
 
 @dataclass(frozen=True)
@@ -203,6 +217,14 @@ class Config:
             else:
                 data.setdefault(table, {}).update(values)
         return from_dict(data, self.source, env={})
+
+    def radius_client_secret(self, address: str) -> str | None:
+        """The shared secret of the ``[[radius.clients]]`` entry covering ``address``."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return None
+        return next((c.secret for c in self.radius_clients if ip in c.network), None)
 
     @property
     def simulated(self) -> bool:
@@ -306,7 +328,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 def _check_semantics(cfg: Config) -> None:
     src = cfg.source
-    for table, key in (("portal", "listen"), ("simulator", "daraja_listen")):
+    for table, key in (("portal", "listen"), ("simulator", "daraja_listen"), ("simulator", "routeros_listen")):
         try:
             parse_listen(getattr(cfg, table).values[key])
         except ValueError:
@@ -352,6 +374,18 @@ def _check_semantics(cfg: Config) -> None:
     for key in ("prompt_lifetime_seconds", "query_interval_seconds", "query_max_interval_seconds"):
         if m.values[key] <= 0:
             raise ConfigError(src, "mpesa", key, "must be greater than 0")
+    names = set()
+    for r in cfg.routers:
+        if r.name in names:
+            raise ConfigError(src, "routers", "name", f"{r.name!r} is used by two [[routers]] entries")
+        names.add(r.name)
+        if r.kind == "coova" and r.disconnect == "api":
+            raise ConfigError(src, "routers", "disconnect", f"router {r.name!r}: CoovaChilli has no RouterOS API; use \"coa\"")
+        if r.tls_ca and not os.path.isfile(r.tls_ca):
+            raise ConfigError(src, "routers", "tls_ca", f"router {r.name!r}: no such file {r.tls_ca!r}")
+        if r.disconnect_method == "coa" and not (r.secret or cfg.radius_client_secret(r.address)):
+            raise ConfigError(src, "routers", "secret", f"router {r.name!r}: Disconnect-Request needs a secret "
+                              "(here or in a [[radius.clients]] entry covering its address)")
 
 
 def callback_url_problem(url: str, environment: str) -> str | None:

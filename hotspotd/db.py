@@ -16,7 +16,7 @@ import peewee as pw
 from playhouse.db_url import connect as connect_url
 
 from . import models
-from .models import ALL_MODELS, Package, Setting, database
+from .models import Package, Setting, database
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,17 @@ def open_database(url: str, busy_timeout_ms: int = 5000) -> pw.Database:
 
 
 def _v1(db: pw.Database) -> None:
-    db.create_tables(ALL_MODELS, safe=True)
+    db.create_tables(models.V1_MODELS, safe=True)
+
+
+def _v2(db: pw.Database) -> None:
+    db.create_tables([models.Disconnect], safe=True)
 
 
 #: (version, description, function). Append; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1),
+    (2, "disconnect queue", _v2),
 ]
 LATEST = MIGRATIONS[-1][0]
 

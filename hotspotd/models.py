@@ -136,4 +136,23 @@ class Event(BaseModel):
     message = pw.TextField(default="")
 
 
-ALL_MODELS = [Setting, Package, Payment, Callback, Entitlement, Device, AcctSession, Event]
+class Disconnect(BaseModel):
+    """One device to cut off at one router, kept until the router confirms it is gone.
+
+    pending → done (verified gone) | failing (still retried; shown to the owner) | cancelled
+    (the device got new time before the cut went through).
+    """
+    mac = pw.CharField(max_length=17)
+    router = pw.CharField(max_length=64)
+    entitlement = pw.ForeignKeyField(Entitlement, null=True, backref="disconnects", on_delete="SET NULL")
+    reason = pw.CharField(max_length=32)
+    status = pw.CharField(max_length=16, default="pending", index=True)
+    created_at = pw.DoubleField()
+    next_at = pw.DoubleField(index=True)
+    attempts = pw.IntegerField(default=0)
+    last_error = pw.TextField(null=True)
+    done_at = pw.DoubleField(null=True)
+
+
+V1_MODELS = [Setting, Package, Payment, Callback, Entitlement, Device, AcctSession, Event]
+ALL_MODELS = V1_MODELS + [Disconnect]

@@ -6,6 +6,7 @@ Each job runs at most once at a time (``max_instances=1``), late runs are merged
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from typing import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -29,6 +30,11 @@ class Scheduler:
                 self.failures[name] = self.failures.get(name, 0) + 1
                 log.exception("job %s failed", name)
         self._scheduler.add_job(run, "interval", seconds=seconds, id=name, name=name)
+
+    def wake(self, name: str) -> None:
+        """Run job ``name`` as soon as possible instead of at its next interval."""
+        if self._scheduler.running:
+            self._scheduler.modify_job(name, next_run_time=datetime.now(timezone.utc))
 
     @property
     def running(self) -> bool:

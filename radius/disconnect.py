@@ -21,6 +21,8 @@ from pyrad import packet
 from pyrad.client import Client, Timeout
 from pyrad.dictionary import Dictionary
 
+from hotspotd.disconnects import RouterDown, Target
+
 from .server import load_dictionary
 
 log = logging.getLogger(__name__)
@@ -105,3 +107,27 @@ def _error_cause(reply: packet.Packet) -> int | None:
     if not raw or len(raw[0]) != 4:
         return None
     return int.from_bytes(raw[0], "big")
+
+
+class CoaCutter:
+    """The :class:`hotspotd.disconnects.Cutter` of a NAS cut off by Disconnect-Request.
+
+    The NAS names the session by the User-Name it sent in accounting; without accounting the MAC
+    in CoovaChilli's form (``AA-BB-CC-DD-EE-FF``) is what ``macauth`` uses. ACK or "no such
+    session" (NAK 503) both mean the device is gone; another NAK means it is not.
+    """
+
+    def __init__(self, name: str, address: str, port: int, secret: str, *, timeout: float = 2.0, retries: int = 2):
+        self.name, self.address, self.port, self.secret = name, address, port, secret
+        self.timeout, self.retries = timeout, retries
+
+    def cut(self, target: Target) -> bool:
+        try:
+            result = send_disconnect(self.address, self.port, self.secret,
+                                     user_name=target.username or target.mac.replace(":", "-"),
+                                     calling_station_id=target.mac.replace(":", "-"),
+                                     acct_session_id=target.acct_session_id, framed_ip=target.ip,
+                                     timeout=self.timeout, retries=self.retries)
+        except NasUnreachable as exc:
+            raise RouterDown(str(exc)) from exc
+        return result.gone

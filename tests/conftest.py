@@ -22,7 +22,10 @@ def make_config_dict(tmp_path, **tables) -> dict:
         "radius": {"enabled": False},
     }
     for table, values in tables.items():
-        data.setdefault(table, {}).update(values)
+        if isinstance(values, list):      # arrays of tables: [[routers]]
+            data[table] = values
+        else:
+            data.setdefault(table, {}).update(values)
     return data
 
 

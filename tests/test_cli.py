@@ -1,4 +1,4 @@
-from hotspotd import cli
+from hotspotd import cli, db as db_mod
 
 
 def run(capsys, tmp_path, *args):
@@ -34,7 +34,7 @@ def test_packages_add_list_disable_edit(tmp_path, capsys):
 def test_db_migrate_payments_sessions_check(tmp_path, capsys):
     write_config(tmp_path)
     code, out, _ = run(capsys, tmp_path, "db", "migrate")
-    assert code == 0 and "schema version 1" in out
+    assert code == 0 and f"schema version {db_mod.LATEST}" in out
     code, out, _ = run(capsys, tmp_path, "payments", "list")
     assert code == 0 and out.startswith("created (UTC)")
     code, out, _ = run(capsys, tmp_path, "sessions", "list")

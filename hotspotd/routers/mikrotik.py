@@ -20,6 +20,7 @@ from librouteros.exceptions import ConnectionClosed, FatalError, LibRouterosErro
 from librouteros.query import Key
 
 from hotspotd.config import Router
+from hotspotd.disconnects import RouterDown, Target
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,6 +83,18 @@ class MikroTikRouter:
             log.info("router %s: disconnected %s (%d session(s), %d cookie(s))", self.router.name, mac, ended, cookies)
             return ended
         return self._call("disconnect", run)
+
+    @property
+    def name(self) -> str:
+        return self.router.name
+
+    def cut(self, target: Target) -> bool:
+        """The :class:`hotspotd.disconnects.Cutter` contract: disconnect, then check it is gone."""
+        try:
+            self.disconnect(target.mac)
+            return not self.is_online(target.mac)
+        except (RouterUnavailable, RouterError) as exc:
+            raise RouterDown(str(exc)) from exc
 
     def login(self, mac: str, ip: str, username: str, password: str) -> None:
         """Log the device in (``/ip/hotspot/active/login``), as a splash-page login would."""

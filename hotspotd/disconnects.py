@@ -1,0 +1,168 @@
+"""Cutting devices off at the routers, and making sure it happened.
+
+When an entitlement ends, :func:`enqueue` writes one :class:`~hotspotd.models.Disconnect` row
+per (device, router) in the same transaction; :func:`run_due` (a scheduler job) works through
+the due rows with each router's :class:`Cutter`. A row is done only when the router confirms the
+device is gone. While a router cannot be reached the row is retried with backoff; after
+``FAILING_AFTER`` failed attempts it is marked ``failing`` so the owner sees it, and it is still
+retried until ``GIVE_UP_SECONDS``. Every attempt leaves an :class:`~hotspotd.models.Event`.
+
+RADIUS already refuses an ended entitlement and the Session-Timeout we sent bounds the router's
+session, so a slow router delays the cut; it never extends paid time.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable, Protocol
+
+from . import access, clock
+from .models import AcctSession, Disconnect, Event, database
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY_SECONDS = 5
+MAX_RETRY_SECONDS = 300
+FAILING_AFTER = 3
+GIVE_UP_SECONDS = 24 * 3600
+
+
+class RouterDown(Exception):
+    """The router could not be asked (unreachable, timed out, refused the API login)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a router needs to find the device's session."""
+    mac: str
+    username: str | None = None          # the User-Name the NAS used, from accounting
+    acct_session_id: str | None = None
+    ip: str | None = None
+
+
+class Cutter(Protocol):
+    """One router's way of ending a device's session."""
+    name: str
+
+    def cut(self, target: Target) -> bool:
+        """End ``target``'s sessions. True when the router confirms none is left; False when
+        one is still there. Raises :class:`RouterDown` when the router cannot be asked."""
+
+
+def enqueue(mac: str, routers: Iterable[str], *, entitlement_id: int | None, reason: str,
+            now: float | None = None) -> int:
+    """Queue ``mac`` to be cut off at each of ``routers``; a cut already pending is not doubled."""
+    now = clock.now() if now is None else now
+    added = 0
+    with database.atomic():
+        for router in routers:
+            pending = Disconnect.select().where(Disconnect.mac == mac, Disconnect.router == router,
+                                                Disconnect.status.in_(("pending", "failing"))).exists()
+            if pending:
+                continue
+            Disconnect.create(mac=mac, router=router, entitlement=entitlement_id, reason=reason,
+                              created_at=now, next_at=now)
+            added += 1
+    return added
+
+
+def expire_and_queue(routers: Iterable[str], now: float | None = None) -> int:
+    """End due entitlements (:func:`hotspotd.access.expire_due`) and queue their devices' cuts in
+    the same transaction, so a crash in between cannot leave a device ended but never cut."""
+    routers = list(routers)
+    with database.atomic():
+        ended = access.expire_due(now)
+        for ent_id, macs in ended:
+            for mac in macs:
+                enqueue(mac, routers, entitlement_id=ent_id, reason="ended", now=now)
+    return len(ended)
+
+
+def _target(mac: str) -> Target:
+    row = (AcctSession.select().where(AcctSession.mac == mac)
+           .order_by(AcctSession.online.desc(), AcctSession.updated_at.desc()).first())
+    if row is None:
+        return Target(mac)
+    return Target(mac, username=row.username, acct_session_id=row.acct_session_id, ip=row.ip)
+
+
+def _backoff(attempts: int) -> float:
+    return min(FIRST_RETRY_SECONDS * 2 ** max(attempts - 1, 0), MAX_RETRY_SECONDS)
+
+
+def run_due(cutters: dict[str, Cutter], now: float | None = None, limit: int = 200) -> Counter:
+    """Try every due cut once. A router that is down is not asked again in the same run:
+    its other rows are pushed back without an attempt (one timeout, not one per device)."""
+    now = clock.now() if now is None else now
+    outcome: Counter = Counter()
+    down: set[str] = set()
+    due = list(Disconnect.select().where(Disconnect.status.in_(("pending", "failing")), Disconnect.next_at <= now)
+               .order_by(Disconnect.next_at).limit(limit))
+    for row in due:
+        if access.authorize(row.mac, now) is not None:
+            # bought more time (or moved a session here) before the cut went through
+            _finish(row, "cancelled", now, "device has time again")
+            outcome["cancelled"] += 1
+            continue
+        cutter = cutters.get(row.router)
+        if cutter is None:
+            _finish(row, "cancelled", now, f"router {row.router!r} is no longer configured")
+            outcome["cancelled"] += 1
+            continue
+        if row.router in down:
+            Disconnect.update(next_at=now + _backoff(row.attempts)).where(Disconnect.id == row.id).execute()
+            outcome["deferred"] += 1
+            continue
+        try:
+            gone = cutter.cut(_target(row.mac))
+            error = None if gone else "still online after the cut"
+        except RouterDown as exc:
+            down.add(row.router)
+            gone, error = False, str(exc)
+        except Exception as exc:  # noqa: BLE001 - one router's bug must not stop the others
+            log.exception("cutting %s at %s failed", row.mac, row.router)
+            gone, error = False, f"{type(exc).__name__}: {exc}"
+        if gone:
+            _finish(row, "done", now, None)
+            outcome["done"] += 1
+        else:
+            _failed(row, now, error)
+            outcome["failed"] += 1
+    return outcome
+
+
+def _finish(row: Disconnect, status: str, now: float, note: str | None) -> None:
+    with database.atomic():
+        fields = {"status": status, "done_at": now}
+        if status == "done":
+            fields["attempts"] = Disconnect.attempts + 1
+        else:
+            fields["last_error"] = note
+        Disconnect.update(**fields).where(Disconnect.id == row.id).execute()
+        kind = "disconnected" if status == "done" else "disconnect_cancelled"
+        Event.create(at=now, kind=kind, entitlement=row.entitlement_id, mac=row.mac,
+                     message=f"router {row.router}" + (f": {note}" if note else ""))
+    log.info("disconnect %s at %s: %s%s", row.mac, row.router, status, f" ({note})" if note else "")
+
+
+def _failed(row: Disconnect, now: float, error: str) -> None:
+    attempts = row.attempts + 1
+    if now - row.created_at >= GIVE_UP_SECONDS:
+        status, next_at = "failed", now
+    else:
+        status, next_at = ("failing" if attempts >= FAILING_AFTER else "pending"), now + _backoff(attempts)
+    with database.atomic():
+        Disconnect.update(status=status, attempts=attempts, last_error=error, next_at=next_at,
+                          done_at=now if status == "failed" else None).where(Disconnect.id == row.id).execute()
+        Event.create(at=now, kind="disconnect_failed", entitlement=row.entitlement_id, mac=row.mac,
+                     message=f"router {row.router}, attempt {attempts}: {error}")
+    level = logging.WARNING if status != "pending" else logging.INFO
+    log.log(level, "disconnect %s at %s: attempt %d failed (%s); %s", row.mac, row.router, attempts, error,
+            "giving up" if status == "failed" else f"retry in {int(next_at - now)} s")
+
+
+def problems() -> list[Disconnect]:
+    """Cuts the owner should know about: still failing, or given up."""
+    return list(Disconnect.select().where(Disconnect.status.in_(("failing", "failed")))
+                .order_by(Disconnect.created_at.desc()))
