@@ -7,6 +7,7 @@ An :class:`~hotspotd.models.Entitlement` is time (and data) bought by a payment 
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 
 import peewee as pw
@@ -60,6 +61,9 @@ def grant_for_payment(payment: Payment, now: float | None = None) -> Entitlement
         payment=payment.id, package=package.id, phone=payment.phone, started_at=start,
         expires_at=start + package.duration_seconds, data_cap_bytes=package.data_cap_bytes,
         rate_limit=package.rate_limit, devices=package.devices, status="active")
+    # credentials for the router login after payment (see router_login); the id keeps them unique
+    ent.login_user, ent.login_password = f"hs{ent.id}", secrets.token_hex(5)
+    ent.save(only=[Entitlement.login_user, Entitlement.login_password])
     if payment.mac:
         Device.create(mac=payment.mac, entitlement=ent.id, bound_at=now)
     Event.create(at=now, kind="session_created", payment=payment.id, entitlement=ent.id, mac=payment.mac,

@@ -6,15 +6,21 @@ only sets the stop event, and :func:`run` does the rest on the main thread.
 """
 from __future__ import annotations
 
+import json
 import logging
+import secrets
 import signal
+import ssl
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
 
-from . import access, config as config_mod, db as db_mod
-from .config import Config, parse_listen
+from . import access, clock, config as config_mod, db as db_mod, disconnects
+from .config import Config, Router, parse_listen
 from .daraja.client import BASE_URLS, DarajaClient
+from .models import Event, Payment
 from .payments import PaymentService, Policy
+from .routers.mikrotik import MikroTikRouter, RouterError, RouterUnavailable
 from .scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,11 @@ class Hotspot:
         self.payments: PaymentService | None = None
         self.scheduler: Scheduler | None = None
         self.radius = None
+        self.routeros_sim = None
+        self.routers: tuple[Router, ...] = ()
+        self.cutters: dict[str, disconnects.Cutter] = {}
+        self.api_routers: list[MikroTikRouter] = []
+        self._logins: ThreadPoolExecutor | None = None
         self.callback_token = ""
         self.callback_url = ""
         self._web = None
@@ -58,6 +69,81 @@ class Hotspot:
         party_b = m.till_number if m.transaction_type == "CustomerBuyGoodsOnline" else None
         return DarajaClient(base, key, secret, m.shortcode, passkey, transaction_type=m.transaction_type,
                             party_b=party_b, timeout=float(m.timeout_seconds))
+
+    def _venue_routers(self) -> tuple[Router, ...]:
+        """The ``[[routers]]``; in the simulator environment with none set, a simulated MikroTik
+        whose logins are checked against our own RADIUS server, as a real one would."""
+        if self.config.routers or not self.config.simulated:
+            return self.config.routers
+        from .routers.routeros_sim import RouterOSSimulator
+        host, port = parse_listen(self.config.simulator.routeros_listen)
+        password = secrets.token_urlsafe(12)
+        self.routeros_sim = RouterOSSimulator(host, port, username="hotspotd", password=password,
+                                              identity="simulated-venue", auto_hosts=True,
+                                              authenticate=self._simulated_router_auth).start()
+        address, port = self.routeros_sim.address
+        log.info("simulated venue router (RouterOS API) at %s:%d", address, port)
+        return (Router(name="simulated-mikrotik", kind="mikrotik", address=address, api_port=port, user="hotspotd",
+                       password=password, tls=False, tls_ca="", disconnect="api", coa_port=3799, secret="",
+                       uamsecret=""),)
+
+    def _simulated_router_auth(self, user: str, password: str, mac: str, ip: str) -> float | None:
+        if self.radius is not None:
+            from radius.probe import Timeout, ask
+            secret = self.config.radius_client_secret("127.0.0.1") or ""
+            try:
+                return ask(self.radius.auth_address, secret, user, password, mac, ip)
+            except Timeout:
+                log.warning("simulated router: no RADIUS answer for %s", user)
+                return None
+        grant = access.authorize_login(user, lambda secret: secret == password, mac)
+        return None if grant is None else grant.remaining_seconds
+
+    def _build_cutters(self) -> None:
+        for router in self.routers:
+            if router.disconnect_method == "api":
+                context = ssl.create_default_context(cafile=router.tls_ca) if router.tls and router.tls_ca else None
+                mikrotik = MikroTikRouter(router, timeout=5.0, ssl_context=context)
+                self.api_routers.append(mikrotik)
+                self.cutters[router.name] = mikrotik
+            else:
+                from radius.disconnect import CoaCutter
+                secret = router.secret or self.config.radius_client_secret(router.address) or ""
+                self.cutters[router.name] = CoaCutter(router.name, router.address, router.coa_port, secret)
+
+    def uamsecret_for(self, uamip: str | None) -> str:
+        """The uamsecret of the CoovaChilli at ``uamip`` (or of the only CoovaChilli configured)."""
+        coova = [r for r in self.routers if r.kind == "coova"]
+        match = next((r for r in coova if r.address == uamip), None)
+        if match is None and len(coova) == 1:
+            match = coova[0]
+        return match.uamsecret if match else ""
+
+    def login_at_router(self, payment: Payment) -> None:
+        """After payment: log the device in over the RouterOS API (the browser login is the other way).
+        Runs on a worker thread: a slow router never holds up the web or RADIUS paths."""
+        if self._logins is not None and self.api_routers:
+            self._logins.submit(self._api_login, payment.id)
+
+    def _api_login(self, payment_id: int) -> None:
+        payment = Payment.get_by_id(payment_id)
+        ctx = json.loads(payment.login_context) if payment.login_context else {}
+        ent = access.entitlement_of(payment)
+        mac, ip = payment.mac, ctx.get("ip")
+        if ent is None or not mac or not ip:
+            return
+        errors = []
+        for router in self.api_routers:
+            try:
+                router.login(mac, ip, ent.login_user, ent.login_password)
+            except (RouterError, RouterUnavailable) as exc:
+                errors.append(str(exc))
+                continue
+            Event.create(at=clock.now(), kind="router_login", payment=payment.id, entitlement=ent.id, mac=mac,
+                         message=f"logged in at router {router.name} over the API")
+            return
+        Event.create(at=clock.now(), kind="router_login_failed", payment=payment.id, entitlement=ent.id, mac=mac,
+                     message="; ".join(errors)[:500])
 
     def _callback_url(self, portal_url: str) -> str:
         configured = self.config.mpesa.callback_url
@@ -93,7 +179,7 @@ class Hotspot:
         self._web = create_server(app, host=host, port=port, threads=self.config.portal.threads,
                                   ident="hotspotd", clear_untrusted_proxy_headers=True)
         self.client = self._daraja(self.portal_url)
-        self.payments = PaymentService(self.client, self.callback_url, self._policy())
+        self.payments = PaymentService(self.client, self.callback_url, self._policy(), on_success=self.login_at_router)
         self._web_thread = threading.Thread(target=self._web.run, name="portal", daemon=True)
         self._web_thread.start()
         log.info("portal listening on %s (public URL %s)", self.portal_url, self.config.portal.public_url)
@@ -101,7 +187,10 @@ class Hotspot:
             log.info("Daraja simulator at %s; callbacks go to %s/cb/…", self.simulator.url, self.portal_url)
         if self.config.radius.enabled:
             from radius.server import RadiusServer
-            self.radius = RadiusServer(self.config).start()
+            self.radius = RadiusServer(self.config, on_cap_reached=self._cap_reached).start()
+        self.routers = self._venue_routers()
+        self._build_cutters()
+        self._logins = ThreadPoolExecutor(max_workers=2, thread_name_prefix="router-login")
         if self.config.scheduler.enabled:
             self.scheduler = Scheduler()
             s = self.config.scheduler
@@ -111,12 +200,25 @@ class Hotspot:
         return self
 
     def expire_sessions(self) -> int:
-        ended = access.expire_due()
-        return len(ended)
+        """End what is due, queue the cuts, and work through the queue."""
+        ended = disconnects.expire_and_queue(self.cutters)
+        disconnects.run_due(self.cutters)
+        return ended
+
+    def _cap_reached(self, usage) -> None:
+        # called on the RADIUS thread: only wake the job, never talk to a router here
+        if self.scheduler:
+            self.scheduler.wake("expire")
 
     def stop(self) -> None:
         if self.scheduler:
             self.scheduler.stop()
+        if self._logins:
+            self._logins.shutdown(wait=True, cancel_futures=True)
+        for router in self.api_routers:
+            router.close()
+        if self.routeros_sim:
+            self.routeros_sim.stop()
         if self.radius:
             self.radius.stop()
         if self.simulator:

@@ -14,7 +14,7 @@ import json
 import math
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from . import access, clock
 from .daraja import codes
@@ -57,10 +57,13 @@ def event(kind: str, payment: Payment | int | None = None, message: str = "", ma
 class PaymentService:
     """Initiates payments, takes callbacks, reconciles the ones that never heard back."""
 
-    def __init__(self, client: DarajaClient, callback_url: str, policy: Policy = Policy()):
+    def __init__(self, client: DarajaClient, callback_url: str, policy: Policy = Policy(),
+                 on_success: Callable[[Payment], None] | None = None):
         self.client = client
         self.callback_url = callback_url
         self.policy = policy
+        #: called after a payment turns successful and its session is committed (router login)
+        self.on_success = on_success
 
     # --- starting a payment -------------------------------------------------------------
     def initiate(self, phone: Any, package_id: Any, mac: Any = None, client_ip: str | None = None,
@@ -220,6 +223,11 @@ class PaymentService:
             if outcome == "success":
                 access.grant_for_payment(payment, now)
         log.info("payment %s %s by %s (ResultCode %s)", payment.checkout_request_id, outcome, via, code)
+        if outcome == "success" and self.on_success:
+            try:
+                self.on_success(payment)
+            except Exception:  # noqa: BLE001 - the session exists; the browser login still works
+                log.exception("after-payment hook failed for %s", payment.checkout_request_id)
         return True
 
     # --- reconciliation -----------------------------------------------------------------

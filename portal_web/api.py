@@ -1,11 +1,12 @@
 """The portal API (/api/portal) and the Daraja callback endpoints."""
 from __future__ import annotations
 
+import json
 import logging
 
 from flask import Blueprint, current_app, jsonify, request
 
-from hotspotd import access, clock
+from hotspotd import access, clock, router_login
 from hotspotd.daraja import codes
 from hotspotd.models import Package, Payment
 from hotspotd.payments import PaymentRefused
@@ -103,12 +104,27 @@ def payment_status_json(payment: Payment, lang: str = "en") -> dict:
     return body
 
 
+def router_login_form(payment: Payment) -> router_login.LoginForm | None:
+    """How the paying browser logs in at the router, for the device that paid only (the
+    credentials of a session are not for whoever learns its CheckoutRequestID)."""
+    if payment.status != "success" or not payment.client_ip or payment.client_ip != request.remote_addr:
+        return None
+    ent = access.entitlement_of(payment)
+    if ent is None or ent.status != "active" or not ent.login_user:
+        return None
+    ctx = json.loads(payment.login_context) if payment.login_context else {}
+    return router_login.login_form(ctx, ent.login_user, ent.login_password, _hotspot().uamsecret_for(ctx.get("uamip")))
+
+
 @bp.get("/status/<checkout_request_id>")
 def status(checkout_request_id: str):
     payment = _hotspot().payments.status(checkout_request_id[:64])
     if payment is None:
         return jsonify({"success": False, "message": "No payment with that id."}), 404
-    return jsonify(payment_status_json(payment, _lang()))
+    body = payment_status_json(payment, _lang())
+    form = router_login_form(payment)
+    body["routerLogin"] = form.as_json() if form else None
+    return jsonify(body)
 
 
 def _take_callback():

@@ -7,7 +7,7 @@ from hotspotd.identifiers import InvalidMac, normalize_mac
 from hotspotd.models import Package
 from hotspotd.payments import PaymentRefused
 
-from .api import _lang, payment_status_json
+from .api import _lang, payment_status_json, router_login_form
 
 bp = Blueprint("splash", __name__)
 ROUTER_VARS = ("mac", "ip", "link-login-only", "link-orig", "chap-id", "chap-challenge",
@@ -54,4 +54,4 @@ def wait(checkout_request_id: str):
     if payment is None:
         return redirect(url_for("splash.index"), 303)
     return render_template("wait.html", s=payment_status_json(payment, _lang()), lang=_lang(),
-                           site=hotspot.config.portal.site_name)
+                           site=hotspot.config.portal.site_name, login=router_login_form(payment))

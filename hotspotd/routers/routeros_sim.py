@@ -286,8 +286,14 @@ class RouterOSSimulator:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, username: str = "admin", password: str = "",
                  identity: str = "hotspotd-sim", version: str = DEFAULT_VERSION, empty_reply: bool = True,
-                 ssl_context: ssl.SSLContext | None = None):
+                 ssl_context: ssl.SSLContext | None = None, auto_hosts: bool = False,
+                 authenticate: Callable[[str, str, str, str], float | None] | None = None):
         self.username, self.password = username, password
+        #: ``/ip/hotspot/active/login`` for an unseen device adds its host first (the demo has no real traffic)
+        self.auto_hosts = auto_hosts
+        #: ``authenticate(user, password, mac, ip)`` → seconds allowed (a RADIUS Access-Accept's
+        #: Session-Timeout), 0 for no limit, None to refuse; None here accepts everyone
+        self.authenticate = authenticate
         self.version, self.empty_reply = version, empty_reply
         self._identity = identity
         self._ssl = ssl_context
@@ -363,6 +369,7 @@ class RouterOSSimulator:
 
     def active_macs(self) -> list[str]:
         with self._lock:
+            self._end_timed_out()
             return [row["mac-address"] for row in self._tables["/ip/hotspot/active"].values()]
 
     def cookies_for(self, mac: str) -> list[dict[str, str]]:
@@ -484,6 +491,7 @@ class RouterOSSimulator:
     # ---- commands (called with the lock held)
 
     def _run(self, command: str, attrs: dict[str, str], queries: list[str]) -> list[list[str]]:
+        self._end_timed_out()
         path, _, verb = command.rpartition("/")
         menu = MENUS.get(path)
         if menu is None:
@@ -565,6 +573,9 @@ class RouterOSSimulator:
             raise Trap("invalid value for argument mac-address")
         hosts = [r for r in self._tables["/ip/hotspot/host"].values()
                  if r["address"] == ip and (not mac or _same(r["mac-address"], mac))]
+        if not hosts and mac and self.auto_hosts:
+            self.add_host(mac, ip)
+            hosts = [r for r in self._tables["/ip/hotspot/host"].values() if _same(r["mac-address"], mac)]
         if not hosts:
             raise Trap(f"no such host {ip}")
         users = self._tables["/ip/hotspot/user"].values()
@@ -572,8 +583,15 @@ class RouterOSSimulator:
                              and u["disabled"] == "false" for u in users):
             raise Trap("invalid username or password")
         host_mac = hosts[0]["mac-address"]
-        if host_mac not in self.active_macs():
-            self._activate(host_mac, ip, user, "api", None)
+        if host_mac in self.active_macs():
+            return
+        session_time = None
+        if self.authenticate is not None:
+            allowed = self.authenticate(user, attrs.get("password", ""), host_mac, ip)
+            if allowed is None:
+                raise Trap("RADIUS server rejected the login")
+            session_time = allowed or None
+        self._activate(host_mac, ip, user, "api", session_time)
 
     # ---- state helpers (lock held)
 
@@ -604,6 +622,15 @@ class RouterOSSimulator:
             row["_until"] = now + session_time
         self._set_authorized(mac, True)
         return self._insert("/ip/hotspot/active", row)
+
+    def _end_timed_out(self) -> None:
+        """What the hotspot does on Session-Timeout: the session ends (its cookie stays)."""
+        now = time.monotonic()
+        active = self._tables["/ip/hotspot/active"]
+        for item_id, row in list(active.items()):
+            if row.get("_until") is not None and row["_until"] <= now:
+                del active[item_id]
+                self._set_authorized(row["mac-address"], False)
 
     def _set_authorized(self, mac: str, flag: bool) -> None:
         for row in self._tables["/ip/hotspot/host"].values():
