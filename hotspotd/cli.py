@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     sd = sim.add_parser("daraja")
     sd.add_argument("--listen", default="127.0.0.1:8900")
     sd.add_argument("--callback-delay", type=float, default=2.0)
+    sr = sim.add_parser("routeros", help="a MikroTik RouterOS API server with hotspot menus")
+    sr.add_argument("--listen", default="127.0.0.1:8728", help="host:port (port 0: any free one)")
+    sr.add_argument("--user", default="admin", help="API user")
+    sr.add_argument("--password", default="", help="API password")
+    sr.add_argument("--radius", metavar="HOST:PORT", help="check /ip/hotspot/active/login against this RADIUS server")
+    sr.add_argument("--secret", default="testing123", help="RADIUS secret for --radius")
     return p
 
 
@@ -200,8 +206,47 @@ def _sessions(args) -> int:
 
 
 def _simulate(args) -> int:
-    from .daraja import simulator
-    return simulator.main(["--listen", args.listen, "--callback-delay", str(args.callback_delay)])
+    if args.sim == "daraja":
+        from .daraja import simulator
+        return simulator.main(["--listen", args.listen, "--callback-delay", str(args.callback_delay)])
+    return _simulate_routeros(args)
+
+
+def _simulate_routeros(args) -> int:
+    import signal
+    import threading
+
+    from .routers.routeros_sim import RouterOSSimulator
+    try:
+        host, port = config_mod.parse_listen(args.listen)
+        radius = config_mod.parse_listen(args.radius) if args.radius else None
+    except ValueError:
+        print("hotspotd: simulate routeros: --listen and --radius take host:port", file=sys.stderr)
+        return 2
+    authenticate = None
+    if radius:
+        from radius.probe import Timeout, ask
+
+        def authenticate(user, password, mac, ip):
+            try:
+                return ask(radius, args.secret, user, password, mac, ip)
+            except Timeout:
+                log.warning("no answer from RADIUS %s:%d for %s", *radius, user)
+                return None
+    try:
+        sim = RouterOSSimulator(host, port, username=args.user, password=args.password, auto_hosts=True,
+                                authenticate=authenticate)
+    except OSError as exc:
+        print(f"hotspotd: simulate routeros: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        return 1
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    with sim:
+        address, bound = sim.address
+        print(f"RouterOS API simulator listening on {address}:{bound} (user {args.user!r})", flush=True)
+        stopping.wait()
+    return 0
 
 
 if __name__ == "__main__":

@@ -41,3 +41,31 @@ def test_db_migrate_payments_sessions_check(tmp_path, capsys):
     assert code == 0 and "package" in out
     code, out, _ = run(capsys, tmp_path, "check")
     assert code == 0 and "mpesa: environment simulator" in out and "radius:" in out
+
+
+def test_simulate_routeros_serves_the_api_until_sigterm(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from hotspotd.config import Router
+    from hotspotd.disconnects import Target
+    from hotspotd.routers.mikrotik import MikroTikRouter
+
+    proc = subprocess.Popen([sys.executable, "-m", "hotspotd.cli", "simulate", "routeros", "--listen", "127.0.0.1:0",
+                             "--user", "api", "--password", "pw"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("RouterOS API simulator listening on 127.0.0.1:"), line
+        port = int(line.split("127.0.0.1:")[1].split()[0])
+        router = Router(name="sim", kind="mikrotik", address="127.0.0.1", api_port=port, user="api", password="pw",
+                        tls=False, tls_ca="", disconnect="auto", coa_port=3799, secret="", uamsecret="")
+        with MikroTikRouter(router, timeout=5) as r:
+            assert r.ping()["version"]
+            r.login("AA:BB:CC:DD:EE:30", "10.5.50.30", "hs1", "pw")      # no --radius: any login passes
+            assert r.is_online("AA:BB:CC:DD:EE:30")
+            assert r.cut(Target("AA:BB:CC:DD:EE:30")) is True and not r.is_online("AA:BB:CC:DD:EE:30")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        proc.stdout.close()

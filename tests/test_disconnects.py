@@ -148,3 +148,18 @@ def test_coova_session_is_ended_by_disconnect_request(make_hotspot):
         assert nas.online() == ["AA-BB-CC-DD-EE-99"]
         valid = [r for r in nas.requests if r.valid]
         assert len(valid) == 1 and valid[0].attributes["User-Name"] == ["AA-BB-CC-DD-EE-10"]
+
+
+def test_data_cap_reached_in_accounting_cuts_the_device_at_once(make_hotspot):
+    from pyrad import packet
+
+    from .test_radius import RADIUS, acct, client, send
+    # the expire job's own interval is long: only the accounting report can have woken it
+    hs = make_hotspot(radius=RADIUS, scheduler={"expire_every_seconds": 3600})
+    ent = give_time("AA:BB:CC:DD:EE:01", data_cap=10_000)
+    hs.routeros_sim.login("AA:BB:CC:DD:EE:01", "10.5.50.40", f"hs{ent.id}")
+    c = client(hs)
+    assert send(c, acct(c, "Interim-Update", in_oct=4000, out_oct=7000, ent=ent)).code == packet.AccountingResponse
+    wait_for(lambda: hs.routeros_sim.active_macs() == [], timeout=10)
+    assert Entitlement.get_by_id(ent.id).status == "exhausted"
+    assert Disconnect.get().status == "done"
