@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
 def _setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # one line per job run every few seconds would drown what matters; failures still show
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
