@@ -51,26 +51,96 @@ def grant_for_payment(payment: Payment, now: float | None = None) -> Entitlement
         return existing
     now = clock.now() if now is None else now
     package = Package.get_by_id(payment.package_id)
+    return grant(package, payment.mac, now, phone=payment.phone, payment=payment)
+
+
+def grant(package: Package, mac: str | None, now: float, *, phone: str | None, payment: Payment | None) -> Entitlement:
+    """A new entitlement for ``package`` (a payment's or a voucher's), bound to ``mac`` if known."""
     start = now
-    if payment.mac:
+    if mac:
         latest = (Entitlement.select(pw.fn.MAX(Entitlement.expires_at))
-                  .join(Device).where(Device.mac == payment.mac, Device.active,
+                  .join(Device).where(Device.mac == mac, Device.active,
                                       Entitlement.status == "active", Entitlement.expires_at > now).scalar())
         start = max(now, latest or now)
     ent = Entitlement.create(
-        payment=payment.id, package=package.id, phone=payment.phone, started_at=start,
+        payment=payment.id if payment else None, package=package.id, phone=phone, started_at=start,
         expires_at=start + package.duration_seconds, data_cap_bytes=package.data_cap_bytes,
         rate_limit=package.rate_limit, devices=package.devices, status="active")
     # credentials for the router login after payment (see router_login); the id keeps them unique
     ent.login_user, ent.login_password = f"hs{ent.id}", secrets.token_hex(5)
     ent.save(only=[Entitlement.login_user, Entitlement.login_password])
-    if payment.mac:
-        Device.create(mac=payment.mac, entitlement=ent.id, bound_at=now)
-    Event.create(at=now, kind="session_created", payment=payment.id, entitlement=ent.id, mac=payment.mac,
-                 message=f"{package.name} until {clock.iso(ent.expires_at)}")
-    log.info("session %s created for payment %s (%s, %ss)", ent.id, payment.checkout_request_id,
-             package.name, package.duration_seconds)
+    if mac:
+        Device.create(mac=mac, entitlement=ent.id, bound_at=now)
+    Event.create(at=now, kind="session_created", payment=payment.id if payment else None, entitlement=ent.id,
+                 mac=mac, message=f"{package.name} until {clock.iso(ent.expires_at)}")
+    log.info("session %s created (%s, %ss)", ent.id, package.name, package.duration_seconds)
     return ent
+
+
+def is_bound(entitlement_id: int, mac: str) -> bool:
+    return Device.select().where(Device.entitlement == entitlement_id, Device.mac == mac, Device.active).exists()
+
+
+def bind_device(ent: Entitlement, mac: str, now: float, why: str) -> list[str]:
+    """Put ``mac`` on ``ent``. With every slot taken, the device bound longest ago gives its
+    slot up (the customer's old MAC: a phone that changed its address). Returns the MACs unbound,
+    for the caller to cut off at the routers."""
+    with database.atomic():
+        bound = list(Device.select().where(Device.entitlement == ent.id, Device.active).order_by(Device.bound_at))
+        if any(d.mac == mac for d in bound):
+            return []
+        freed = bound[:max(len(bound) - ent.devices + 1, 0)]
+        for d in freed:
+            Device.update(active=False, unbound_at=now).where(Device.id == d.id).execute()
+        Device.create(mac=mac, entitlement=ent.id, bound_at=now)
+        Event.create(at=now, kind="device_moved" if freed else "device_bound", entitlement=ent.id, mac=mac,
+                     message=why + (f"; replaces {', '.join(d.mac for d in freed)}" if freed else ""))
+    return [d.mac for d in freed]
+
+
+def move_to_device(receipt: str, phone: str, mac: str, now: float | None = None) -> tuple[Entitlement, list[str]]:
+    """"Already paid?": the session bought with M-Pesa receipt ``receipt`` from ``phone`` (both
+    normalised) moves to ``mac``, within the package's device limit. Returns the entitlement and
+    the MACs that lost it. Raises :class:`AccessError` with the customer's explanation."""
+    now = clock.now() if now is None else now
+    payment = Payment.get_or_none((pw.fn.UPPER(Payment.receipt) == receipt.upper()) & (Payment.status == "success"))
+    if payment is None or phone not in (payment.phone, payment.paid_phone):
+        raise AccessError("We found no payment with that M-Pesa code from that phone number. "
+                          "Check the code in the M-Pesa SMS and the number you paid with.")
+    ent = Entitlement.get_or_none(Entitlement.payment == payment.id)
+    if ent is None or ent.status != "active" or ent.expires_at <= now:
+        raise AccessError("The time bought with this payment has run out.")
+    if ent.data_cap_bytes is not None and ent.bytes_used >= ent.data_cap_bytes:
+        raise AccessError("The data bought with this payment has been used up.")
+    return ent, bind_device(ent, mac, now, f"receipt {payment.receipt}")
+
+
+def revoke(entitlement_id: int, why: str, now: float | None = None) -> list[str]:
+    """End a session now (the owner's "disconnect"). Returns its MACs, to cut off at the routers."""
+    now = clock.now() if now is None else now
+    with database.atomic():
+        updated = (Entitlement.update(status="revoked", ended_at=now, end_reason=why[:32])
+                   .where(Entitlement.id == entitlement_id, Entitlement.status == "active").execute())
+        if not updated:
+            return []
+        macs = [d.mac for d in Device.select(Device.mac).where(Device.entitlement == entitlement_id, Device.active)]
+        Event.create(at=now, kind="session_ended", entitlement=entitlement_id, message=f"revoked: {why}")
+    return macs
+
+
+def extend(entitlement_id: int, seconds: int, why: str, now: float | None = None) -> Entitlement:
+    """Give a live session more time (the owner's "extend")."""
+    now = clock.now() if now is None else now
+    if not 0 < seconds <= 366 * 86400:
+        raise AccessError("extend by 1 second to a year")
+    with database.atomic():
+        updated = (Entitlement.update(expires_at=Entitlement.expires_at + seconds)
+                   .where(Entitlement.id == entitlement_id, Entitlement.status == "active").execute())
+        if not updated:
+            raise AccessError("only a live session can be extended")
+        Event.create(at=now, kind="session_extended", entitlement=entitlement_id,
+                     message=f"+{seconds // 60} min: {why}")
+    return Entitlement.get_by_id(entitlement_id)
 
 
 def _grant(ent: Entitlement, mac: str, package_name: str, now: float) -> Grant:

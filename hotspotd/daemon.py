@@ -205,6 +205,14 @@ class Hotspot:
         disconnects.run_due(self.cutters)
         return ended
 
+    def cut_off(self, macs: list[str], entitlement_id: int | None, reason: str) -> None:
+        """Queue ``macs`` to be cut at every router and run the queue soon (owner's disconnect,
+        a session moved to another device). Never talks to a router on the caller's thread."""
+        for mac in macs:
+            disconnects.enqueue(mac, self.cutters, entitlement_id=entitlement_id, reason=reason)
+        if macs and self.scheduler:
+            self.scheduler.wake("expire")
+
     def _cap_reached(self, usage) -> None:
         # called on the RADIUS thread: only wake the job, never talk to a router here
         if self.scheduler:

@@ -55,10 +55,15 @@ def _v2(db: pw.Database) -> None:
     db.create_tables([models.Disconnect], safe=True)
 
 
+def _v3(db: pw.Database) -> None:
+    db.create_tables([models.Voucher, models.AdminUser], safe=True)
+
+
 #: (version, description, function). Append; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1),
     (2, "disconnect queue", _v2),
+    (3, "vouchers and admin accounts", _v3),
 ]
 LATEST = MIGRATIONS[-1][0]
 

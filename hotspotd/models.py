@@ -154,5 +154,26 @@ class Disconnect(BaseModel):
     done_at = pw.DoubleField(null=True)
 
 
+class Voucher(BaseModel):
+    """A code sold for cash that buys a package's time without M-Pesa; redeemed once."""
+    code = pw.CharField(max_length=16, unique=True)     # stored without separators, upper case
+    package = pw.ForeignKeyField(Package, backref="vouchers", on_delete="RESTRICT")
+    batch = pw.CharField(max_length=32, index=True)
+    created_at = pw.DoubleField()
+    redeemed_at = pw.DoubleField(null=True)
+    entitlement = pw.ForeignKeyField(Entitlement, null=True, backref="vouchers", on_delete="SET NULL")
+    revoked = pw.BooleanField(default=False)
+
+
+class AdminUser(BaseModel):
+    """An owner's (or staff) account for /admin. Only ``hotspotd admin create`` makes one."""
+    username = pw.CharField(max_length=64, unique=True)
+    password_hash = pw.CharField(max_length=255)
+    created_at = pw.DoubleField()
+    failed_logins = pw.IntegerField(default=0)
+    locked_until = pw.DoubleField(null=True)
+    last_login_at = pw.DoubleField(null=True)
+
+
 V1_MODELS = [Setting, Package, Payment, Callback, Entitlement, Device, AcctSession, Event]
-ALL_MODELS = V1_MODELS + [Disconnect]
+ALL_MODELS = V1_MODELS + [Disconnect, Voucher, AdminUser]
