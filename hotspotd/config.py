@@ -65,6 +65,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "pay_limit_per_client": Option("20/minute", str, "pay requests per client address (Flask-Limiter syntax)"),
         "pay_limit_per_phone": Option("5/minute", str, "pay requests per phone number"),
         "pay_limit_per_device": Option("5/minute", str, "pay requests per device (MAC)"),
+        "redeem_limit_per_client": Option("10/minute;30/hour", str,
+                                          "receipt (\"Already paid?\") and voucher tries per client address"),
     },
     "database": {
         "url": Option("sqlite:////var/lib/hotspotd/hotspotd.db", str,

@@ -6,7 +6,8 @@ import logging
 
 from flask import Blueprint, current_app, jsonify, request
 
-from hotspotd import access, clock, router_login
+from hotspotd import access, clock, router_login, vouchers
+from hotspotd.identifiers import InvalidMac, InvalidPhone, normalize_mac, normalize_phone
 from hotspotd.daraja import codes
 from hotspotd.models import Package, Payment
 from hotspotd.payments import PaymentRefused
@@ -102,6 +103,57 @@ def payment_status_json(payment: Payment, lang: str = "en") -> dict:
         body["message"] = (codes.customer_message(code, lang) if code else
                            payment.result_desc or codes.customer_message("1037", lang))
     return body
+
+
+def _session_body(ent, message: str) -> dict:
+    data_left = None if ent.data_cap_bytes is None else max(ent.data_cap_bytes - ent.bytes_used, 0)
+    return {"success": True, "message": message, "session": {
+        "sessionId": str(ent.id), "packageName": ent.package.name, "expiresAt": clock.iso(ent.expires_at),
+        "remainingSeconds": access.remaining_seconds(ent), "dataLeftBytes": data_left, "status": ent.status}}
+
+
+def _json_mac(data: dict) -> str:
+    try:
+        return normalize_mac(data.get("macAddress") or "")
+    except InvalidMac:
+        raise PaymentRefused("Send the device's macAddress (AA:BB:CC:DD:EE:FF).", "macAddress") from None
+
+
+@bp.post("/receipt")
+@limiter.limit(_limit("redeem_limit_per_client"))
+def receipt():
+    """"Already paid?": move the session bought with an M-Pesa receipt to this device."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        return jsonify({"success": False, "message": "Send JSON: {\"receipt\", \"phone\", \"macAddress\"}."}), 400
+    try:
+        mac = _json_mac(data)
+        phone = normalize_phone(data.get("phone"))
+        code = "".join(str(data.get("receipt") or "").split()).upper()[:20]
+        ent, unbound = access.move_to_device(code, phone, mac)
+    except PaymentRefused as exc:
+        return jsonify({"success": False, "message": str(exc), "field": exc.field}), 400
+    except InvalidPhone as exc:
+        return jsonify({"success": False, "message": str(exc), "field": "phone"}), 400
+    except access.AccessError as exc:
+        return jsonify({"success": False, "message": str(exc)}), 404
+    _hotspot().cut_off(unbound, ent.id, "moved")
+    return jsonify(_session_body(ent, "Your time is now on this device."))
+
+
+@bp.post("/voucher")
+@limiter.limit(_limit("redeem_limit_per_client"))
+def voucher():
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        return jsonify({"success": False, "message": "Send JSON: {\"code\", \"macAddress\"}."}), 400
+    try:
+        ent = vouchers.redeem(str(data.get("code") or ""), _json_mac(data))
+    except PaymentRefused as exc:
+        return jsonify({"success": False, "message": str(exc), "field": exc.field}), 400
+    except vouchers.VoucherError as exc:
+        return jsonify({"success": False, "message": str(exc)}), 404
+    return jsonify(_session_body(ent, "Voucher accepted."))
 
 
 def router_login_form(payment: Payment) -> router_login.LoginForm | None:

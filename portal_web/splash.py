@@ -1,17 +1,28 @@
-"""The splash page: packages → phone → "check your phone" → success or a reason. Works without JavaScript."""
+"""The splash page: packages → phone → "check your phone" → online, or what went wrong.
+
+Works without JavaScript (forms and a self-refreshing status page); ``static/portal.js`` only
+makes the waiting smoother. The router's variables (``mac``, ``ip``, ``link-login-only``, …)
+ride along in every link and form, so whichever page ends the flow can log the device in.
+"""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, make_response, redirect, render_template, request, url_for
 
-from hotspotd.identifiers import InvalidMac, normalize_mac
+from hotspotd import access, clock, router_login, vouchers
+from hotspotd.identifiers import InvalidMac, InvalidPhone, is_random_mac, normalize_mac, normalize_phone
 from hotspotd.models import Package
 from hotspotd.payments import PaymentRefused
 
-from .api import _lang, payment_status_json, router_login_form
+from . import i18n, limiter
+from .api import STATUS_OF, payment_status_json, router_login_form
 
 bp = Blueprint("splash", __name__)
 ROUTER_VARS = ("mac", "ip", "link-login-only", "link-orig", "chap-id", "chap-challenge",
-               "uamip", "uamport", "challenge", "userurl", "nasid")
+               "uamip", "uamport", "challenge", "userurl", "nasid", "error")
+
+
+def _hotspot():
+    return current_app.config["HOTSPOT"]
 
 
 def _router_context() -> dict:
@@ -19,39 +30,138 @@ def _router_context() -> dict:
     return {k: source[k][:512] for k in ROUTER_VARS if source.get(k)}
 
 
+def _mac(ctx: dict) -> str | None:
+    try:
+        return normalize_mac(ctx["mac"]) if ctx.get("mac") else None
+    except InvalidMac:
+        return None
+
+
+def _render(template: str, status: int = 200, **values):
+    """Render with what every splash template needs; remember an explicit language choice."""
+    lang = i18n.lang()
+    ctx = values.pop("ctx", None)
+    ctx = _router_context() if ctx is None else ctx
+    mac = _mac(ctx)
+    body = render_template(template, lang=lang, ctx=ctx, site=_hotspot().config.portal.site_name,
+                           t=lambda key, **kw: i18n.t(key, lang, **kw), i18n=i18n,
+                           random_mac=bool(mac and is_random_mac(mac)), **values)
+    resp = make_response(body, status)
+    if request.args.get("lang") in i18n.LANGS:
+        resp.set_cookie("lang", request.args["lang"], max_age=365 * 86400, samesite="Lax", httponly=True)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def _packages():
+    return list(Package.select().where(Package.active).order_by(Package.position, Package.price))
+
+
+def _online_page(grant_or_ent, form: router_login.LoginForm | None, title_key: str, note_key: str | None = None,
+                 ctx: dict | None = None):
+    if isinstance(grant_or_ent, access.Grant):
+        seconds, data_left, until = grant_or_ent.remaining_seconds, grant_or_ent.bytes_left, grant_or_ent.expires_at
+        package = grant_or_ent.package_name
+    else:
+        ent = grant_or_ent
+        seconds, until = access.remaining_seconds(ent), ent.expires_at
+        data_left = None if ent.data_cap_bytes is None else max(ent.data_cap_bytes - ent.bytes_used, 0)
+        package = ent.package.name
+    return _render("online.html", ctx=ctx, title_key=title_key, note_key=note_key, package=package,
+                   seconds=seconds, data_left=data_left, until=clock.local(until).strftime("%H:%M"), login=form)
+
+
+@bp.errorhandler(429)
+def too_many(exc):
+    return _render("message.html", 429, title_key="too_many", message=i18n.t("too_many", i18n.lang()))
+
+
 @bp.get("/")
 def index():
-    hotspot = current_app.config["HOTSPOT"]
     ctx = _router_context()
-    packages = Package.select().where(Package.active).order_by(Package.position, Package.price)
-    return render_template("splash.html", packages=packages, ctx=ctx, lang=_lang(),
-                           site=hotspot.config.portal.site_name, error=None, phone="")
+    mac = _mac(ctx)
+    grant = access.authorize(mac) if mac else None
+    if grant is not None:
+        # a returning device with time left: straight back online, by MAC (the router checks the
+        # MAC it sees against the one in the login, so a typed-in MAC borrows nobody's time)
+        form = router_login.login_form(ctx, mac, "", _hotspot().uamsecret_for(ctx.get("uamip")))
+        return _online_page(grant, form, "welcome_back", ctx=ctx)
+    return _render("splash.html", packages=_packages(), error=None, error_field=None, phone="")
 
 
 @bp.post("/pay")
 def pay():
-    hotspot = current_app.config["HOTSPOT"]
+    hotspot = _hotspot()
     ctx = _router_context()
-    mac = ctx.get("mac")
-    try:
-        mac = normalize_mac(mac) if mac else None
-    except InvalidMac:
-        mac = None
+    lang = i18n.lang()
     try:
         payment, _ = hotspot.payments.initiate(request.form.get("phone", ""), request.form.get("package"),
-                                               mac, client_ip=request.remote_addr, login_context=ctx or None)
+                                               _mac(ctx), client_ip=request.remote_addr, login_context=ctx or None)
     except PaymentRefused as exc:
-        packages = Package.select().where(Package.active).order_by(Package.position, Package.price)
-        return render_template("splash.html", packages=packages, ctx=ctx, lang=_lang(), error=str(exc),
-                               site=hotspot.config.portal.site_name, phone=request.form.get("phone", "")), exc.status
-    return redirect(url_for("splash.wait", checkout_request_id=payment.checkout_request_id, lang=_lang()), 303)
+        message = str(exc)
+        if lang == "sw" and exc.field == "phone":
+            message = i18n.t("phone_error", lang)
+        elif lang == "sw" and exc.field == "packageId":
+            message = i18n.t("package_error", lang)
+        return _render("splash.html", exc.status if exc.status != 404 else 400, packages=_packages(), error=message,
+                       error_field=exc.field, phone=request.form.get("phone", "")[:20])
+    return redirect(url_for("splash.wait", checkout_request_id=payment.checkout_request_id, lang=lang, **ctx), 303)
 
 
 @bp.get("/wait/<checkout_request_id>")
 def wait(checkout_request_id: str):
-    hotspot = current_app.config["HOTSPOT"]
+    hotspot = _hotspot()
     payment = hotspot.payments.status(checkout_request_id[:64])
     if payment is None:
-        return redirect(url_for("splash.index"), 303)
-    return render_template("wait.html", s=payment_status_json(payment, _lang()), lang=_lang(),
-                           site=hotspot.config.portal.site_name, login=router_login_form(payment))
+        return redirect(url_for("splash.index", **_router_context()), 303)
+    lang = i18n.lang()
+    status = STATUS_OF[payment.status]
+    if status == "success":
+        ent = access.entitlement_of(payment)
+        if ent is not None:
+            return _online_page(ent, router_login_form(payment), "online")
+    s = payment_status_json(payment, lang)
+    if status == "pending":
+        lifetime = hotspot.config.mpesa.prompt_lifetime_seconds
+        left = int(max(lifetime - (clock.now() - (payment.pushed_at or payment.created_at)), 0))
+        return _render("wait.html", s=s, seconds_left=left, checkout_request_id=payment.checkout_request_id)
+    return _render("failed.html", s=s)
+
+
+@bp.route("/paid", methods=["GET", "POST"])
+@limiter.limit(lambda: _hotspot().config.portal.redeem_limit_per_client, methods=["POST"])
+def already_paid():
+    ctx = _router_context()
+    lang = i18n.lang()
+    if request.method == "GET":
+        return _render("paid.html", error=None, receipt="", phone="")
+    receipt = "".join(request.form.get("receipt", "").split()).upper()[:20]
+    phone_text = request.form.get("phone", "")[:20]
+    mac = _mac(ctx)
+    try:
+        if mac is None:
+            raise access.AccessError(i18n.t("no_device", lang))
+        phone = normalize_phone(phone_text)
+        ent, unbound = access.move_to_device(receipt, phone, mac)
+    except InvalidPhone:
+        return _render("paid.html", 400, error=i18n.t("phone_error", lang), receipt=receipt, phone=phone_text)
+    except access.AccessError as exc:
+        return _render("paid.html", 400, error=i18n.translate(str(exc), lang), receipt=receipt, phone=phone_text)
+    _hotspot().cut_off(unbound, ent.id, "moved")
+    form = router_login.login_form(ctx, ent.login_user, ent.login_password, _hotspot().uamsecret_for(ctx.get("uamip")))
+    return _online_page(ent, form, "online", "moved", ctx=ctx)
+
+
+@bp.route("/voucher", methods=["GET", "POST"])
+@limiter.limit(lambda: _hotspot().config.portal.redeem_limit_per_client, methods=["POST"])
+def voucher():
+    ctx = _router_context()
+    if request.method == "GET":
+        return _render("voucher.html", error=None, code="")
+    code = request.form.get("code", "")[:32]
+    try:
+        ent = vouchers.redeem(code, _mac(ctx))
+    except vouchers.VoucherError as exc:
+        return _render("voucher.html", 400, error=i18n.translate(str(exc), i18n.lang()), code=code)
+    form = router_login.login_form(ctx, ent.login_user, ent.login_password, _hotspot().uamsecret_for(ctx.get("uamip")))
+    return _online_page(ent, form, "online", "voucher_ok", ctx=ctx)

@@ -1,0 +1,130 @@
+"""The splash page's words in English and Kiswahili, and how a language is chosen.
+
+The language comes from ``?lang=`` (remembered in a cookie), else the browser's Accept-Language,
+else English. Every customer-facing string of the splash page is here, in both languages.
+"""
+from __future__ import annotations
+
+from flask import request
+
+LANGS = ("en", "sw")
+
+TEXT: dict[str, tuple[str, str]] = {
+    # key: (English, Kiswahili)
+    "choose": ("Choose a package", "Chagua kifurushi"),
+    "phone_label": ("M-Pesa phone number", "Nambari ya simu ya M-Pesa"),
+    "pay": ("Pay with M-Pesa", "Lipa kwa M-Pesa"),
+    "already_paid": ("Already paid?", "Umeshalipa?"),
+    "already_paid_hint": ("Your phone changed its Wi-Fi address or the page closed while paying? "
+                          "Enter the M-Pesa code from the SMS and get your time back on this device.",
+                          "Simu yako imebadilisha anwani ya Wi-Fi au ukurasa ulifungwa ukilipa? "
+                          "Weka msimbo wa M-Pesa kutoka kwenye SMS upate muda wako kwenye kifaa hiki."),
+    "receipt_label": ("M-Pesa code (from the SMS, e.g. SKL2ABC3DE)", "Msimbo wa M-Pesa (kwenye SMS, mfano SKL2ABC3DE)"),
+    "paid_phone_label": ("Phone number you paid with", "Nambari ya simu uliyolipia"),
+    "restore": ("Get my time back", "Rudisha muda wangu"),
+    "voucher": ("Have a voucher?", "Una vocha?"),
+    "voucher_label": ("Voucher code", "Msimbo wa vocha"),
+    "use_voucher": ("Use voucher", "Tumia vocha"),
+    "check_phone": ("Check your phone", "Angalia simu yako"),
+    "steps": ("1. Unlock your phone. 2. The M-Pesa prompt asks you to pay KES {amount} to {site}. "
+              "3. Enter your M-Pesa PIN and press OK.",
+              "1. Fungua simu yako. 2. Ombi la M-Pesa litakuomba ulipe KES {amount} kwa {site}. "
+              "3. Weka PIN yako ya M-Pesa kisha ubonyeze OK."),
+    "countdown": ("The prompt stays open for about {seconds} seconds.", "Ombi litakaa wazi kwa takriban sekunde {seconds}."),
+    "waiting": ("Waiting for M-Pesa…", "Tunasubiri M-Pesa…"),
+    "online": ("You are online", "Umeunganishwa"),
+    "welcome_back": ("Welcome back, you still have time", "Karibu tena, bado una muda"),
+    "time_left": ("Time left", "Muda uliobaki"),
+    "data_left": ("Data left", "Data iliyobaki"),
+    "until": ("until {time}", "hadi {time}"),
+    "connect": ("Connect now", "Unganisha sasa"),
+    "connecting": ("Connecting you to the internet…", "Tunakuunganisha kwenye mtandao…"),
+    "try_again": ("Try again", "Jaribu tena"),
+    "back": ("Back to packages", "Rudi kwenye vifurushi"),
+    "failed_title": ("Payment not completed", "Malipo hayajakamilika"),
+    "random_mac": ("Your phone uses a private (random) Wi-Fi address on this network. If it changes, "
+                   "for example after you forget the network, use \"Already paid?\" with your M-Pesa code "
+                   "to bring your time back.",
+                   "Simu yako inatumia anwani binafsi (ya nasibu) ya Wi-Fi kwenye mtandao huu. Ikibadilika, "
+                   "kwa mfano ukisahau mtandao huu, tumia \"Umeshalipa?\" pamoja na msimbo wako wa M-Pesa "
+                   "kurudisha muda wako."),
+    "no_device": ("Open this page from the Wi-Fi login screen so we know which device to connect.",
+                  "Fungua ukurasa huu kutoka skrini ya kuingia ya Wi-Fi ili tujue kifaa cha kuunganisha."),
+    "phone_error": ("Enter a Safaricom M-Pesa number, e.g. 0712 345 678.",
+                    "Weka nambari ya M-Pesa ya Safaricom, mfano 0712 345 678."),
+    "package_error": ("Choose a package.", "Chagua kifurushi."),
+    "too_many": ("Too many tries. Wait a minute and try again.", "Majaribio mengi mno. Subiri dakika moja kisha ujaribu tena."),
+    "moved": ("Your time is now on this device.", "Muda wako sasa uko kwenye kifaa hiki."),
+    "voucher_ok": ("Voucher accepted.", "Vocha imekubaliwa."),
+    "data": ("{amount} data", "data {amount}"),
+    "speed": ("up to {rate}", "hadi {rate}"),
+    "devices": ("{n} devices", "vifaa {n}"),
+    "no_packages": ("No packages on offer right now. Please ask the staff.",
+                    "Hakuna vifurushi kwa sasa. Tafadhali waulize wahudumu."),
+}
+
+#: Kiswahili for the customer messages the core raises in English (access, vouchers)
+SWAHILI = {
+    "We found no payment with that M-Pesa code from that phone number. Check the code in the M-Pesa SMS "
+    "and the number you paid with.":
+        "Hatukupata malipo yenye msimbo huo wa M-Pesa kutoka kwa nambari hiyo. Angalia msimbo kwenye SMS "
+        "ya M-Pesa na nambari uliyolipia.",
+    "The time bought with this payment has run out.": "Muda ulionunuliwa kwa malipo haya umekwisha.",
+    "The data bought with this payment has been used up.": "Data iliyonunuliwa kwa malipo haya imekwisha.",
+    "That is not a voucher code. It looks like ABCDE-23456.": "Huo si msimbo wa vocha. Unafanana na ABCDE-23456.",
+    "This voucher code is not valid. Check it and try again.": "Msimbo huu wa vocha si sahihi. Uangalie kisha ujaribu tena.",
+    "This voucher has already been used.": "Vocha hii imeshatumika.",
+}
+
+UNITS = {
+    "en": {"minute": ("minute", "minutes"), "hour": ("hour", "hours"), "day": ("day", "days")},
+    "sw": {"minute": ("dakika", "dakika"), "hour": ("saa", "saa"), "day": ("siku", "siku")},
+}
+
+
+def lang() -> str:
+    """The page's language for this request."""
+    chosen = request.args.get("lang") or request.form.get("lang") or request.cookies.get("lang")
+    if chosen in LANGS:
+        return chosen
+    return request.accept_languages.best_match(LANGS) or "en"
+
+
+def t(key: str, language: str, **values) -> str:
+    english, swahili = TEXT[key]
+    text = swahili if language == "sw" else english
+    return text.format(**values) if values else text
+
+
+def translate(message: str, language: str) -> str:
+    """A core message in the page's language (English when no translation is known)."""
+    return SWAHILI.get(message, message) if language == "sw" else message
+
+
+def duration(seconds: int, language: str) -> str:
+    """``30 minutes`` / ``dakika 30``, ``1 hour`` / ``saa 1``, ``2 days`` / ``siku 2``."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0 or unit == "minute":
+            n = max(seconds // size, 1) if unit != "minute" else max(round(seconds / 60), 1)
+            one, many = UNITS[language][unit]
+            word = one if n == 1 else many
+            return f"{n} {word}" if language == "en" else f"{word} {n}"
+    raise AssertionError("unreachable")
+
+
+def left(seconds: int, language: str) -> str:
+    """Time left as ``2 h 05 min`` / ``saa 2 dakika 5``."""
+    h, m = divmod(max(seconds, 0) // 60, 60)
+    if language == "sw":
+        return f"saa {h} dakika {m}" if h else f"dakika {m}"
+    return f"{h} h {m:02d} min" if h else f"{m} min"
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit, scale in (("GB", 10 ** 9), ("MB", 10 ** 6)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.0f} {unit}" if value >= 10 or value == int(value) else f"{value:.1f} {unit}"
+    return f"{n // 1000} KB"
