@@ -1,0 +1,582 @@
+"""The owner's figures: who is online, what came in, where payments got stuck, is everything up.
+
+The dashboard (``portal_web/admin.py``) is a thin layer over this module; tests check the figures
+here directly. Nothing here changes data. Days are Nairobi days (:data:`hotspotd.clock.LOCAL`,
+UTC+3 all year), so "today" ends at local midnight, not at 03:00.
+
+Which timestamp counts where:
+
+* revenue counts a successful payment on the day it *completed* (a late success counts when it came);
+* the payment funnel and the payment search take a payment on the day it was *created* (the prompt).
+"""
+from __future__ import annotations
+
+import csv
+import ipaddress
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any, Callable, Iterable, Mapping, TextIO
+from urllib.parse import urlsplit
+
+import peewee as pw
+
+from . import access, clock, disconnects
+from .config import callback_url_problem
+from .daraja import codes
+from .daraja.client import DarajaAuthError, DarajaError
+from .identifiers import mask_phone
+from .models import AcctSession, Device, Entitlement, Event, Package, Payment, Voucher
+
+#: Payment states as stored, in the order the dashboard offers them as filters.
+PAYMENT_STATES = ("created", "pending", "success", "failed", "cancelled", "timeout", "error")
+#: States in which "Reconcile now" (an STK query) can still learn something.
+RECONCILABLE = ("pending", "timeout", "error")
+PERIODS = {"today": "Today", "7d": "Last 7 days", "30d": "Last 30 days", "month": "This month"}
+
+
+# --- days and periods -----------------------------------------------------------------------
+def local_day(ts: float) -> date:
+    """The Nairobi calendar day of an epoch timestamp."""
+    return clock.local(ts).date()
+
+
+@dataclass(frozen=True)
+class Period:
+    """``[start, end)`` in epoch seconds, with the name the dashboard uses for it."""
+    name: str
+    label: str
+    start: float
+    end: float
+
+
+def period(name: str, now: float | None = None) -> Period:
+    """``today``, ``7d`` (today and the 6 days before), ``30d`` or ``month`` (since the 1st), all
+    ending at the coming Nairobi midnight. An unknown name means ``today``."""
+    now = clock.now() if now is None else now
+    name = name if name in PERIODS else "today"
+    today = local_day(now)
+    first = {"today": today, "7d": today - timedelta(days=6), "30d": today - timedelta(days=29),
+             "month": today.replace(day=1)}[name]
+    return Period(name, PERIODS[name], clock.day_start(first), clock.day_start(today + timedelta(days=1)))
+
+
+# --- now ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OnlineNow:
+    devices_online: int      # router sessions that accounting reports as running
+    active_sessions: int     # entitlements with time left right now
+
+
+def online_now(now: float | None = None) -> OnlineNow:
+    """Devices online by RADIUS accounting, and entitlements live at ``now``."""
+    now = clock.now() if now is None else now
+    devices = AcctSession.select().where(AcctSession.online).count()
+    live = Entitlement.select().where(Entitlement.status == "active", Entitlement.started_at <= now,
+                                      Entitlement.expires_at > now).count()
+    return OnlineNow(devices, live)
+
+
+# --- money ----------------------------------------------------------------------------------
+def revenue(start: float, end: float) -> int:
+    """Whole KES of the successful payments completed in ``[start, end)``."""
+    total = (Payment.select(pw.fn.COALESCE(pw.fn.SUM(Payment.amount), 0))
+             .where(Payment.status == "success", Payment.completed_at >= start, Payment.completed_at < end).scalar())
+    return int(total or 0)
+
+
+def revenue_today(now: float | None = None) -> int:
+    p = period("today", now)
+    return revenue(p.start, p.end)
+
+
+def revenue_month(now: float | None = None) -> int:
+    p = period("month", now)
+    return revenue(p.start, p.end)
+
+
+@dataclass(frozen=True)
+class DayRevenue:
+    day: date
+    amount: int
+    payments: int
+
+
+def daily_revenue(days: int = 30, now: float | None = None) -> list[DayRevenue]:
+    """One entry per Nairobi day, oldest first, the last one today; days without sales are 0."""
+    now = clock.now() if now is None else now
+    today = local_day(now)
+    first = today - timedelta(days=days - 1)
+    amounts: Counter = Counter()
+    counts: Counter = Counter()
+    rows = (Payment.select(Payment.completed_at, Payment.amount)
+            .where(Payment.status == "success", Payment.completed_at >= clock.day_start(first),
+                   Payment.completed_at < clock.day_start(today + timedelta(days=1))).tuples())
+    for completed_at, amount in rows:
+        day = local_day(completed_at)
+        amounts[day] += amount
+        counts[day] += 1
+    out = []
+    for i in range(days):
+        day = first + timedelta(days=i)
+        out.append(DayRevenue(day, int(amounts[day]), counts[day]))
+    return out
+
+
+def failure_reason(payment: Payment) -> str:
+    """Why a payment did not go through, as a word of :data:`hotspotd.daraja.codes.REASONS`
+    (what the customer was told); a timeout without a result code is ``no_response``."""
+    if payment.result_code:
+        return codes.reason(payment.result_code)
+    if payment.status == "timeout":
+        return "no_response"
+    if payment.status == "error":
+        return "push_failed"
+    return "failed"
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """What became of the prompts of a period.
+
+    ``sent``: pushes Daraja accepted (every state but ``created`` and ``error``); ``paid``: of
+    those, ``success``; ``online``: of those, sessions the router reported (accounting) or that
+    were logged in at the router after payment. ``failures`` counts the reasons of the failed,
+    cancelled and timed-out ones, most common first; ``waiting`` are still open; ``push_errors``
+    never reached a phone.
+    """
+    sent: int
+    paid: int
+    online: int
+    waiting: int
+    push_errors: int
+    failures: list[tuple[str, int]] = field(default_factory=list)
+
+    def rate(self, part: int) -> int:
+        """``part`` as a whole percentage of ``sent``."""
+        return round(100 * part / self.sent) if self.sent else 0
+
+
+def funnel(start: float, end: float) -> Funnel:
+    """The payment funnel of the payments created in ``[start, end)``."""
+    in_period = (Payment.created_at >= start) & (Payment.created_at < end)
+    by_status = dict(Payment.select(Payment.status, pw.fn.COUNT(Payment.id)).where(in_period)
+                     .group_by(Payment.status).tuples())
+    sent = sum(n for s, n in by_status.items() if s not in ("created", "error"))
+    paid_ids = Payment.select(Payment.id).where(in_period, Payment.status == "success")
+    accounted = AcctSession.select(AcctSession.entitlement).where(AcctSession.entitlement.is_null(False))
+    logged_in = Event.select(Event.entitlement).where(Event.kind == "router_login", Event.entitlement.is_null(False))
+    online = (Entitlement.select().where(Entitlement.payment.in_(paid_ids),
+                                         Entitlement.id.in_(accounted) | Entitlement.id.in_(logged_in)).count())
+    reasons: Counter = Counter()
+    for p in Payment.select(Payment.status, Payment.result_code).where(
+            in_period, Payment.status.in_(("failed", "cancelled", "timeout"))):
+        reasons[failure_reason(p)] += 1
+    return Funnel(sent=sent, paid=by_status.get("success", 0), online=online,
+                  waiting=by_status.get("pending", 0) + by_status.get("created", 0),
+                  push_errors=by_status.get("error", 0),
+                  failures=sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+# --- sessions -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SessionRow:
+    """One live entitlement as the owner sees it (phone masked)."""
+    entitlement_id: int
+    package_name: str
+    phone_masked: str
+    source: str                      # "M-Pesa" | "voucher"
+    payment_id: int | None
+    macs: tuple[str, ...]            # devices bound now
+    online_macs: tuple[str, ...]     # of those (or others on this session), online by accounting
+    started_at: float
+    expires_at: float
+    seconds_left: int
+    starts_in: int                   # > 0: stacked after the device's current time
+    bytes_used: int
+    data_cap_bytes: int | None
+
+    @property
+    def bytes_left(self) -> int | None:
+        return None if self.data_cap_bytes is None else max(self.data_cap_bytes - self.bytes_used, 0)
+
+
+def live_sessions(now: float | None = None) -> list[SessionRow]:
+    """Entitlements still running or waiting to start, soonest to end first."""
+    now = clock.now() if now is None else now
+    ents = list(Entitlement.select(Entitlement, Package.name.alias("package_name")).join(Package)
+                .where(Entitlement.status == "active", Entitlement.expires_at > now)
+                .order_by(Entitlement.expires_at, Entitlement.id).objects())
+    ids = [e.id for e in ents]
+    macs: dict[int, list[str]] = {i: [] for i in ids}
+    online: dict[int, set[str]] = {i: set() for i in ids}
+    if ids:
+        for d in (Device.select(Device.entitlement, Device.mac).where(Device.entitlement.in_(ids), Device.active)
+                  .order_by(Device.bound_at)):
+            macs[d.entitlement_id].append(d.mac)
+        owner_of = {mac: ent_id for ent_id, ms in macs.items() for mac in ms}
+        for s in AcctSession.select(AcctSession.mac, AcctSession.entitlement).where(AcctSession.online):
+            ent_id = s.entitlement_id if s.entitlement_id in online else owner_of.get(s.mac)
+            if ent_id is not None and s.mac:
+                online[ent_id].add(s.mac)
+    return [SessionRow(entitlement_id=e.id, package_name=e.package_name, phone_masked=mask_phone(e.phone),
+                       source="M-Pesa" if e.payment_id else "voucher", payment_id=e.payment_id,
+                       macs=tuple(macs[e.id]), online_macs=tuple(sorted(online[e.id])),
+                       started_at=e.started_at, expires_at=e.expires_at,
+                       seconds_left=max(int(e.expires_at - max(now, e.started_at)), 0),
+                       starts_in=max(int(e.started_at - now), 0), bytes_used=e.bytes_used,
+                       data_cap_bytes=e.data_cap_bytes) for e in ents]
+
+
+# --- payments -------------------------------------------------------------------------------
+class FilterError(ValueError):
+    """A search field the owner typed cannot be used; ``field`` names it."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class PaymentFilter:
+    """What the payments list is narrowed to. ``q``: phone digits (any form: 0708…, 254708…, a
+    part of it), an M-Pesa receipt or a CheckoutRequestID (or a part). Days are Nairobi days,
+    both ends included, on the payment's creation time."""
+    q: str = ""
+    status: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> tuple["PaymentFilter", dict[str, str]]:
+        """Read ``q``, ``status``, ``from``, ``to`` (``YYYY-MM-DD``); returns the filter made of
+        what was usable and the errors by field."""
+        errors: dict[str, str] = {}
+        q = str(params.get("q") or "").strip()[:64]
+        status = str(params.get("status") or "").strip()
+        if status and status not in PAYMENT_STATES:
+            errors["status"] = "unknown status"
+            status = ""
+        days = {}
+        for key in ("from", "to"):
+            text = str(params.get(key) or "").strip()
+            days[key] = None
+            if text:
+                try:
+                    days[key] = date.fromisoformat(text)
+                except ValueError:
+                    errors[key] = "use a date like 2026-05-31"
+        if days["from"] and days["to"] and days["from"] > days["to"]:
+            errors["to"] = "the end is before the start"
+            days["to"] = None
+        return cls(q, status, days["from"], days["to"]), errors
+
+    def params(self) -> dict[str, str]:
+        """The query-string form (for links to other pages and the CSV export)."""
+        out = {"q": self.q, "status": self.status,
+               "from": self.date_from.isoformat() if self.date_from else "",
+               "to": self.date_to.isoformat() if self.date_to else ""}
+        return {k: v for k, v in out.items() if v}
+
+    def query(self) -> pw.ModelSelect:
+        """The matching payments, newest first, with their package."""
+        q = Payment.select(Payment, Package).join(Package).order_by(Payment.created_at.desc(), Payment.id.desc())
+        if self.status:
+            q = q.where(Payment.status == self.status)
+        if self.date_from:
+            q = q.where(Payment.created_at >= clock.day_start(self.date_from))
+        if self.date_to:
+            q = q.where(Payment.created_at < clock.day_start(self.date_to + timedelta(days=1)))
+        text = self.q
+        if text:
+            digits = re.sub(r"\D", "", text)
+            if re.fullmatch(r"[\d\s+()-]+", text) and len(digits) >= 3:
+                if digits.startswith("0"):
+                    digits = digits[1:]        # 0708… is stored 254708…
+                q = q.where(Payment.phone.contains(digits) | Payment.paid_phone.contains(digits)
+                            | Payment.checkout_request_id.contains(text))
+            else:
+                q = q.where(Payment.receipt.contains(text) | Payment.checkout_request_id.contains(text))
+        return q
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list
+    total: int
+    page: int
+    pages: int
+    per_page: int
+
+
+def payments_page(f: PaymentFilter, page: int = 1, per_page: int = 50) -> Page:
+    """One page of :meth:`PaymentFilter.query` (pages count from 1; out of range → the last)."""
+    total = f.query().count()
+    pages = max((total + per_page - 1) // per_page, 1)
+    page = min(max(page, 1), pages)
+    return Page(list(f.query().paginate(page, per_page)), total, page, pages, per_page)
+
+
+def timeline(payment: Payment) -> list[Event]:
+    """Every event of the payment and of the session it bought, oldest first: created, pushed,
+    callback, query, resolved, session created, router login, disconnects, session ended…"""
+    ent = access.entitlement_of(payment)
+    cond = Event.payment == payment.id
+    if ent is not None:
+        cond |= Event.entitlement == ent.id
+    return list(Event.select().where(cond).order_by(Event.at, Event.id))
+
+
+CSV_COLUMNS = ("created (Nairobi)", "completed (Nairobi)", "status", "reason", "amount KES", "package", "phone",
+               "paid from", "receipt", "checkout request id", "mac", "resolved by", "payment id")
+
+
+def _cell(value: Any) -> str:
+    # A cell starting with = + - @ is a formula to a spreadsheet: a package name or a forged
+    # field must not run in the owner's Excel (OWASP "CSV injection").
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def write_payments_csv(payments: Iterable[Payment], out: TextIO) -> int:
+    """Write ``payments`` as CSV (header first) to ``out``; returns the number of rows.
+
+    Phone numbers are written in full: the export is the owner's own record, downloaded only
+    by a signed-in owner, and full numbers are what matching it with the M-Pesa statement needs.
+    """
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    n = 0
+    for p in payments:
+        failed = p.status in ("failed", "cancelled", "timeout", "error")
+        writer.writerow([_cell(v) for v in (
+            clock.local_stamp(p.created_at), clock.local_stamp(p.completed_at) if p.completed_at else "",
+            p.status, failure_reason(p) if failed else "", p.amount, p.package.name, p.phone,
+            p.paid_phone or "", p.receipt or "", p.checkout_request_id or "", p.mac or "", p.resolved_by or "",
+            p.id)])
+        n += 1
+    return n
+
+
+# --- vouchers -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Batch:
+    name: str
+    package_name: str
+    count: int
+    redeemed: int
+    created_at: float
+
+
+def voucher_batches() -> list[Batch]:
+    """Voucher batches (per package), newest first, with how many were used."""
+    rows = (Voucher.select(Voucher.batch, Package.name, pw.fn.COUNT(Voucher.id), pw.fn.COUNT(Voucher.redeemed_at),
+                           pw.fn.MIN(Voucher.created_at))
+            .join(Package).group_by(Voucher.batch, Package.name)
+            .order_by(pw.fn.MIN(Voucher.created_at).desc(), Voucher.batch).tuples())
+    return [Batch(name, package, count, redeemed, created) for name, package, count, redeemed, created in rows]
+
+
+def batch_vouchers(batch: str) -> list[Voucher]:
+    """The codes of one batch with their package, in the order they were made."""
+    return list(Voucher.select(Voucher, Package).join(Package).where(Voucher.batch == batch).order_by(Voucher.id))
+
+
+# --- health ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Check:
+    """One line of the health page. ``state``: ok | warn | fail | info."""
+    key: str
+    title: str
+    state: str
+    detail: str
+    items: tuple[str, ...] = ()
+
+
+def bounded(calls: Mapping[str, tuple[Callable[[], Any], float]]) -> dict[str, tuple[str, Any]]:
+    """Run each ``name: (function, seconds)`` at once on its own daemon thread and wait at most
+    that long for each: ``{"name": ("ok", value) | ("error", exception) | ("timeout", seconds)}``.
+    A call still running when its time is up is left to finish on its own (its own timeout ends it);
+    the caller never waits longer than the largest bound."""
+    results: dict[str, tuple[str, Any]] = {}
+    threads = {}
+
+    def run(name: str, fn: Callable[[], Any]) -> None:
+        try:
+            results[name] = ("ok", fn())
+        except Exception as exc:  # noqa: BLE001 - reported on the page, never raised
+            results[name] = ("error", exc)
+
+    started = time.monotonic()
+    for name, (fn, _) in calls.items():
+        t = threading.Thread(target=run, args=(name, fn), name=f"health-{name}", daemon=True)
+        t.start()
+        threads[name] = t
+    for name, t in threads.items():
+        t.join(max(calls[name][1] - (time.monotonic() - started), 0))
+    return {name: results.get(name, ("timeout", calls[name][1])) for name in calls}
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback or ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _mask_token(url: str, token: str) -> str:
+    return url.replace(token, token[:4] + "…") if token else url
+
+
+def _ago(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h ago"
+
+
+#: How long the health page waits for Daraja's OAuth.
+DARAJA_CHECK_SECONDS = 6.0
+#: RADIUS quiet for longer than this is worth a warning (interim updates come every few minutes).
+RADIUS_QUIET_SECONDS = 15 * 60
+
+
+def health(hotspot, now: float | None = None) -> list[Check]:
+    """Everything the owner should see before customers complain, each call time-bounded:
+    Daraja (OAuth with the configured key and secret), the callback URL, each router, RADIUS
+    traffic, the scheduler, cut-offs that keep failing, and the clock."""
+    now = clock.now() if now is None else now
+    calls: dict[str, tuple[Callable[[], Any], float]] = {}
+    if hotspot.client is not None:
+        calls["daraja"] = (hotspot.client.check_credentials, min(DARAJA_CHECK_SECONDS, hotspot.client.timeout + 0.5))
+    for r in hotspot.api_routers:
+        calls[f"router:{r.name}"] = (r.ping, r.timeout + 1.0)
+    answers = bounded(calls)
+    checks = [_daraja_check(hotspot, answers.get("daraja")), _callback_check(hotspot)]
+    checks += _router_checks(hotspot, answers)
+    checks += [_radius_check(hotspot, now), _scheduler_check(hotspot), _disconnect_check(), _clock_check(now)]
+    return checks
+
+
+def _daraja_check(hotspot, answer) -> Check:
+    where = f"{hotspot.client.base_url}" if hotspot.client else ""
+    env = hotspot.config.mpesa.environment
+    if answer is None:
+        return Check("daraja", "M-Pesa (Daraja)", "fail", "not started")
+    kind, value = answer
+    if kind == "ok":
+        return Check("daraja", "M-Pesa (Daraja)", "ok", f"{env}: credentials accepted by {where}")
+    if kind == "timeout":
+        return Check("daraja", "M-Pesa (Daraja)", "fail", f"{env}: no answer from {where} within {value:.0f} s")
+    if isinstance(value, DarajaAuthError):
+        text = f"{env}: the consumer key and secret were refused ({value.message}); check [mpesa] in the config"
+    elif isinstance(value, DarajaError):
+        text = f"{env}: {where} cannot be reached ({value.message})"
+    else:
+        text = f"{env}: {type(value).__name__}: {value}"
+    return Check("daraja", "M-Pesa (Daraja)", "fail", text)
+
+
+def _callback_check(hotspot) -> Check:
+    url = hotspot.callback_url or ""
+    shown = _mask_token(url, hotspot.callback_token)
+    if not url:
+        return Check("callback", "Callback URL", "fail", "not set")
+    if hotspot.config.simulated:
+        return Check("callback", "Callback URL", "ok", f"{shown} (simulator: callbacks stay on this machine)")
+    problem = callback_url_problem(url, hotspot.config.mpesa.environment)
+    if problem:
+        return Check("callback", "Callback URL", "fail", f"{shown}: {problem}")
+    if _is_loopback_url(url):
+        return Check("callback", "Callback URL", "fail",
+                     f"{shown}: Safaricom cannot reach this machine's loopback address; set [mpesa] callback_url "
+                     "to the portal's public https address")
+    return Check("callback", "Callback URL", "ok", shown)
+
+
+def _router_checks(hotspot, answers) -> list[Check]:
+    out = []
+    if not hotspot.routers:
+        return [Check("routers", "Routers", "warn",
+                      "no [[routers]] configured: devices whose time ran out are only stopped by the router's "
+                      "own session timeout, not cut off")]
+    api = {r.name for r in hotspot.api_routers}
+    for r in hotspot.routers:
+        key = f"router:{r.name}"
+        title = f"Router {r.name}"
+        if r.name not in api:
+            out.append(Check(key, title, "info", f"{r.kind} at {r.address}: cut-offs by RADIUS Disconnect-Request "
+                                                 f"(port {r.coa_port}); configured, not checked from here"))
+            continue
+        kind, value = answers.get(key, ("error", "not checked"))
+        if kind == "ok":
+            bits = [value.get("identity") or "?", f"RouterOS {value.get('version') or '?'}"]
+            if value.get("uptime"):
+                bits.append(f"up {value['uptime']}")
+            out.append(Check(key, title, "ok", f"{r.address}:{r.api_port} answers: " + ", ".join(bits)))
+        elif kind == "timeout":
+            out.append(Check(key, title, "fail", f"{r.address}:{r.api_port}: no answer within {value:.0f} s"))
+        else:
+            out.append(Check(key, title, "fail", str(value)))
+    return out
+
+
+def _radius_check(hotspot, now: float) -> Check:
+    server = hotspot.radius
+    if server is None:
+        return Check("radius", "RADIUS", "warn", "RADIUS is off ([radius] enabled = false): routers cannot ask "
+                                                 "who may go online")
+    stats = server.stats
+    counts = [f"{stats.get('access_accept', 0)} accepted", f"{stats.get('access_reject', 0)} rejected",
+              f"{sum(v for k, v in stats.items() if k.startswith('acct_') and not k.endswith('_seconds'))} accounting"]
+    items = []
+    if stats.get("dropped_unknown_client"):
+        items.append(f"{stats['dropped_unknown_client']} request(s) from unknown routers dropped: "
+                     "check [[radius.clients]] addresses and secrets")
+    last = server.last_request_at
+    if last is None:
+        return Check("radius", "RADIUS", "warn", "no request since start; is the router's RADIUS server set to "
+                                                 "this machine?", tuple(items))
+    age = max(now - last, 0)
+    state = "ok" if age <= RADIUS_QUIET_SECONDS and not items else "warn"
+    return Check("radius", "RADIUS", state, f"last request {_ago(age)}; since start: {', '.join(counts)}",
+                 tuple(items))
+
+
+def _scheduler_check(hotspot) -> Check:
+    s = hotspot.scheduler
+    if s is None:
+        return Check("scheduler", "Scheduler", "fail", "disabled: payments without a callback are never "
+                                                       "reconciled and sessions never end on time")
+    if not s.running:
+        return Check("scheduler", "Scheduler", "fail", "not running")
+    jobs = sorted(set(s.runs) | set(s.failures))
+    items = tuple(f"{job}: {s.runs.get(job, 0)} run(s), {s.failures.get(job, 0)} failed" for job in jobs)
+    failed = sum(s.failures.values())
+    return Check("scheduler", "Scheduler", "warn" if failed else "ok",
+                 f"running; {failed} failed run(s) since start (see the log)" if failed else "running", items)
+
+
+def _disconnect_check() -> Check:
+    rows = disconnects.problems()
+    if not rows:
+        return Check("disconnects", "Cut-offs", "ok", "none failing")
+    items = tuple(f"{r.mac} at {r.router}: {r.status}, {r.attempts} attempt(s): {r.last_error or ''}"
+                  for r in rows[:20])
+    return Check("disconnects", "Cut-offs", "fail", f"{len(rows)} device(s) could not be cut off", items)
+
+
+def _clock_check(now: float) -> Check:
+    local = clock.local(now)
+    return Check("clock", "Clock", "info",
+                 f"server time {local:%Y-%m-%d %H:%M} Nairobi ({clock.iso(now)}). Days and revenue use Nairobi "
+                 "time; if this is not the time on your phone, fix the server clock (NTP): session ends and "
+                 "M-Pesa timestamps depend on it.")
