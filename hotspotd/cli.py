@@ -50,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     sl = ses.add_parser("list")
     sl.add_argument("--all", action="store_true", help="also ended ones")
 
+    adm = sub.add_parser("admin", help="dashboard accounts (/admin)").add_subparsers(dest="admin_command", required=True)
+    for name, text in (("create", "make an account"), ("set-password", "set a new password (also unlocks)")):
+        c = adm.add_parser(name, help=text)
+        c.add_argument("username")
+        c.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of standard input (for scripts)")
+    adm.add_parser("list", help="the accounts")
+
     rc = sub.add_parser("router-config", help="print router settings for hotspotd (RouterOS script, chilli config)")
     rc.add_argument("kind", choices=("mikrotik", "coova"))
     rc.add_argument("--router", metavar="NAME", help="a [[routers]] entry (its secret, coa_port, uamsecret)")
@@ -101,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one clear line for the operator
         print(f"hotspotd: cannot open the database {cfg.database.url}: {exc}", file=sys.stderr)
         return 1
-    handler = {"db": _db, "packages": _packages, "payments": _payments, "sessions": _sessions}[args.command]
+    handler = {"db": _db, "packages": _packages, "payments": _payments, "sessions": _sessions,
+               "admin": _admin}[args.command]
     return handler(args)
 
 
@@ -204,6 +213,57 @@ def _sessions(args) -> int:
     for e in q:
         macs = ",".join(d.mac for d in Device.select().where(Device.entitlement == e.id, Device.active))
         print(f"{e.id:>4} {e.status:<9} {e.package.name:<14} {access.remaining_seconds(e) // 60:>10}  {macs or '-'}")
+    return 0
+
+
+def _read_password(args) -> str | None:
+    """From stdin's first line with --password-stdin, else asked twice without echo; None: give up."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+    try:
+        first = getpass.getpass("Password: ")
+        again = getpass.getpass("Password again: ")
+    except (EOFError, KeyboardInterrupt):
+        print(file=sys.stderr)
+        return None
+    if first != again:
+        print("hotspotd: the two passwords differ; nothing changed", file=sys.stderr)
+        return None
+    return first
+
+
+def _admin(args) -> int:
+    from . import admins
+    from .models import AdminUser
+    if args.admin_command == "list":
+        print(f"{'username':<24} {'created (Nairobi)':<17}  {'last sign-in':<17}  state")
+        now = clock.now()
+        for u in AdminUser.select().order_by(AdminUser.username):
+            state = f"locked until {clock.local_stamp(u.locked_until)}" if u.locked_until and u.locked_until > now else "ok"
+            last = clock.local_stamp(u.last_login_at) if u.last_login_at else "never"
+            print(f"{u.username:<24} {clock.local_stamp(u.created_at):<17}  {last:<17}  {state}")
+        return 0
+    exists = AdminUser.select().where(AdminUser.username == args.username).exists()
+    if args.admin_command == "create" and exists:
+        print(f"hotspotd: admin create: an account {args.username!r} already exists (use set-password)", file=sys.stderr)
+        return 1
+    if args.admin_command == "set-password" and not exists:
+        print(f"hotspotd: admin set-password: no account {args.username!r}", file=sys.stderr)
+        return 1
+    password = _read_password(args)
+    if password is None:
+        return 1
+    try:
+        if args.admin_command == "create":
+            admins.create(args.username, password)
+            print(f"account {args.username!r} created; sign in at <portal>/admin/login")
+        else:
+            admins.set_password(args.username, password)
+            print(f"password of {args.username!r} changed; its other sign-ins are ended")
+    except admins.AdminError as exc:
+        print(f"hotspotd: admin {args.admin_command}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
