@@ -1,4 +1,4 @@
-"""The HTTP face of hotspotd: splash page (/), portal API (/api/portal), callbacks.
+"""The HTTP face of hotspotd: splash page (/), portal API (/api/portal), callbacks, dashboard (/admin).
 
 ``create_app(hotspot)`` builds the Flask app around a running :class:`hotspotd.daemon.Hotspot`;
 the production server is waitress (see :mod:`portal_web.serve`).
@@ -8,9 +8,13 @@ from __future__ import annotations
 from flask import Flask, jsonify
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", headers_enabled=True)
+#: CSRF tokens for the dashboard's forms only: the JSON API and Daraja's callbacks carry none, so
+#: nothing is checked by default and the admin blueprint calls ``csrf.protect()`` itself.
+csrf = CSRFProtect()
 
 
 def create_app(hotspot) -> Flask:
@@ -20,10 +24,14 @@ def create_app(hotspot) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     limiter.init_app(app)
 
-    from . import api, splash
+    from . import admin, api, splash
+    admin.configure(app, hotspot)
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    csrf.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(api.callbacks)
     app.register_blueprint(splash.bp)
+    app.register_blueprint(admin.bp)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -1,0 +1,578 @@
+"""The owner's dashboard at /admin: a thin web layer over :mod:`hotspotd.reports` and the core.
+
+Every page works without JavaScript; every change is a POST carrying a CSRF token (Flask-WTF,
+checked here only: the JSON API and the callbacks carry none). Accounts come from
+``hotspotd admin create``; sessions are signed cookies (HttpOnly, SameSite=Lax, Secure when the
+portal's public URL is https) that end after :data:`IDLE_SECONDS` without a request, or at once
+when the account's password changes. Phones are masked on every page; the CSV export has them
+in full (see :func:`hotspotd.reports.write_payments_csv`).
+
+Routes::
+
+    GET  /admin/login, POST /admin/login (rate limited), POST /admin/logout
+    GET  /admin/                        overview (?period=today|7d|30d|month)
+    GET  /admin/sessions                POST /admin/sessions/<id>/disconnect, /admin/sessions/<id>/extend
+    GET  /admin/payments (?q, status, from, to, page)   GET /admin/payments.csv (same filters)
+    GET  /admin/payments/<id>           POST /admin/payments/<id>/reconcile
+    GET  /admin/packages                GET|POST /admin/packages/new, /admin/packages/<id>
+                                        POST /admin/packages/<id>/active, /admin/packages/<id>/move
+    GET  /admin/vouchers, POST /admin/vouchers, GET /admin/vouchers/sheet?batch=NAME
+    GET  /admin/health
+
+Hooks for browser tests (keep them stable):
+
+* login form: ``form#login`` with ``name="username"``, ``name="password"``; errors in ``#login-error``
+* every page: ``<body data-page="overview|sessions|payments|payment|packages|package|vouchers|sheet|health|login">``;
+  flash messages ``.flash[data-flash="ok|error"]``; logout ``button[data-action="logout"]``
+* overview: ``#online-count``, ``#active-count``, ``#revenue-today``, ``#revenue-month`` (each with
+  ``data-value``, a plain integer); ``#funnel`` with ``data-sent``, ``data-paid``, ``data-online``;
+  failure reasons ``#funnel-failures li[data-reason][data-count]``; ``<svg id="revenue-chart">`` with one
+  ``<rect data-day="YYYY-MM-DD" data-amount="N">`` per day (30, oldest first, today last)
+* sessions: ``<tr data-entitlement="ID" data-mac="MACS">`` (MACS: the session's devices, space
+  separated, usually one; match with ``[data-mac~="AA:…"]``), ``data-online="yes|no"``; in it
+  ``button[data-action="disconnect"]`` and ``form[data-action="extend"]`` with ``name="minutes"``
+* payments: ``form#payment-search`` (``q``, ``status``, ``from``, ``to``), ``<tr data-payment="ID"
+  data-status="…">``, ``a#csv-export``, ``#payments-total[data-value]``; a payment's page:
+  ``#timeline li[data-kind]``, ``button[data-action="reconcile"]`` (only when an STK query can help)
+* packages: ``<tr data-package="ID" data-active="yes|no">`` with ``button[data-action="up|down|disable|enable"]``;
+  the form's inputs ``name``, ``price``, ``minutes``, ``data_mb``, ``rate``, ``devices``, errors
+  ``.field-error[data-field="NAME"]``
+* vouchers: ``form#voucher-generate`` (``package``, ``count``, ``batch``), ``<tr data-batch="NAME">``;
+  the sheet: ``.voucher[data-code="XXXXX-XXXXX"]``
+* health: ``#health li[data-check="KEY"][data-state="ok|warn|fail|info"]`` (KEY: daraja, callback,
+  router:NAME or routers, radius, scheduler, disconnects, clock)
+"""
+from __future__ import annotations
+
+import hmac
+import io
+import logging
+import math
+import re
+import secrets
+from datetime import timedelta
+
+from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request,
+                   session, url_for)
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from hotspotd import access, admins, clock, reports, vouchers
+from hotspotd.daraja import codes
+from hotspotd.identifiers import mask_phone
+from hotspotd.models import AdminUser, Entitlement, Package, Payment, Setting, Voucher, database
+from hotspotd.payments import MAX_AMOUNT
+
+from . import csrf, limiter
+
+log = logging.getLogger(__name__)
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+IDLE_SECONDS = 8 * 3600
+LOGIN_LIMIT = "10/minute"
+PER_PAGE = 50
+SECRET_SETTING = "flask_secret_key"
+MAX_DEVICES = 10
+MAX_MINUTES = 366 * 24 * 60
+_RATE = re.compile(r"\d+(\.\d+)?[kKmMgG]?/\d+(\.\d+)?[kKmMgG]?")
+
+#: Failure reasons (hotspotd.daraja.codes.REASONS words) as the owner reads them.
+REASON_TEXT = {
+    "cancelled": "Cancelled on the phone", "wrong_pin": "Wrong PIN", "insufficient_funds": "Not enough balance",
+    "no_response": "No response from the phone", "expired": "Prompt expired", "busy": "M-Pesa busy",
+    "push_failed": "Prompt not sent", "misconfigured": "Till or paybill misconfigured", "failed": "Other failure",
+}
+
+
+# --- setup ----------------------------------------------------------------------------------
+def secret_key() -> str:
+    """This install's random session-signing key, made on first start and kept in the Setting
+    table (a restart keeps owners signed in; two processes starting at once agree on one)."""
+    with database.atomic():
+        Setting.insert(key=SECRET_SETTING, value=secrets.token_hex(32)).on_conflict_ignore().execute()
+    return Setting.get_by_id(SECRET_SETTING).value
+
+
+def configure(app, hotspot) -> None:
+    """Session and CSRF settings of the app (called by :func:`portal_web.create_app`)."""
+    app.config.update(
+        SECRET_KEY=secret_key(),
+        SESSION_COOKIE_NAME="hotspotd_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        # Secure when owners reach the portal over https; a plain-http LAN install would never
+        # get its cookie back otherwise
+        SESSION_COOKIE_SECURE=hotspot.config.portal.public_url.lower().startswith("https://"),
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=IDLE_SECONDS),
+        WTF_CSRF_TIME_LIMIT=IDLE_SECONDS,
+    )
+
+
+def _hotspot():
+    return current_app.config["HOTSPOT"]
+
+
+# --- who is signed in -----------------------------------------------------------------------
+def _fingerprint(user: AdminUser) -> str:
+    # ties the cookie to the current password: set-password signs every other browser out
+    return hmac.new(current_app.secret_key.encode(), user.password_hash.encode(), "sha256").hexdigest()[:32]
+
+
+def current_admin() -> AdminUser | None:
+    """The signed-in account, or None (no session, idle too long, account gone, password changed)."""
+    data = session.get("admin")
+    if not isinstance(data, dict):
+        return None
+    now = clock.now()
+    if now - float(data.get("seen", 0)) > IDLE_SECONDS:
+        session.pop("admin", None)
+        g.idle_expired = True
+        return None
+    user = AdminUser.get_or_none(AdminUser.id == data.get("id"))
+    if user is None or not hmac.compare_digest(str(data.get("fp", "")), _fingerprint(user)):
+        session.pop("admin", None)
+        return None
+    if now - float(data.get("seen", 0)) > 60:
+        session["admin"] = {**data, "seen": now}
+    return user
+
+
+def _safe_next(target: str | None) -> str:
+    # only our own pages: never an open redirect to another site
+    if target and target.startswith("/admin") and "\\" not in target and "//" not in target:
+        return target
+    return url_for("admin.overview")
+
+
+@bp.before_request
+def guard():
+    if request.endpoint == "admin.login":
+        if request.method == "POST":
+            csrf.protect()
+        return None
+    g.admin = current_admin()
+    if g.admin is None:
+        if g.get("idle_expired"):
+            flash(f"Signed out after {IDLE_SECONDS // 3600} hours without activity.", "error")
+        target = request.full_path.rstrip("?") if request.method == "GET" else None
+        return redirect(url_for("admin.login", next=target), 303)
+    if request.method == "POST":
+        csrf.protect()
+    return None
+
+
+@bp.after_request
+def no_store(resp):
+    resp.headers["Cache-Control"] = "no-store"
+    # the CSRF check on https compares the Referer with our host: send it to ourselves only
+    resp.headers["Referrer-Policy"] = "same-origin"
+    return resp
+
+
+@bp.errorhandler(HTTPException)
+def http_error(exc: HTTPException):
+    if isinstance(exc, CSRFError):
+        message = ("This form has expired or did not come from this dashboard. "
+                   "Go back, reload the page and try again.")
+    elif exc.code == 429:
+        message = "Too many sign-in attempts from your address. Wait a minute and try again."
+    else:
+        message = exc.description or exc.name
+    return render_template("admin/error.html", code=exc.code, title=exc.name, message=message), exc.code
+
+
+#: endpoint prefix → the nav entry it belongs to
+SECTIONS = (("admin.overview", "overview"), ("admin.session", "sessions"), ("admin.disconnect", "sessions"),
+            ("admin.extend", "sessions"), ("admin.payment", "payments"), ("admin.reconcile", "payments"),
+            ("admin.package", "packages"), ("admin.voucher", "vouchers"), ("admin.health", "health"))
+
+
+@bp.context_processor
+def helpers():
+    endpoint = request.endpoint or ""
+    section = next((key for prefix, key in SECTIONS if endpoint.startswith(prefix)), "")
+    return {"kes": kes, "when": when, "duration": duration, "size": size, "mask_phone": mask_phone,
+            "site": _hotspot().config.portal.site_name, "admin": g.get("admin"), "reason_text": reason_text,
+            "section": section}
+
+
+def kes(amount) -> str:
+    return f"KES {int(amount or 0):,}"
+
+
+def when(ts, seconds: bool = False) -> str:
+    """Nairobi time of ``ts`` as the owner reads it (``-`` for none)."""
+    if not ts:
+        return "-"
+    return clock.local(ts).strftime("%Y-%m-%d %H:%M:%S") if seconds else clock.local_stamp(ts)
+
+
+def duration(seconds) -> str:
+    seconds = max(int(seconds or 0), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    if hours:
+        return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
+    return f"{minutes} min"
+
+
+def size(n) -> str:
+    if n is None:
+        return "unlimited"
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def reason_text(word: str) -> str:
+    return REASON_TEXT.get(word, word.replace("_", " "))
+
+
+def _int(text, default: int | None = None) -> int | None:
+    try:
+        return int(str(text).strip())
+    except (TypeError, ValueError):
+        return default
+
+
+# --- sign in and out ------------------------------------------------------------------------
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(LOGIN_LIMIT, methods=["POST"])
+def login():
+    nxt = request.values.get("next")
+    if request.method == "GET":
+        if current_admin() is not None:
+            return redirect(_safe_next(nxt), 303)
+        return render_template("admin/login.html", error=None, username="", next=nxt)
+    username = request.form.get("username", "").strip()
+    user = admins.authenticate(username, request.form.get("password", ""))
+    if user is None:
+        if admins.is_locked(username):
+            error = (f"Too many wrong passwords: this account is locked for {admins.LOCK_SECONDS // 60} minutes. "
+                     "Wait, or set a new password on the server with hotspotd admin set-password.")
+        else:
+            error = "Wrong username or password."
+        return render_template("admin/login.html", error=error, username=username, next=nxt), 200
+    session.clear()   # nothing from before the sign-in survives it
+    session.permanent = True
+    session["admin"] = {"id": user.id, "fp": _fingerprint(user), "seen": clock.now()}
+    log.info("admin %r signed in from %s", user.username, request.remote_addr)
+    return redirect(_safe_next(nxt), 303)
+
+
+@bp.post("/logout")
+def logout():
+    log.info("admin %r signed out", g.admin.username)
+    session.clear()
+    flash("Signed out.", "ok")
+    return redirect(url_for("admin.login"), 303)
+
+
+# --- overview -------------------------------------------------------------------------------
+def _nice_ceiling(value: int) -> int:
+    value = max(value, 10)
+    exp = 10 ** math.floor(math.log10(value))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * exp >= value:
+            return int(m * exp)
+    return int(10 * exp)
+
+
+def revenue_chart(days: list[reports.DayRevenue], width: int = 720, height: int = 260) -> dict:
+    """Geometry of the server-drawn bar chart: bars, y ticks (KES) and day labels."""
+    left, right, top, bottom = 84, 10, 14, 44
+    plot_w, plot_h = width - left - right, height - top - bottom
+    top_value = _nice_ceiling(max((d.amount for d in days), default=0))
+    slot = plot_w / max(len(days), 1)
+    bars, labels = [], []
+    for i, d in enumerate(days):
+        h = plot_h * d.amount / top_value
+        bars.append({"day": d.day.isoformat(), "amount": d.amount, "payments": d.payments,
+                     "x": round(left + i * slot + slot * 0.15, 1), "w": round(slot * 0.7, 1),
+                     "y": round(top + plot_h - h, 1), "h": round(h, 1), "today": i == len(days) - 1})
+        if (len(days) - 1 - i) % 7 == 0:      # today and every week before it
+            labels.append({"x": round(left + i * slot + slot / 2, 1), "text": f"{d.day.day} {d.day:%b}",
+                           "last": i == len(days) - 1})
+    step = top_value / 5
+    ticks = [{"y": round(top + plot_h - plot_h * k / 5, 1), "text": f"{int(step * k):,}"} for k in range(6)]
+    return {"width": width, "height": height, "left": left, "right": width - right, "top": top,
+            "base": top + plot_h, "bars": bars, "labels": labels, "ticks": ticks,
+            "total": sum(d.amount for d in days)}
+
+
+@bp.get("/")
+def overview():
+    now = clock.now()
+    p = reports.period(request.args.get("period", "today"), now)
+    return render_template("admin/overview.html", online=reports.online_now(now), today=reports.revenue_today(now),
+                           month=reports.revenue_month(now), period=p, periods=reports.PERIODS,
+                           funnel=reports.funnel(p.start, p.end), chart=revenue_chart(reports.daily_revenue(30, now)))
+
+
+# --- sessions -------------------------------------------------------------------------------
+@bp.get("/sessions")
+def sessions():
+    return render_template("admin/sessions.html", rows=reports.live_sessions())
+
+
+@bp.post("/sessions/<int:ent_id>/disconnect")
+def disconnect(ent_id: int):
+    ent = Entitlement.get_or_none(Entitlement.id == ent_id)
+    if ent is None:
+        abort(404)
+    if ent.status != "active":
+        flash(f"Session {ent_id} had already ended ({ent.status}).", "error")
+        return redirect(url_for("admin.sessions"), 303)
+    macs = access.revoke(ent_id, f"owner {g.admin.username}")
+    _hotspot().cut_off(macs, ent_id, "owner")
+    log.info("admin %r ended session %s (%d device(s))", g.admin.username, ent_id, len(macs))
+    flash(f"Session {ent_id} ended" + (f"; cutting off {', '.join(macs)} at the router." if macs else "."), "ok")
+    return redirect(url_for("admin.sessions"), 303)
+
+
+@bp.post("/sessions/<int:ent_id>/extend")
+def extend(ent_id: int):
+    minutes = _int(request.form.get("minutes"))
+    if minutes is None or not 1 <= minutes <= MAX_MINUTES:
+        flash("Extend by a whole number of minutes (1 to a year).", "error")
+        return redirect(url_for("admin.sessions"), 303)
+    try:
+        ent = access.extend(ent_id, minutes * 60, f"owner {g.admin.username}")
+    except access.AccessError as exc:
+        flash(f"Session {ent_id}: {exc}.", "error")
+    else:
+        log.info("admin %r extended session %s by %d min", g.admin.username, ent_id, minutes)
+        flash(f"Session {ent_id} extended by {minutes} min; it now ends {when(ent.expires_at)}.", "ok")
+    return redirect(url_for("admin.sessions"), 303)
+
+
+# --- payments -------------------------------------------------------------------------------
+@bp.get("/payments")
+def payments():
+    f, errors = reports.PaymentFilter.from_params(request.args)
+    page = reports.payments_page(f, _int(request.args.get("page"), 1) or 1, PER_PAGE)
+    return render_template("admin/payments.html", f=f, errors=errors, page=page, states=reports.PAYMENT_STATES,
+                           params=f.params(), failure_reason=reports.failure_reason)
+
+
+@bp.get("/payments.csv")
+def payments_csv():
+    f, _ = reports.PaymentFilter.from_params(request.args)
+    out = io.StringIO()
+    out.write("\ufeff")   # a BOM, so Excel reads package names as UTF-8
+    reports.write_payments_csv(f.query(), out)
+    stamp = reports.local_day(clock.now()).isoformat()
+    return Response(out.getvalue(), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="payments-{stamp}.csv"'})
+
+
+@bp.get("/payments/<int:payment_id>")
+def payment(payment_id: int):
+    p = Payment.get_or_none(Payment.id == payment_id)
+    if p is None:
+        abort(404)
+    return render_template("admin/payment.html", p=p, events=reports.timeline(p), ent=access.entitlement_of(p),
+                           can_reconcile=p.status in reports.RECONCILABLE and bool(p.checkout_request_id),
+                           reason=reports.failure_reason(p), codes=codes)
+
+
+@bp.post("/payments/<int:payment_id>/reconcile")
+def reconcile(payment_id: int):
+    p = Payment.get_or_none(Payment.id == payment_id)
+    if p is None:
+        abort(404)
+    target = url_for("admin.payment", payment_id=payment_id)
+    if p.status not in reports.RECONCILABLE:
+        flash(f"This payment is already {p.status}; there is nothing to ask M-Pesa.", "error")
+        return redirect(target, 303)
+    if not p.checkout_request_id:
+        flash("The prompt never reached M-Pesa (no CheckoutRequestID), so there is nothing to ask.", "error")
+        return redirect(target, 303)
+    try:
+        status = _hotspot().payments.query(p)
+    except Exception:  # noqa: BLE001 - the owner sees it failed; the log has the trace
+        log.exception("reconcile of payment %s failed", payment_id)
+        flash("Asking M-Pesa failed; see the log.", "error")
+        return redirect(target, 303)
+    log.info("admin %r reconciled payment %s: %s", g.admin.username, payment_id, status)
+    if status == p.status:
+        flash(f"Asked M-Pesa: no change, the payment is still {status}.", "ok")
+    else:
+        flash(f"Asked M-Pesa: the payment is now {status}.", "ok")
+    return redirect(target, 303)
+
+
+# --- packages -------------------------------------------------------------------------------
+PACKAGE_FIELDS = ("name", "price", "minutes", "data_mb", "rate", "devices")
+
+
+def _whole(form, key: str, low: int, high: int, errors: dict, what: str, optional: bool = False) -> int | None:
+    text = str(form.get(key, "")).strip().replace(",", "")
+    if not text and optional:
+        return None
+    value = _int(text)
+    if value is None or not low <= value <= high:
+        errors[key] = f"{what}: a whole number from {low:,} to {high:,}"
+        return None
+    return value
+
+
+def parse_package(form) -> tuple[dict, dict]:
+    """The Package fields from the form, and the errors by form field."""
+    errors: dict[str, str] = {}
+    name = " ".join(str(form.get("name", "")).split())
+    if not name:
+        errors["name"] = "enter the name customers will see"
+    elif len(name) > 64:
+        errors["name"] = "at most 64 characters"
+    price = _whole(form, "price", 1, MAX_AMOUNT, errors, "price in KES")
+    minutes = _whole(form, "minutes", 1, MAX_MINUTES, errors, "minutes")
+    data_mb = _whole(form, "data_mb", 1, 10_000_000, errors, "data cap in MB (empty: unlimited)", optional=True)
+    rate = str(form.get("rate", "")).strip()
+    if rate and not _RATE.fullmatch(rate):
+        errors["rate"] = "upload/download such as 2M/5M (k, M or G), or empty for no limit"
+    devices = _whole(form, "devices", 1, MAX_DEVICES, errors, "devices")
+    fields = {"name": name, "price": price, "duration_seconds": (minutes or 0) * 60,
+              "data_cap_bytes": data_mb * 1024 * 1024 if data_mb else None, "rate_limit": rate or None,
+              "devices": devices}
+    return fields, errors
+
+
+def _package_form_values(p: Package | None) -> dict:
+    if p is None:
+        return {"name": "", "price": "", "minutes": "60", "data_mb": "", "rate": "", "devices": "1"}
+    return {"name": p.name, "price": str(p.price), "minutes": str(p.duration_seconds // 60),
+            "data_mb": str(p.data_cap_bytes // (1024 * 1024)) if p.data_cap_bytes else "",
+            "rate": p.rate_limit or "", "devices": str(p.devices)}
+
+
+def _ordered_packages() -> list[Package]:
+    return list(Package.select().order_by(Package.position, Package.id))
+
+
+@bp.get("/packages")
+def packages():
+    return render_template("admin/packages.html", packages=_ordered_packages())
+
+
+@bp.route("/packages/new", methods=["GET", "POST"])
+def package_new():
+    return _package_form(None)
+
+
+@bp.route("/packages/<int:package_id>", methods=["GET", "POST"])
+def package_edit(package_id: int):
+    p = Package.get_or_none(Package.id == package_id)
+    if p is None:
+        abort(404)
+    return _package_form(p)
+
+
+def _package_form(p: Package | None):
+    if request.method == "GET":
+        return render_template("admin/package_form.html", p=p, values=_package_form_values(p), errors={})
+    fields, errors = parse_package(request.form)
+    if errors:
+        values = {k: request.form.get(k, "") for k in PACKAGE_FIELDS}
+        return render_template("admin/package_form.html", p=p, values=values, errors=errors), 400
+    if p is None:
+        with database.atomic():
+            position = (Package.select(Package.position).order_by(Package.position.desc()).scalar() or 0) + 1
+            p = Package.create(**fields, position=position, created_at=clock.now())
+        flash(f"Package “{p.name}” added; customers can buy it now.", "ok")
+    else:
+        Package.update(**fields).where(Package.id == p.id).execute()
+        flash(f"Package “{fields['name']}” saved.", "ok")
+    log.info("admin %r saved package %s", g.admin.username, p.id)
+    return redirect(url_for("admin.packages"), 303)
+
+
+@bp.post("/packages/<int:package_id>/active")
+def package_active(package_id: int):
+    active = request.form.get("active") == "1"
+    if not Package.update(active=active).where(Package.id == package_id).execute():
+        abort(404)
+    name = Package.get_by_id(package_id).name
+    flash(f"Package “{name}” {'is on offer again' if active else 'is no longer offered'}.", "ok")
+    return redirect(url_for("admin.packages"), 303)
+
+
+@bp.post("/packages/<int:package_id>/move")
+def package_move(package_id: int):
+    direction = request.form.get("direction")
+    if direction not in ("up", "down"):
+        abort(400, "direction: up or down")
+    with database.atomic():
+        order = _ordered_packages()
+        index = next((i for i, p in enumerate(order) if p.id == package_id), None)
+        if index is None:
+            abort(404)
+        other = index - 1 if direction == "up" else index + 1
+        if 0 <= other < len(order):
+            order[index], order[other] = order[other], order[index]
+        for position, p in enumerate(order):   # positions 0..n-1: no ties left to break by price
+            if p.position != position:
+                Package.update(position=position).where(Package.id == p.id).execute()
+    return redirect(url_for("admin.packages"), 303)
+
+
+# --- vouchers -------------------------------------------------------------------------------
+def _default_batch() -> str:
+    base = clock.local_stamp(clock.now())
+    name, n = base, 2
+    while Voucher.select().where(Voucher.batch == name).exists():   # two batches in one minute
+        name, n = f"{base} #{n}", n + 1
+    return name
+
+
+@bp.get("/vouchers")
+def vouchers_page():
+    return _vouchers_page({}, {"package": "", "count": "20", "batch": ""})
+
+
+def _vouchers_page(errors: dict, values: dict) -> str:
+    packages = Package.select().order_by(Package.active.desc(), Package.position, Package.id)
+    return render_template("admin/vouchers.html", batches=reports.voucher_batches(), packages=packages,
+                           errors=errors, values=values, max_batch=vouchers.MAX_BATCH)
+
+
+@bp.post("/vouchers")
+def vouchers_generate():
+    values = {k: request.form.get(k, "").strip() for k in ("package", "count", "batch")}
+    errors: dict[str, str] = {}
+    package = Package.get_or_none(Package.id == _int(values["package"], 0))
+    if package is None:
+        errors["package"] = "choose a package"
+    count = _whole(request.form, "count", 1, vouchers.MAX_BATCH, errors, "how many")
+    batch = " ".join(values["batch"].split())
+    if len(batch) > 32:
+        errors["batch"] = "at most 32 characters"
+    if errors:
+        return _vouchers_page(errors, values), 400
+    made = vouchers.generate(package.id, count, batch or _default_batch())
+    log.info("admin %r generated %d voucher(s) for package %s", g.admin.username, len(made), package.id)
+    flash(f"{len(made)} voucher(s) for “{package.name}” made in batch {made[0].batch}.", "ok")
+    return redirect(url_for("admin.voucher_sheet", batch=made[0].batch), 303)
+
+
+@bp.get("/vouchers/sheet")
+def voucher_sheet():
+    batch = request.args.get("batch", "")
+    rows = reports.batch_vouchers(batch)
+    if not rows:
+        abort(404, "No voucher batch by that name.")
+    return render_template("admin/voucher_sheet.html", batch=batch, vouchers=rows, display=vouchers.display)
+
+
+# --- health ---------------------------------------------------------------------------------
+@bp.get("/health")
+def health():
+    checks = reports.health(_hotspot())
+    worst = next((s for s in ("fail", "warn") if any(c.state == s for c in checks)), "ok")
+    return render_template("admin/health.html", checks=checks, worst=worst)
