@@ -4,8 +4,11 @@ Every page works without JavaScript; every change is a POST carrying a CSRF toke
 checked here only: the JSON API and the callbacks carry none). Accounts come from
 ``hotspotd admin create``; sessions are signed cookies (HttpOnly, SameSite=Lax, Secure when the
 portal's public URL is https) that end after :data:`IDLE_SECONDS` without a request, or at once
-when the account's password changes. Phones are masked on every page; the CSV export has them
-in full (see :func:`hotspotd.reports.write_payments_csv`).
+when the account's password changes. With an https ``[portal] public_url`` the cookie is Secure:
+the dashboard must then be opened over https too (a plain-http LAN address cannot sign in).
+The signing key is random per install, kept in the Setting table (``flask_secret_key``).
+Phones are masked on every page; the CSV export has them in full (see
+:func:`hotspotd.reports.write_payments_csv`).
 
 Routes::
 
@@ -58,7 +61,6 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from hotspotd import access, admins, clock, reports, vouchers
-from hotspotd.daraja import codes
 from hotspotd.identifiers import mask_phone
 from hotspotd.models import AdminUser, Entitlement, Package, Payment, Setting, Voucher, database
 from hotspotd.payments import MAX_AMOUNT
@@ -379,7 +381,7 @@ def payment(payment_id: int):
         abort(404)
     return render_template("admin/payment.html", p=p, events=reports.timeline(p), ent=access.entitlement_of(p),
                            can_reconcile=p.status in reports.RECONCILABLE and bool(p.checkout_request_id),
-                           reason=reports.failure_reason(p), codes=codes)
+                           reason=reports.failure_reason(p))
 
 
 @bp.post("/payments/<int:payment_id>/reconcile")
