@@ -28,13 +28,23 @@ DEFAULT_PACKAGES = [
 ]
 
 
+class _SqliteDatabase(pw.SqliteDatabase):
+    """Transactions start with ``BEGIN IMMEDIATE``: a transaction that reads, then writes (redeem a
+    voucher, bind a device, count usage) takes the write lock up front and waits its turn under the
+    busy timeout. A plain ``BEGIN`` would fail at once with "database is locked" when another
+    writer committed between its read and its write (WAL snapshot conflict)."""
+
+    def begin(self, lock_type=None):
+        return super().begin(lock_type or "IMMEDIATE")
+
+
 def open_database(url: str, busy_timeout_ms: int = 5000) -> pw.Database:
     """Open ``url`` and bind the models to it. Creates the SQLite file's folder."""
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if path != ":memory:":
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        db = pw.SqliteDatabase(path, pragmas={
+        db = _SqliteDatabase(path, pragmas={
             "journal_mode": "wal",
             "foreign_keys": 1,
             "synchronous": "full",

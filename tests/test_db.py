@@ -37,3 +37,43 @@ def test_newer_schema_is_refused(tmp_path):
     with pytest.raises(RuntimeError, match="newer than this hotspotd"):
         db.migrate(database)
     database.close()
+
+
+def test_read_then_write_transactions_wait_instead_of_failing(tmp_path):
+    """Threads that read, then write, inside one transaction (as redeeming a voucher does) while
+    others commit: with a plain BEGIN some fail with "database is locked" (snapshot conflict)."""
+    import threading
+
+    from hotspotd import clock, vouchers
+    from hotspotd.models import Event, Voucher
+
+    database = db.prepare(f"sqlite:///{tmp_path}/a.db")
+    codes = [v.code for v in vouchers.generate(Package.get().id, 40)]
+    errors, stop = [], threading.Event()
+
+    def redeem(chunk):
+        try:
+            for i, code in enumerate(chunk):
+                vouchers.redeem(code, f"AA:BB:CC:00:{len(chunk):02X}:{i:02X}")
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+        finally:
+            database.close()
+
+    def writer():
+        while not stop.is_set():
+            Event.create(at=clock.now(), kind="noise", message="x")
+        database.close()
+
+    noise = threading.Thread(target=writer)
+    noise.start()
+    workers = [threading.Thread(target=redeem, args=(codes[i::4],)) for i in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    stop.set()
+    noise.join()
+    assert errors == []
+    assert Voucher.select().where(Voucher.redeemed_at.is_null(False)).count() == 40
+    database.close()
