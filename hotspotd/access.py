@@ -128,6 +128,18 @@ def revoke(entitlement_id: int, why: str, now: float | None = None) -> list[str]
     return macs
 
 
+def shift_active(seconds: float, now: float) -> int:
+    """Move every live session ``seconds`` later (the wall clock jumped ahead: that time was not
+    lived, so nobody pays for it). Call in the same step that advances the timeline."""
+    with database.atomic():
+        moved = (Entitlement.update(started_at=Entitlement.started_at + seconds,
+                                    expires_at=Entitlement.expires_at + seconds)
+                 .where(Entitlement.status == "active", Entitlement.expires_at > now).execute())
+        Event.create(at=now + seconds, kind="clock_jump",
+                     message=f"wall clock jumped {seconds:+.0f} s; {moved} live session(s) moved with it")
+    return moved
+
+
 def extend(entitlement_id: int, seconds: int, why: str, now: float | None = None) -> Entitlement:
     """Give a live session more time (the owner's "extend")."""
     now = clock.now() if now is None else now

@@ -44,6 +44,8 @@ class Hotspot:
         self._logins: ThreadPoolExecutor | None = None
         self.callback_token = ""
         self.callback_url = ""
+        self.clock_synchronized: bool | None = None
+        self._warned_sync = self._warned_back = self._saved_high_water = 0.0
         self._web = None
         self._web_thread: threading.Thread | None = None
         self.stop_event = threading.Event()
@@ -52,7 +54,51 @@ class Hotspot:
     def open_database(self):
         self.db = db_mod.prepare(self.config.database.url, self.config.database.busy_timeout_ms)
         self.callback_token = db_mod.get_setting("callback_token")
+        high_water = float(db_mod.get_setting("clock_high_water") or 0)
+        behind = clock.start(high_water)
+        if behind > 1:
+            log.warning("the system clock is %.0f s behind the last time this box recorded; "
+                        "keeping time from there until it is corrected (no battery clock? no NTP yet?)", behind)
+        self._warn_unsynchronised(force=True)
         return self.db
+
+    # --- time ------------------------------------------------------------------------------
+    JUMP_SECONDS = 2.0
+    HIGH_WATER_EVERY = 60.0
+
+    def keep_time(self) -> float:
+        """Notice wall-clock jumps (see :mod:`hotspotd.clock`); returns the jump handled (0 if none).
+
+        Ahead: live sessions move forward with the timeline, in one transaction, so a correction
+        (NTP after a boot without a battery clock, someone setting the clock) costs no paid time.
+        Back: the timeline carries on and time left never grows. The latest time is saved now and
+        then, so a restart with a stale clock does not go back either."""
+        jump = clock.drift()
+        handled = 0.0
+        if jump > self.JUMP_SECONDS:
+            with self.db.atomic():
+                moved = access.shift_active(jump, clock.now())
+                clock.advance(jump)
+            log.warning("wall clock jumped %+.0f s; %d live session(s) moved with it", jump, moved)
+            handled = jump
+        elif jump < -self.JUMP_SECONDS and clock.now() - self._warned_back > 600:
+            log.warning("wall clock is %.0f s behind hotspotd's time; keeping hotspotd's time", -jump)
+            self._warned_back = clock.now()
+        if clock.now() - self._saved_high_water >= self.HIGH_WATER_EVERY:
+            from .models import Setting
+            Setting.replace(key="clock_high_water", value=f"{clock.now():.3f}").execute()
+            self._saved_high_water = clock.now()
+        self._warn_unsynchronised()
+        return handled
+
+    def _warn_unsynchronised(self, force: bool = False) -> None:
+        if not force and clock.now() - self._warned_sync < 3600:
+            return
+        self.clock_synchronized = clock.synchronized()
+        if self.clock_synchronized is False:
+            log.warning("the system clock is not NTP-synchronised; session times rely on it "
+                        "(enable systemd-timesyncd or chrony)")
+            self._warned_sync = clock.now()
 
     def _daraja(self, portal_url: str) -> DarajaClient:
         m = self.config.mpesa
@@ -201,6 +247,7 @@ class Hotspot:
 
     def expire_sessions(self) -> int:
         """End what is due, queue the cuts, and work through the queue."""
+        self.keep_time()
         ended = disconnects.expire_and_queue(self.cutters)
         disconnects.run_due(self.cutters)
         return ended
@@ -236,6 +283,11 @@ class Hotspot:
             if self._web_thread:
                 self._web_thread.join(timeout=5)
         if self.db is not None:
+            try:
+                from .models import Setting
+                Setting.replace(key="clock_high_water", value=f"{clock.now():.3f}").execute()
+            except Exception:  # noqa: BLE001 - a full disk must not stop the shutdown
+                log.exception("could not save the time on shutdown")
             self.db.close()
         log.info("stopped")
 
