@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+import shutil
 import signal
 import ssl
 import threading
@@ -61,6 +63,20 @@ class Hotspot:
                         "keeping time from there until it is corrected (no battery clock? no NTP yet?)", behind)
         self._warn_unsynchronised(force=True)
         return self.db
+
+    def storage_problem(self) -> str | None:
+        """Why a payment could not be recorded safely now: the SQLite disk below ``min_free_mb``."""
+        url = self.config.database.url
+        if not url.startswith("sqlite:////"):
+            return None
+        folder = os.path.dirname(url[len("sqlite:///"):])
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError as exc:
+            return f"cannot see the database's disk ({exc})"
+        if free < self.config.database.min_free_mb * 1024 * 1024:
+            return f"only {free // (1024 * 1024)} MB free on the database's disk ({folder}); free some space"
+        return None
 
     # --- time ------------------------------------------------------------------------------
     JUMP_SECONDS = 2.0
@@ -225,7 +241,8 @@ class Hotspot:
         self._web = create_server(app, host=host, port=port, threads=self.config.portal.threads,
                                   ident="hotspotd", clear_untrusted_proxy_headers=True)
         self.client = self._daraja(self.portal_url)
-        self.payments = PaymentService(self.client, self.callback_url, self._policy(), on_success=self.login_at_router)
+        self.payments = PaymentService(self.client, self.callback_url, self._policy(), on_success=self.login_at_router,
+                                       storage_problem=self.storage_problem)
         self._web_thread = threading.Thread(target=self._web.run, name="portal", daemon=True)
         self._web_thread.start()
         log.info("portal listening on %s (public URL %s)", self.portal_url, self.config.portal.public_url)

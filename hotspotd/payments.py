@@ -16,6 +16,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import peewee as pw
+
 from . import access, clock
 from .daraja import codes
 from .daraja.client import DarajaClient, DarajaError, DarajaRejected, DarajaUnavailable
@@ -26,6 +28,10 @@ log = logging.getLogger(__name__)
 
 OPEN_STATES = ("created", "pending")
 MIN_AMOUNT, MAX_AMOUNT = 1, 250_000
+
+
+CANNOT_RECORD = "This Wi-Fi cannot take payments right now. Please tell the staff."
+BUSY = "The payment system is busy. Please try again in a moment."
 
 
 class PaymentRefused(Exception):
@@ -58,10 +64,13 @@ class PaymentService:
     """Initiates payments, takes callbacks, reconciles the ones that never heard back."""
 
     def __init__(self, client: DarajaClient, callback_url: str, policy: Policy = Policy(),
-                 on_success: Callable[[Payment], None] | None = None):
+                 on_success: Callable[[Payment], None] | None = None,
+                 storage_problem: Callable[[], str | None] | None = None):
         self.client = client
         self.callback_url = callback_url
         self.policy = policy
+        #: why a new payment could not be recorded safely now (disk nearly full), or None
+        self.storage_problem = storage_problem
         #: called after a payment turns successful and its session is committed (router login)
         self.on_success = on_success
 
@@ -83,6 +92,26 @@ class PaymentService:
         package = self._package(package_id)
         if not MIN_AMOUNT <= package.price <= MAX_AMOUNT:
             raise PaymentRefused("This package cannot be paid with M-Pesa (amount out of range).", "packageId")
+        problem = self.storage_problem() if self.storage_problem else None
+        if problem:
+            log.error("refusing a payment: %s", problem)
+            raise PaymentRefused(CANNOT_RECORD, None, 503)
+        try:
+            payment, reused = self._create(phone, package, mac, client_ip, login_context)
+        except pw.OperationalError as exc:
+            # the row is committed before anyone is asked for money: no row, no prompt
+            reason = _root_cause(exc)
+            log.error("refusing a payment: the database could not record it (%s)", reason)
+            busy = any(word in reason.lower() for word in ("locked", "busy"))
+            raise PaymentRefused(BUSY if busy else CANNOT_RECORD, None, 503) from None
+        if reused:
+            return payment, True
+        self._push(payment, package)
+        return Payment.get_by_id(payment.id), False
+
+    def _create(self, phone: str, package: Package, mac: str | None, client_ip: str | None,
+                login_context: dict | None) -> tuple[Payment, bool]:
+        """The device's open payment (reused), or a new one committed in state ``created``."""
         now = clock.now()
         with database.atomic():
             if mac:
@@ -95,15 +124,15 @@ class PaymentService:
                                      client_ip=client_ip, status="created", created_at=now,
                                      login_context=json.dumps(login_context) if login_context else None)
             event("created", payment, f"KES {package.price} for {package.name} to {mask_phone(phone)}", mac, now)
-        self._push(payment, package)
-        return Payment.get_by_id(payment.id), False
+        return payment, False
 
     def _package(self, package_id: Any) -> Package:
         try:
             pid = int(package_id)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):   # OverflowError: JSON's Infinity
             raise PaymentRefused("Choose a package.", "packageId") from None
-        package = Package.get_or_none((Package.id == pid) & Package.active)
+        # beyond 64 bits the database driver raises instead of finding nothing
+        package = Package.get_or_none((Package.id == pid) & Package.active) if 0 < pid < 2**63 else None
         if package is None:
             raise PaymentRefused("That package is not on offer; choose another.", "packageId", 404)
         return package
@@ -281,14 +310,30 @@ class PaymentService:
                 log.info("payment %s timed out (still queried for a late success)", payment.checkout_request_id)
 
     def _retry_stranded(self, now: float) -> None:
-        """Callbacks stored but never processed (a crash in between) are processed now."""
+        """Callbacks stored but never processed (a crash in between) are processed now, and so
+        are "unmatched" ones whose payment has turned up since: a callback can be matched in the
+        instant between Daraja accepting our push and our commit of its CheckoutRequestID, after
+        :meth:`_push` looked for early callbacks."""
         for cb in Callback.select(Callback.id).where(Callback.state == "received",
                                                      Callback.received_at < now - 2).limit(100):
+            self.process_callback(cb.id)
+        late = (Callback.select(Callback.id).join(Payment, on=(Callback.checkout_request_id ==
+                                                               Payment.checkout_request_id))
+                .where(Callback.state == "unmatched", Payment.status.in_(OPEN_STATES + ("timeout",))).limit(100))
+        for cb in late:
             self.process_callback(cb.id)
 
     # --- reading ------------------------------------------------------------------------
     def status(self, checkout_request_id: str) -> Payment | None:
         return Payment.get_or_none(Payment.checkout_request_id == checkout_request_id)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The first error of a chain: when SQLite rolls back by itself (disk full), peewee's own
+    rollback then fails with "no transaction is active", which says nothing useful."""
+    while exc.__context__ is not None and "no transaction is active" in str(exc):
+        exc = exc.__context__
+    return str(exc)
 
 
 def _allowed(ip: str | None, networks: tuple) -> bool:
