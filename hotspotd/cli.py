@@ -97,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hotspotd: configuration error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(cfg.logging.level)
+    if args.command in ("run", "check") and path:
+        errors, warnings = config_mod.permission_problems(path, cfg)
+        for problem in warnings:
+            log.warning("config: %s", problem)
+        if errors:
+            for problem in errors:
+                print(f"hotspotd: configuration error: {problem}", file=sys.stderr)
+            return 2
     if args.command == "run":
         from .daemon import run
         return run(cfg)

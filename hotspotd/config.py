@@ -250,6 +250,32 @@ def load(path: str | os.PathLike | None, env: dict[str, str] | None = None) -> C
     return from_dict(data, source, env)
 
 
+SECRET_KEYS = (("mpesa", "consumer_secret"), ("mpesa", "passkey"), ("mpesa", "consumer_key"))
+
+
+def permission_problems(path: str | os.PathLike, cfg: Config | None = None) -> tuple[list[str], list[str]]:
+    """``(errors, warnings)`` about who can read or change the config file.
+
+    Anyone able to write it can point callbacks or RADIUS anywhere: an error. Anyone able to
+    read it can read the Daraja and RADIUS secrets: a warning (the installer makes it 0600)."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    try:
+        st = os.stat(path)
+    except OSError:
+        return errors, warnings
+    mode = st.st_mode & 0o777
+    if mode & 0o002:
+        errors.append(f"{path} can be changed by any user (mode {mode:04o}); run: chmod 600 {path}")
+    elif mode & 0o020:
+        warnings.append(f"{path} can be changed by its group (mode {mode:04o}); run: chmod 600 {path}")
+    has_secrets = cfg is None or any(cfg.mpesa.values.get(k) for t, k in SECRET_KEYS) or any(
+        c.secret for c in cfg.radius_clients) or any(r.password or r.secret for r in cfg.routers)
+    if has_secrets and mode & 0o044:
+        warnings.append(f"{path} holds secrets but other users can read it (mode {mode:04o}); run: chmod 600 {path}")
+    return errors, warnings
+
+
 def from_dict(data: dict, source: str = "<dict>", env: dict[str, str] | None = None) -> Config:
     env = {} if env is None else env
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}

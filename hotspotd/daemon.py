@@ -235,6 +235,9 @@ class Hotspot:
 
         from portal_web import create_app
 
+        # their DEBUG lines carry SQL parameters, URLs and API words: phone numbers, tokens, passwords
+        for noisy in ("peewee", "urllib3", "librouteros"):
+            logging.getLogger(noisy).setLevel(logging.INFO)
         self.open_database()
         app = create_app(self)
         host, port = parse_listen(self.config.portal.listen)

@@ -69,3 +69,22 @@ def test_simulate_routeros_serves_the_api_until_sigterm(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         proc.stdout.close()
+
+
+def test_config_permissions_are_checked_at_start(tmp_path, capsys, caplog):
+    import logging
+    write_config(tmp_path)
+    cfg = tmp_path / "h.toml"
+    cfg.write_text(cfg.read_text() + '[mpesa]\nconsumer_key = "k"\n')
+    cfg.chmod(0o666)
+    code, _, err = run(capsys, tmp_path, "check")
+    assert code == 2 and "can be changed by any user" in err and "chmod 600" in err
+    cfg.chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        code, _, _ = run(capsys, tmp_path, "check")
+    assert code == 0 and any("other users can read it" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    cfg.chmod(0o600)
+    with caplog.at_level(logging.WARNING):
+        assert run(capsys, tmp_path, "check")[0] == 0
+    assert not any("config:" in r.getMessage() for r in caplog.records)
