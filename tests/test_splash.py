@@ -149,3 +149,15 @@ def test_package_names_are_escaped(hotspot, http):
     Package.create(name="<script>alert(1)</script>", price=20, duration_seconds=7200, created_at=clock.now())
     page = http.get(hotspot.portal_url + "/").text
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+@pytest.mark.parametrize("path", ["/", "/paid", "/voucher", "/admin/login", "/api/portal/packages", "/nowhere",
+                                  "/static/portal.js"])
+def test_security_headers_on_every_kind_of_response(hotspot, http, path):
+    r = http.get(hotspot.portal_url + path)
+    csp = r.headers["Content-Security-Policy"]
+    # no script-src of its own: scripts fall back to default-src 'self' (no inline script, no eval)
+    assert "default-src 'self'" in csp and "script-src" not in csp and "unsafe-eval" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["X-Frame-Options"] == "DENY"
+    assert r.headers["Referrer-Policy"] in ("no-referrer", "same-origin")
