@@ -138,6 +138,7 @@ ARRAY_SCHEMA: dict[str, dict[str, Option]] = {
         "user": Option("", str, "API user"),
         "password": Option("", str, "API password"),
         "tls": Option(False, bool, "use api-ssl"),
+        "timeout_seconds": Option(5.0, (int, float), "how long one API call may take before the router counts as down"),
         "tls_ca": Option("", str, "CA file that signed the router's api-ssl certificate (empty: system store)"),
         "disconnect": Option("auto", str, "how expired devices are cut off: api | coa | auto (mikrotik: api, coova: coa)",
                              ("auto", "api", "coa")),
@@ -179,6 +180,7 @@ class Router:
     user: str
     password: str
     tls: bool
+    timeout_seconds: float
     tls_ca: str
     disconnect: str
     coa_port: int

@@ -146,8 +146,8 @@ class Hotspot:
         address, port = self.routeros_sim.address
         log.info("simulated venue router (RouterOS API) at %s:%d", address, port)
         return (Router(name="simulated-mikrotik", kind="mikrotik", address=address, api_port=port, user="hotspotd",
-                       password=password, tls=False, tls_ca="", disconnect="api", coa_port=3799, secret="",
-                       uamsecret=""),)
+                       password=password, tls=False, timeout_seconds=5.0, tls_ca="", disconnect="api", coa_port=3799,
+                       secret="", uamsecret=""),)
 
     def _simulated_router_auth(self, user: str, password: str, mac: str, ip: str) -> float | None:
         if self.radius is not None:
@@ -165,13 +165,15 @@ class Hotspot:
         for router in self.routers:
             if router.disconnect_method == "api":
                 context = ssl.create_default_context(cafile=router.tls_ca) if router.tls and router.tls_ca else None
-                mikrotik = MikroTikRouter(router, timeout=5.0, ssl_context=context)
+                mikrotik = MikroTikRouter(router, timeout=float(router.timeout_seconds), ssl_context=context)
                 self.api_routers.append(mikrotik)
                 self.cutters[router.name] = mikrotik
             else:
                 from radius.disconnect import CoaCutter
                 secret = router.secret or self.config.radius_client_secret(router.address) or ""
-                self.cutters[router.name] = CoaCutter(router.name, router.address, router.coa_port, secret)
+                # three tries share the router's time budget
+                self.cutters[router.name] = CoaCutter(router.name, router.address, router.coa_port, secret,
+                                                      timeout=float(router.timeout_seconds) / 3, retries=2)
 
     def uamsecret_for(self, uamip: str | None) -> str:
         """The uamsecret of the CoovaChilli at ``uamip`` (or of the only CoovaChilli configured)."""

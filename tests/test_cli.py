@@ -59,7 +59,7 @@ def test_simulate_routeros_serves_the_api_until_sigterm(tmp_path):
         assert line.startswith("RouterOS API simulator listening on 127.0.0.1:"), line
         port = int(line.split("127.0.0.1:")[1].split()[0])
         router = Router(name="sim", kind="mikrotik", address="127.0.0.1", api_port=port, user="api", password="pw",
-                        tls=False, tls_ca="", disconnect="auto", coa_port=3799, secret="", uamsecret="")
+                        tls=False, timeout_seconds=5.0, tls_ca="", disconnect="auto", coa_port=3799, secret="", uamsecret="")
         with MikroTikRouter(router, timeout=5) as r:
             assert r.ping()["version"]
             r.login("AA:BB:CC:DD:EE:30", "10.5.50.30", "hs1", "pw")      # no --radius: any login passes

@@ -163,3 +163,17 @@ def test_data_cap_reached_in_accounting_cuts_the_device_at_once(make_hotspot):
     wait_for(lambda: hs.routeros_sim.active_macs() == [], timeout=10)
     assert Entitlement.get_by_id(ent.id).status == "exhausted"
     assert Disconnect.get().status == "done"
+
+
+def test_slow_router_times_out_and_the_cut_completes_later(make_hotspot, sim):
+    hs = make_hotspot(routers=[router_entry(sim, timeout_seconds=0.3)], scheduler={"enabled": False})
+    ent = give_time(MAC)
+    sim.login(MAC, "10.5.50.10", "hs1")
+    sim.set_latency(1.0)                        # every answer later than we wait
+    end_now(ent)
+    hs.expire_sessions()
+    row = Disconnect.get()
+    assert row.status == "pending" and row.attempts == 1 and "no answer in time" in row.last_error
+    sim.set_latency(0)
+    disconnects.run_due(hs.cutters, now=clock.now() + disconnects.MAX_RETRY_SECONDS)
+    assert Disconnect.get().status == "done" and sim.active_macs() == []

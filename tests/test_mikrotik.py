@@ -24,7 +24,7 @@ def sim():
 
 def router_config(address: tuple[str, int], **overrides) -> Router:
     values = dict(name="gate", kind="mikrotik", address=address[0], api_port=address[1], user="admin",
-                  password="secret", tls=False, tls_ca="", disconnect="auto", coa_port=3799, secret="",
+                  password="secret", tls=False, timeout_seconds=5.0, tls_ca="", disconnect="auto", coa_port=3799, secret="",
                   uamsecret="")
     return Router(**{**values, **overrides})
 

@@ -279,3 +279,21 @@ def test_radclient_accounting(mikrotik):
     out = run_radclient(mikrotik, text, "acct")
     assert "Received Accounting-Response" in out, out
     assert Entitlement.get_by_id(ent.id).bytes_used == 2**32 + 300
+
+
+def test_wrong_message_authenticator_gets_no_answer(mikrotik):
+    give_time(MAC)
+    c = client(mikrotik)
+    req = mac_request(c)
+    raw = bytearray(req.RequestPacket())
+    at = raw.find(bytes([80, 18]))                   # Message-Authenticator: type 80, length 18
+    assert at >= 20
+    raw[at + 2] ^= 0xFF                              # one bit pattern off
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(1)
+        sock.sendto(bytes(raw), mikrotik.radius.auth_address)
+        with pytest.raises(TimeoutError):
+            sock.recvfrom(4096)
+    assert mikrotik.radius.stats["auth_dropped"] == 1
+    c = client(mikrotik)
+    assert send(c, mac_request(c)).code == packet.AccessAccept     # the honest one still works
