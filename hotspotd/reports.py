@@ -462,7 +462,8 @@ def health(hotspot, now: float | None = None) -> list[Check]:
     answers = bounded(calls)
     checks = [_daraja_check(hotspot, answers.get("daraja")), _callback_check(hotspot)]
     checks += _router_checks(hotspot, answers)
-    checks += [_radius_check(hotspot, now), _scheduler_check(hotspot), _disconnect_check(), _clock_check(now)]
+    checks += [_radius_check(hotspot, now), _scheduler_check(hotspot), _disconnect_check(),
+               _clock_check(hotspot, now), _storage_check(hotspot)]
     return checks
 
 
@@ -574,8 +575,20 @@ def _disconnect_check() -> Check:
     return Check("disconnects", "Cut-offs", "fail", f"{len(rows)} device(s) could not be cut off", items)
 
 
-def _clock_check(now: float) -> Check:
+def _storage_check(hotspot) -> Check:
+    problem = hotspot.storage_problem() if hasattr(hotspot, "storage_problem") else None
+    if problem:
+        return Check("storage", "Storage", "fail", f"new payments are refused: {problem}")
+    return Check("storage", "Storage", "ok", "enough free space to record payments")
+
+
+def _clock_check(hotspot, now: float) -> Check:
     local = clock.local(now)
+    if getattr(hotspot, "clock_synchronized", None) is False:
+        return Check("clock", "Clock", "warn",
+                     f"server time {local:%Y-%m-%d %H:%M} Nairobi, but the clock is not NTP-synchronised: enable "
+                     "systemd-timesyncd or chrony. hotspotd keeps sessions right through clock jumps, but days, "
+                     "revenue and M-Pesa timestamps need the right time.")
     return Check("clock", "Clock", "info",
                  f"server time {local:%Y-%m-%d %H:%M} Nairobi ({clock.iso(now)}). Days and revenue use Nairobi "
                  "time; if this is not the time on your phone, fix the server clock (NTP): session ends and "

@@ -256,7 +256,8 @@ def _fake_hotspot(**kw):
         client=SimpleNamespace(base_url="https://api.example", timeout=5.0, check_credentials=refuse),
         callback_url="http://127.0.0.1:8080/cb/SECRETTOKEN123", callback_token="SECRETTOKEN123",
         routers=(router, coova), api_routers=[SimpleNamespace(name="bar", timeout=0.5, ping=down)],
-        radius=None, scheduler=None)
+        radius=None, scheduler=None, clock_synchronized=False,
+        storage_problem=lambda: "only 3 MB free on the database's disk (/var/lib/hotspotd); free some space")
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -266,7 +267,7 @@ def test_health_reports_each_problem(db):
                       next_at=NOW, attempts=4, last_error="cannot connect")
     checks = {c.key: c for c in reports.health(_fake_hotspot(), NOW)}
     assert list(checks) == ["daraja", "callback", "router:bar", "router:door", "radius", "scheduler", "disconnects",
-                            "clock"]
+                            "clock", "storage"]
     assert checks["daraja"].state == "fail" and "Invalid client id passed" in checks["daraja"].detail
     assert checks["callback"].state == "fail" and "https" in checks["callback"].detail.lower()
     assert "SECRETTOKEN123" not in checks["callback"].detail
@@ -275,6 +276,8 @@ def test_health_reports_each_problem(db):
     assert checks["radius"].state == "warn" and checks["scheduler"].state == "fail"
     assert checks["disconnects"].state == "fail" and "AA:AA:AA:AA:AA:01" in checks["disconnects"].items[0]
     assert "2026-05-31 23:30" in checks["clock"].detail
+    assert checks["clock"].state == "warn" and "not NTP-synchronised" in checks["clock"].detail
+    assert checks["storage"].state == "fail" and "payments are refused" in checks["storage"].detail
 
 
 def test_health_callback_on_loopback_is_refused_even_over_https(db):
