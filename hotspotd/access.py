@@ -103,7 +103,9 @@ def move_to_device(receipt: str, phone: str, mac: str, now: float | None = None)
     normalised) moves to ``mac``, within the package's device limit. Returns the entitlement and
     the MACs that lost it. Raises :class:`AccessError` with the customer's explanation."""
     now = clock.now() if now is None else now
-    payment = Payment.get_or_none((pw.fn.UPPER(Payment.receipt) == receipt.upper()) & (Payment.status == "success"))
+    payment = None
+    if receipt.isascii() and receipt.isalnum():   # M-Pesa receipts; other text matches none (nor goes to SQL)
+        payment = Payment.get_or_none((pw.fn.UPPER(Payment.receipt) == receipt.upper()) & (Payment.status == "success"))
     if payment is None or phone not in (payment.phone, payment.paid_phone):
         raise AccessError("We found no payment with that M-Pesa code from that phone number. "
                           "Check the code in the M-Pesa SMS and the number you paid with.")

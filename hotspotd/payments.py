@@ -172,7 +172,7 @@ class PaymentService:
         text = body.decode("utf-8", errors="replace")
         checkout_id = None
         try:
-            checkout_id = str(json.loads(text)["Body"]["stkCallback"]["CheckoutRequestID"])[:64]
+            checkout_id = _storable(json.loads(text)["Body"]["stkCallback"]["CheckoutRequestID"], 64)
         except Exception:  # noqa: BLE001 - anything unparsable is handled by process_callback
             pass
         return Callback.create(received_at=clock.now(), source_ip=source_ip, path=path[:255], body=text,
@@ -344,8 +344,15 @@ def _allowed(ip: str | None, networks: tuple) -> bool:
     return any(addr in net for net in networks)
 
 
+def _storable(value: Any, limit: int) -> str:
+    """``value`` as text the database takes: at most ``limit`` characters, a lone surrogate (what
+    JSON's ``"\\ud800"`` decodes to, which no UTF-8 column accepts) replaced by ``?``."""
+    return str(value)[:limit].encode("utf-8", "replace").decode("utf-8")
+
+
 def parse_callback(body: str | bytes) -> dict:
-    """Read an stkCallback body (items by Name, never by position). Raises ValueError."""
+    """Read an stkCallback body (items by Name, never by position). Raises ValueError; every
+    string it returns is short and storable."""
     try:
         data = json.loads(body)
         cb = data["Body"]["stkCallback"]
@@ -353,30 +360,29 @@ def parse_callback(body: str | bytes) -> dict:
         code = cb["ResultCode"]
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"not an stkCallback body ({type(exc).__name__}: {exc})") from None
-    if not isinstance(checkout, str) or not checkout or len(checkout) > 64:
+    if not isinstance(checkout, str) or not checkout or len(checkout) > 64 or _storable(checkout, 64) != checkout:
         raise ValueError("CheckoutRequestID missing or not a string")
     if isinstance(code, bool) or not isinstance(code, (int, str)) or len(str(code)) > 32:
         raise ValueError("ResultCode is not a number or code")
-    out: dict[str, Any] = {"checkout_request_id": checkout, "result_code": str(code).strip(),
-                           "result_desc": str(cb.get("ResultDesc", ""))[:500],
-                           "merchant_request_id": str(cb.get("MerchantRequestID", ""))}
-    items = (cb.get("CallbackMetadata") or {}).get("Item") or []
+    out: dict[str, Any] = {"checkout_request_id": checkout, "result_code": _storable(code, 32).strip(),
+                           "result_desc": _storable(cb.get("ResultDesc", ""), 500),
+                           "merchant_request_id": _storable(cb.get("MerchantRequestID", ""), 64)}
+    meta = cb.get("CallbackMetadata") or {}
+    items = (meta.get("Item") or []) if isinstance(meta, dict) else None
     if not isinstance(items, list):
         raise ValueError("CallbackMetadata.Item is not a list")
-    values = {i.get("Name"): i.get("Value") for i in items if isinstance(i, dict)}
+    values = {i["Name"]: i.get("Value") for i in items if isinstance(i, dict) and isinstance(i.get("Name"), str)}
     amount = values.get("Amount")
     if amount is not None:
         try:
-            amount_f = float(amount)
-        except (TypeError, ValueError):
-            raise ValueError(f"Amount {amount!r} is not a number") from None
+            amount_f = float(amount) if not isinstance(amount, bool) else math.nan
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"Amount {amount!r:.40} is not a number") from None
         if not math.isfinite(amount_f):
-            raise ValueError(f"Amount {amount!r} is not a number")
+            raise ValueError(f"Amount {amount!r:.40} is not a number")
         out["amount"] = int(amount_f) if amount_f == int(amount_f) else amount_f
-    if values.get("MpesaReceiptNumber") is not None:
-        out["receipt"] = str(values["MpesaReceiptNumber"])[:32]
-    if values.get("PhoneNumber") is not None:
-        out["phone"] = str(values["PhoneNumber"])[:12]
-    if values.get("TransactionDate") is not None:
-        out["transaction_date"] = str(values["TransactionDate"])[:14]
+    for name, key, limit in (("MpesaReceiptNumber", "receipt", 32), ("PhoneNumber", "phone", 12),
+                             ("TransactionDate", "transaction_date", 14)):
+        if values.get(name) is not None:
+            out[key] = _storable(values[name], limit)
     return out

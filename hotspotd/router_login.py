@@ -15,10 +15,15 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 _OCTAL = re.compile(r"\\([0-7]{3})")
+#: the variables a router's login page hands the splash page (MikroTik and CoovaChilli names)
+ROUTER_VARS = ("mac", "ip", "link-login-only", "link-orig", "chap-id", "chap-challenge",
+               "uamip", "uamport", "challenge", "userurl", "nasid", "error")
 
 
 @dataclass(frozen=True)
@@ -66,23 +71,39 @@ def coova_password(password: str, challenge_hex: str, uamsecret: str) -> str:
 def _local_url(url: str) -> bool:
     """Only send credentials to the router: an http(s) URL whose host is a private address or a
     name (a hotspot's dns-name). A public IP in a crafted link gets nothing."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:   # "http://[10.0.0.1/": an unclosed bracket
+        return False
+    if parts.scheme not in ("http", "https") or not hostname:
         return False
     try:
-        ip = ipaddress.ip_address(parts.hostname)
+        ip = ipaddress.ip_address(hostname)
     except ValueError:
         return True
     return ip.is_private or ip.is_link_local
 
 
+def router_context(values: Any) -> dict[str, str]:
+    """The router's variables among ``values`` (a form or a JSON object): known names with
+    non-empty string values, each cut to 512 characters; anything else is dropped."""
+    if not isinstance(values, Mapping):
+        return {}
+    return {k: values[k][:512] for k in ROUTER_VARS if isinstance(values.get(k), str) and values[k]}
+
+
 def login_form(ctx: dict | None, username: str, password: str, uamsecret: str = "") -> LoginForm | None:
-    """The router login for the context the splash page received, or None when it had none."""
-    ctx = ctx or {}
+    """The router login for the context the splash page received, or None when it had none
+    (or only values no router sends)."""
+    ctx = router_context(ctx)
     if ctx.get("link-login-only") and _local_url(ctx["link-login-only"]):
         fields = {"username": username, "password": password, "popup": "true"}
         if ctx.get("chap-id") and ctx.get("chap-challenge"):
-            fields["password"] = mikrotik_chap_password(ctx["chap-id"], password, ctx["chap-challenge"])
+            try:
+                fields["password"] = mikrotik_chap_password(ctx["chap-id"], password, ctx["chap-challenge"])
+            except UnicodeEncodeError:   # beyond latin-1: not MikroTik's octal escapes
+                return None
         if ctx.get("link-orig"):
             fields["dst"] = ctx["link-orig"]
         return LoginForm(ctx["link-login-only"], "POST", fields, "mikrotik")

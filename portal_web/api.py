@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import cache
+from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify, request
 
@@ -61,7 +63,7 @@ def pay():
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         return jsonify({"success": False, "message": "Send JSON: {\"phone\", \"packageId\", \"macAddress\"}."}), 400
-    context = data.get("login") if isinstance(data.get("login"), dict) else None
+    context = router_login.router_context(data.get("login")) or None
     try:
         payment, reused = _hotspot().payments.initiate(
             data.get("phone"), data.get("packageId"), data.get("macAddress"),
@@ -188,6 +190,17 @@ def _take_callback():
     except Exception:  # noqa: BLE001 - the body is stored; the scheduler retries it
         log.exception("processing callback %s failed; it stays stored for a retry", cb.id)
     return jsonify({"ResultCode": 0, "ResultDesc": "Accepted"})
+
+
+@cache
+def _openapi_document() -> bytes:
+    return (Path(__file__).parent / "openapi.json").read_bytes()
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """This API in OpenAPI 3.1 (``portal_web/openapi.json``; a test keeps it in step with the routes)."""
+    return current_app.response_class(_openapi_document(), mimetype="application/json")
 
 
 @bp.post("/mpesa/callback")
