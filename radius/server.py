@@ -49,6 +49,12 @@ def _first(pkt: packet.Packet, name: str):
     return values[0] if values else None
 
 
+def _text(pkt: packet.Packet, name: str) -> str | None:
+    """A string attribute as text; None when absent or not UTF-8 (pyrad then hands over bytes)."""
+    value = _first(pkt, name)
+    return value if isinstance(value, str) else None
+
+
 class RadiusServer(Server):
     """Auth and accounting for the NAS clients of ``cfg``. ``start()`` binds (port 0 allowed),
     ``stop()`` ends the loop and closes the sockets."""
@@ -146,6 +152,7 @@ class RadiusServer(Server):
                 pkt = self.CreateAcctPacket(packet=data, secret=client.secret.encode())
             pkt.source = source
             reply = self._auth(pkt, client) if is_auth else self._acct(pkt, client)
+            raw = reply.ReplyPacket()   # inside: nothing a packet causes may end the serve loop
         except ServerPacketError as exc:
             self.stats[f"{kind}_dropped"] += 1
             log.debug("dropping %s packet from %s: %s", kind, source[0], exc)
@@ -158,7 +165,6 @@ class RadiusServer(Server):
             self.stats[f"{kind}_errors"] += 1
             log.exception("handling %s packet from %s failed", kind, source[0])
             return
-        raw = reply.ReplyPacket()
         self._replies[key] = raw
         if len(self._replies) > _DEDUPE_SIZE:
             self._replies.popitem(last=False)
@@ -185,8 +191,8 @@ class RadiusServer(Server):
         return reply
 
     def _find_grant(self, pkt: packet.AuthPacket):
-        username = _first(pkt, "User-Name") or ""
-        calling = _first(pkt, "Calling-Station-Id")
+        username = _text(pkt, "User-Name") or ""
+        calling = _text(pkt, "Calling-Station-Id")
         try:
             calling_mac = normalize_mac(calling) if calling else None
         except InvalidMac:
@@ -234,7 +240,7 @@ class RadiusServer(Server):
     def _record(self, pkt: packet.AcctPacket, status: str, session_id: str) -> None:
         mac = None
         for name in ("Calling-Station-Id", "User-Name"):
-            value = _first(pkt, name)
+            value = _text(pkt, name)
             if value:
                 try:
                     mac = normalize_mac(value)
@@ -255,7 +261,7 @@ class RadiusServer(Server):
         terminate = _first(pkt, "Acct-Terminate-Cause")
         usage = Usage(nas=pkt.source[0], acct_session_id=str(session_id)[:64], status=status, mac=mac,
                       entitlement_id=ent_id, ip=str(_first(pkt, "Framed-IP-Address") or "") or None,
-                      username=(_first(pkt, "User-Name") or "")[:64] or None,
+                      username=(_text(pkt, "User-Name") or "")[:64] or None,
                       input_octets=octets("Input"), output_octets=octets("Output"),
                       session_time=_first(pkt, "Acct-Session-Time") or 0,
                       terminate_cause=str(terminate) if terminate is not None else None)
