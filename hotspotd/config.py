@@ -41,9 +41,15 @@ class ConfigError(ValueError):
     """A configuration problem, worded for the operator: file, table, key, what to do."""
 
     def __init__(self, source: str, table: str, key: str | None, problem: str):
-        where = f"[{table}]" + (f" {key}" if key else "")
+        where = f"[{_shown(table)}]" + (f" {_shown(key)}" if key else "")
         super().__init__(f"{source}: {where}: {problem}")
         self.source, self.table, self.key, self.problem = source, table, key, problem
+
+
+def _shown(name: str) -> str:
+    """A table or key name as the message shows it: as typed, or quoted when it holds a line break
+    or another character that would garble the one-line message."""
+    return name if name.isprintable() else repr(name)
 
 
 @dataclass(frozen=True)
@@ -249,6 +255,10 @@ def load(path: str | os.PathLike | None, env: dict[str, str] | None = None) -> C
             raise ConfigError(source, "-", None, "file not found; pass --config PATH or set HOTSPOTD_CONFIG") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, "-", None, f"not valid TOML ({exc})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(source, "-", None, f"not valid TOML: save the file as UTF-8 (byte {exc.start} is not)") from None
+        except OSError as exc:
+            raise ConfigError(source, "-", None, f"cannot read the file ({exc.strerror or exc})") from None
     return from_dict(data, source, env)
 
 
@@ -402,6 +412,9 @@ def _check_semantics(cfg: Config) -> None:
     for key in ("auth_port", "acct_port"):
         if not 0 <= cfg.radius.values[key] <= 65535:
             raise ConfigError(src, "radius", key, "must be a port number 0-65535")
+    for key in ("idle_timeout", "interim_interval"):   # sent as 32-bit RADIUS integers
+        if not 0 <= cfg.radius.values[key] <= 0xFFFFFFFF:
+            raise ConfigError(src, "radius", key, "must be a number of seconds from 0 to 4294967295")
     for key in ("prompt_lifetime_seconds", "query_interval_seconds", "query_max_interval_seconds"):
         if m.values[key] <= 0:
             raise ConfigError(src, "mpesa", key, "must be greater than 0")

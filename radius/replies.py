@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 from hotspotd.access import Grant
 
@@ -21,7 +22,7 @@ def parse_rate(text: str | None) -> tuple[int, int] | None:
         m = _RATE.match(part)
         if not m:
             return None
-        values.append(int(float(m.group(1)) * _UNITS[m.group(2).lower()]))
+        values.append(int(Decimal(m.group(1)) * _UNITS[m.group(2).lower()]))   # exact: 4.35M is 4350000
     return values[0], values[1]
 
 
@@ -54,8 +55,8 @@ def accept_attributes(grant: Grant, kind: str, idle_timeout: int, interim_interv
             attrs["Mikrotik-Total-Limit"] = low
             attrs["Mikrotik-Total-Limit-Gigawords"] = high
     else:
-        if rate:
-            attrs["WISPr-Bandwidth-Max-Up"], attrs["WISPr-Bandwidth-Max-Down"] = rate
+        if rate:   # 32-bit attributes: a 5G rate is "as fast as you can" rather than no answer at all
+            attrs["WISPr-Bandwidth-Max-Up"], attrs["WISPr-Bandwidth-Max-Down"] = (min(v, 0xFFFFFFFF) for v in rate)
         if grant.bytes_left is not None:
             low, high = split64(grant.bytes_left)
             attrs["ChilliSpot-Max-Total-Octets"] = low
