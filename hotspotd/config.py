@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from limits import parse_many
+
 #: Safaricom's published sandbox passkey: fine for the sandbox, a mistake in production.
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 #: Words Daraja refuses inside a CallBackURL (reference/daraja.md, "Callback URL rules").
@@ -409,6 +411,14 @@ def _check_semantics(cfg: Config) -> None:
             ipaddress.ip_network(str(entry), strict=False)
         except ValueError:
             raise ConfigError(src, "mpesa", "callback_allowlist", f"{entry!r} is not an address or network") from None
+    for key in ("pay_limit_per_client", "pay_limit_per_phone", "pay_limit_per_device", "redeem_limit_per_client"):
+        # a typo here would silently switch the limit off: Flask-Limiter skips what it cannot parse
+        try:
+            if not parse_many(cfg.portal.values[key]):
+                raise ValueError
+        except ValueError:
+            raise ConfigError(src, "portal", key, f"{cfg.portal.values[key]!r} is not a rate limit; "
+                              "write e.g. \"20/minute\" or \"10/minute;30/hour\"") from None
     for key in ("auth_port", "acct_port"):
         if not 0 <= cfg.radius.values[key] <= 65535:
             raise ConfigError(src, "radius", key, "must be a port number 0-65535")

@@ -17,8 +17,6 @@ from . import i18n, limiter
 from .api import STATUS_OF, payment_status_json, router_login_form
 
 bp = Blueprint("splash", __name__)
-ROUTER_VARS = ("mac", "ip", "link-login-only", "link-orig", "chap-id", "chap-challenge",
-               "uamip", "uamport", "challenge", "userurl", "nasid", "error")
 
 
 def _hotspot():
@@ -26,8 +24,7 @@ def _hotspot():
 
 
 def _router_context() -> dict:
-    source = request.values
-    return {k: source[k][:512] for k in ROUTER_VARS if source.get(k)}
+    return router_login.router_context(request.values)
 
 
 def _mac(ctx: dict) -> str | None:

@@ -67,6 +67,10 @@ PROD = {"environment": "production", "consumer_key": "k", "consumer_secret": "s"
     ({"radius": {"clients": [{"address": "not-an-ip", "secret": "s"}]}}, "radius.clients", "address", "not an IP"),
     ({"radius": {"clients": [{"address": "10.0.0.0/24"}]}}, "radius.clients", "secret", "missing"),
     ({"routers": [{"name": "r", "address": "10.0.0.1", "api_port": "x"}]}, "routers", "api_port", "whole number"),
+    ({"portal": {"pay_limit_per_client": "lots"}}, "portal", "pay_limit_per_client", "not a rate limit"),
+    ({"portal": {"redeem_limit_per_client": ""}}, "portal", "redeem_limit_per_client", "not a rate limit"),
+    ({"routers": [{"name": "c", "kind": "coova", "address": "10.0.0.1", "disconnect": "api"}]}, "routers",
+     "disconnect", "no RouterOS API"),
 ])
 def test_each_mistake_names_table_key_and_fix(data, table, key, words):
     with pytest.raises(ConfigError) as info:
