@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import peewee as pw
 
-from . import clock
+from . import clock, faults
 from .models import AcctSession, Device, Entitlement, Event, Package, Payment, database
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ def grant(package: Package, mac: str | None, now: float, *, phone: str | None, p
         payment=payment.id if payment else None, package=package.id, phone=phone, started_at=start,
         expires_at=start + package.duration_seconds, data_cap_bytes=package.data_cap_bytes,
         rate_limit=package.rate_limit, devices=package.devices, status="active")
+    faults.crash_point("grant_mid")
     # credentials for the router login after payment (see router_login); the id keeps them unique
     ent.login_user, ent.login_password = f"hs{ent.id}", secrets.token_hex(5)
     ent.save(only=[Entitlement.login_user, Entitlement.login_password])

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Protocol
 
-from . import access, clock
+from . import access, clock, faults
 from .models import AcctSession, Disconnect, Event, database
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ def expire_and_queue(routers: Iterable[str], now: float | None = None) -> int:
     with database.atomic():
         ended = access.expire_due(now)
         for ent_id, macs in ended:
+            faults.crash_point("expire_mid")
             for mac in macs:
                 enqueue(mac, routers, entitlement_id=ent_id, reason="ended", now=now)
     return len(ended)
@@ -124,6 +125,7 @@ def run_due(cutters: dict[str, Cutter], now: float | None = None, limit: int = 2
             log.exception("cutting %s at %s failed", row.mac, row.router)
             gone, error = False, f"{type(exc).__name__}: {exc}"
         if gone:
+            faults.crash_point("disconnect_mid")
             _finish(row, "done", now, None)
             outcome["done"] += 1
         else:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import peewee as pw
 
-from . import access, clock
+from . import access, clock, faults
 from .daraja import codes
 from .daraja.client import DarajaClient, DarajaError, DarajaRejected, DarajaUnavailable
 from .identifiers import InvalidMac, InvalidPhone, mask_phone, normalize_mac, normalize_phone
@@ -106,6 +106,7 @@ class PaymentService:
             raise PaymentRefused(BUSY if busy else CANNOT_RECORD, None, 503) from None
         if reused:
             return payment, True
+        faults.crash_point("payment_created")
         self._push(payment, package)
         return Payment.get_by_id(payment.id), False
 
@@ -152,6 +153,7 @@ class PaymentService:
             event("push_failed", payment, f"{exc.code or exc.http_status}: {exc.message}")
             log.warning("STK push for payment %s failed: %s %s", payment.id, exc.code, exc.message)
             raise PaymentRefused(exc.customer_message, None, 502 if isinstance(exc, DarajaUnavailable) else 400) from exc
+        faults.crash_point("push_accepted")
         now = clock.now()
         with database.atomic():
             Payment.update(checkout_request_id=accepted.checkout_request_id,
@@ -180,6 +182,7 @@ class PaymentService:
 
     def process_callback(self, callback_id: int) -> str:
         """Match a stored callback to its payment and apply it. Returns the callback's new state."""
+        faults.crash_point("callback_stored")
         cb = Callback.get_by_id(callback_id)
         if cb.state not in ("received", "unmatched"):
             return cb.state
@@ -251,6 +254,7 @@ class PaymentService:
             event("resolved", payment, f"{outcome} by {via} ({code} {result_desc})", payment.mac, now)
             if outcome == "success":
                 access.grant_for_payment(payment, now)
+        faults.crash_point("result_applied")
         log.info("payment %s %s by %s (ResultCode %s)", payment.checkout_request_id, outcome, via, code)
         if outcome == "success" and self.on_success:
             try:
