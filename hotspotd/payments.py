@@ -32,6 +32,8 @@ MIN_AMOUNT, MAX_AMOUNT = 1, 250_000
 
 CANNOT_RECORD = "This Wi-Fi cannot take payments right now. Please tell the staff."
 BUSY = "The payment system is busy. Please try again in a moment."
+#: a payment whose push was cut short by a stop; a late confirmation from M-Pesa still counts
+UNSENT_TEXT = "We could not confirm the M-Pesa prompt. If you paid, your time starts when M-Pesa confirms it."
 
 
 class PaymentRefused(Exception):
@@ -73,6 +75,8 @@ class PaymentService:
         self.storage_problem = storage_problem
         #: called after a payment turns successful and its session is committed (router login)
         self.on_success = on_success
+        #: rows left ``created`` from before this are a stopped process's (see _settle_unsent)
+        self.started_at = clock.now()
 
     # --- starting a payment -------------------------------------------------------------
     def initiate(self, phone: Any, package_id: Any, mac: Any = None, client_ip: str | None = None,
@@ -116,7 +120,8 @@ class PaymentService:
         now = clock.now()
         with database.atomic():
             if mac:
-                open_one = (Payment.select().where(Payment.mac == mac, Payment.status.in_(OPEN_STATES),
+                # pending only: a created one has no CheckoutRequestID to follow (in flight, or stranded)
+                open_one = (Payment.select().where(Payment.mac == mac, Payment.status == "pending",
                                                    Payment.created_at > now - self.policy.prompt_lifetime)
                             .order_by(Payment.created_at.desc()).first())
                 if open_one:
@@ -192,6 +197,8 @@ class PaymentService:
             return self._mark(cb, "malformed", str(exc))
         payment = Payment.get_or_none(Payment.checkout_request_id == parsed["checkout_request_id"])
         if payment is None:
+            payment = self._adopt(cb, parsed)
+        if payment is None:
             log.warning("callback %s for unknown CheckoutRequestID %s", cb.id, parsed["checkout_request_id"])
             return self._mark(cb, "unmatched", "no payment with this CheckoutRequestID (yet)")
         event("callback", payment, f"ResultCode {parsed['result_code']}: {parsed['result_desc']}")
@@ -208,6 +215,41 @@ class PaymentService:
                                     transaction_date=parsed.get("transaction_date"))
         return self._mark(cb, "applied" if changed else "duplicate",
                           None if changed else f"payment already {Payment.get_by_id(payment.id).status}")
+
+    def _adopt(self, cb: Callback, parsed: dict) -> Payment | None:
+        """The payment a paid callback for an unknown CheckoutRequestID belongs to, when Daraja's
+        answer to its push never reached the database (the process was killed in between, or the
+        push timed out): the latest one of the callback's phone and amount without a
+        CheckoutRequestID, ``error`` or ``created`` by a stopped process, made within a prompt's
+        lifetime before the callback. It takes the CheckoutRequestID and is ``pending`` again: the
+        usual checks (and, in doubt, the STK query) decide, never the match alone. A failure
+        callback carries no phone number; its payment stays unpaid, as it should."""
+        if codes.outcome(parsed["result_code"]) != "success" or parsed.get("amount") is None:
+            return None
+        try:
+            phone = normalize_phone(parsed.get("phone") or "")
+        except InvalidPhone:
+            return None
+        checkout = parsed["checkout_request_id"]
+        with database.atomic():
+            found = Payment.get_or_none(Payment.checkout_request_id == checkout)
+            if found is not None:       # a copy of this callback adopted it meanwhile
+                return found
+            payment = (Payment.select().where(
+                Payment.checkout_request_id.is_null(), Payment.phone == phone, Payment.amount == parsed["amount"],
+                (Payment.status == "error") | ((Payment.status == "created") & (Payment.created_at < self.started_at)),
+                Payment.created_at.between(cb.received_at - self.policy.prompt_lifetime, cb.received_at))
+                .order_by(Payment.created_at.desc()).first())
+            if payment is None:
+                return None
+            Payment.update(checkout_request_id=checkout, merchant_request_id=parsed["merchant_request_id"] or None,
+                           status="pending", pushed_at=payment.pushed_at or payment.created_at, result_desc=None,
+                           resolved_by=None, completed_at=None, next_query_at=clock.now()
+                           ).where(Payment.id == payment.id, Payment.checkout_request_id.is_null()).execute()
+            event("adopted", payment, f"callback {cb.id} for {checkout} matched by phone and amount (was {payment.status})")
+        log.warning("callback %s: %s was unknown; matched to payment %s (%s) by phone and amount", cb.id, checkout,
+                    payment.id, payment.status)
+        return Payment.get_by_id(payment.id)
 
     def _doubt(self, cb: Callback, payment: Payment, parsed: dict) -> str | None:
         if self.policy.callback_token and self.policy.callback_token not in cb.path:
@@ -272,8 +314,23 @@ class PaymentService:
                    .order_by(Payment.next_query_at).limit(limit))
         for payment in due:
             self.query(payment)
+        self._settle_unsent(now)
         self._retry_stranded(now)
         return len(due)
+
+    def _settle_unsent(self, now: float) -> None:
+        """Payments a stopped process left ``created`` (killed after committing the row, before
+        committing Daraja's answer to the push) can never be asked about: Daraja's query needs the
+        CheckoutRequestID. Whether a prompt reached the phone is unknown, so they end as ``error``;
+        a success callback that still comes finds them by phone and amount (:meth:`_adopt`)."""
+        # and older than a push can take here (token, push, one retry): not another process's in flight
+        stale = min(self.started_at, now - 4 * self.client.timeout)
+        for payment in Payment.select().where(Payment.status == "created", Payment.created_at < stale).limit(100):
+            if Payment.update(status="error", last_error="the process stopped while the STK push was being sent",
+                              result_desc=UNSENT_TEXT, resolved_by="push", completed_at=now
+                              ).where(Payment.id == payment.id, Payment.status == "created").execute():
+                event("push_unknown", payment, "hotspotd stopped while sending the STK push; outcome unknown")
+                log.warning("payment %s: hotspotd stopped while sending its STK push; marked error", payment.id)
 
     def query(self, payment: Payment) -> str:
         """Ask Daraja about one payment and act on the answer; returns the payment's status."""
