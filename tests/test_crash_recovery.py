@@ -1,10 +1,16 @@
 """Killed with SIGKILL anywhere in the payment flow and started again: nothing lost, doubled or given away.
 
-The crash points themselves, and each recovery a kill calls for, pinned down in process.
+The end-to-end part runs ``scripts/crash_harness`` (loaded from its file: the harness is a script,
+not part of the package) on real ``hotspotd run`` processes, once per crash point and with random
+kills. The other tests pin down, in process, each recovery the harness needed.
 """
+import importlib.machinery
+import importlib.util
+import io
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +19,17 @@ from hotspotd.models import Callback, Entitlement, Event, Package, Payment
 
 from .conftest import wait_for
 from .test_payment_flow import MAC, final_status, pay
+
+HARNESS = Path(__file__).resolve().parents[1] / "scripts" / "crash_harness"
+
+
+def load_harness():
+    if "crash_harness" not in sys.modules:
+        loader = importlib.machinery.SourceFileLoader("crash_harness", str(HARNESS))
+        module = importlib.util.module_from_spec(importlib.util.spec_from_loader("crash_harness", loader))
+        sys.modules["crash_harness"] = module      # before running it: its dataclasses look themselves up
+        loader.exec_module(module)
+    return sys.modules["crash_harness"]
 
 
 # --- the crash points themselves ---------------------------------------------------------------
@@ -96,3 +113,20 @@ def test_paying_again_after_a_stranded_push_sends_a_new_prompt(make_hotspot, htt
     assert body["success"] is True and body["reused"] is False and body["checkoutRequestId"]
     assert final_status(http, hs, body["checkoutRequestId"])["status"] == "success"
     assert Payment.get_by_id(old.id).checkout_request_id is None
+
+
+# --- the harness: real processes, real SIGKILLs ------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_killed_at_every_crash_point_and_at_random_nothing_is_lost_doubled_or_unpaid(tmp_path):
+    harness = load_harness()
+    plans = [harness.Plan(crash_at=f"{point}:1") for point in faults.POINTS]
+    plans += [harness.Plan(kill_after=1.0), harness.Plan(kill_after=3.5)]
+    tally = harness.run(len(plans), seed=5, chain=3, jobs=2, root=tmp_path, plans=plans)
+    summary = io.StringIO()
+    harness.report(tally, 5, 0, out=summary)
+    assert tally.rounds == len(plans), summary.getvalue()
+    assert not tally.violations, summary.getvalue()
+    assert set(faults.POINTS) <= set(tally.fired), summary.getvalue()
+    assert tally.payments["checked"] > 0 and tally.checks["radius"] > 0, summary.getvalue()
