@@ -301,9 +301,7 @@ class Hotspot:
         if self.simulator:
             self.simulator.stop()
         if self._web is not None:
-            self._web.close()
-            if self._web_thread:
-                self._web_thread.join(timeout=5)
+            self._stop_web()
         if self.db is not None:
             try:
                 from .models import Setting
@@ -312,6 +310,25 @@ class Hotspot:
                 log.exception("could not save the time on shutdown")
             self.db.close()
         log.info("stopped")
+
+    def _stop_web(self) -> None:
+        """Waitress has no stop: its loop runs while any channel is open, and keep-alive
+        connections stay open. So the loop's own thread is asked (through its trigger) to close
+        every channel, the listener and the trigger included; the loop then ends by itself."""
+        web = self._web
+
+        def close_all() -> None:
+            for channel in list(web._map.values()):
+                channel.close()
+        try:
+            web.trigger.pull_trigger(close_all)
+        except OSError:          # the trigger is already closed: the loop is gone
+            pass
+        if self._web_thread:
+            self._web_thread.join(timeout=5)
+            if self._web_thread.is_alive():
+                log.warning("the portal's web server did not stop within 5 s")
+        web.task_dispatcher.shutdown()
 
     def __enter__(self) -> "Hotspot":
         return self.start()
