@@ -68,7 +68,7 @@ class Callback(BaseModel):
     path = pw.CharField(max_length=255)
     body = pw.TextField()
     checkout_request_id = pw.CharField(max_length=64, null=True, index=True)
-    # received → applied | duplicate | unmatched | mismatch | malformed | refused | verified
+    # received → applied | duplicate | unmatched | flagged | malformed | error (could not be processed)
     state = pw.CharField(max_length=16, default="received", index=True)
     note = pw.TextField(null=True)
     processed_at = pw.DoubleField(null=True)

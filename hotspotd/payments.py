@@ -375,14 +375,18 @@ class PaymentService:
         are "unmatched" ones whose payment has turned up since: a callback can be matched in the
         instant between Daraja accepting our push and our commit of its CheckoutRequestID, after
         :meth:`_push` looked for early callbacks."""
-        for cb in Callback.select(Callback.id).where(Callback.state == "received",
-                                                     Callback.received_at < now - 2).limit(100):
-            self.process_callback(cb.id)
+        stored = Callback.select(Callback.id).where(Callback.state == "received", Callback.received_at < now - 2)
         late = (Callback.select(Callback.id).join(Payment, on=(Callback.checkout_request_id ==
                                                                Payment.checkout_request_id))
-                .where(Callback.state == "unmatched", Payment.status.in_(OPEN_STATES + ("timeout",))).limit(100))
-        for cb in late:
-            self.process_callback(cb.id)
+                .where(Callback.state == "unmatched", Payment.status.in_(OPEN_STATES + ("timeout",))))
+        for cb in list(stored.limit(100)) + list(late.limit(100)):
+            try:
+                self.process_callback(cb.id)
+            except Exception as exc:  # noqa: BLE001 - one bad body must not block the others for ever
+                # its payment is still settled by the STK query; the body stays stored for the owner
+                log.exception("callback %s cannot be processed; set aside", cb.id)
+                Callback.update(state="error", note=f"{type(exc).__name__}: {exc}"[:500],
+                                processed_at=clock.now()).where(Callback.id == cb.id).execute()
 
     # --- reading ------------------------------------------------------------------------
     def status(self, checkout_request_id: str) -> Payment | None:

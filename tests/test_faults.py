@@ -1,5 +1,6 @@
 """Faults at the daemon level: Daraja misbehaving, storage refusing, a migration dying halfway.
 Each ends in the right state with a clear record; none grants access wrongly or crashes a worker."""
+import json
 import logging
 import sqlite3
 
@@ -140,3 +141,28 @@ def test_interrupted_migration_leaves_the_database_as_it_was(tmp_path, monkeypat
     assert Setting.get_or_none(Setting.key == "half") is None
     assert Setting.get_by_id("schema_version").value == str(version)
     database.close()
+
+
+def test_a_callback_that_cannot_be_processed_is_set_aside(make_hotspot, http, monkeypatch):
+    hs = make_hotspot(simulator={"callback_delay_seconds": 60, "final_after_seconds": 60})
+    checkouts = [pay(http, hs, "0708374149", mac=f"AA:BB:CC:00:33:0{i}").json()["checkoutRequestId"] for i in range(2)]
+    for checkout in checkouts:
+        Callback.create(received_at=0, source_ip="127.0.0.1", path=f"/cb/{hs.callback_token}", state="received",
+                        body=json.dumps(forged(checkout)))     # stored, never processed (a crash)
+    real = hs.payments._doubt
+
+    def broken(cb, payment, parsed):            # a bug that hits the first callback only
+        if parsed["checkout_request_id"] == checkouts[0]:
+            raise RuntimeError("boom")
+        return real(cb, payment, parsed)
+    monkeypatch.setattr(hs.payments, "_doubt", broken)
+    hs.payments.reconcile_due()
+    states = {json_id(c): c.state for c in Callback.select()}
+    assert states[checkouts[0]] == "error" and "boom" in Callback.get(Callback.state == "error").note
+    assert states[checkouts[1]] == "applied"            # the other one was not held up
+    hs.payments.reconcile_due()                         # and the broken one is not retried
+    assert Callback.get(Callback.state == "error").note.startswith("RuntimeError")
+
+
+def json_id(cb):
+    return json.loads(cb.body)["Body"]["stkCallback"]["CheckoutRequestID"]
