@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config file (default: $HOTSPOTD_CONFIG, else built-in defaults)")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the portal, RADIUS and the scheduler")
-    sub.add_parser("check", help="validate the configuration and print what would start")
+    sub.add_parser("check", help="check the installation: config, database, Daraja, callback URL, routers, ports")
     dbp = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
     dbp.add_parser("migrate", help="bring the schema up to date")
 
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hotspotd: configuration error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(cfg.logging.level)
-    if args.command in ("run", "check") and path:
+    if args.command == "run" and path:
         errors, warnings = config_mod.permission_problems(path, cfg)
         for problem in warnings:
             log.warning("config: %s", problem)
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         from .daemon import run
         return run(cfg)
     if args.command == "check":
-        return _check(cfg)
+        return _check(cfg, path)
     if args.command == "router-config":
         return _router_config(cfg, args)
     try:
@@ -122,18 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     return handler(args)
 
 
-def _check(cfg) -> int:
-    print(f"config: {cfg.source}: ok")
-    print(f"database: {cfg.database.url}")
-    print(f"portal: listen {cfg.portal.listen}, public URL {cfg.portal.public_url}")
-    print(f"mpesa: environment {cfg.mpesa.environment}, shortcode {cfg.mpesa.shortcode}, "
-          f"callback URL {cfg.mpesa.callback_url or '(derived from the portal)'}")
-    if cfg.radius.enabled:
-        print(f"radius: {cfg.radius.listen} auth {cfg.radius.auth_port} acct {cfg.radius.acct_port}, "
-              f"{len(cfg.radius_clients)} client(s)")
-    for r in cfg.routers:
-        print(f"router: {r.name} ({r.kind}) at {r.address}:{r.api_port}")
-    return 0
+def _check(cfg, path: str | None) -> int:
+    from . import selfcheck
+    results = selfcheck.run(cfg, path)
+    for result in results:
+        print(result.line())
+    failed = [r for r in results if r.state == selfcheck.FAIL]
+    print(f"{len(failed)} problem(s)" if failed else "all checks passed")
+    return 1 if failed else 0
 
 
 def _router_config(cfg, args) -> int:
