@@ -22,6 +22,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check", help="check the installation: config, database, Daraja, callback URL, routers, ports")
     dbp = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
     dbp.add_parser("migrate", help="bring the schema up to date")
+    bk = dbp.add_parser("backup", help="take a backup now (SQLite's online backup; the daemon may run)")
+    bk.add_argument("--to", metavar="FOLDER", help="default: [backup] folder")
+    dbp.add_parser("backups", help="list the backups")
+    rs = dbp.add_parser("restore", help="replace the database with a backup (stop the daemon first)")
+    rs.add_argument("file", help="a backup file, e.g. /var/lib/hotspotd/backups/hotspotd-20261129-020000.db")
+    rs.add_argument("--yes", action="store_true", help="do not ask")
 
     pk = sub.add_parser("packages", help="what customers can buy").add_subparsers(dest="pk_command", required=True)
     pk.add_parser("list")
@@ -112,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         return _check(cfg, path)
     if args.command == "router-config":
         return _router_config(cfg, args)
+    if args.command == "db" and args.db_command in ("backup", "backups", "restore"):
+        return _backups(cfg, args)
     try:
         db_mod.prepare(cfg.database.url, cfg.database.busy_timeout_ms)
     except Exception as exc:  # noqa: BLE001 - one clear line for the operator
@@ -155,6 +163,35 @@ def _router_config(cfg, args) -> int:
 def _db(args) -> int:
     db = db_mod.models.database
     print(f"schema version {db_mod.schema_version(db)} (latest {db_mod.LATEST})")
+    return 0
+
+
+def _backups(cfg, args) -> int:
+    from . import backup
+    try:
+        path = backup.sqlite_path(cfg.database.url)
+        folder = getattr(args, "to", None) or cfg.backup_folder
+        timeout = cfg.database.busy_timeout_ms / 1000
+        if args.db_command == "backups":
+            for b in backup.listing(folder):
+                print(f"{b.path}  {time.strftime('%Y-%m-%d %H:%M', time.localtime(b.taken_at))}  {b.size // 1024} KB")
+            return 0
+        if args.db_command == "backup":
+            made = backup.backup(path, folder, keep=cfg.backup.keep, busy_timeout=timeout)
+            print(f"backup written: {made.path} ({made.size // 1024} KB)")
+            return 0
+        if not args.yes:
+            answer = input(f"Replace {path} with {args.file}? Stop hotspotd first. [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing changed")
+                return 1
+        saved = backup.restore(path, args.file, folder, busy_timeout=timeout)
+    except backup.BackupError as exc:
+        print(f"hotspotd: {exc}", file=sys.stderr)
+        return 1
+    if saved:
+        print(f"the database as it was is saved as {saved.path}")
+    print(f"restored {path} from {args.file}; start hotspotd again")
     return 0
 
 

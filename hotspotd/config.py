@@ -125,6 +125,12 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "reconcile_every_seconds": Option(5, (int, float), "how often pending payments are queried"),
         "expire_every_seconds": Option(5, (int, float), "how often expired sessions are ended"),
     },
+    "backup": {
+        "enabled": Option(True, bool, "take a backup of the SQLite database every every_hours"),
+        "folder": Option("", str, "where backups go (empty: a backups folder next to the database)"),
+        "keep": Option(14, int, "how many backups to keep"),
+        "every_hours": Option(24, (int, float), "hours between backups"),
+    },
     "logging": {
         "level": Option("INFO", str, "DEBUG | INFO | WARNING | ERROR",
                         ("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -212,6 +218,7 @@ class Config:
     radius: Section
     simulator: Section
     scheduler: Section
+    backup: Section
     logging: Section
     radius_clients: tuple[RadiusClient, ...] = ()
     routers: tuple[Router, ...] = ()
@@ -230,6 +237,14 @@ class Config:
             else:
                 data.setdefault(table, {}).update(values)
         return from_dict(data, self.source, env={})
+
+    @property
+    def backup_folder(self) -> str | None:
+        """Where backups go; None when the database is not SQLite (PostgreSQL: pg_dump)."""
+        url = self.database.url
+        if not url.startswith("sqlite:////"):
+            return None
+        return self.backup.folder or os.path.join(os.path.dirname(url[len("sqlite:///"):]), "backups")
 
     def radius_client_secret(self, address: str) -> str | None:
         """The shared secret of the ``[[radius.clients]]`` entry covering ``address``."""
@@ -428,6 +443,10 @@ def _check_semantics(cfg: Config) -> None:
     for key in ("prompt_lifetime_seconds", "query_interval_seconds", "query_max_interval_seconds"):
         if m.values[key] <= 0:
             raise ConfigError(src, "mpesa", key, "must be greater than 0")
+    if cfg.backup.keep < 1:
+        raise ConfigError(src, "backup", "keep", "keep at least 1 backup")
+    if cfg.backup.every_hours <= 0:
+        raise ConfigError(src, "backup", "every_hours", "must be greater than 0")
     names = set()
     for r in cfg.routers:
         if r.name in names:

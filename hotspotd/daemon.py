@@ -264,6 +264,8 @@ class Hotspot:
             s = self.config.scheduler
             self.scheduler.every(s.reconcile_every_seconds, "reconcile", self.payments.reconcile_due)
             self.scheduler.every(s.expire_every_seconds, "expire", self.expire_sessions)
+            if self.config.backup.enabled and self.config.backup_folder:
+                self.scheduler.every(min(3600.0, self.config.backup.every_hours * 3600), "backup", self.backup_if_due)
             self.scheduler.start()
         return self
 
@@ -273,6 +275,17 @@ class Hotspot:
         ended = disconnects.expire_and_queue(self.cutters)
         disconnects.run_due(self.cutters)
         return ended
+
+    def backup_if_due(self) -> str | None:
+        """The daily backup (``[backup]``): taken when the newest one is older than ``every_hours``."""
+        from . import backup
+        b = self.config.backup
+        folder = self.config.backup_folder
+        if not backup.due(folder, b.every_hours * 3600):
+            return None
+        made = backup.backup(backup.sqlite_path(self.config.database.url), folder, keep=b.keep,
+                             busy_timeout=self.config.database.busy_timeout_ms / 1000)
+        return made.path
 
     def cut_off(self, macs: list[str], entitlement_id: int | None, reason: str) -> None:
         """Queue ``macs`` to be cut at every router and run the queue soon (owner's disconnect,
