@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import smtplib
 import sys
 import time
 
@@ -71,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     rc.add_argument("--radius-address", metavar="IP", help="the hotspotd box's address as the router sees it")
     rc.add_argument("--login-html", metavar="FILE", help="mikrotik: also write the hotspot login.html here")
 
+    rp = sub.add_parser("report", help="a day's revenue, payments and sessions (text, CSV or e-mail)")
+    rp.add_argument("--date", default="today", help="YYYY-MM-DD, today or yesterday (Nairobi days)")
+    rp.add_argument("--csv", metavar="FILE", help="also write the day's payments as CSV (- for stdout)")
+    rp.add_argument("--mail", nargs="*", metavar="ADDRESS", help="mail it (default: [report] mail_to)")
+
     sim = sub.add_parser("simulate", help="run a simulator on its own").add_subparsers(dest="sim", required=True)
     sd = sim.add_parser("daraja")
     sd.add_argument("--listen", default="127.0.0.1:8900")
@@ -125,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one clear line for the operator
         print(f"hotspotd: cannot open the database {cfg.database.url}: {exc}", file=sys.stderr)
         return 1
+    if args.command == "report":
+        return _report(cfg, args)
     handler = {"db": _db, "packages": _packages, "payments": _payments, "sessions": _sessions,
                "admin": _admin}[args.command]
     return handler(args)
@@ -163,6 +171,41 @@ def _router_config(cfg, args) -> int:
 def _db(args) -> int:
     db = db_mod.models.database
     print(f"schema version {db_mod.schema_version(db)} (latest {db_mod.LATEST})")
+    return 0
+
+
+def _report(cfg, args) -> int:
+    from datetime import date, timedelta
+
+    from . import daily
+    today = clock.local(clock.now()).date()
+    try:
+        day = {"today": today, "yesterday": today - timedelta(days=1)}.get(args.date) or date.fromisoformat(args.date)
+    except ValueError:
+        print(f"hotspotd: report: --date {args.date!r}: use YYYY-MM-DD, today or yesterday", file=sys.stderr)
+        return 2
+    report = daily.build(day, cfg.portal.site_name)
+    csv = daily.csv_text(day) if args.csv or args.mail is not None else ""
+    if args.csv == "-":
+        sys.stdout.write(csv)
+    else:
+        print(report.text(), end="")
+        if args.csv:
+            with open(args.csv, "w", encoding="utf-8", newline="") as fh:
+                fh.write(csv)
+            print(f"payments written to {args.csv}")
+    if args.mail is not None:
+        to = args.mail or list(cfg.report.mail_to)
+        if not cfg.report.smtp_host or not to:
+            print("hotspotd: report: set [report] smtp_host and mail_to (or name addresses after --mail)",
+                  file=sys.stderr)
+            return 2
+        try:
+            daily.mail(report, csv, to, cfg.report)
+        except (OSError, smtplib.SMTPException) as exc:
+            print(f"hotspotd: report: mail to {', '.join(to)} failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"mailed to {', '.join(to)}", file=sys.stderr if args.csv == "-" else sys.stdout)
     return 0
 
 

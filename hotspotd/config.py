@@ -131,10 +131,24 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "keep": Option(14, int, "how many backups to keep"),
         "every_hours": Option(24, (int, float), "hours between backups"),
     },
+    "report": {
+        "smtp_host": Option("", str, "mail server for hotspotd report --mail (empty: no mail)"),
+        "smtp_port": Option(587, int, "its port"),
+        "smtp_starttls": Option(True, bool, "use STARTTLS"),
+        "smtp_user": Option("", str, "login (empty: none)"),
+        "smtp_password": Option("", str, "password"),
+        "mail_from": Option("hotspotd@localhost", str, "sender address"),
+        "mail_to": Option([], list, "where the report goes when --mail names nobody"),
+    },
     "logging": {
         "level": Option("INFO", str, "DEBUG | INFO | WARNING | ERROR",
                         ("DEBUG", "INFO", "WARNING", "ERROR")),
         "format": Option("text", str, "text | json", ("text", "json")),
+    },
+    "metrics": {
+        "enabled": Option(True, bool, "serve /metrics (Prometheus text format) on the portal"),
+        "allow": Option(["127.0.0.1/32", "::1/128"], list,
+                        "addresses/networks that may read /metrics (customers must not: business figures)"),
     },
 }
 ARRAY_SCHEMA: dict[str, dict[str, Option]] = {
@@ -219,7 +233,9 @@ class Config:
     simulator: Section
     scheduler: Section
     backup: Section
+    report: Section
     logging: Section
+    metrics: Section
     radius_clients: tuple[RadiusClient, ...] = ()
     routers: tuple[Router, ...] = ()
     raw: dict = field(default_factory=dict, repr=False, compare=False)
@@ -447,6 +463,11 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError(src, "backup", "keep", "keep at least 1 backup")
     if cfg.backup.every_hours <= 0:
         raise ConfigError(src, "backup", "every_hours", "must be greater than 0")
+    for entry in cfg.metrics.allow:
+        try:
+            ipaddress.ip_network(str(entry), strict=False)
+        except ValueError:
+            raise ConfigError(src, "metrics", "allow", f"{entry!r} is not an address or network") from None
     names = set()
     for r in cfg.routers:
         if r.name in names:
@@ -475,6 +496,11 @@ def callback_url_problem(url: str, environment: str) -> str | None:
         if word in lowered:
             return f"contains {word!r}, which Daraja refuses in callback URLs; use a neutral path such as /cb/<token>"
     return None
+
+
+def metrics_allowlist(cfg: Config) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Networks that may read ``/metrics``; empty tuple means nobody."""
+    return tuple(ipaddress.ip_network(str(e), strict=False) for e in cfg.metrics.allow)
 
 
 def callback_allowlist(cfg: Config) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
