@@ -74,7 +74,9 @@ def grant(package: Package, mac: str | None, now: float, *, phone: str | None, p
         Device.create(mac=mac, entitlement=ent.id, bound_at=now)
     Event.create(at=now, kind="session_created", payment=payment.id if payment else None, entitlement=ent.id,
                  mac=mac, message=f"{package.name} until {clock.iso(ent.expires_at)}")
-    log.info("session %s created (%s, %ss)", ent.id, package.name, package.duration_seconds)
+    checkout = payment.checkout_request_id if payment else None
+    log.info("session %s created (%s, %ss)%s", ent.id, package.name, package.duration_seconds,
+             f" for {checkout}" if checkout else "", extra={"checkout_request_id": checkout, "entitlement_id": ent.id})
     return ent
 
 

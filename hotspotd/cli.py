@@ -8,7 +8,7 @@ import smtplib
 import sys
 import time
 
-from . import clock, config as config_mod, db as db_mod
+from . import clock, config as config_mod, db as db_mod, logs
 from .config import ConfigError
 from .identifiers import mask_phone
 
@@ -90,11 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # one line per job run every few seconds would drown what matters; failures still show
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+def _setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    logs.configure(level, fmt)   # also keeps apscheduler's and the DEBUG-leaking libraries' lines down
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hotspotd: configuration error: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(cfg.logging.level)
+    _setup_logging(cfg.logging.level, cfg.logging.format)
     if args.command == "run" and path:
         errors, warnings = config_mod.permission_problems(path, cfg)
         for problem in warnings:

@@ -130,6 +130,8 @@ class PaymentService:
                                      client_ip=client_ip, status="created", created_at=now,
                                      login_context=json.dumps(login_context) if login_context else None)
             event("created", payment, f"KES {package.price} for {package.name} to {mask_phone(phone)}", mac, now)
+        log.info("payment %s created: KES %s for %s to %s", payment.id, package.price, package.name, mask_phone(phone),
+                 extra={"payment_id": payment.id})
         return payment, False
 
     def _package(self, package_id: Any) -> Package:
@@ -156,7 +158,8 @@ class PaymentService:
                            result_desc=exc.customer_message, resolved_by="push", completed_at=clock.now()
                            ).where(Payment.id == payment.id).execute()
             event("push_failed", payment, f"{exc.code or exc.http_status}: {exc.message}")
-            log.warning("STK push for payment %s failed: %s %s", payment.id, exc.code, exc.message)
+            log.warning("STK push for payment %s failed: %s %s", payment.id, exc.code, exc.message,
+                        extra={"payment_id": payment.id})
             raise PaymentRefused(exc.customer_message, None, 502 if isinstance(exc, DarajaUnavailable) else 400) from exc
         faults.crash_point("push_accepted")
         now = clock.now()
@@ -167,7 +170,7 @@ class PaymentService:
                            ).where(Payment.id == payment.id, Payment.status == "created").execute()
             event("pushed", payment, f"STK push accepted: {accepted.checkout_request_id}", at=now)
         log.info("STK push accepted %s (payment %s, %s)", accepted.checkout_request_id, payment.id,
-                 mask_phone(payment.phone))
+                 mask_phone(payment.phone), extra=_ids(payment.id, accepted.checkout_request_id))
         # A callback may have beaten our commit: apply it now.
         for early in Callback.select().where(Callback.checkout_request_id == accepted.checkout_request_id,
                                              Callback.state == "unmatched"):
@@ -199,16 +202,20 @@ class PaymentService:
         if payment is None:
             payment = self._adopt(cb, parsed)
         if payment is None:
-            log.warning("callback %s for unknown CheckoutRequestID %s", cb.id, parsed["checkout_request_id"])
+            log.warning("callback %s for unknown CheckoutRequestID %s", cb.id, parsed["checkout_request_id"],
+                        extra={"checkout_request_id": parsed["checkout_request_id"]})
             return self._mark(cb, "unmatched", "no payment with this CheckoutRequestID (yet)")
         event("callback", payment, f"ResultCode {parsed['result_code']}: {parsed['result_desc']}")
+        log.info("callback %s for %s: ResultCode %s", cb.id, payment.checkout_request_id, parsed["result_code"],
+                 extra=_ids(payment.id, payment.checkout_request_id))
         doubt = self._doubt(cb, payment, parsed)
         if doubt:
             # Never trusted alone: ask Daraja before anything is granted.
             Payment.update(next_query_at=clock.now()).where(Payment.id == payment.id,
                                                           Payment.status.in_(OPEN_STATES + ("timeout",))).execute()
             event("callback_flagged", payment, doubt)
-            log.warning("callback %s for %s flagged: %s", cb.id, payment.checkout_request_id, doubt)
+            log.warning("callback %s for %s flagged: %s", cb.id, payment.checkout_request_id, doubt,
+                        extra=_ids(payment.id, payment.checkout_request_id))
             return self._mark(cb, "flagged", doubt)
         changed = self.apply_result(payment.id, parsed["result_code"], parsed["result_desc"], via="callback",
                                     receipt=parsed.get("receipt"), paid_phone=parsed.get("phone"),
@@ -297,7 +304,8 @@ class PaymentService:
             if outcome == "success":
                 access.grant_for_payment(payment, now)
         faults.crash_point("result_applied")
-        log.info("payment %s %s by %s (ResultCode %s)", payment.checkout_request_id, outcome, via, code)
+        log.info("payment %s %s by %s (ResultCode %s)", payment.checkout_request_id, outcome, via, code,
+                 extra=_ids(payment.id, payment.checkout_request_id))
         if outcome == "success" and self.on_success:
             try:
                 self.on_success(payment)
@@ -330,7 +338,8 @@ class PaymentService:
                               result_desc=UNSENT_TEXT, resolved_by="push", completed_at=now
                               ).where(Payment.id == payment.id, Payment.status == "created").execute():
                 event("push_unknown", payment, "hotspotd stopped while sending the STK push; outcome unknown")
-                log.warning("payment %s: hotspotd stopped while sending its STK push; marked error", payment.id)
+                log.warning("payment %s: hotspotd stopped while sending its STK push; marked error", payment.id,
+                            extra={"payment_id": payment.id})
 
     def query(self, payment: Payment) -> str:
         """Ask Daraja about one payment and act on the answer; returns the payment's status."""
@@ -340,9 +349,14 @@ class PaymentService:
             result = self.client.stk_query(payment.checkout_request_id)
         except DarajaError as exc:
             event("query", payment, f"error {exc.code or exc.http_status}: {exc.message}")
+            log.warning("STK query %s failed: %s", payment.checkout_request_id, exc,
+                        extra=_ids(payment.id, payment.checkout_request_id))
             self._reschedule(payment, attempts, now, f"{exc.code or exc.http_status} {exc.message}")
             return Payment.get_by_id(payment.id).status
         event("query", payment, "still processing" if result.pending else f"ResultCode {result.result_code}: {result.result_desc}")
+        log.log(logging.DEBUG if result.pending else logging.INFO, "STK query %s: %s", payment.checkout_request_id,
+                "still processing" if result.pending else f"ResultCode {result.result_code} {result.result_desc}",
+                extra=_ids(payment.id, payment.checkout_request_id))
         if not result.pending and self.apply_result(payment.id, result.result_code, result.result_desc, via="query"):
             return Payment.get_by_id(payment.id).status
         if not result.pending:
@@ -368,7 +382,8 @@ class PaymentService:
             if Payment.update(status="timeout", result_desc="No answer from M-Pesa in time.", resolved_by="timeout",
                               completed_at=now).where(Payment.id == payment.id, Payment.status == "pending").execute():
                 event("timeout", payment, f"no final answer {int(age)} s after the push; still checking for a late payment")
-                log.info("payment %s timed out (still queried for a late success)", payment.checkout_request_id)
+                log.info("payment %s timed out (still queried for a late success)", payment.checkout_request_id,
+                         extra=_ids(payment.id, payment.checkout_request_id))
 
     def _retry_stranded(self, now: float) -> None:
         """Callbacks stored but never processed (a crash in between) are processed now, and so
@@ -391,6 +406,11 @@ class PaymentService:
     # --- reading ------------------------------------------------------------------------
     def status(self, checkout_request_id: str) -> Payment | None:
         return Payment.get_or_none(Payment.checkout_request_id == checkout_request_id)
+
+
+def _ids(payment_id: int, checkout_request_id: str | None) -> dict:
+    """A log record's ``extra``: the JSON log carries them as fields (see :mod:`hotspotd.logs`)."""
+    return {"payment_id": payment_id, "checkout_request_id": checkout_request_id}
 
 
 def _root_cause(exc: BaseException) -> str:

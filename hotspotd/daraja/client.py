@@ -221,7 +221,8 @@ class DarajaClient:
         merchant, checkout = body.get("MerchantRequestID"), body.get("CheckoutRequestID")
         if not isinstance(checkout, str) or not checkout:
             raise DarajaUnavailable("accepted push without a CheckoutRequestID", http_status=status)
-        log.info("STK push to %s for KES %s accepted: %s", mask_phone(phone), amount, checkout)
+        # DEBUG: hotspotd.payments logs each step of a payment once, at INFO
+        log.debug("STK push to %s for KES %s accepted: %s", mask_phone(phone), amount, checkout)
         return PushAccepted(str(merchant or ""), checkout, str(body.get("CustomerMessage") or ""))
 
     def stk_query(self, checkout_request_id: str) -> QueryResult:
@@ -249,7 +250,7 @@ class DarajaClient:
         result_code = str(result).strip()
         if result_code == "4999":
             return QueryResult(True, result_code, desc)
-        log.info("STK query %s: ResultCode %s %s", checkout_request_id, result_code, desc)
+        log.debug("STK query %s: ResultCode %s %s", checkout_request_id, result_code, desc)
         return QueryResult(False, result_code, desc)
 
     # --- plumbing ----------------------------------------------------------------------------
