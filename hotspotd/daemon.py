@@ -39,6 +39,8 @@ class Hotspot:
         self.payments: PaymentService | None = None
         self.scheduler: Scheduler | None = None
         self.radius = None
+        #: the figures of /metrics (:class:`hotspotd.metrics.Metrics`), None when [metrics] is off
+        self.metrics = None
         self.routeros_sim = None
         self.routers: tuple[Router, ...] = ()
         self.cutters: dict[str, disconnects.Cutter] = {}
@@ -205,6 +207,8 @@ class Hotspot:
                 continue
             Event.create(at=clock.now(), kind="router_login", payment=payment.id, entitlement=ent.id, mac=mac,
                          message=f"logged in at router {router.name} over the API")
+            if self.metrics:
+                self.metrics.online(ent.id)
             return
         Event.create(at=clock.now(), kind="router_login_failed", payment=payment.id, entitlement=ent.id, mac=mac,
                      message="; ".join(errors)[:500])
@@ -241,13 +245,16 @@ class Hotspot:
         for noisy in ("peewee", "urllib3", "librouteros"):
             logging.getLogger(noisy).setLevel(logging.INFO)
         self.open_database()
+        if self.config.metrics.enabled:
+            from .metrics import Metrics
+            self.metrics = Metrics(radius_stats=lambda: self.radius.stats if self.radius else None)
         app = create_app(self)
         host, port = parse_listen(self.config.portal.listen)
         self._web = create_server(app, host=host, port=port, threads=self.config.portal.threads,
                                   ident="hotspotd", clear_untrusted_proxy_headers=True)
         self.client = self._daraja(self.portal_url)
         self.payments = PaymentService(self.client, self.callback_url, self._policy(), on_success=self.login_at_router,
-                                       storage_problem=self.storage_problem)
+                                       storage_problem=self.storage_problem, metrics=self.metrics)
         self._web_thread = threading.Thread(target=self._web.run, name="portal", daemon=True)
         self._web_thread.start()
         log.info("portal listening on %s (public URL %s)", self.portal_url, self.config.portal.public_url)
@@ -255,7 +262,7 @@ class Hotspot:
             log.info("Daraja simulator at %s; callbacks go to %s/cb/…", self.simulator.url, self.portal_url)
         if self.config.radius.enabled:
             from radius.server import RadiusServer
-            self.radius = RadiusServer(self.config, on_cap_reached=self._cap_reached).start()
+            self.radius = RadiusServer(self.config, on_cap_reached=self._cap_reached, metrics=self.metrics).start()
         self.routers = self._venue_routers()
         self._build_cutters()
         self._logins = ThreadPoolExecutor(max_workers=2, thread_name_prefix="router-login")
@@ -273,7 +280,7 @@ class Hotspot:
         """End what is due, queue the cuts, and work through the queue."""
         self.keep_time()
         ended = disconnects.expire_and_queue(self.cutters)
-        disconnects.run_due(self.cutters)
+        disconnects.run_due(self.cutters, metrics=self.metrics)
         return ended
 
     def backup_if_due(self) -> str | None:

@@ -92,9 +92,10 @@ def _backoff(attempts: int) -> float:
     return min(FIRST_RETRY_SECONDS * 2 ** max(attempts - 1, 0), MAX_RETRY_SECONDS)
 
 
-def run_due(cutters: dict[str, Cutter], now: float | None = None, limit: int = 200) -> Counter:
+def run_due(cutters: dict[str, Cutter], now: float | None = None, limit: int = 200, metrics=None) -> Counter:
     """Try every due cut once. A router that is down is not asked again in the same run:
-    its other rows are pushed back without an attempt (one timeout, not one per device)."""
+    its other rows are pushed back without an attempt (one timeout, not one per device).
+    ``metrics`` (a :class:`hotspotd.metrics.Metrics`, or None) counts each attempt."""
     now = clock.now() if now is None else now
     outcome: Counter = Counter()
     down: set[str] = set()
@@ -118,12 +119,15 @@ def run_due(cutters: dict[str, Cutter], now: float | None = None, limit: int = 2
         try:
             gone = cutter.cut(_target(row.mac))
             error = None if gone else "still online after the cut"
+            attempt = "done" if gone else "still_online"
         except RouterDown as exc:
             down.add(row.router)
-            gone, error = False, str(exc)
+            gone, error, attempt = False, str(exc), "router_down"
         except Exception as exc:  # noqa: BLE001 - one router's bug must not stop the others
             log.exception("cutting %s at %s failed", row.mac, row.router)
-            gone, error = False, f"{type(exc).__name__}: {exc}"
+            gone, error, attempt = False, f"{type(exc).__name__}: {exc}", "error"
+        if metrics is not None:
+            metrics.disconnect_attempt(row.router, attempt)
         if gone:
             faults.crash_point("disconnect_mid")
             _finish(row, "done", now, None)

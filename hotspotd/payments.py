@@ -67,7 +67,7 @@ class PaymentService:
 
     def __init__(self, client: DarajaClient, callback_url: str, policy: Policy = Policy(),
                  on_success: Callable[[Payment], None] | None = None,
-                 storage_problem: Callable[[], str | None] | None = None):
+                 storage_problem: Callable[[], str | None] | None = None, metrics: Any = None):
         self.client = client
         self.callback_url = callback_url
         self.policy = policy
@@ -77,6 +77,8 @@ class PaymentService:
         self.on_success = on_success
         #: rows left ``created`` from before this are a stopped process's (see _settle_unsent)
         self.started_at = clock.now()
+        #: a :class:`hotspotd.metrics.Metrics` (or None): told of results, callbacks, Daraja errors
+        self.metrics = metrics
 
     # --- starting a payment -------------------------------------------------------------
     def initiate(self, phone: Any, package_id: Any, mac: Any = None, client_ip: str | None = None,
@@ -160,6 +162,9 @@ class PaymentService:
             event("push_failed", payment, f"{exc.code or exc.http_status}: {exc.message}")
             log.warning("STK push for payment %s failed: %s %s", payment.id, exc.code, exc.message,
                         extra={"payment_id": payment.id})
+            if self.metrics:
+                self.metrics.daraja_error("stk_push", exc)
+                self.metrics.payment_final(state)
             raise PaymentRefused(exc.customer_message, None, 502 if isinstance(exc, DarajaUnavailable) else 400) from exc
         faults.crash_point("push_accepted")
         now = clock.now()
@@ -208,6 +213,8 @@ class PaymentService:
         event("callback", payment, f"ResultCode {parsed['result_code']}: {parsed['result_desc']}")
         log.info("callback %s for %s: ResultCode %s", cb.id, payment.checkout_request_id, parsed["result_code"],
                  extra=_ids(payment.id, payment.checkout_request_id))
+        # push accepted → callback received (an adopted payment's push time is its creation)
+        delay = cb.received_at - payment.pushed_at if payment.pushed_at else None
         doubt = self._doubt(cb, payment, parsed)
         if doubt:
             # Never trusted alone: ask Daraja before anything is granted.
@@ -216,12 +223,13 @@ class PaymentService:
             event("callback_flagged", payment, doubt)
             log.warning("callback %s for %s flagged: %s", cb.id, payment.checkout_request_id, doubt,
                         extra=_ids(payment.id, payment.checkout_request_id))
-            return self._mark(cb, "flagged", doubt)
+            return self._mark(cb, "flagged", doubt, delay)
         changed = self.apply_result(payment.id, parsed["result_code"], parsed["result_desc"], via="callback",
                                     receipt=parsed.get("receipt"), paid_phone=parsed.get("phone"),
                                     transaction_date=parsed.get("transaction_date"))
         return self._mark(cb, "applied" if changed else "duplicate",
-                          None if changed else f"payment already {Payment.get_by_id(payment.id).status}")
+                          None if changed else f"payment already {Payment.get_by_id(payment.id).status}",
+                          delay if changed else None)
 
     def _adopt(self, cb: Callback, parsed: dict) -> Payment | None:
         """The payment a paid callback for an unknown CheckoutRequestID belongs to, when Daraja's
@@ -274,8 +282,10 @@ class PaymentService:
                 return f"receipt {parsed['receipt']} already belongs to another payment"
         return None
 
-    def _mark(self, cb: Callback, state: str, note: str | None) -> str:
+    def _mark(self, cb: Callback, state: str, note: str | None, delay: float | None = None) -> str:
         Callback.update(state=state, note=note, processed_at=clock.now()).where(Callback.id == cb.id).execute()
+        if self.metrics:
+            self.metrics.callback(state, delay)
         return state
 
     # --- results --------------------------------------------------------------------------
@@ -301,9 +311,11 @@ class PaymentService:
                 return False
             payment = Payment.get_by_id(payment_id)
             event("resolved", payment, f"{outcome} by {via} ({code} {result_desc})", payment.mac, now)
-            if outcome == "success":
-                access.grant_for_payment(payment, now)
+            ent = access.grant_for_payment(payment, now) if outcome == "success" else None
         faults.crash_point("result_applied")
+        if self.metrics:
+            self.metrics.payment_final(outcome, code, prompt_seconds=now - payment.pushed_at if payment.pushed_at else None,
+                                       entitlement_id=ent.id if ent else None)
         log.info("payment %s %s by %s (ResultCode %s)", payment.checkout_request_id, outcome, via, code,
                  extra=_ids(payment.id, payment.checkout_request_id))
         if outcome == "success" and self.on_success:
@@ -340,6 +352,8 @@ class PaymentService:
                 event("push_unknown", payment, "hotspotd stopped while sending the STK push; outcome unknown")
                 log.warning("payment %s: hotspotd stopped while sending its STK push; marked error", payment.id,
                             extra={"payment_id": payment.id})
+                if self.metrics:
+                    self.metrics.payment_final("error")
 
     def query(self, payment: Payment) -> str:
         """Ask Daraja about one payment and act on the answer; returns the payment's status."""
@@ -351,6 +365,8 @@ class PaymentService:
             event("query", payment, f"error {exc.code or exc.http_status}: {exc.message}")
             log.warning("STK query %s failed: %s", payment.checkout_request_id, exc,
                         extra=_ids(payment.id, payment.checkout_request_id))
+            if self.metrics:
+                self.metrics.daraja_error("stk_query", exc)
             self._reschedule(payment, attempts, now, f"{exc.code or exc.http_status} {exc.message}")
             return Payment.get_by_id(payment.id).status
         event("query", payment, "still processing" if result.pending else f"ResultCode {result.result_code}: {result.result_desc}")
@@ -384,6 +400,8 @@ class PaymentService:
                 event("timeout", payment, f"no final answer {int(age)} s after the push; still checking for a late payment")
                 log.info("payment %s timed out (still queried for a late success)", payment.checkout_request_id,
                          extra=_ids(payment.id, payment.checkout_request_id))
+                if self.metrics:
+                    self.metrics.payment_final("timeout")
 
     def _retry_stranded(self, now: float) -> None:
         """Callbacks stored but never processed (a crash in between) are processed now, and so
@@ -402,6 +420,8 @@ class PaymentService:
                 log.exception("callback %s cannot be processed; set aside", cb.id)
                 Callback.update(state="error", note=f"{type(exc).__name__}: {exc}"[:500],
                                 processed_at=clock.now()).where(Callback.id == cb.id).execute()
+                if self.metrics:
+                    self.metrics.callback("error")
 
     # --- reading ------------------------------------------------------------------------
     def status(self, checkout_request_id: str) -> Payment | None:

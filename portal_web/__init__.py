@@ -1,4 +1,5 @@
-"""The HTTP face of hotspotd: splash page (/), portal API (/api/portal), callbacks, dashboard (/admin).
+"""The HTTP face of hotspotd: splash page (/), portal API (/api/portal), callbacks, dashboard (/admin),
+figures for Prometheus (/metrics).
 
 ``create_app(hotspot)`` builds the Flask app around a running :class:`hotspotd.daemon.Hotspot`;
 the production server is waitress (see :mod:`portal_web.serve`).
@@ -24,7 +25,7 @@ def create_app(hotspot) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     limiter.init_app(app)
 
-    from . import admin, api, splash
+    from . import admin, api, metrics_view, splash
     admin.configure(app, hotspot)
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
@@ -32,6 +33,7 @@ def create_app(hotspot) -> Flask:
     app.register_blueprint(api.callbacks)
     app.register_blueprint(splash.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(metrics_view.bp)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -59,13 +59,16 @@ class RadiusServer(Server):
     """Auth and accounting for the NAS clients of ``cfg``. ``start()`` binds (port 0 allowed),
     ``stop()`` ends the loop and closes the sockets."""
 
-    def __init__(self, cfg: Config, on_cap_reached=None):
+    def __init__(self, cfg: Config, on_cap_reached=None, metrics=None):
         super().__init__(addresses=[], authport=cfg.radius.auth_port, acctport=cfg.radius.acct_port,
                          dict=load_dictionary(), auth_enabled=True, acct_enabled=True, coa_enabled=False,
                          enforce_ma=True)
         self.cfg = cfg
         self.clients: tuple[RadiusClient, ...] = cfg.radius_clients
         self.on_cap_reached = on_cap_reached
+        #: a :class:`hotspotd.metrics.Metrics` (or None): latency and first time online; it reads
+        #: ``stats`` itself at scrape time
+        self.metrics = metrics
         self.stats: Counter = Counter()
         self.last_request_at: float | None = None
         self._client_cache: dict[str, RadiusClient | None] = {}
@@ -170,7 +173,10 @@ class RadiusServer(Server):
             self._replies.popitem(last=False)
         fd.sendto(raw, source)
         self.last_request_at = time.time()
-        self.stats[f"{kind}_seconds"] += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.stats[f"{kind}_seconds"] += elapsed
+        if self.metrics is not None:
+            self.metrics.radius_request(kind, elapsed)
 
     def _auth(self, pkt: packet.AuthPacket, client: RadiusClient) -> packet.Packet:
         if pkt.code != packet.AccessRequest:
@@ -184,6 +190,8 @@ class RadiusServer(Server):
             reply["Reply-Message"] = REJECT_NO_TIME
             return reply
         self.stats["access_accept"] += 1
+        if self.metrics is not None:
+            self.metrics.online(grant.entitlement_id)
         reply = pkt.CreateReply()
         for name, value in accept_attributes(grant, client.kind, self.cfg.radius.idle_timeout,
                                              self.cfg.radius.interim_interval).items():
@@ -265,5 +273,7 @@ class RadiusServer(Server):
                       input_octets=octets("Input"), output_octets=octets("Output"),
                       session_time=_first(pkt, "Acct-Session-Time") or 0,
                       terminate_cause=str(terminate) if terminate is not None else None)
+        if status == "start" and ent_id is not None and self.metrics is not None:
+            self.metrics.online(ent_id)
         if access.record_usage(usage) and self.on_cap_reached:
             self.on_cap_reached(usage)

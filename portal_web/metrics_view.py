@@ -1,0 +1,37 @@
+"""``GET /metrics``: the Hotspot's figures in the Prometheus text format, for the allowed networks only.
+
+The figures are the owner's business (revenue, outcomes, devices online): a customer on the venue's
+LAN reaches the same port, so any address outside ``[metrics] allow`` gets 403. Off (404) when
+``[metrics] enabled = false``.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+from flask import Blueprint, Response, abort, current_app, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hotspotd.config import metrics_allowlist
+
+bp = Blueprint("metrics", __name__)
+
+
+def _allowed(address: str | None, networks: tuple) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:   # a dual-stack listener's view of IPv4
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in networks)
+
+
+@bp.get("/metrics")
+def metrics():
+    hotspot = current_app.config["HOTSPOT"]
+    if hotspot.metrics is None or not hotspot.config.metrics.enabled:
+        abort(404)
+    if not _allowed(request.remote_addr, metrics_allowlist(hotspot.config)):
+        abort(403, "Not from this address.")
+    return Response(generate_latest(hotspot.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST,
+                                                                        "Cache-Control": "no-store"})
