@@ -107,6 +107,13 @@ def test_metrics_only_for_allowed_addresses(make_hotspot, http):
     assert "hotspotd_" not in r.text
 
 
+@pytest.mark.parametrize("mark", ["X-Real-IP", "Via", "X-Forwarded-Server"])
+def test_metrics_refused_through_a_reverse_proxy_on_the_box(make_hotspot, http, mark):
+    hs = make_hotspot(scheduler={"enabled": False})
+    assert http.get(f"{hs.portal_url}/metrics").status_code == 200
+    assert http.get(f"{hs.portal_url}/metrics", headers={mark: "203.0.113.9"}).status_code == 403
+
+
 def test_metrics_can_be_switched_off(make_hotspot, http):
     hs = make_hotspot(metrics={"enabled": False}, scheduler={"enabled": False})
     assert hs.metrics is None
