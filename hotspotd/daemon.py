@@ -14,10 +14,11 @@ import shutil
 import signal
 import ssl
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
 
-from . import access, clock, config as config_mod, db as db_mod, disconnects
+from . import access, clock, config as config_mod, db as db_mod, disconnects, systemd
 from .config import Config, Router, parse_listen
 from .daraja.client import BASE_URLS, DarajaClient
 from .models import Event, Payment
@@ -307,6 +308,56 @@ class Hotspot:
         if self.scheduler:
             self.scheduler.wake("expire")
 
+    # --- supervision (hotspotd.systemd, SIGHUP) ----------------------------------------
+    #: What a reload can change in a running daemon: read on every request or log line. The
+    #: rest (listen addresses, ports, database, Daraja, routers, jobs) is bound at start.
+    LIVE_KEYS = frozenset({("logging", "level"), ("portal", "site_name"), ("portal", "pay_limit_per_client"),
+                           ("portal", "pay_limit_per_phone"), ("portal", "pay_limit_per_device"),
+                           ("portal", "redeem_limit_per_client")})
+    #: tables only other commands read (``hotspotd report``): nothing here to restart
+    OTHER_TABLES = frozenset({"report"})
+
+    def reload(self, new: Config) -> tuple[list[str], list[str]]:
+        """Take the :data:`LIVE_KEYS` that differ in ``new`` (a validated config); returns the
+        ``table.key`` names applied and those that need a restart (kept at their old value)."""
+        changed = [(t, k) for t in config_mod.SCHEMA for k in config_mod.SCHEMA[t]
+                   if getattr(self.config, t).values[k] != getattr(new, t).values[k]]
+        live: dict[str, dict] = {}
+        restart = []
+        for t, k in changed:
+            if (t, k) in self.LIVE_KEYS or t in self.OTHER_TABLES:
+                live.setdefault(t, {})[k] = getattr(new, t).values[k]
+            else:
+                restart.append(f"{t}.{k}")
+        restart += [name for name, old, now in (("radius.clients", self.config.radius_clients, new.radius_clients),
+                                                ("routers", self.config.routers, new.routers)) if old != now]
+        if live:
+            self.config = self.config.replace(**live)
+            logging.getLogger().setLevel(self.config.logging.level)
+        return [f"{t}.{k}" for t in live for k in live[t]], restart
+
+    def liveness_problem(self) -> str | None:
+        """Why this daemon is not doing its job (a dead thread, a database that does not
+        answer), or None; the systemd watchdog is fed only while this is None."""
+        if self._web_thread is not None and not self._web_thread.is_alive():
+            return "the portal's web server has stopped"
+        if self.radius is not None and not self.radius._thread.is_alive():
+            return "the RADIUS server has stopped"
+        if self.scheduler is not None and not self.scheduler.running:
+            return "the scheduler has stopped"
+        try:
+            self.db.execute_sql("SELECT 1").fetchone()
+        except Exception as exc:  # noqa: BLE001 - any failure means the same: not healthy
+            return f"the database does not answer ({exc})"
+        return None
+
+    def summary(self) -> str:
+        """One line for ``systemctl status``: where the daemon answers."""
+        parts = [f"portal {self._web.effective_host}:{self._web.effective_port}"] if self._web is not None else []
+        if self.radius is not None:
+            parts.append(f"RADIUS auth {self.radius.auth_address[1]} acct {self.radius.acct_address[1]}")
+        return ", ".join(parts) or "running"
+
     def stop(self) -> None:
         if self.scheduler:
             self.scheduler.stop()
@@ -358,15 +409,71 @@ class Hotspot:
 
 
 def run(cfg: Config) -> int:
-    """Start everything, wait for SIGTERM/SIGINT, stop cleanly."""
+    """Start everything, tell systemd (ready, watchdog, stopping), reload the config file on
+    SIGHUP, stop cleanly on SIGTERM/SIGINT. Signals only set flags; this loop does the work."""
     hotspot = Hotspot(cfg)
+    wake, reload_wanted = threading.Event(), threading.Event()
+
+    def on_stop(*_):
+        hotspot.stop_event.set()
+        wake.set()
+
+    def on_hup(*_):
+        reload_wanted.set()
+        wake.set()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: hotspot.stop_event.set())
-    hotspot.start()
+        signal.signal(sig, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
     try:
-        while not hotspot.stop_event.wait(1.0):
-            pass
+        hotspot.start()
+    except Exception as exc:
+        systemd.status(f"failed to start: {exc}")
+        raise
+    systemd.ready(hotspot.summary())
+    interval = systemd.watchdog_interval()
+    next_ping, unwell = 0.0, None
+    try:
+        while True:
+            wake.wait(min(1.0, interval / 2) if interval else 1.0)
+            wake.clear()
+            if hotspot.stop_event.is_set():
+                break
+            if reload_wanted.is_set():
+                reload_wanted.clear()
+                _reload(hotspot)
+            if interval and time.monotonic() >= next_ping:
+                # no ping while a part is dead: systemd then restarts the whole daemon
+                problem = hotspot.liveness_problem()
+                if problem is None:
+                    systemd.watchdog()
+                    next_ping = time.monotonic() + interval / 2
+                elif problem != unwell:
+                    log.error("%s; not answering the systemd watchdog", problem)
+                unwell = problem
     finally:
+        systemd.stopping()
         log.info("shutting down")
         hotspot.stop()
     return 0
+
+
+def _reload(hotspot: Hotspot) -> None:
+    """SIGHUP: read the config file again; apply what is safe, keep the rest until a restart."""
+    source = hotspot.config.source
+    path = None if source == "<defaults>" else source
+    systemd.reloading()
+    try:
+        new = config_mod.load(path)
+        errors = config_mod.permission_problems(path, new)[0] if path else []
+        if errors:
+            raise config_mod.ConfigError(source, "-", None, "; ".join(errors))
+    except config_mod.ConfigError as exc:
+        log.error("config reload refused, the running configuration stays: %s", exc)
+        systemd.ready(f"config reload refused: {exc}")
+        return
+    applied, restart = hotspot.reload(new)
+    if restart:
+        log.warning("config: %s changed but needs a restart (systemctl restart hotspotd); "
+                    "running with the old value until then", ", ".join(restart))
+    log.info("config reloaded from %s: %s", source, ", ".join(applied) if applied else "nothing applied")
+    systemd.ready(hotspot.summary())
