@@ -85,7 +85,7 @@ do_uninstall() {
     if [ $booted = 1 ]; then
         systemctl disable --now "$NAME.service" >/dev/null 2>&1 || true
     fi
-    systemctl_enable disable
+    if [ -e "$UNIT" ]; then systemctl_enable disable; fi
     rm -f "$UNIT"
     rm -rf "$OPT"
     if [ $booted = 1 ]; then systemctl daemon-reload; fi
