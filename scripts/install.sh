@@ -96,7 +96,7 @@ do_uninstall() {
         fi
         say "removed hotspotd, its configuration, its database and the user $NAME"
     else
-        say "removed hotspotd; kept ${ETC:-/etc/$NAME}, ${STATE} and the user $NAME (--uninstall --purge removes them)"
+        say "removed hotspotd; kept $ETC, $STATE and the user $NAME (--uninstall --purge removes them)"
     fi
 }
 
