@@ -6,7 +6,8 @@
 #   sudo scripts/install.sh --uninstall --purge    ... and the config, the database and the user too
 #
 # Options:
-#   --root DIR     install into DIR instead of / (images, tests): the unit is enabled offline, not started
+#   --root DIR     install into DIR instead of / (tests): the unit is enabled offline, not started; the
+#                  venv's scripts name DIR/opt/... (for an image, run this script chrooted into it)
 #   --source DIR   the hotspotd checkout to install (default: the one holding this script)
 #   --no-enable    do not enable or start the service
 #
@@ -29,7 +30,7 @@ enable=1
 
 say() { echo "install.sh: $*"; }
 die() { echo "install.sh: $*" >&2; exit 1; }
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
