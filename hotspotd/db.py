@@ -1,8 +1,8 @@
 """The database's lifecycle: open from a URL, pragmas, versioned migrations, seed data.
 
 SQLite runs in WAL mode with foreign keys on, ``synchronous=FULL`` (a committed payment
-survives a power cut) and a busy timeout. Each migration runs in one transaction, so a
-failed or interrupted one leaves the previous schema and data as they were.
+survives a power cut) and a busy timeout. All pending migrations run in one transaction, so a
+failed or interrupted upgrade leaves the previous schema and data as they were.
 """
 from __future__ import annotations
 
@@ -94,14 +94,16 @@ def migrate(db: pw.Database) -> list[int]:
     if current > LATEST:
         raise RuntimeError(f"database schema version {current} is newer than this hotspotd ({LATEST}); upgrade hotspotd")
     applied = []
-    for version, description, step in MIGRATIONS:
-        if version <= current:
-            continue
-        log.info("migrating database to version %d (%s)", version, description)
-        with db.atomic():
+    # every pending step in one transaction: an upgrade that fails at any step leaves the
+    # database exactly as the old version left it (SQLite and PostgreSQL both roll back DDL)
+    with db.atomic():
+        for version, description, step in MIGRATIONS:
+            if version <= current:
+                continue
+            log.info("migrating database to version %d (%s)", version, description)
             step(db)
             Setting.replace(key="schema_version", value=str(version)).execute()
-        applied.append(version)
+            applied.append(version)
     return applied
 
 

@@ -132,12 +132,16 @@ def test_interrupted_migration_leaves_the_database_as_it_was(tmp_path, monkeypat
         d.execute_sql("INSERT INTO setting (key, value) VALUES ('half', 'x')")
         raise OSError("power cut")
 
-    monkeypatch.setattr(db, "MIGRATIONS", db.MIGRATIONS + [(version + 1, "broken", broken)])
-    monkeypatch.setattr(db, "LATEST", version + 1)
+    def fine(d):
+        d.execute_sql("CREATE TABLE step_one (x INTEGER)")
+
+    # an upgrade of two steps whose second fails: the first must not stay either
+    monkeypatch.setattr(db, "MIGRATIONS", db.MIGRATIONS + [(version + 1, "fine", fine), (version + 2, "broken", broken)])
+    monkeypatch.setattr(db, "LATEST", version + 2)
     with pytest.raises(OSError):
         db.migrate(database)
     assert db.schema_version(database) == version
-    assert not database.table_exists("half_done")
+    assert not database.table_exists("half_done") and not database.table_exists("step_one")
     assert Setting.get_or_none(Setting.key == "half") is None
     assert Setting.get_by_id("schema_version").value == str(version)
     database.close()
