@@ -256,17 +256,19 @@ class Hotspot:
         self.client = self._daraja(self.portal_url)
         self.payments = PaymentService(self.client, self.callback_url, self._policy(), on_success=self.login_at_router,
                                        storage_problem=self.storage_problem, metrics=self.metrics)
-        self._web_thread = threading.Thread(target=self._web.run, name="portal", daemon=True)
-        self._web_thread.start()
-        log.info("portal listening on %s (public URL %s)", self.portal_url, self.config.portal.public_url)
-        if self.simulator:
-            log.info("Daraja simulator at %s; callbacks go to %s/cb/…", self.simulator.url, self.portal_url)
         if self.config.radius.enabled:
             from radius.server import RadiusServer
             self.radius = RadiusServer(self.config, on_cap_reached=self._cap_reached, metrics=self.metrics).start()
         self.routers = self._venue_routers()
         self._build_cutters()
         self._logins = ThreadPoolExecutor(max_workers=2, thread_name_prefix="router-login")
+        # the portal serves last: once it answers, RADIUS, the routers and the login pool are ready
+        # (a callback or a status poll never meets a half-started daemon)
+        self._web_thread = threading.Thread(target=self._web.run, name="portal", daemon=True)
+        self._web_thread.start()
+        log.info("portal listening on %s (public URL %s)", self.portal_url, self.config.portal.public_url)
+        if self.simulator:
+            log.info("Daraja simulator at %s; callbacks go to %s/cb/…", self.simulator.url, self.portal_url)
         if self.config.scheduler.enabled:
             self.scheduler = Scheduler()
             s = self.config.scheduler
