@@ -160,8 +160,18 @@ def extend(entitlement_id: int, seconds: int, why: str, now: float | None = None
     return Entitlement.get_by_id(entitlement_id)
 
 
+def bytes_left(ent: Entitlement) -> int | None:
+    """Data the entitlement still has; None when its package has no cap."""
+    return None if ent.data_cap_bytes is None else max(ent.data_cap_bytes - ent.bytes_used, 0)
+
+
+def normalize_receipt(text: str) -> str:
+    """An M-Pesa receipt as typed (``skl2 abc3de``) → as stored (``SKL2ABC3DE``)."""
+    return "".join(str(text or "").split()).upper()[:20]
+
+
 def _grant(ent: Entitlement, mac: str, package_name: str, now: float) -> Grant:
-    left = None if ent.data_cap_bytes is None else max(ent.data_cap_bytes - ent.bytes_used, 0)
+    left = bytes_left(ent)
     return Grant(entitlement_id=ent.id, mac=mac, package_name=package_name, expires_at=ent.expires_at,
                  remaining_seconds=max(int(ent.expires_at - now), 0), data_cap_bytes=ent.data_cap_bytes,
                  bytes_left=left, rate_limit=ent.rate_limit)

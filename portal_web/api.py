@@ -108,7 +108,7 @@ def payment_status_json(payment: Payment, lang: str = "en") -> dict:
 
 
 def _session_body(ent, message: str) -> dict:
-    data_left = None if ent.data_cap_bytes is None else max(ent.data_cap_bytes - ent.bytes_used, 0)
+    data_left = access.bytes_left(ent)
     return {"success": True, "message": message, "session": {
         "sessionId": str(ent.id), "packageName": ent.package.name, "expiresAt": clock.iso(ent.expires_at),
         "remainingSeconds": access.remaining_seconds(ent), "dataLeftBytes": data_left, "status": ent.status}}
@@ -131,7 +131,7 @@ def receipt():
     try:
         mac = _json_mac(data)
         phone = normalize_phone(data.get("phone"))
-        code = "".join(str(data.get("receipt") or "").split()).upper()[:20]
+        code = access.normalize_receipt(data.get("receipt"))
         ent, unbound = access.move_to_device(code, phone, mac)
     except PaymentRefused as exc:
         return jsonify({"success": False, "message": str(exc), "field": exc.field}), 400

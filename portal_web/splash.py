@@ -62,7 +62,7 @@ def _online_page(grant_or_ent, form: router_login.LoginForm | None, title_key: s
     else:
         ent = grant_or_ent
         seconds, until = access.remaining_seconds(ent), ent.expires_at
-        data_left = None if ent.data_cap_bytes is None else max(ent.data_cap_bytes - ent.bytes_used, 0)
+        data_left = access.bytes_left(ent)
         package = ent.package.name
     return _render("online.html", ctx=ctx, title_key=title_key, note_key=note_key, package=package,
                    seconds=seconds, data_left=data_left, until=clock.local(until).strftime("%H:%M"), login=form)
@@ -132,7 +132,7 @@ def already_paid():
     lang = i18n.lang()
     if request.method == "GET":
         return _render("paid.html", error=None, receipt="", phone="")
-    receipt = "".join(request.form.get("receipt", "").split()).upper()[:20]
+    receipt = access.normalize_receipt(request.form.get("receipt", ""))
     phone_text = request.form.get("phone", "")[:20]
     mac = _mac(ctx)
     try:

@@ -49,6 +49,18 @@ def test_no_router_context_no_form():
     assert router_login.login_form({"uamip": "10.1.0.1", "challenge": "zz"}, "u", "p") is None
 
 
+def chap_login(hs, username: str, answer_hex: str, mac: str, chap_id: str, challenge: str):
+    """What a MikroTik sends after the browser posted ``answer_hex`` (hex MD5) to its login page:
+    an Access-Request with CHAP-Password = chap-id + answer and the page's CHAP-Challenge."""
+    c = client(hs)
+    req = c.CreateAuthPacket(code=packet.AccessRequest, User_Name=username)
+    req["CHAP-Password"] = router_login.unescape_octal(chap_id) + bytes.fromhex(answer_hex)
+    req["CHAP-Challenge"] = router_login.unescape_octal(challenge)
+    req["Calling-Station-Id"] = mac
+    req.add_message_authenticator()
+    return send(c, req)
+
+
 def hidden_fields(page: str) -> tuple[str, str, dict]:
     form = re.search(r'<form id="router-login" method="(\w+)" action="([^"]+)"', page)
     assert form, page
@@ -74,23 +86,11 @@ def test_mikrotik_chap_login_after_payment_is_accepted_by_radius(make_hotspot, h
     payment = Payment.get()
     assert fields["password"] != payment.entitlements.get().login_password   # never the plain password
     # the router turns the form into a CHAP Access-Request
-    c = client(hs)
-    req = c.CreateAuthPacket(code=packet.AccessRequest, User_Name=fields["username"])
-    req["CHAP-Password"] = router_login.unescape_octal(CHAP_ID) + bytes.fromhex(fields["password"])
-    req["CHAP-Challenge"] = router_login.unescape_octal(CHAP_CHALLENGE)
-    req["Calling-Station-Id"] = MAC
-    req.add_message_authenticator()
-    reply = send(c, req)
+    reply = chap_login(hs, fields["username"], fields["password"], MAC, CHAP_ID, CHAP_CHALLENGE)
     assert reply.code == packet.AccessAccept
     assert 0 < reply["Session-Timeout"][0] <= 3600
     # a wrong CHAP answer is refused
-    c = client(hs)
-    req = c.CreateAuthPacket(code=packet.AccessRequest, User_Name=fields["username"])
-    req["CHAP-Password"] = b"\xf9" + bytes(16)
-    req["CHAP-Challenge"] = router_login.unescape_octal(CHAP_CHALLENGE)
-    req["Calling-Station-Id"] = MAC
-    req.add_message_authenticator()
-    assert send(c, req).code == packet.AccessReject
+    assert chap_login(hs, fields["username"], bytes(16).hex(), MAC, CHAP_ID, CHAP_CHALLENGE).code == packet.AccessReject
 
 
 def test_coova_logon_after_payment_is_accepted_by_radius(make_hotspot, http):

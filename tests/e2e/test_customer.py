@@ -11,6 +11,7 @@ from hotspotd.models import Payment
 
 from ..conftest import wait_for
 from ..test_radius import client, mac_request, send
+from ..test_router_login import chap_login
 
 MAC = "AA:BB:CC:DD:EE:60"
 ROUTER = "http://10.5.50.1"
@@ -56,13 +57,7 @@ def test_customer_pays_on_a_phone_and_radius_lets_the_mac_in(daemon, phone, scre
     assert login["password"] == hashlib.md5(router_login.unescape_octal(CHAP_ID) + ent.login_password.encode()
                                             + router_login.unescape_octal(CHAP_CHALLENGE)).hexdigest()
     # what the router does next: CHAP Access-Request with the browser's answer, then MAC auth later
-    c = client(daemon)
-    req = c.CreateAuthPacket(code=packet.AccessRequest, User_Name=login["username"])
-    req["CHAP-Password"] = router_login.unescape_octal(CHAP_ID) + bytes.fromhex(login["password"])
-    req["CHAP-Challenge"] = router_login.unescape_octal(CHAP_CHALLENGE)
-    req["Calling-Station-Id"] = MAC
-    req.add_message_authenticator()
-    reply = send(c, req)
+    reply = chap_login(daemon, login["username"], login["password"], MAC, CHAP_ID, CHAP_CHALLENGE)
     assert reply.code == packet.AccessAccept and 3500 < reply["Session-Timeout"][0] <= 3600
     c = client(daemon)
     assert send(c, mac_request(c, user=MAC, calling=MAC)).code == packet.AccessAccept
