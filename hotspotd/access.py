@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import peewee as pw
 
 from . import clock, faults
-from .models import AcctSession, Device, Entitlement, Event, Package, Payment, database
+from .models import AcctSession, Device, Entitlement, Event, Package, Payment, database, execute
 
 log = logging.getLogger(__name__)
 
@@ -177,20 +177,31 @@ def _grant(ent: Entitlement, mac: str, package_name: str, now: float) -> Grant:
                  bytes_left=left, rate_limit=ent.rate_limit)
 
 
+# authorize() answers every RADIUS Access-Request and record_usage() every accounting report:
+# hand-written statements (models.execute), pinned by tests/test_radius.py and test_properties.py.
+_AUTHORIZE_SQL = (
+    'SELECT e.id, e.expires_at, e.data_cap_bytes, e.bytes_used, e.rate_limit, p.name'
+    ' FROM "device" AS d JOIN "entitlement" AS e ON e.id = d.entitlement_id'
+    ' JOIN "package" AS p ON p.id = e.package_id'
+    " WHERE d.mac = ? AND d.active AND e.status = 'active' AND e.started_at <= ? AND e.expires_at > ?"
+    ' ORDER BY e.expires_at LIMIT 1')
+
+
 def authorize(mac: str, now: float | None = None) -> Grant | None:
     """The grant that lets ``mac`` (normalised) online now, or None. One indexed lookup."""
     now = clock.now() if now is None else now
-    row = (Entitlement.select(Entitlement, Package.name.alias("package_name"))
-           .join_from(Entitlement, Device).join_from(Entitlement, Package)
-           .where(Device.mac == mac, Device.active, Entitlement.status == "active",
-                  Entitlement.started_at <= now, Entitlement.expires_at > now)
-           .order_by(Entitlement.expires_at).limit(1).objects().first())
+    row = execute(_AUTHORIZE_SQL, (mac, now, now)).fetchone()
     if row is None:
         return None
-    if row.data_cap_bytes is not None and row.bytes_used >= row.data_cap_bytes:
+    ent_id, expires_at, cap, used, rate_limit, package_name = row
+    if cap is not None and used >= cap:
         return None
-    grant = _grant(row, mac, row.package_name, now)
-    return grant if grant.remaining_seconds > 0 else None
+    remaining = int(expires_at - now)
+    if remaining <= 0:
+        return None
+    return Grant(entitlement_id=ent_id, mac=mac, package_name=package_name, expires_at=expires_at,
+                 remaining_seconds=remaining, data_cap_bytes=cap,
+                 bytes_left=None if cap is None else max(cap - used, 0), rate_limit=rate_limit)
 
 
 def entitlement_of(payment: Payment) -> Entitlement | None:
@@ -204,10 +215,12 @@ def remaining_seconds(ent: Entitlement, now: float | None = None) -> int:
     return max(int(ent.expires_at - now), 0)
 
 
-def expire_due(now: float | None = None, limit: int = 5000) -> list[tuple[int, list[str]]]:
+def expire_due(now: float | None = None, limit: int = 20000) -> list[tuple[int, list[str]]]:
     """End entitlements whose time ran out or whose data cap is used up.
 
-    Returns ``(entitlement_id, macs)`` of each one ended, for the caller to disconnect.
+    Returns ``(entitlement_id, macs)`` of each one ended, for the caller to disconnect. Works in
+    set statements (one per 500 sessions), not one per session: after a power cut or a busy
+    evening thousands fall due in the same minute.
     """
     now = clock.now() if now is None else now
     ended = []
@@ -220,19 +233,28 @@ def expire_due(now: float | None = None, limit: int = 5000) -> list[tuple[int, l
                    .limit(limit))
         if not due:
             return []
-        ids = [e.id for e in due]
-        macs: dict[int, list[str]] = {i: [] for i in ids}
-        for dev in Device.select(Device.entitlement, Device.mac).where(Device.entitlement.in_(ids), Device.active):
-            macs[dev.entitlement_id].append(dev.mac)
-        for e in due:
-            reason = "expired" if e.expires_at <= now else "exhausted"
-            Entitlement.update(status=reason, ended_at=now, end_reason=reason).where(
-                Entitlement.id == e.id, Entitlement.status == "active").execute()
-            ended.append((e.id, macs[e.id]))
-        Event.insert_many([{"at": now, "kind": "session_ended", "entitlement": e.id,
-                            "message": "expired" if e.expires_at <= now else "data cap reached"} for e in due]).execute()
+        macs: dict[int, list[str]] = {e.id: [] for e in due}
+        for chunk in _chunks([e.id for e in due]):
+            for dev in Device.select(Device.entitlement, Device.mac).where(Device.entitlement.in_(chunk), Device.active):
+                macs[dev.entitlement_id].append(dev.mac)
+        for reason, group in (("expired", [e.id for e in due if e.expires_at <= now]),
+                              ("exhausted", [e.id for e in due if e.expires_at > now])):
+            for chunk in _chunks(group):
+                Entitlement.update(status=reason, ended_at=now, end_reason=reason).where(
+                    Entitlement.id.in_(chunk), Entitlement.status == "active").execute()
+        ended = [(e.id, macs[e.id]) for e in due]
+        for chunk in _chunks(due):
+            Event.insert_many([{"at": now, "kind": "session_ended", "entitlement": e.id,
+                                "message": "expired" if e.expires_at <= now else "data cap reached"}
+                               for e in chunk]).execute()
     log.info("ended %d session(s)", len(ended))
     return ended
+
+
+def _chunks(items: list, size: int = 500):
+    """``items`` in slices small enough for one statement's parameters on any database."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def authorize_login(username: str, password_ok, mac: str | None, now: float | None = None) -> Grant | None:
@@ -281,38 +303,43 @@ def record_usage(u: Usage, now: float | None = None) -> bool:
     Returns True when the entitlement's data cap is now used up."""
     now = clock.now() if now is None else now
     with database.atomic():
-        row = AcctSession.get_or_none(AcctSession.nas == u.nas, AcctSession.acct_session_id == u.acct_session_id)
+        row = execute('SELECT id, entitlement_id, input_octets, output_octets, session_time, stopped_at'
+                      ' FROM "acct_session" WHERE nas = ? AND acct_session_id = ?',
+                      (u.nas, u.acct_session_id)).fetchone()
         ent_id = u.entitlement_id
         if ent_id is None and u.mac:
             grant = authorize(u.mac, now)
             ent_id = grant.entitlement_id if grant else None
-        if ent_id is not None and not Entitlement.select().where(Entitlement.id == ent_id).exists():
+        if ent_id is not None and execute('SELECT 1 FROM "entitlement" WHERE id = ?', (ent_id,)).fetchone() is None:
             ent_id = None
         if row is None:
-            row = AcctSession.create(nas=u.nas, acct_session_id=u.acct_session_id, mac=u.mac, entitlement=ent_id,
-                                     ip=u.ip, username=u.username, started_at=now - u.session_time, updated_at=now)
-        before = row.input_octets + row.output_octets
-        after = u.input_octets + u.output_octets
-        delta = max(after - before, 0)
-        fields = {"updated_at": now, "updates": AcctSession.updates + 1}
+            created = AcctSession.create(nas=u.nas, acct_session_id=u.acct_session_id, mac=u.mac, entitlement=ent_id,
+                                         ip=u.ip, username=u.username, started_at=now - u.session_time,
+                                         updated_at=now)
+            row = (created.id, ent_id, 0, 0, 0, None)
+        row_id, row_ent, row_in, row_out, row_time, stopped_at = row
+        delta = max(u.input_octets + u.output_octets - (row_in + row_out), 0)
+        sets, values = ["updated_at = ?", "updates = updates + 1"], [now]
         if delta or u.status != "start":
-            fields.update(input_octets=max(u.input_octets, row.input_octets),
-                          output_octets=max(u.output_octets, row.output_octets),
-                          session_time=max(u.session_time, row.session_time))
+            sets += ["input_octets = ?", "output_octets = ?", "session_time = ?"]
+            values += [max(u.input_octets, row_in), max(u.output_octets, row_out), max(u.session_time, row_time)]
         if u.status == "stop":
-            fields.update(online=False, stopped_at=now, terminate_cause=u.terminate_cause)
-        elif row.stopped_at is None:
-            fields["online"] = True
-        if row.entitlement_id is None and ent_id is not None:
-            fields["entitlement"] = ent_id
-        AcctSession.update(**fields).where(AcctSession.id == row.id).execute()
-        ent_id = row.entitlement_id or ent_id
+            sets += ["online = ?", "stopped_at = ?", "terminate_cause = ?"]
+            values += [False, now, u.terminate_cause]
+        elif stopped_at is None:
+            sets.append("online = ?")
+            values.append(True)
+        if row_ent is None and ent_id is not None:
+            sets.append("entitlement_id = ?")
+            values.append(ent_id)
+        execute(f'UPDATE "acct_session" SET {", ".join(sets)} WHERE id = ?', (*values, row_id))
+        ent_id = row_ent or ent_id
         if not ent_id:
             return False
         if delta:
-            Entitlement.update(bytes_used=Entitlement.bytes_used + delta).where(Entitlement.id == ent_id).execute()
-        ent = Entitlement.get_by_id(ent_id)
-        return ent.data_cap_bytes is not None and ent.bytes_used >= ent.data_cap_bytes
+            execute('UPDATE "entitlement" SET bytes_used = bytes_used + ? WHERE id = ?', (delta, ent_id))
+        cap, used = execute('SELECT data_cap_bytes, bytes_used FROM "entitlement" WHERE id = ?', (ent_id,)).fetchone()
+        return cap is not None and used >= cap
 
 
 def online_macs() -> list[str]:

@@ -53,18 +53,31 @@ class Cutter(Protocol):
 def enqueue(mac: str, routers: Iterable[str], *, entitlement_id: int | None, reason: str,
             now: float | None = None) -> int:
     """Queue ``mac`` to be cut off at each of ``routers``; a cut already pending is not doubled."""
+    return enqueue_many([(mac, entitlement_id)], routers, reason=reason, now=now)
+
+
+def enqueue_many(devices: Iterable[tuple[str, int | None]], routers: Iterable[str], *, reason: str,
+                 now: float | None = None) -> int:
+    """:func:`enqueue` for many ``(mac, entitlement_id)`` at once: one lookup of the cuts already
+    pending and one insert per 500 devices. Returns the number of cuts queued."""
     now = clock.now() if now is None else now
-    added = 0
+    routers = list(routers)
+    devices = list(devices)
+    rows = []
     with database.atomic():
-        for router in routers:
-            pending = Disconnect.select().where(Disconnect.mac == mac, Disconnect.router == router,
-                                                Disconnect.status.in_(("pending", "failing"))).exists()
-            if pending:
-                continue
-            Disconnect.create(mac=mac, router=router, entitlement=entitlement_id, reason=reason,
-                              created_at=now, next_at=now)
-            added += 1
-    return added
+        for start in range(0, len(devices), 500):
+            chunk = devices[start:start + 500]
+            pending = {(d.mac, d.router) for d in Disconnect.select(Disconnect.mac, Disconnect.router).where(
+                Disconnect.mac.in_([mac for mac, _ in chunk]), Disconnect.status.in_(("pending", "failing")))}
+            for mac, entitlement_id in chunk:
+                for router in routers:
+                    if (mac, router) not in pending:
+                        pending.add((mac, router))
+                        rows.append({"mac": mac, "router": router, "entitlement": entitlement_id, "reason": reason,
+                                     "created_at": now, "next_at": now})
+        for start in range(0, len(rows), 500):
+            Disconnect.insert_many(rows[start:start + 500]).execute()
+    return len(rows)
 
 
 def expire_and_queue(routers: Iterable[str], now: float | None = None) -> int:
@@ -73,10 +86,9 @@ def expire_and_queue(routers: Iterable[str], now: float | None = None) -> int:
     routers = list(routers)
     with database.atomic():
         ended = access.expire_due(now)
-        for ent_id, macs in ended:
-            faults.crash_point("expire_mid")
-            for mac in macs:
-                enqueue(mac, routers, entitlement_id=ent_id, reason="ended", now=now)
+        if ended:
+            faults.crash_point("expire_mid")    # ended but not yet queued: the transaction must undo it
+        enqueue_many([(mac, ent_id) for ent_id, macs in ended for mac in macs], routers, reason="ended", now=now)
     return len(ended)
 
 

@@ -13,6 +13,7 @@ from phonenumbers import carrier
 _MAC_HEX = re.compile(r"[0-9A-Fa-f]{12}")
 _MAC_SEPARATED = re.compile(r"[0-9A-Fa-f]{1,2}([:\-.])(?:[0-9A-Fa-f]{1,2}\1){4}[0-9A-Fa-f]{1,2}")
 _MAC_CISCO = re.compile(r"[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}")
+_MAC_CANONICAL = re.compile(r"[0-9A-F]{2}(?::[0-9A-F]{2}){5}")
 
 
 class InvalidPhone(ValueError):
@@ -71,6 +72,8 @@ def normalize_mac(text: str) -> str:
     """
     if not isinstance(text, str):
         raise InvalidMac("not a MAC address")
+    if _MAC_CANONICAL.fullmatch(text):   # already in the stored form: what MikroTik sends by default
+        return text
     value = text.strip()
     if _MAC_HEX.fullmatch(value):
         digits = value

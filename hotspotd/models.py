@@ -9,6 +9,20 @@ from __future__ import annotations
 import peewee as pw
 
 database = pw.DatabaseProxy()
+_PLACEHOLDERS: dict[str, str] = {}
+
+
+def execute(sql: str, params: tuple = ()):
+    """Run hand-written SQL (``?`` placeholders) on the bound database; returns the cursor.
+
+    For the few statements every RADIUS request runs: building a peewee query costs ten times
+    what SQLite takes to answer it. Write portable SQL (same tables and columns on SQLite and
+    PostgreSQL); PostgreSQL's driver wants ``%s``, so the text is rewritten once and kept.
+    """
+    db = database.obj
+    if db.param != "?":
+        sql = _PLACEHOLDERS.get(sql) or _PLACEHOLDERS.setdefault(sql, sql.replace("?", db.param))
+    return db.execute_sql(sql, params)
 
 
 class BaseModel(pw.Model):

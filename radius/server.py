@@ -20,19 +20,24 @@ from collections import Counter, OrderedDict
 
 from pyrad import packet
 from pyrad.dictionary import Dictionary
-from pyrad.server import CheckMessageAuthenticator, Server, ServerPacketError
+from pyrad.server import Server, ServerPacketError
 
 from hotspotd import access
 from hotspotd.access import Usage
 from hotspotd.config import Config, RadiusClient
 from hotspotd.identifiers import InvalidMac, normalize_mac
 
+from . import wire
 from .replies import accept_attributes
 
 log = logging.getLogger(__name__)
 
 DICTIONARY_PATH = os.path.join(os.path.dirname(__file__), "dictionary", "dictionary")
-STATUS = {1: "start", 2: "stop", 3: "interim", "Start": "start", "Stop": "stop", "Interim-Update": "interim"}
+STATUS = {1: "start", 2: "stop", 3: "interim"}
+# attribute numbers the server reads (RFC 2865, 2866, 2869)
+USER_NAME, FRAMED_IP_ADDRESS, CLASS, CALLING_STATION_ID = 1, 8, 25, 31
+ACCT_STATUS_TYPE, ACCT_INPUT_OCTETS, ACCT_OUTPUT_OCTETS, ACCT_SESSION_ID, ACCT_SESSION_TIME = 40, 42, 43, 44, 46
+ACCT_TERMINATE_CAUSE, ACCT_INPUT_GIGAWORDS, ACCT_OUTPUT_GIGAWORDS = 49, 52, 53
 REJECT_NO_TIME = "No Wi-Fi time on this device. Open the portal to buy a package."
 _DEDUPE_SIZE = 4096
 
@@ -47,12 +52,6 @@ def _first(pkt: packet.Packet, name: str):
     except KeyError:
         return None
     return values[0] if values else None
-
-
-def _text(pkt: packet.Packet, name: str) -> str | None:
-    """A string attribute as text; None when absent or not UTF-8 (pyrad then hands over bytes)."""
-    value = _first(pkt, name)
-    return value if isinstance(value, str) else None
 
 
 class RadiusServer(Server):
@@ -75,6 +74,11 @@ class RadiusServer(Server):
         self._replies: OrderedDict[tuple, bytes] = OrderedDict()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._encoder = wire.Encoder(self.dict)
+        self._reject_attributes = self._encoder.attributes({"Reply-Message": REJECT_NO_TIME})
+        causes = self.dict.attributes["Acct-Terminate-Cause"].values
+        #: Acct-Terminate-Cause number → its name, as stored (``User-Request``)
+        self._terminate_causes = {int.from_bytes(v, "big"): name for name, v in causes.forward.items()}
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> "RadiusServer":
@@ -102,21 +106,27 @@ class RadiusServer(Server):
         self.authfds, self.acctfds = [], []
 
     def serve(self) -> None:
-        """Receive until :meth:`stop`; a bad packet or a failing handler never ends the loop."""
+        """Receive until :meth:`stop`; a bad packet or a failing handler never ends the loop.
+        A ready socket is drained before the next ``select`` (one system call per burst, not
+        per datagram: after a power cut every device asks at once)."""
         auth = {fd.fileno(): fd for fd in self.authfds}
         acct = {fd.fileno(): fd for fd in self.acctfds}
         fds = list(auth.values()) + list(acct.values())
+        for fd in fds:
+            fd.setblocking(False)
         while not self._stop.is_set():
             try:
                 ready, _, _ = select.select(fds, [], [], 0.5)
             except (OSError, ValueError):
                 break
             for fd in ready:
-                try:
-                    data, source = fd.recvfrom(self.MaxPacketSize)
-                except OSError:
-                    continue
-                self.handle_datagram(fd, data, source, fd.fileno() in auth)
+                is_auth = fd.fileno() in auth
+                for _ in range(256):    # then the other socket gets its turn
+                    try:
+                        data, source = fd.recvfrom(self.MaxPacketSize)
+                    except OSError:     # BlockingIOError: drained
+                        break
+                    self.handle_datagram(fd, data, source, is_auth)
 
     # --- packets -------------------------------------------------------------------------
     def client_for(self, address: str) -> RadiusClient | None:
@@ -145,22 +155,18 @@ class RadiusServer(Server):
         cached = self._replies.get(key)
         if cached is not None:
             self.stats[f"{kind}_duplicate"] += 1
-            fd.sendto(cached, source)
+            self._send(fd, cached, source)
             return
         started = time.perf_counter()
         try:
-            if is_auth:
-                pkt = self.CreateAuthPacket(packet=data, secret=client.secret.encode())
-            else:
-                pkt = self.CreateAcctPacket(packet=data, secret=client.secret.encode())
-            pkt.source = source
-            reply = self._auth(pkt, client) if is_auth else self._acct(pkt, client)
-            raw = reply.ReplyPacket()   # inside: nothing a packet causes may end the serve loop
+            req = wire.parse(data)
+            secret = client.secret.encode()
+            raw = self._auth(req, client, secret) if is_auth else self._acct(req, source, secret)
         except ServerPacketError as exc:
             self.stats[f"{kind}_dropped"] += 1
             log.debug("dropping %s packet from %s: %s", kind, source[0], exc)
             return
-        except (packet.PacketError, KeyError, ValueError, TypeError, IndexError, UnicodeError) as exc:
+        except (wire.WireError, packet.PacketError, KeyError, ValueError, TypeError, IndexError, UnicodeError) as exc:
             self.stats[f"{kind}_malformed"] += 1
             log.debug("malformed %s packet from %s: %s", kind, source[0], exc)
             return
@@ -171,36 +177,43 @@ class RadiusServer(Server):
         self._replies[key] = raw
         if len(self._replies) > _DEDUPE_SIZE:
             self._replies.popitem(last=False)
-        fd.sendto(raw, source)
+        self._send(fd, raw, source)
         self.last_request_at = time.time()
         elapsed = time.perf_counter() - started
         self.stats[f"{kind}_seconds"] += elapsed
         if self.metrics is not None:
             self.metrics.radius_request(kind, elapsed)
 
-    def _auth(self, pkt: packet.AuthPacket, client: RadiusClient) -> packet.Packet:
-        if pkt.code != packet.AccessRequest:
+    def _send(self, fd: socket.socket, raw: bytes, source: tuple) -> None:
+        """Send a reply; a full send buffer loses it (the NAS retransmits, the cache answers)."""
+        try:
+            fd.sendto(raw, source)
+        except OSError as exc:
+            self.stats["reply_send_failed"] += 1
+            log.debug("reply to %s not sent: %s", source[0], exc)
+
+    def _auth(self, req: wire.Request, client: RadiusClient, secret: bytes) -> bytes:
+        if req.code != wire.ACCESS_REQUEST:
             raise ServerPacketError("not an Access-Request")
-        CheckMessageAuthenticator(pkt, client.require_message_authenticator)
-        grant = self._find_grant(pkt)
+        if req.ma_offset is None:
+            if client.require_message_authenticator:
+                raise ServerPacketError("no Message-Authenticator")
+        elif not wire.message_authenticator_ok(req, secret):
+            raise ServerPacketError("invalid Message-Authenticator (wrong secret?)")
+        grant = self._find_grant(req, secret)
         if grant is None:
             self.stats["access_reject"] += 1
-            reply = pkt.CreateReply()
-            reply.code = packet.AccessReject
-            reply["Reply-Message"] = REJECT_NO_TIME
-            return reply
+            return wire.reply(req, wire.ACCESS_REJECT, self._reject_attributes, secret)
         self.stats["access_accept"] += 1
         if self.metrics is not None:
             self.metrics.online(grant.entitlement_id)
-        reply = pkt.CreateReply()
-        for name, value in accept_attributes(grant, client.kind, self.cfg.radius.idle_timeout,
-                                             self.cfg.radius.interim_interval).items():
-            reply[name] = value
-        return reply
+        attributes = accept_attributes(grant, client.kind, self.cfg.radius.idle_timeout,
+                                       self.cfg.radius.interim_interval)
+        return wire.reply(req, wire.ACCESS_ACCEPT, self._encoder.attributes(attributes), secret)
 
-    def _find_grant(self, pkt: packet.AuthPacket):
-        username = _text(pkt, "User-Name") or ""
-        calling = _text(pkt, "Calling-Station-Id")
+    def _find_grant(self, req: wire.Request, secret: bytes):
+        username = req.text(USER_NAME) or ""
+        calling = req.text(CALLING_STATION_ID)
         try:
             calling_mac = normalize_mac(calling) if calling else None
         except InvalidMac:
@@ -217,7 +230,9 @@ class RadiusServer(Server):
             return access.authorize(user_mac)
         if not username:
             return None
-        return access.authorize_login(username, lambda secret: self._password_ok(pkt, secret), calling_mac)
+        # a login (voucher, post-payment): pyrad checks the PAP or CHAP password
+        pkt = self.CreateAuthPacket(packet=req.raw, secret=secret)
+        return access.authorize_login(username, lambda password: self._password_ok(pkt, password), calling_mac)
 
     @staticmethod
     def _password_ok(pkt: packet.AuthPacket, secret: str) -> bool:
@@ -231,24 +246,22 @@ class RadiusServer(Server):
         except (UnicodeError, ValueError):
             return False
 
-    def _acct(self, pkt: packet.AcctPacket, client: RadiusClient) -> packet.Packet:
-        if pkt.code != packet.AccountingRequest:
+    def _acct(self, req: wire.Request, source: tuple, secret: bytes) -> bytes:
+        if req.code != wire.ACCOUNTING_REQUEST:
             raise ServerPacketError("not an Accounting-Request")
-        if not pkt.VerifyAcctRequest():
+        if not wire.accounting_authenticator_ok(req, secret):
             raise ServerPacketError("bad Request Authenticator (wrong secret?)")
-        status_value = _first(pkt, "Acct-Status-Type")
-        status = STATUS.get(status_value)
-        session_id = _first(pkt, "Acct-Session-Id")
+        status = STATUS.get(req.integer(ACCT_STATUS_TYPE))
+        session_id = req.text(ACCT_SESSION_ID)
         if status and session_id:
-            self._record(pkt, status, session_id)
+            self._record(req, source, status, session_id)
         self.stats[f"acct_{status or 'other'}"] += 1
-        reply = pkt.CreateReply()
-        return reply
+        return wire.reply(req, wire.ACCOUNTING_RESPONSE, b"", secret)
 
-    def _record(self, pkt: packet.AcctPacket, status: str, session_id: str) -> None:
+    def _record(self, req: wire.Request, source: tuple, status: str, session_id: str) -> None:
         mac = None
-        for name in ("Calling-Station-Id", "User-Name"):
-            value = _text(pkt, name)
+        for code in (CALLING_STATION_ID, USER_NAME):
+            value = req.text(code)
             if value:
                 try:
                     mac = normalize_mac(value)
@@ -256,23 +269,25 @@ class RadiusServer(Server):
                 except InvalidMac:
                     continue
         ent_id = None
-        cls = _first(pkt, "Class")
-        if isinstance(cls, bytes) and cls.startswith(b"hotspotd:"):
+        cls = req.first(CLASS)
+        if cls is not None and cls.startswith(b"hotspotd:"):
             try:
                 ent_id = int(cls[9:])
             except ValueError:
                 ent_id = None
 
-        def octets(name: str) -> int:
-            return (_first(pkt, f"Acct-{name}-Gigawords") or 0) << 32 | (_first(pkt, f"Acct-{name}-Octets") or 0)
+        def octets(low: int, high: int) -> int:
+            return (req.integer(high) or 0) << 32 | (req.integer(low) or 0)
 
-        terminate = _first(pkt, "Acct-Terminate-Cause")
-        usage = Usage(nas=pkt.source[0], acct_session_id=str(session_id)[:64], status=status, mac=mac,
-                      entitlement_id=ent_id, ip=str(_first(pkt, "Framed-IP-Address") or "") or None,
-                      username=(_text(pkt, "User-Name") or "")[:64] or None,
-                      input_octets=octets("Input"), output_octets=octets("Output"),
-                      session_time=_first(pkt, "Acct-Session-Time") or 0,
-                      terminate_cause=str(terminate) if terminate is not None else None)
+        terminate = req.integer(ACCT_TERMINATE_CAUSE)
+        usage = Usage(nas=source[0], acct_session_id=session_id[:64], status=status, mac=mac,
+                      entitlement_id=ent_id, ip=req.address(FRAMED_IP_ADDRESS),
+                      username=(req.text(USER_NAME) or "")[:64] or None,
+                      input_octets=octets(ACCT_INPUT_OCTETS, ACCT_INPUT_GIGAWORDS),
+                      output_octets=octets(ACCT_OUTPUT_OCTETS, ACCT_OUTPUT_GIGAWORDS),
+                      session_time=req.integer(ACCT_SESSION_TIME) or 0,
+                      terminate_cause=self._terminate_causes.get(terminate, str(terminate))
+                      if terminate is not None else None)
         if status == "start" and ent_id is not None and self.metrics is not None:
             self.metrics.online(ent_id)
         if access.record_usage(usage) and self.on_cap_reached:
