@@ -5,15 +5,51 @@ prefixes arrive with a library update rather than a code change.
 """
 from __future__ import annotations
 
+import gc
+import importlib
 import re
+import sys
 
 import phonenumbers
-from phonenumbers import carrier
 
 _MAC_HEX = re.compile(r"[0-9A-Fa-f]{12}")
 _MAC_SEPARATED = re.compile(r"[0-9A-Fa-f]{1,2}([:\-.])(?:[0-9A-Fa-f]{1,2}\1){4}[0-9A-Fa-f]{1,2}")
 _MAC_CISCO = re.compile(r"[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}")
 _MAC_CANONICAL = re.compile(r"[0-9A-F]{2}(?::[0-9A-F]{2}){5}")
+
+
+def _kenyan_carriers() -> dict[str, str]:
+    """Kenya's part of libphonenumber's carrier table: number prefix (``25411``) → carrier.
+
+    ``phonenumbers.carrier`` keeps the whole world's table in memory, 10 MB of a daemon that
+    must fit a Raspberry Pi beside the router; Kenya's is a few dozen entries. So the table is
+    loaded once, Kenya's prefixes copied, and the rest let go.
+    """
+    loaded = "phonenumbers.carrierdata" in sys.modules
+    data = importlib.import_module("phonenumbers.carrierdata")
+    kenyan = {prefix: names["en"] for prefix, names in data.CARRIER_DATA.items()
+              if prefix.startswith("254") and "en" in names}
+    if not loaded:
+        del data
+        for name in [m for m in sys.modules if m.startswith("phonenumbers.carrierdata")]:
+            del sys.modules[name]
+        phonenumbers.__dict__.pop("carrierdata", None)
+        gc.collect()
+    return kenyan
+
+
+_KENYAN_CARRIERS = _kenyan_carriers()
+_LONGEST_PREFIX = max(map(len, _KENYAN_CARRIERS), default=0)
+
+
+def carrier_of(number: "phonenumbers.PhoneNumber") -> str:
+    """The carrier a Kenyan mobile number was issued to (longest matching prefix), or ``""``."""
+    digits = f"{number.country_code}{number.national_number}"
+    for length in range(min(_LONGEST_PREFIX, len(digits)), 0, -1):
+        name = _KENYAN_CARRIERS.get(digits[:length])
+        if name:
+            return name
+    return ""
 
 
 class InvalidPhone(ValueError):
@@ -49,7 +85,7 @@ def normalize_phone(text: str) -> str:
     if phonenumbers.number_type(number) not in (phonenumbers.PhoneNumberType.MOBILE,
                                                 phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE):
         raise InvalidPhone("Use a Safaricom mobile number, e.g. 0712 345 678.")
-    if carrier.name_for_number(number, "en") != "Safaricom":
+    if carrier_of(number) != "Safaricom":
         raise InvalidPhone("M-Pesa prompts go only to Safaricom numbers; use your Safaricom line.")
     national = str(number.national_number)
     if len(national) != 9 or national[0] not in "17":

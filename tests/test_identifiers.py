@@ -86,3 +86,23 @@ def test_bad_macs(text):
 def test_random_mac_detection():
     assert is_random_mac("DA:A1:19:00:00:01")   # locally administered bit set
     assert not is_random_mac("00:1A:2B:3C:4D:5E")
+
+
+@given(st.integers(min_value=100_000_000, max_value=799_999_999))
+def test_kenyan_carrier_table_answers_as_libphonenumber_does(national):
+    """identifiers keeps only Kenya's slice of libphonenumber's carrier table (memory): for every
+    Kenyan mobile number it must name the same carrier as the library's full table."""
+    import phonenumbers
+    from phonenumbers import carrier
+
+    from hotspotd.identifiers import carrier_of
+    number = phonenumbers.parse(f"+254{national}")
+    if phonenumbers.number_type(number) in (phonenumbers.PhoneNumberType.MOBILE,
+                                            phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE):
+        assert carrier_of(number) == carrier.name_for_number(number, "en")
+
+
+def test_mac_already_in_stored_form_comes_back_unchanged_and_others_are_normalised():
+    assert normalize_mac("AA:BB:CC:DD:EE:FF") == "AA:BB:CC:DD:EE:FF"
+    assert normalize_mac("aa:bb:cc:dd:ee:ff") == "AA:BB:CC:DD:EE:FF"
+    assert normalize_mac(" AA:BB:CC:DD:EE:FF\n") == "AA:BB:CC:DD:EE:FF"
