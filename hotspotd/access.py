@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import peewee as pw
 
 from . import clock, faults
-from .models import AcctSession, Device, Entitlement, Event, Package, Payment, database, execute
+from .models import (AcctSession, Device, Entitlement, Event, Package, Payment, chunks, database, execute,
+                     execute_many, marks)
 
 log = logging.getLogger(__name__)
 
@@ -220,41 +221,33 @@ def expire_due(now: float | None = None, limit: int = 20000) -> list[tuple[int, 
 
     Returns ``(entitlement_id, macs)`` of each one ended, for the caller to disconnect. Works in
     set statements (one per 500 sessions), not one per session: after a power cut or a busy
-    evening thousands fall due in the same minute.
+    evening thousands fall due in the same minute (10,000 in well under 2 s, ``scripts/bench``).
     """
     now = clock.now() if now is None else now
-    ended = []
     with database.atomic():
-        due = list(Entitlement.select(Entitlement.id, Entitlement.expires_at, Entitlement.data_cap_bytes,
-                                      Entitlement.bytes_used)
+        due = list(Entitlement.select(Entitlement.id, Entitlement.expires_at)
                    .where(Entitlement.status == "active",
                           (Entitlement.expires_at <= now) |
                           (Entitlement.data_cap_bytes.is_null(False) & (Entitlement.bytes_used >= Entitlement.data_cap_bytes)))
-                   .limit(limit))
+                   .limit(limit).tuples())
         if not due:
             return []
-        macs: dict[int, list[str]] = {e.id: [] for e in due}
-        for chunk in _chunks([e.id for e in due]):
-            for dev in Device.select(Device.entitlement, Device.mac).where(Device.entitlement.in_(chunk), Device.active):
-                macs[dev.entitlement_id].append(dev.mac)
-        for reason, group in (("expired", [e.id for e in due if e.expires_at <= now]),
-                              ("exhausted", [e.id for e in due if e.expires_at > now])):
-            for chunk in _chunks(group):
-                Entitlement.update(status=reason, ended_at=now, end_reason=reason).where(
-                    Entitlement.id.in_(chunk), Entitlement.status == "active").execute()
-        ended = [(e.id, macs[e.id]) for e in due]
-        for chunk in _chunks(due):
-            Event.insert_many([{"at": now, "kind": "session_ended", "entitlement": e.id,
-                                "message": "expired" if e.expires_at <= now else "data cap reached"}
-                               for e in chunk]).execute()
+        macs: dict[int, list[str]] = {ent_id: [] for ent_id, _ in due}
+        for chunk in chunks(list(macs)):
+            for ent_id, mac in execute(f'SELECT entitlement_id, mac FROM "device"'
+                                       f' WHERE active AND entitlement_id IN ({marks(chunk)})', chunk):
+                macs[ent_id].append(mac)
+        reasons = {ent_id: "expired" if expires_at <= now else "exhausted" for ent_id, expires_at in due}
+        for reason in ("expired", "exhausted"):
+            for chunk in chunks([ent_id for ent_id, r in reasons.items() if r == reason]):
+                execute(f'UPDATE "entitlement" SET status = ?, ended_at = ?, end_reason = ?'
+                        f" WHERE status = 'active' AND id IN ({marks(chunk)})", (reason, now, reason, *chunk))
+        execute_many('INSERT INTO "event" (at, kind, entitlement_id, message) VALUES (?, ?, ?, ?)',
+                     [(now, "session_ended", ent_id, "expired" if reason == "expired" else "data cap reached")
+                      for ent_id, reason in reasons.items()])
+        ended = [(ent_id, macs[ent_id]) for ent_id, _ in due]
     log.info("ended %d session(s)", len(ended))
     return ended
-
-
-def _chunks(items: list, size: int = 500):
-    """``items`` in slices small enough for one statement's parameters on any database."""
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def authorize_login(username: str, password_ok, mac: str | None, now: float | None = None) -> Grant | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Iterable, Protocol
 
 from . import access, clock, faults
-from .models import AcctSession, Disconnect, Event, database
+from .models import AcctSession, Disconnect, Event, chunks, database, execute, execute_many, marks
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +65,17 @@ def enqueue_many(devices: Iterable[tuple[str, int | None]], routers: Iterable[st
     devices = list(devices)
     rows = []
     with database.atomic():
-        for start in range(0, len(devices), 500):
-            chunk = devices[start:start + 500]
-            pending = {(d.mac, d.router) for d in Disconnect.select(Disconnect.mac, Disconnect.router).where(
-                Disconnect.mac.in_([mac for mac, _ in chunk]), Disconnect.status.in_(("pending", "failing")))}
+        for chunk in chunks(devices):
+            chunk_macs = [mac for mac, _ in chunk]
+            pending = set(execute(f'SELECT mac, router FROM "disconnect" WHERE status IN (\'pending\', \'failing\')'
+                                  f' AND mac IN ({marks(chunk_macs)})', chunk_macs))
             for mac, entitlement_id in chunk:
                 for router in routers:
                     if (mac, router) not in pending:
                         pending.add((mac, router))
-                        rows.append({"mac": mac, "router": router, "entitlement": entitlement_id, "reason": reason,
-                                     "created_at": now, "next_at": now})
-        for start in range(0, len(rows), 500):
-            Disconnect.insert_many(rows[start:start + 500]).execute()
+                        rows.append((mac, router, entitlement_id, reason, "pending", now, now, 0))
+        execute_many('INSERT INTO "disconnect" (mac, router, entitlement_id, reason, status, created_at, next_at,'
+                     ' attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', rows)
     return len(rows)
 
 

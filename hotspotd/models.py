@@ -25,6 +25,32 @@ def execute(sql: str, params: tuple = ()):
     return db.execute_sql(sql, params)
 
 
+def chunks(items: list, size: int = 500):
+    """``items`` in slices small enough for one statement's parameters on any database."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def marks(values) -> str:
+    """``?, ?, ?`` for an ``IN (…)`` of ``values``."""
+    return ", ".join("?" * len(values))
+
+
+def execute_many(sql: str, rows: list[tuple]) -> None:
+    """:func:`execute` once per row of ``rows`` in one driver call (bulk inserts: peewee's
+    ``insert_many`` spends seconds building the SQL text for ten thousand rows)."""
+    if not rows:
+        return
+    db = database.obj
+    if db.param != "?":
+        sql = _PLACEHOLDERS.get(sql) or _PLACEHOLDERS.setdefault(sql, sql.replace("?", db.param))
+    cursor = db.cursor()
+    try:
+        cursor.executemany(sql, rows)
+    finally:
+        cursor.close()
+
+
 class BaseModel(pw.Model):
     class Meta:
         database = database
