@@ -130,6 +130,7 @@ def revoke(entitlement_id: int, why: str, now: float | None = None) -> list[str]
         if not updated:
             return []
         macs = [d.mac for d in Device.select(Device.mac).where(Device.entitlement == entitlement_id, Device.active)]
+        end_bindings([entitlement_id])
         Event.create(at=now, kind="session_ended", entitlement=entitlement_id, message=f"revoked: {why}")
     return macs
 
@@ -242,12 +243,21 @@ def expire_due(now: float | None = None, limit: int = 20000) -> list[tuple[int, 
             for chunk in chunks([ent_id for ent_id, r in reasons.items() if r == reason]):
                 execute(f'UPDATE "entitlement" SET status = ?, ended_at = ?, end_reason = ?'
                         f" WHERE status = 'active' AND id IN ({marks(chunk)})", (reason, now, reason, *chunk))
+        end_bindings(list(reasons))
         execute_many('INSERT INTO "event" (at, kind, entitlement_id, message) VALUES (?, ?, ?, ?)',
                      [(now, "session_ended", ent_id, "expired" if reason == "expired" else "data cap reached")
                       for ent_id, reason in reasons.items()])
         ended = [(ent_id, macs[ent_id]) for ent_id, _ in due]
     log.info("ended %d session(s)", len(ended))
     return ended
+
+
+def end_bindings(entitlement_ids: list[int]) -> None:
+    """The devices of ended entitlements stop being active bindings (``unbound_at`` stays empty:
+    they held the session to its end, nobody took their slot). Only active bindings are what
+    RADIUS looks up, so a regular customer's year of old sessions costs nothing per request."""
+    for chunk in chunks(entitlement_ids):
+        execute(f'UPDATE "device" SET active = FALSE WHERE active AND entitlement_id IN ({marks(chunk)})', chunk)
 
 
 def authorize_login(username: str, password_ok, mac: str | None, now: float | None = None) -> Grant | None:

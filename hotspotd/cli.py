@@ -292,7 +292,8 @@ def _sessions(args) -> int:
         q = q.where(Entitlement.status == "active")
     print(f"{'id':>4} {'status':<9} {'package':<14} {'left (min)':>10}  devices")
     for e in q:
-        macs = ",".join(d.mac for d in Device.select().where(Device.entitlement == e.id, Device.active))
+        # the devices that hold the session (or held it to its end): not those that gave their slot up
+        macs = ",".join(d.mac for d in Device.select().where(Device.entitlement == e.id, Device.unbound_at.is_null()))
         print(f"{e.id:>4} {e.status:<9} {e.package.name:<14} {access.remaining_seconds(e) // 60:>10}  {macs or '-'}")
     return 0
 

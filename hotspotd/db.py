@@ -69,11 +69,19 @@ def _v3(db: pw.Database) -> None:
     db.create_tables([models.Voucher, models.AdminUser], safe=True)
 
 
+def _v4(db: pw.Database) -> None:
+    # an ended session's device bindings are released (access.end_bindings): a regular's MAC
+    # otherwise collects one active binding per day, and every RADIUS request walks them all
+    db.execute_sql('UPDATE "device" SET active = FALSE WHERE active AND entitlement_id IN'
+                   ' (SELECT id FROM "entitlement" WHERE status <> \'active\')')
+
+
 #: (version, description, function). Append; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1),
     (2, "disconnect queue", _v2),
     (3, "vouchers and admin accounts", _v3),
+    (4, "release the device bindings of ended sessions", _v4),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -77,3 +77,41 @@ def test_read_then_write_transactions_wait_instead_of_failing(tmp_path):
     assert errors == []
     assert Voucher.select().where(Voucher.redeemed_at.is_null(False)).count() == 40
     database.close()
+
+
+def test_v4_releases_the_bindings_of_sessions_ended_before_it(tmp_path):
+    """A database from before v4 kept an ended session's devices active; the upgrade releases
+    them and leaves live sessions' bindings (and RADIUS's answers) as they were."""
+    from hotspotd import access
+    from hotspotd.models import Device, Entitlement
+
+    database = db.prepare(f"sqlite:///{tmp_path}/a.db")
+    package = Package.get(Package.name == "1 hour")
+    now = 1_800_000_000.0
+    live = access.grant(package, "AA:00:00:00:00:01", now, phone=None, payment=None)
+    ended = access.grant(package, "AA:00:00:00:00:02", now - 7200, phone=None, payment=None)
+    Entitlement.update(status="expired", ended_at=now - 3600).where(Entitlement.id == ended.id).execute()
+    Setting.replace(key="schema_version", value="3").execute()        # as v3 left it: still active
+
+    assert db.migrate(database) == [4]
+    assert Device.get(Device.entitlement == live.id).active
+    released = Device.get(Device.entitlement == ended.id)
+    assert not released.active and released.unbound_at is None
+    assert access.authorize("AA:00:00:00:00:01", now + 60).entitlement_id == live.id
+    database.close()
+
+
+def test_ending_a_session_releases_its_bindings(tmp_path):
+    from hotspotd import access
+    from hotspotd.models import Device
+
+    database = db.prepare(f"sqlite:///{tmp_path}/a.db")
+    package = Package.get(Package.name == "1 hour")
+    now = 1_800_000_000.0
+    expiring = access.grant(package, "AA:00:00:00:00:03", now - 3600, phone=None, payment=None)
+    revoked = access.grant(package, "AA:00:00:00:00:04", now, phone=None, payment=None)
+    assert [e for e, _ in access.expire_due(now + 1)] == [expiring.id]
+    assert access.revoke(revoked.id, "test", now + 2) == ["AA:00:00:00:00:04"]
+    assert Device.select().where(Device.active).count() == 0
+    assert Device.select().where(Device.unbound_at.is_null()).count() == 2    # they held it to the end
+    database.close()
