@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import peewee as pw
 
@@ -19,9 +20,9 @@ from .models import (AcctSession, Device, Entitlement, Event, Package, Payment, 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Grant:
-    """A live right to be online, as RADIUS needs it."""
+class Grant(NamedTuple):
+    """A live right to be online, as RADIUS needs it. (A NamedTuple: immutable, and made for
+    every Access-Accept at about half what a frozen dataclass costs.)"""
     entitlement_id: int
     mac: str
     package_name: str
@@ -164,7 +165,11 @@ def extend(entitlement_id: int, seconds: int, why: str, now: float | None = None
 
 def bytes_left(ent: Entitlement) -> int | None:
     """Data the entitlement still has; None when its package has no cap."""
-    return None if ent.data_cap_bytes is None else max(ent.data_cap_bytes - ent.bytes_used, 0)
+    return _left(ent.data_cap_bytes, ent.bytes_used)
+
+
+def _left(cap: int | None, used: int) -> int | None:
+    return None if cap is None else max(cap - used, 0)
 
 
 def normalize_receipt(text: str) -> str:
@@ -202,8 +207,7 @@ def authorize(mac: str, now: float | None = None) -> Grant | None:
     if remaining <= 0:
         return None
     return Grant(entitlement_id=ent_id, mac=mac, package_name=package_name, expires_at=expires_at,
-                 remaining_seconds=remaining, data_cap_bytes=cap,
-                 bytes_left=None if cap is None else max(cap - used, 0), rate_limit=rate_limit)
+                 remaining_seconds=remaining, data_cap_bytes=cap, bytes_left=_left(cap, used), rate_limit=rate_limit)
 
 
 def entitlement_of(payment: Payment) -> Entitlement | None:

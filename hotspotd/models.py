@@ -141,7 +141,8 @@ class Device(BaseModel):
     unbound_at = pw.DoubleField(null=True)
 
     class Meta:
-        indexes = ((("mac", "active"), False),)
+        # covers RADIUS's lookup (access.authorize): the entitlement ids come from the index alone
+        indexes = ((("mac", "active", "entitlement"), False),)
 
 
 class AcctSession(BaseModel):

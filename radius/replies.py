@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+import time
+from datetime import timedelta, timezone
 from decimal import Decimal
 
 from hotspotd.access import Grant
@@ -33,8 +34,11 @@ def split64(value: int) -> tuple[int, int]:
 
 
 def terminate_time(expires_at: float) -> str:
-    """WISPr-Session-Terminate-Time in the venue's time: ``YYYY-MM-DDThh:mm:ss+03:00``."""
-    return datetime.fromtimestamp(expires_at, NAIROBI).strftime("%Y-%m-%dT%H:%M:%S+03:00")
+    """WISPr-Session-Terminate-Time in the venue's time: ``YYYY-MM-DDThh:mm:ss+03:00``.
+    (Formatted from ``time.gmtime`` of the instant three hours on: datetime's strftime with a
+    time zone was 7 % of an Access-Accept's cost.)"""
+    t = time.gmtime(int(round(expires_at, 6)) + 3 * 3600)   # whole seconds as datetime rounds them
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}+03:00"
 
 
 def accept_attributes(grant: Grant, kind: str, idle_timeout: int, interim_interval: int) -> dict:

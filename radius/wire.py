@@ -25,6 +25,7 @@ MESSAGE_AUTHENTICATOR = 80
 VENDOR_SPECIFIC = 26
 MAX_PACKET = 4096
 _HEADER = struct.Struct("!BBH16s")
+_INTEGER = struct.Struct("!I")
 _ZERO16 = bytes(16)
 
 
@@ -102,24 +103,53 @@ def parse(data: bytes) -> Request:
     return Request(code, identifier, authenticator, raw, attributes, ma_offset)
 
 
+_MD5 = hashlib.md5()
+_PADS: dict[bytes, tuple] = {}
+
+
+def _md5(data: bytes) -> bytes:
+    """MD5 from a copy of a ready object: OpenSSL 3 looks the algorithm up on every new one."""
+    h = _MD5.copy()
+    h.update(data)
+    return h.digest()
+
+
+def hmac_md5(secret: bytes, data: bytes) -> bytes:
+    """HMAC-MD5 (RFC 2104) with the secret's inner and outer pads hashed once per secret:
+    ``hmac.digest`` does that work, and an OpenSSL lookup, twice per packet."""
+    pads = _PADS.get(secret)
+    if pads is None:
+        key = _md5(secret) if len(secret) > 64 else secret
+        key = key.ljust(64, b"\0")
+        inner, outer = _MD5.copy(), _MD5.copy()
+        inner.update(bytes(b ^ 0x36 for b in key))
+        outer.update(bytes(b ^ 0x5C for b in key))
+        pads = _PADS[secret] = (inner, outer)
+    inner, outer = pads[0].copy(), pads[1].copy()
+    inner.update(data)
+    outer.update(inner.digest())
+    return outer.digest()
+
+
 def message_authenticator_ok(req: Request, secret: bytes) -> bool:
     """RFC 3579 §3.2: HMAC-MD5 over the request with the Message-Authenticator's value zeroed."""
     if req.ma_offset is None:
         return False
     given = req.raw[req.ma_offset:req.ma_offset + 16]
     zeroed = req.raw[:req.ma_offset] + _ZERO16 + req.raw[req.ma_offset + 16:]
-    return hmac.compare_digest(hmac.new(secret, zeroed, hashlib.md5).digest(), given)
+    return hmac.compare_digest(hmac_md5(secret, zeroed), given)
 
 
 def accounting_authenticator_ok(req: Request, secret: bytes) -> bool:
     """RFC 2866 §3: MD5(Code+Identifier+Length+16 zero octets+Attributes+secret)."""
-    expected = hashlib.md5(req.raw[:4] + _ZERO16 + req.raw[20:] + secret).digest()
+    expected = _md5(req.raw[:4] + _ZERO16 + req.raw[20:] + secret)
     return hmac.compare_digest(expected, req.authenticator)
 
 
 class Encoder:
     """Reply attributes by dictionary name (``Session-Timeout``, ``Mikrotik-Rate-Limit``) → octets.
-    Names, numbers, vendors and types come from pyrad's :class:`~pyrad.dictionary.Dictionary`."""
+    Names, numbers, vendors and types come from pyrad's :class:`~pyrad.dictionary.Dictionary`;
+    each name's attribute header is worked out once."""
 
     def __init__(self, dictionary):
         self._dictionary = dictionary
@@ -136,7 +166,7 @@ class Encoder:
     def encode(self, name: str, value) -> bytes:
         code, vendor, kind = self._lookup(name)
         if kind in ("integer", "date"):
-            data = struct.pack("!I", value)
+            data = _INTEGER.pack(value)
         elif kind == "string":
             data = value.encode() if isinstance(value, str) else bytes(value)
         elif kind == "octets":
@@ -149,11 +179,10 @@ class Encoder:
             raise ValueError(f"{name}: {len(data)} octets do not fit one attribute")
         if vendor is None:
             return bytes((code, len(data) + 2)) + data
-        inner = bytes((code, len(data) + 2)) + data
-        return bytes((VENDOR_SPECIFIC, len(inner) + 6)) + struct.pack("!I", vendor) + inner
+        return bytes((VENDOR_SPECIFIC, len(data) + 8)) + _INTEGER.pack(vendor) + bytes((code, len(data) + 2)) + data
 
     def attributes(self, values: dict) -> bytes:
-        return b"".join(self.encode(name, value) for name, value in values.items())
+        return b"".join([self.encode(name, value) for name, value in values.items()])
 
 
 def reply(req: Request, code: int, attributes: bytes, secret: bytes) -> bytes:
@@ -167,7 +196,7 @@ def reply(req: Request, code: int, attributes: bytes, secret: bytes) -> bytes:
         raise ValueError("reply longer than 4096 octets")
     header = struct.pack("!BBH", code, req.identifier, length)
     if code in (ACCESS_ACCEPT, ACCESS_REJECT, 11):
-        signature = hmac.new(secret, header + req.authenticator + attributes, hashlib.md5).digest()
+        signature = hmac_md5(secret, header + req.authenticator + attributes)
         attributes = attributes[:2] + signature + attributes[18:]
-    authenticator = hashlib.md5(header + req.authenticator + attributes + secret).digest()
+    authenticator = _md5(header + req.authenticator + attributes + secret)
     return header + authenticator + attributes

@@ -92,8 +92,12 @@ def test_v4_releases_the_bindings_of_sessions_ended_before_it(tmp_path):
     ended = access.grant(package, "AA:00:00:00:00:02", now - 7200, phone=None, payment=None)
     Entitlement.update(status="expired", ended_at=now - 3600).where(Entitlement.id == ended.id).execute()
     Setting.replace(key="schema_version", value="3").execute()        # as v3 left it: still active
+    database.execute_sql('DROP INDEX "device_mac_active_entitlement_id"')
+    database.execute_sql('CREATE INDEX "device_mac_active" ON "device" ("mac", "active")')   # v3's index
 
     assert db.migrate(database) == [4]
+    indexes = {r[0] for r in database.execute_sql("SELECT name FROM sqlite_master WHERE tbl_name = 'device'")}
+    assert "device_mac_active_entitlement_id" in indexes and "device_mac_active" not in indexes
     assert Device.get(Device.entitlement == live.id).active
     released = Device.get(Device.entitlement == ended.id)
     assert not released.active and released.unbound_at is None
