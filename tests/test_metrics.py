@@ -161,3 +161,17 @@ def _samples(m: Metrics, name: str):
         for s in family.samples:
             if s.name == name:
                 yield s.value, s.labels
+
+
+def test_radius_latency_buckets_are_cumulative_and_inclusive():
+    from hotspotd.metrics import Metrics
+    m = Metrics(process=False)
+    for seconds in (0.0004, 0.0005, 0.002, 3.0):
+        m.radius_request("auth", seconds)
+    m.radius_request("other", 1.0)          # not a RADIUS type: not counted
+    text = __import__("prometheus_client").generate_latest(m.registry).decode()
+    assert 'hotspotd_radius_request_seconds_bucket{le="0.0005",type="auth"} 2.0' in text
+    assert 'hotspotd_radius_request_seconds_bucket{le="0.0025",type="auth"} 3.0' in text
+    assert 'hotspotd_radius_request_seconds_bucket{le="+Inf",type="auth"} 4.0' in text
+    assert 'hotspotd_radius_request_seconds_count{type="auth"} 4.0' in text
+    assert 'hotspotd_radius_request_seconds_count{type="acct"} 0.0' in text
