@@ -22,7 +22,7 @@ from pyrad import packet
 from pyrad.dictionary import Dictionary
 from pyrad.server import Server, ServerPacketError
 
-from hotspotd import access
+from hotspotd import access, db
 from hotspotd.access import Usage
 from hotspotd.config import Config, RadiusClient
 from hotspotd.identifiers import InvalidMac, normalize_mac
@@ -74,6 +74,7 @@ class RadiusServer(Server):
         self._replies: OrderedDict[tuple, bytes] = OrderedDict()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.synchronous: int | None = None
         self._encoder = wire.Encoder(self.dict)
         self._reject_attributes = self._encoder.attributes({"Reply-Message": REJECT_NO_TIME})
         causes = self.dict.attributes["Acct-Terminate-Cause"].values
@@ -114,6 +115,8 @@ class RadiusServer(Server):
         fds = list(auth.values()) + list(acct.values())
         for fd in fds:
             fd.setblocking(False)
+        #: SQLite's synchronous setting on this thread's connection (1 = NORMAL), for tests
+        self.synchronous = db.relaxed_durability()
         while not self._stop.is_set():
             try:
                 ready, _, _ = select.select(fds, [], [], 0.5)

@@ -297,3 +297,14 @@ def test_wrong_message_authenticator_gets_no_answer(mikrotik):
     assert mikrotik.radius.stats["auth_dropped"] == 1
     c = client(mikrotik)
     assert send(c, mac_request(c)).code == packet.AccessAccept     # the honest one still works
+
+
+def test_only_the_radius_thread_commits_without_waiting_for_the_disk(mikrotik):
+    """Accounting totals survive a lost commit (the next report carries them), payments would
+    not: the RADIUS thread's SQLite connection runs synchronous=NORMAL, everyone else's FULL."""
+    from hotspotd.models import database
+    ent = give_time(MAC)
+    c = client(mikrotik)
+    assert send(c, acct(c, "Start", ent=ent)).code == packet.AccountingResponse
+    assert mikrotik.radius.synchronous == 1
+    assert database.execute_sql("PRAGMA synchronous").fetchone()[0] == 2
