@@ -116,7 +116,7 @@ class RadiusServer(Server):
         for fd in fds:
             fd.setblocking(False)
         #: SQLite's synchronous setting on this thread's connection (1 = NORMAL), for tests
-        self.synchronous = db.relaxed_durability()
+        self.synchronous = db.prepare_radius_thread()
         while not self._stop.is_set():
             try:
                 ready, _, _ = select.select(fds, [], [], 0.5)
