@@ -105,7 +105,7 @@ class Hotspot:
             self._warned_back = clock.now()
         if clock.now() - self._saved_high_water >= self.HIGH_WATER_EVERY:
             from .models import Setting
-            Setting.replace(key="clock_high_water", value=f"{clock.now():.3f}").execute()
+            Setting.put("clock_high_water", f"{clock.now():.3f}")
             self._saved_high_water = clock.now()
         self._warn_unsynchronised()
         return handled
@@ -270,7 +270,7 @@ class Hotspot:
         if self.simulator:
             log.info("Daraja simulator at %s; callbacks go to %s/cb/…", self.simulator.url, self.portal_url)
         if self.config.scheduler.enabled:
-            self.scheduler = Scheduler()
+            self.scheduler = Scheduler(claim=db_mod.claim_run)
             s = self.config.scheduler
             self.scheduler.every(s.reconcile_every_seconds, "reconcile", self.payments.reconcile_due)
             self.scheduler.every(s.expire_every_seconds, "expire", self.expire_sessions)
@@ -378,7 +378,7 @@ class Hotspot:
         if self.db is not None:
             try:
                 from .models import Setting
-                Setting.replace(key="clock_high_water", value=f"{clock.now():.3f}").execute()
+                Setting.put("clock_high_water", f"{clock.now():.3f}")
             except Exception:  # noqa: BLE001 - a full disk must not stop the shutdown
                 log.exception("could not save the time on shutdown")
             self.db.close()

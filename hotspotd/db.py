@@ -6,16 +6,18 @@ failed or interrupted upgrade leaves the previous schema and data as they were.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import peewee as pw
 from playhouse.db_url import connect as connect_url
 
-from . import models
+from . import clock, models
 from .models import Package, Setting, database
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,37 @@ def open_database(url: str, busy_timeout_ms: int = 5000) -> pw.Database:
     return db
 
 
+@contextmanager
+def claim_run(name: str, seconds: float, woken: bool = False) -> Iterator[bool]:
+    """Whether this process runs this tick of job ``name`` (every ``seconds``).
+
+    On SQLite (one process per database file) always. On PostgreSQL, where several hotspotd
+    processes share the database: a session advisory lock keeps two from running the job at
+    once (PostgreSQL drops it with the connection, so a process that dies mid-run frees it), and
+    the job's row in ``job_run`` lets one run per tick: the first to move ``next_at`` on runs, the
+    others skip until it is due again. ``woken``: something in this process needs the job now
+    (a data cap reached), so it runs if nobody else is running it.
+    """
+    db = models.database.obj
+    if not isinstance(db, pw.PostgresqlDatabase):
+        yield True
+        return
+    key = int.from_bytes(hashlib.sha256(f"hotspotd job {name}".encode()).digest()[:8], "big") >> 1
+    if not db.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+        yield False
+        return
+    try:
+        now = clock.now()
+        db.execute_sql('INSERT INTO "job_run" (name, next_at) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING',
+                       (name, 0.0))
+        due = "" if woken else " AND next_at <= %s"
+        claimed = db.execute_sql(f'UPDATE "job_run" SET next_at = %s WHERE name = %s{due}',
+                                 (now + 0.9 * seconds, name) + (() if woken else (now,))).rowcount == 1
+        yield claimed
+    finally:
+        db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+
+
 def prepare_radius_thread() -> int | None:
     """Set up this thread's SQLite connection for the RADIUS server; returns the ``synchronous``
     value now in force (1 = NORMAL), None on PostgreSQL.
@@ -106,12 +139,17 @@ def _v4(db: pw.Database) -> None:
                    ' (SELECT id FROM "entitlement" WHERE status <> \'active\')')
 
 
+def _v5(db: pw.Database) -> None:
+    db.create_tables([models.JobRun], safe=True)
+
+
 #: (version, description, function). Append; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1),
     (2, "disconnect queue", _v2),
     (3, "vouchers and admin accounts", _v3),
     (4, "release the device bindings of ended sessions; a covering index for RADIUS", _v4),
+    (5, "scheduled jobs shared by several processes", _v5),
 ]
 LATEST = MIGRATIONS[-1][0]
 
@@ -140,7 +178,7 @@ def migrate(db: pw.Database) -> list[int]:
                 continue
             log.info("migrating database to version %d (%s)", version, description)
             step(db)
-            Setting.replace(key="schema_version", value=str(version)).execute()
+            Setting.put("schema_version", str(version))
             applied.append(version)
     return applied
 
@@ -153,9 +191,9 @@ def seed(db: pw.Database) -> None:
                 now = time.time()
                 for position, (name, price, seconds) in enumerate(DEFAULT_PACKAGES):
                     Package.create(name=name, price=price, duration_seconds=seconds, position=position, created_at=now)
-            Setting.replace(key="packages_seeded", value="1").execute()
+            Setting.put("packages_seeded", "1")
         if not Setting.get_or_none(Setting.key == "callback_token"):
-            Setting.replace(key="callback_token", value=secrets.token_urlsafe(24)).execute()
+            Setting.put("callback_token", secrets.token_urlsafe(24))
 
 
 def get_setting(key: str, default: str | None = None) -> str | None:

@@ -62,6 +62,11 @@ class Setting(BaseModel):
     key = pw.CharField(primary_key=True, max_length=64)
     value = pw.TextField()
 
+    @classmethod
+    def put(cls, key: str, value: str) -> None:
+        """Set ``key`` (an upsert both SQLite and PostgreSQL speak; ``replace`` is SQLite's only)."""
+        cls.insert(key=key, value=value).on_conflict(conflict_target=[cls.key], update={cls.value: value}).execute()
+
 
 class Package(BaseModel):
     name = pw.CharField(max_length=64)
@@ -216,5 +221,12 @@ class AdminUser(BaseModel):
     last_login_at = pw.DoubleField(null=True)
 
 
+class JobRun(BaseModel):
+    """When each scheduled job may next run, shared by every process on one database
+    (:func:`hotspotd.db.claim_run`)."""
+    name = pw.CharField(max_length=32, primary_key=True)
+    next_at = pw.DoubleField()
+
+
 V1_MODELS = [Setting, Package, Payment, Callback, Entitlement, Device, AcctSession, Event]
-ALL_MODELS = V1_MODELS + [Disconnect, Voucher, AdminUser]
+ALL_MODELS = V1_MODELS + [Disconnect, Voucher, AdminUser, JobRun]

@@ -49,9 +49,10 @@ class Request:
         return values[0] if values else None
 
     def text(self, code: int) -> str | None:
-        """A string attribute as text; None when absent or not UTF-8."""
+        """A string attribute as text; None when absent, not UTF-8 or holding a NUL (no router
+        sends one, and PostgreSQL's text columns cannot hold it)."""
         value = self.first(code)
-        if value is None:
+        if value is None or b"\0" in value:
             return None
         try:
             return value.decode()

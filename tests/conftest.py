@@ -1,6 +1,7 @@
 """Shared fixtures: a real hotspotd (portal on port 0, Daraja simulator, SQLite in tmp)."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -10,12 +11,52 @@ from hotspotd.config import from_dict
 
 
 
-def make_config_dict(tmp_path, **tables) -> dict:
+#: a PostgreSQL server's URL (e.g. postgresql://postgres@127.0.0.1:5432/postgres): the tests that
+#: run a Hotspot then run it on a fresh database of their own there instead of SQLite
+POSTGRES_ENV = "HOTSPOTD_TEST_POSTGRES"
+
+
+def fresh_postgres_database(admin_url: str) -> tuple[str, "callable"]:
+    """A new, empty database on the server of ``admin_url``: its URL and a function dropping it."""
+    import uuid
+
+    import psycopg2
+    name = f"hotspotd_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(admin_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        # connections left open by the test's threads go with the database
+        with admin.cursor() as c:
+            c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
+    return admin_url.rsplit("/", 1)[0] + "/" + name, drop
+
+
+@pytest.fixture
+def database_url(tmp_path):
+    """Where the test's Hotspot keeps its data: SQLite in tmp_path, or a fresh PostgreSQL
+    database when ``HOTSPOTD_TEST_POSTGRES`` names a server."""
+    admin_url = os.environ.get(POSTGRES_ENV)
+    if not admin_url:
+        yield f"sqlite:///{tmp_path}/hotspotd.db"
+        return
+    url, drop = fresh_postgres_database(admin_url)
+    try:
+        yield url
+    finally:
+        drop()
+
+
+def make_config_dict(tmp_path, database_url: str | None = None, **tables) -> dict:
     """A config for tests: everything on loopback port 0, short delays, generous rate limits."""
     data = {
         "portal": {"listen": "127.0.0.1:0", "pay_limit_per_client": "1000/minute",
                    "pay_limit_per_phone": "1000/minute", "pay_limit_per_device": "1000/minute"},
-        "database": {"url": f"sqlite:///{tmp_path}/hotspotd.db"},
+        "database": {"url": database_url or f"sqlite:///{tmp_path}/hotspotd.db"},
         "mpesa": {"query_after_seconds": 1, "query_interval_seconds": 1, "query_max_interval_seconds": 2},
         "simulator": {"callback_delay_seconds": 0.05, "final_after_seconds": 0.05},
         "scheduler": {"reconcile_every_seconds": 0.2, "expire_every_seconds": 0.2},
@@ -30,13 +71,13 @@ def make_config_dict(tmp_path, **tables) -> dict:
 
 
 @pytest.fixture
-def make_hotspot(tmp_path):
+def make_hotspot(tmp_path, database_url):
     started: list = []
 
     from hotspotd.daemon import Hotspot
 
     def make(**tables) -> Hotspot:
-        hs = Hotspot(from_dict(make_config_dict(tmp_path, **tables), "test")).start()
+        hs = Hotspot(from_dict(make_config_dict(tmp_path, database_url, **tables), "test")).start()
         started.append(hs)
         return hs
 

@@ -64,7 +64,7 @@ def test_restart_with_a_stale_clock_keeps_the_saved_time(make_hotspot, wall, cap
     assert saved == pytest.approx(time.time(), abs=5)
     hs.stop()
     wall.jump(-86400)                              # the Pi booted a day in the past
-    Setting.replace(key="clock_high_water", value=str(saved + 3600)).execute()
+    Setting.put("clock_high_water", str(saved + 3600))
     with caplog.at_level(logging.WARNING, logger="hotspotd.daemon"):
         make_hotspot(scheduler={"enabled": False})
     assert clock.now() >= saved + 3600

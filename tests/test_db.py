@@ -33,7 +33,7 @@ def test_restart_keeps_data_and_seeds_once(tmp_path):
 
 def test_newer_schema_is_refused(tmp_path):
     database = db.prepare(f"sqlite:///{tmp_path}/a.db")
-    Setting.replace(key="schema_version", value=str(db.LATEST + 1)).execute()
+    Setting.put("schema_version", str(db.LATEST + 1))
     with pytest.raises(RuntimeError, match="newer than this hotspotd"):
         db.migrate(database)
     database.close()
@@ -91,11 +91,11 @@ def test_v4_releases_the_bindings_of_sessions_ended_before_it(tmp_path):
     live = access.grant(package, "AA:00:00:00:00:01", now, phone=None, payment=None)
     ended = access.grant(package, "AA:00:00:00:00:02", now - 7200, phone=None, payment=None)
     Entitlement.update(status="expired", ended_at=now - 3600).where(Entitlement.id == ended.id).execute()
-    Setting.replace(key="schema_version", value="3").execute()        # as v3 left it: still active
+    Setting.put("schema_version", "3")        # as v3 left it: still active
     database.execute_sql('DROP INDEX "device_mac_active_entitlement_id"')
     database.execute_sql('CREATE INDEX "device_mac_active" ON "device" ("mac", "active")')   # v3's index
 
-    assert db.migrate(database) == [4]
+    assert db.migrate(database)[0] == 4
     indexes = {r[0] for r in database.execute_sql("SELECT name FROM sqlite_master WHERE tbl_name = 'device'")}
     assert "device_mac_active_entitlement_id" in indexes and "device_mac_active" not in indexes
     assert Device.get(Device.entitlement == live.id).active

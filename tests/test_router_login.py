@@ -138,7 +138,8 @@ def test_demo_router_logs_the_device_in_over_the_api_after_radius_accepts(make_h
     row = hs.routeros_sim.rows("/ip/hotspot/active")[0]
     assert row["login-by"] == "api" and row["address"] == "10.5.50.30"
     assert hs.radius.stats["access_accept"] == 1
-    assert Event.select().where(Event.kind == "router_login").count() == 1
+    # recorded by the login thread once the router answered, a moment after the router shows it
+    wait_for(lambda: Event.select().where(Event.kind == "router_login").count() == 1)
 
 
 def test_api_login_refused_by_radius_is_recorded(make_hotspot, http):

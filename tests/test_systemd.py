@@ -300,7 +300,7 @@ def test_a_database_it_cannot_migrate_fails_the_start_and_is_left_alone(tmp_path
 
     state = tmp_path / "state"
     database = db.prepare(f"sqlite:///{state}/hotspotd.db")
-    Setting.replace(key="schema_version", value=str(db.LATEST + 1)).execute()
+    Setting.put("schema_version", str(db.LATEST + 1))
     database.close()
     before = hashlib.sha256((state / "hotspotd.db").read_bytes()).hexdigest()
     config, log = tmp_path / "hotspotd.toml", tmp_path / "hotspotd.log"
