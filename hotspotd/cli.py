@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     rs = dbp.add_parser("restore", help="replace the database with a backup (stop the daemon first)")
     rs.add_argument("file", help="a backup file, e.g. /var/lib/hotspotd/backups/hotspotd-20261129-020000.db")
     rs.add_argument("--yes", action="store_true", help="do not ask")
+    cp = dbp.add_parser("copy", help="copy a whole database into a new, empty one (a venue's SQLite onto PostgreSQL)")
+    cp.add_argument("--from", dest="source", required=True, metavar="URL", help="e.g. sqlite:////var/lib/hotspotd/hotspotd.db")
+    cp.add_argument("--to", dest="target", required=True, metavar="URL", help="e.g. postgresql://hotspotd@central/hotspotd")
 
     pk = sub.add_parser("packages", help="what customers can buy").add_subparsers(dest="pk_command", required=True)
     pk.add_parser("list")
@@ -123,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         return _router_config(cfg, args)
     if args.command == "db" and args.db_command in ("backup", "backups", "restore"):
         return _backups(cfg, args)
+    if args.command == "db" and args.db_command == "copy":
+        return _copy(args)
     try:
         db_mod.prepare(cfg.database.url, cfg.database.busy_timeout_ms)
     except Exception as exc:  # noqa: BLE001 - one clear line for the operator
@@ -168,6 +173,19 @@ def _router_config(cfg, args) -> int:
 def _db(args) -> int:
     db = db_mod.models.database
     print(f"schema version {db_mod.schema_version(db)} (latest {db_mod.LATEST})")
+    return 0
+
+
+def _copy(args) -> int:
+    from . import dbcopy
+    try:
+        copied = dbcopy.copy(args.source, args.target,
+                             progress=lambda table, rows: print(f"{table:<14} {rows:>10} rows"))
+    except dbcopy.CopyError as exc:
+        print(f"hotspotd: db copy: {exc}", file=sys.stderr)
+        return 1
+    print(f"copied {sum(c.rows for c in copied)} rows; counts checked table by table. Point [database] url at "
+          f"the new database and start hotspotd.")
     return 0
 
 
