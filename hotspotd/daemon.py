@@ -249,7 +249,7 @@ class Hotspot:
         if self.config.metrics.enabled:
             from .metrics import Metrics
             self.metrics = Metrics(radius_stats=lambda: self.radius.stats if self.radius else None)
-        app = create_app(self)
+        self.app = app = create_app(self)
         host, port = parse_listen(self.config.portal.listen)
         self._web = create_server(app, host=host, port=port, threads=self.config.portal.threads,
                                   ident="hotspotd", clear_untrusted_proxy_headers=True)
