@@ -57,3 +57,134 @@ def test_db_copy_moves_a_venue_onto_postgresql_with_every_row_and_id(tmp_path, c
         assert "already holds data" in capsys.readouterr().err
     finally:
         drop()
+
+
+def _daemon(folder, database_url: str, daraja_url: str):
+    """``hotspotd run`` in a process of its own on ``database_url``; returns (process, portal URL)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    from hotspotd.config import SANDBOX_PASSKEY
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = folder / "hotspotd.toml"
+    config.write_text(f"""
+[portal]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+pay_limit_per_client = "10000/minute"
+pay_limit_per_phone = "10000/minute"
+pay_limit_per_device = "10000/minute"
+[database]
+url = "{database_url}"
+[mpesa]
+environment = "sandbox"
+base_url = "{daraja_url}"
+consumer_key = "simulator"
+consumer_secret = "simulator"
+passkey = "{SANDBOX_PASSKEY}"
+query_after_seconds = 1
+query_interval_seconds = 1
+query_max_interval_seconds = 1
+[radius]
+enabled = false
+[scheduler]
+reconcile_every_seconds = 0.2
+expire_every_seconds = 0.2
+[backup]
+enabled = false
+""")
+    config.chmod(0o600)
+    with open(folder / "hotspotd.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "hotspotd.cli", "--config", str(config), "run"],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (folder / "hotspotd.log").read_text()
+        try:
+            if requests.get(f"{url}/api/portal/packages", timeout=1).status_code == 200:
+                return proc, url
+        except requests.RequestException:
+            time.sleep(0.05)
+    raise AssertionError("hotspotd did not start")
+
+
+def test_two_daemons_on_one_database_make_one_session_per_payment(tmp_path):
+    """Two hotspotd processes share one PostgreSQL database. Every payment's callback reaches
+    both, three times each, from eight threads at once, while both daemons' reconcile jobs query
+    Daraja for the same payments: still exactly one session per payment, one "session_created"
+    event each, and the jobs ran, each tick claimed by one process."""
+    import json
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import peewee as pw
+    import requests
+
+    from hotspotd import db
+    from hotspotd.daraja.simulator import DarajaSimulator
+    from hotspotd.models import Callback, Entitlement, Event, JobRun, Payment, database
+
+    from .conftest import fresh_postgres_database
+
+    url, drop = fresh_postgres_database(ADMIN_URL)
+    sim = DarajaSimulator(callback_delay=0, final_after=0.5).start()
+    daemons = []
+    try:
+        db.prepare(url)
+        database.close()
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            daemons.append(_daemon(tmp_path / name, url, sim.url))
+        phone = "254711000009"
+        sim.set_outcome(phone, "0", deliver_callback=False)      # the test delivers them, to both daemons
+        (_, a_url), (_, b_url) = daemons
+        ids = []
+        for i in range(20):
+            r = requests.post(f"{(a_url, b_url)[i % 2]}/api/portal/pay", timeout=10,
+                              json={"phone": phone, "packageId": 2, "macAddress": f"AA:BB:CC:DD:{i // 256:02X}:{i % 256:02X}"})
+            assert r.status_code == 200, r.text
+            ids.append(r.json()["checkoutRequestId"])
+        db.prepare(url)
+        token = db.get_setting("callback_token")
+
+        def deliver(target):
+            base, checkout = target
+            body = json.dumps(sim.transactions[checkout].callback_body)
+            return requests.post(f"{base}/cb/{token}", data=body, timeout=10,
+                                 headers={"Content-Type": "application/json"}).status_code
+
+        targets = [(base, cid) for cid in ids for base in (a_url, b_url) for _ in range(3)]
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(deliver, targets)) == {200}
+        deadline = time.monotonic() + 20
+        while Payment.select().where(Payment.status != "success").exists():
+            assert time.monotonic() < deadline, "payments not all settled"
+            time.sleep(0.1)
+        time.sleep(1.5)        # a few more reconcile and expire ticks on both daemons
+        assert Payment.select().where(Payment.status == "success").count() == 20
+        per_payment = (Entitlement.select(Entitlement.payment, pw.fn.COUNT(Entitlement.id).alias("n"))
+                       .group_by(Entitlement.payment).tuples())
+        assert sorted(n for _, n in per_payment) == [1] * 20
+        assert Event.select().where(Event.kind == "session_created").count() == 20
+        # each payment settled once: by one callback, or by an STK query that got there first
+        by_callback = Payment.select().where(Payment.resolved_by == "callback").count()
+        assert Callback.select().where(Callback.state == "applied").count() == by_callback
+        assert by_callback + Payment.select().where(Payment.resolved_by == "query").count() == 20
+        assert Callback.select().count() == 120
+        assert {j.name for j in JobRun.select()} >= {"reconcile", "expire"}
+        for proc, _ in daemons:
+            assert proc.poll() is None
+    finally:
+        for proc, _ in daemons:
+            proc.terminate()
+            proc.wait(timeout=20)
+        sim.stop()
+        database.close()
+        drop()
