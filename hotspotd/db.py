@@ -143,6 +143,10 @@ def _v5(db: pw.Database) -> None:
     db.create_tables([models.JobRun], safe=True)
 
 
+def _v6(db: pw.Database) -> None:
+    db.create_tables([models.Payment], safe=True)      # creates the missing (status, …) indexes only
+
+
 #: (version, description, function). Append; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1),
@@ -150,6 +154,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (3, "vouchers and admin accounts", _v3),
     (4, "release the device bindings of ended sessions; a covering index for RADIUS", _v4),
     (5, "scheduled jobs shared by several processes", _v5),
+    (6, "indexes for the reconcile job's questions", _v6),
 ]
 LATEST = MIGRATIONS[-1][0]
 

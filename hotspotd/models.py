@@ -105,6 +105,12 @@ class Payment(BaseModel):
     query_attempts = pw.IntegerField(default=0)
     last_error = pw.TextField(null=True)
 
+    class Meta:
+        # the reconcile job's two questions each tick, answered from the few live payments: with
+        # single-column indexes, SQLite (with statistics: nearly every row is "success") walked a
+        # year of payments by date instead, every tick (70 % of a core at 1,000,000 payments)
+        indexes = ((("status", "created_at"), False), (("status", "next_query_at"), False))
+
 
 class Callback(BaseModel):
     """Every callback body as received, stored before anything else happens to it."""
