@@ -40,7 +40,11 @@ def verify(unit_text: str, executable: str, folder: Path) -> None:
     copy = folder / "hotspotd.service"
     copy.write_text(unit_text.replace("ExecStart=/opt/hotspotd/venv/bin/hotspotd ", f"ExecStart={executable} "))
     done = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and done.stderr == "", done.stderr
+    # verify also loads the machine's other units and warns about theirs (Debian's freeradius.service,
+    # installed by scripts/bench, uses the old MemoryLimit=): only what it says of ours counts
+    ours = [line for line in done.stderr.splitlines() if not line.startswith(("/lib/systemd/", "/usr/lib/systemd/",
+                                                                            "/etc/systemd/"))]
+    assert done.returncode == 0 and ours == [], done.stderr
 
 
 def test_the_unit_in_the_repo_passes_systemd_analyze_verify(tmp_path):
