@@ -177,11 +177,11 @@ def normalize_receipt(text: str) -> str:
     return "".join(str(text or "").split()).upper()[:20]
 
 
-def _grant(ent: Entitlement, mac: str, package_name: str, now: float) -> Grant:
-    left = bytes_left(ent)
-    return Grant(entitlement_id=ent.id, mac=mac, package_name=package_name, expires_at=ent.expires_at,
-                 remaining_seconds=max(int(ent.expires_at - now), 0), data_cap_bytes=ent.data_cap_bytes,
-                 bytes_left=left, rate_limit=ent.rate_limit)
+def _grant(ent_id: int, mac: str, package_name: str, expires_at: float, cap: int | None, used: int,
+           rate_limit: str | None, now: float) -> Grant:
+    return Grant(entitlement_id=ent_id, mac=mac, package_name=package_name, expires_at=expires_at,
+                 remaining_seconds=max(int(expires_at - now), 0), data_cap_bytes=cap, bytes_left=_left(cap, used),
+                 rate_limit=rate_limit)
 
 
 # authorize() answers every RADIUS Access-Request and record_usage() every accounting report:
@@ -203,11 +203,8 @@ def authorize(mac: str, now: float | None = None) -> Grant | None:
     ent_id, expires_at, cap, used, rate_limit, package_name = row
     if cap is not None and used >= cap:
         return None
-    remaining = int(expires_at - now)
-    if remaining <= 0:
-        return None
-    return Grant(entitlement_id=ent_id, mac=mac, package_name=package_name, expires_at=expires_at,
-                 remaining_seconds=remaining, data_cap_bytes=cap, bytes_left=_left(cap, used), rate_limit=rate_limit)
+    grant = _grant(ent_id, mac, package_name, expires_at, cap, used, rate_limit, now)
+    return grant if grant.remaining_seconds > 0 else None
 
 
 def entitlement_of(payment: Payment) -> Entitlement | None:
@@ -285,7 +282,8 @@ def authorize_login(username: str, password_ok, mac: str | None, now: float | No
                     return None
                 Device.create(mac=mac, entitlement=ent.id, bound_at=now)
                 Event.create(at=now, kind="device_bound", entitlement=ent.id, mac=mac, message="login")
-    return _grant(ent, mac or "", ent.package_name, now)
+    return _grant(ent.id, mac or "", ent.package_name, ent.expires_at, ent.data_cap_bytes, ent.bytes_used,
+                  ent.rate_limit, now)
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,15 @@ def execute(sql: str, params: tuple = ()):
     what SQLite takes to answer it. Write portable SQL (same tables and columns on SQLite and
     PostgreSQL); PostgreSQL's driver wants ``%s``, so the text is rewritten once and kept.
     """
-    db = database.obj
-    if db.param != "?":
-        sql = _PLACEHOLDERS.get(sql) or _PLACEHOLDERS.setdefault(sql, sql.replace("?", db.param))
-    return db.execute_sql(sql, params)
+    return database.obj.execute_sql(_portable(sql), params)
+
+
+def _portable(sql: str) -> str:
+    """``sql`` with the bound database's placeholder for ``?`` (rewritten once per text)."""
+    param = database.obj.param
+    if param == "?":
+        return sql
+    return _PLACEHOLDERS.get(sql) or _PLACEHOLDERS.setdefault(sql, sql.replace("?", param))
 
 
 def chunks(items: list, size: int = 500):
@@ -41,12 +46,9 @@ def execute_many(sql: str, rows: list[tuple]) -> None:
     ``insert_many`` spends seconds building the SQL text for ten thousand rows)."""
     if not rows:
         return
-    db = database.obj
-    if db.param != "?":
-        sql = _PLACEHOLDERS.get(sql) or _PLACEHOLDERS.setdefault(sql, sql.replace("?", db.param))
-    cursor = db.cursor()
+    cursor = database.obj.cursor()
     try:
-        cursor.executemany(sql, rows)
+        cursor.executemany(_portable(sql), rows)
     finally:
         cursor.close()
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from pyrad import packet
 from pyrad.client import Client, Timeout
 
+from radius.probe import ask
+
 RADCLIENT = "/usr/bin/radclient"
 _DICTIONARY = None
 
@@ -116,17 +118,12 @@ def _send(client: Client, req) -> packet.Packet | None:
 
 
 def mac_accepted(port: int, secret: str, mac: str, ip: str = "10.5.50.2", timeout: float = 1.0) -> bool | None:
-    """One MikroTik MAC-authentication request: True for Accept, False for Reject, None: no answer."""
-    client = _client(port, secret, timeout, retries=1)
-    req = client.CreateAuthPacket(code=packet.AccessRequest, message_authenticator=True)
-    req["User-Name"] = mac
-    req["User-Password"] = req.PwCrypt("")
-    req["Calling-Station-Id"] = mac
-    req["NAS-Identifier"] = "venue"
-    req["NAS-Port-Type"] = 19
-    req["Framed-IP-Address"] = ip
-    reply = _send(client, req)
-    return None if reply is None else reply.code == packet.AccessAccept
+    """One MAC-authentication request as a NAS asks (:func:`radius.probe.ask`, empty password):
+    True for Accept, False for Reject, None: no answer."""
+    try:
+        return ask(("127.0.0.1", port), secret, mac, "", mac, ip, timeout=timeout) is not None
+    except Timeout:
+        return None
 
 
 def answers(port: int, secret: str, kind: str) -> bool:
