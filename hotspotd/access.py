@@ -3,6 +3,10 @@
 An :class:`~hotspotd.models.Entitlement` is time (and data) bought by a payment or a voucher;
 :class:`~hotspotd.models.Device` rows bind MACs to it. RADIUS and the portal both ask
 :func:`authorize`; the scheduler calls :func:`expire_due`; nobody else decides.
+
+Venues (sites): an entitlement works at the site it was bought at, or at every site when its
+package roams. Callers that know where the device is (RADIUS: the NAS's site; the portal: the
+router's ``site`` variable) pass ``site``; ``site=None`` asks about anywhere.
 """
 from __future__ import annotations
 
@@ -14,8 +18,8 @@ from typing import NamedTuple
 import peewee as pw
 
 from . import clock, faults
-from .models import (AcctSession, Device, Entitlement, Event, Package, Payment, chunks, database, execute,
-                     execute_many, marks)
+from .models import (DEFAULT_SITE, AcctSession, Device, Entitlement, Event, Package, Payment, chunks, database,
+                     execute, execute_many, marks)
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +57,29 @@ def grant_for_payment(payment: Payment, now: float | None = None) -> Entitlement
         return existing
     now = clock.now() if now is None else now
     package = Package.get_by_id(payment.package_id)
-    return grant(package, payment.mac, now, phone=payment.phone, payment=payment)
+    return grant(package, payment.mac, now, phone=payment.phone, payment=payment, site=payment.site)
 
 
-def grant(package: Package, mac: str | None, now: float, *, phone: str | None, payment: Payment | None) -> Entitlement:
-    """A new entitlement for ``package`` (a payment's or a voucher's), bound to ``mac`` if known."""
+def grant(package: Package, mac: str | None, now: float, *, phone: str | None, payment: Payment | None,
+          site: str = DEFAULT_SITE) -> Entitlement:
+    """A new entitlement for ``package`` (a payment's or a voucher's) bought at ``site``, bound to
+    ``mac`` if known.
+
+    It starts after the device's live time only where that time works everywhere the new one
+    does (a roaming purchase after roaming time; a venue's after that venue's or roaming time):
+    stacked behind time that does not work here, the customer would wait offline for it."""
     start = now
     if mac:
+        usable_here = Entitlement.roams if package.roams else (Entitlement.roams | (Entitlement.site == site))
         latest = (Entitlement.select(pw.fn.MAX(Entitlement.expires_at))
-                  .join(Device).where(Device.mac == mac, Device.active,
-                                      Entitlement.status == "active", Entitlement.expires_at > now).scalar())
+                  .join(Device).where(Device.mac == mac, Device.active, Entitlement.status == "active",
+                                      Entitlement.expires_at > now, usable_here).scalar())
         start = max(now, latest or now)
     ent = Entitlement.create(
         payment=payment.id if payment else None, package=package.id, phone=phone, started_at=start,
         expires_at=start + package.duration_seconds, data_cap_bytes=package.data_cap_bytes,
-        rate_limit=package.rate_limit, devices=package.devices, status="active")
+        rate_limit=package.rate_limit, devices=package.devices, status="active", site=site,
+        roams=bool(package.roams))
     faults.crash_point("grant_mid")
     # credentials for the router login after payment (see router_login); the id keeps them unique
     ent.login_user, ent.login_password = f"hs{ent.id}", secrets.token_hex(5)
@@ -103,10 +115,12 @@ def bind_device(ent: Entitlement, mac: str, now: float, why: str) -> list[str]:
     return [d.mac for d in freed]
 
 
-def move_to_device(receipt: str, phone: str, mac: str, now: float | None = None) -> tuple[Entitlement, list[str]]:
+def move_to_device(receipt: str, phone: str, mac: str, now: float | None = None,
+                   site: str | None = None) -> tuple[Entitlement, list[str]]:
     """"Already paid?": the session bought with M-Pesa receipt ``receipt`` from ``phone`` (both
-    normalised) moves to ``mac``, within the package's device limit. Returns the entitlement and
-    the MACs that lost it. Raises :class:`AccessError` with the customer's explanation."""
+    normalised) moves to ``mac`` (at ``site``), within the package's device limit. Returns the
+    entitlement and the MACs that lost it. Raises :class:`AccessError` with the customer's
+    explanation."""
     now = clock.now() if now is None else now
     payment = None
     if receipt.isascii() and receipt.isalnum():   # M-Pesa receipts; other text matches none (nor goes to SQL)
@@ -119,6 +133,8 @@ def move_to_device(receipt: str, phone: str, mac: str, now: float | None = None)
         raise AccessError("The time bought with this payment has run out.")
     if ent.data_cap_bytes is not None and ent.bytes_used >= ent.data_cap_bytes:
         raise AccessError("The data bought with this payment has been used up.")
+    if not usable_at(ent, site):
+        raise AccessError("This time was bought at another of our venues and works only there.")
     return ent, bind_device(ent, mac, now, f"receipt {payment.receipt}")
 
 
@@ -163,6 +179,11 @@ def extend(entitlement_id: int, seconds: int, why: str, now: float | None = None
     return Entitlement.get_by_id(entitlement_id)
 
 
+def usable_at(ent: Entitlement, site: str | None) -> bool:
+    """Whether ``ent`` works at ``site`` (None: anywhere)."""
+    return site is None or ent.roams or ent.site == site
+
+
 def bytes_left(ent: Entitlement) -> int | None:
     """Data the entitlement still has; None when its package has no cap."""
     return _left(ent.data_cap_bytes, ent.bytes_used)
@@ -191,13 +212,19 @@ _AUTHORIZE_SQL = (
     ' FROM "device" AS d JOIN "entitlement" AS e ON e.id = d.entitlement_id'
     ' JOIN "package" AS p ON p.id = e.package_id'
     " WHERE d.mac = ? AND d.active AND e.status = 'active' AND e.started_at <= ? AND e.expires_at > ?"
-    ' ORDER BY e.expires_at LIMIT 1')
+    '{site} ORDER BY e.expires_at LIMIT 1')
+_AUTHORIZE_ANYWHERE = _AUTHORIZE_SQL.format(site="")
+_AUTHORIZE_AT_SITE = _AUTHORIZE_SQL.format(site=" AND (e.site = ? OR e.roams)")
 
 
-def authorize(mac: str, now: float | None = None) -> Grant | None:
-    """The grant that lets ``mac`` (normalised) online now, or None. One indexed lookup."""
+def authorize(mac: str, now: float | None = None, site: str | None = None) -> Grant | None:
+    """The grant that lets ``mac`` (normalised) online now at ``site`` (None: anywhere), or None.
+    One indexed lookup."""
     now = clock.now() if now is None else now
-    row = execute(_AUTHORIZE_SQL, (mac, now, now)).fetchone()
+    if site is None:
+        row = execute(_AUTHORIZE_ANYWHERE, (mac, now, now)).fetchone()
+    else:
+        row = execute(_AUTHORIZE_AT_SITE, (mac, now, now, site)).fetchone()
     if row is None:
         return None
     ent_id, expires_at, cap, used, rate_limit, package_name = row
@@ -253,6 +280,16 @@ def expire_due(now: float | None = None, limit: int = 20000) -> list[tuple[int, 
     return ended
 
 
+def where_usable(entitlement_ids: list[int]) -> dict[int, str | None]:
+    """The site each entitlement works at; None for one that roams (every site)."""
+    places: dict[int, str | None] = {}
+    for chunk in chunks(entitlement_ids):
+        for ent_id, site, roams in execute(f'SELECT id, site, roams FROM "entitlement" WHERE id IN ({marks(chunk)})',
+                                           chunk):
+            places[ent_id] = None if roams else site
+    return places
+
+
 def end_bindings(entitlement_ids: list[int]) -> None:
     """The devices of ended entitlements stop being active bindings (``unbound_at`` stays empty:
     they held the session to its end, nobody took their slot). Only active bindings are what
@@ -261,16 +298,17 @@ def end_bindings(entitlement_ids: list[int]) -> None:
         execute(f'UPDATE "device" SET active = FALSE WHERE active AND entitlement_id IN ({marks(chunk)})', chunk)
 
 
-def authorize_login(username: str, password_ok, mac: str | None, now: float | None = None) -> Grant | None:
-    """A username/password login (voucher code, post-payment login). ``password_ok(secret)``
-    checks the stored password (PAP or CHAP, the caller knows which). The calling MAC is bound
-    to the entitlement while it has a free device slot."""
+def authorize_login(username: str, password_ok, mac: str | None, now: float | None = None,
+                    site: str | None = None) -> Grant | None:
+    """A username/password login (voucher code, post-payment login) at ``site`` (None: anywhere).
+    ``password_ok(secret)`` checks the stored password (PAP or CHAP, the caller knows which). The
+    calling MAC is bound to the entitlement while it has a free device slot."""
     now = clock.now() if now is None else now
     ent = (Entitlement.select(Entitlement, Package.name.alias("package_name")).join(Package)
            .where(Entitlement.login_user == username).objects().first())
     if ent is None or ent.login_password is None or not password_ok(ent.login_password):
         return None
-    if ent.status != "active" or ent.expires_at <= now or ent.started_at > now:
+    if ent.status != "active" or ent.expires_at <= now or ent.started_at > now or not usable_at(ent, site):
         return None
     if ent.data_cap_bytes is not None and ent.bytes_used >= ent.data_cap_bytes:
         return None
@@ -296,6 +334,7 @@ class Usage:
     entitlement_id: int | None   # from the Class we sent, when the NAS echoed it
     ip: str | None = None
     username: str | None = None
+    site: str | None = None      # the NAS's venue
     input_octets: int = 0
     output_octets: int = 0
     session_time: int = 0
@@ -313,14 +352,14 @@ def record_usage(u: Usage, now: float | None = None) -> bool:
                       (u.nas, u.acct_session_id)).fetchone()
         ent_id = u.entitlement_id
         if ent_id is None and u.mac:
-            grant = authorize(u.mac, now)
+            grant = authorize(u.mac, now, u.site)
             ent_id = grant.entitlement_id if grant else None
         if ent_id is not None and execute('SELECT 1 FROM "entitlement" WHERE id = ?', (ent_id,)).fetchone() is None:
             ent_id = None
         if row is None:
             created = AcctSession.create(nas=u.nas, acct_session_id=u.acct_session_id, mac=u.mac, entitlement=ent_id,
                                          ip=u.ip, username=u.username, started_at=now - u.session_time,
-                                         updated_at=now)
+                                         updated_at=now, site=u.site or DEFAULT_SITE)
             row = (created.id, ent_id, 0, 0, 0, None)
         row_id, row_ent, row_in, row_out, row_time, stopped_at = row
         delta = max(u.input_octets + u.output_octets - (row_in + row_out), 0)

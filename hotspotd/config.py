@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from limits import parse_many
 
+#: The venue every install has: its name is [portal] site_name and its M-Pesa account [mpesa].
+DEFAULT_SITE = "default"
 #: Safaricom's published sandbox passkey: fine for the sandbox, a mistake in production.
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 #: Words Daraja refuses inside a CallBackURL (reference/daraja.md, "Callback URL rules").
@@ -157,6 +159,7 @@ ARRAY_SCHEMA: dict[str, dict[str, Option]] = {
         "secret": Option(None, str, "shared secret"),
         "kind": Option("mikrotik", str, "mikrotik | coova", ("mikrotik", "coova")),
         "require_message_authenticator": Option(True, bool, "drop Access-Requests without one"),
+        "site": Option(DEFAULT_SITE, str, "the [[sites]] id of the venue behind this NAS"),
     },
     "routers": {
         "name": Option(None, str, "a name for the owner"),
@@ -173,9 +176,24 @@ ARRAY_SCHEMA: dict[str, dict[str, Option]] = {
         "coa_port": Option(3799, int, "RFC 5176 port on the NAS"),
         "secret": Option("", str, "RADIUS secret for Disconnect-Request (empty = client's)"),
         "uamsecret": Option("", str, "CoovaChilli uamsecret"),
+        "site": Option(DEFAULT_SITE, str, "the [[sites]] id of the venue this router serves"),
+    },
+    "sites": {
+        "id": Option(None, str, "short name (a-z, 0-9, -) used in the router's login page and the database"),
+        "name": Option(None, str, "venue name shown on its splash page"),
+        "color": Option("", str, "splash page accent colour, #RRGGBB (empty: the default)"),
+        "shortcode": Option("", str, "the venue's own paybill or store number (empty: the [mpesa] account)"),
+        "consumer_key": Option("", str, "its Daraja app's consumer key"),
+        "consumer_secret": Option("", str, "its Daraja app's consumer secret"),
+        "passkey": Option("", str, "its Lipa na M-Pesa Online passkey"),
+        "transaction_type": Option("CustomerPayBillOnline", str, "or CustomerBuyGoodsOnline (+ till_number)",
+                                   ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")),
+        "till_number": Option("", str, "PartyB for CustomerBuyGoodsOnline"),
+        "account_reference": Option("", str, "shown to the payer (empty: [mpesa] account_reference)"),
     },
 }
 DEFAULT_RADIUS_CLIENTS = [{"address": "127.0.0.1", "secret": "testing123", "kind": "mikrotik"}]
+SITE_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -197,6 +215,7 @@ class RadiusClient:
     secret: str
     kind: str
     require_message_authenticator: bool
+    site: str = "default"
 
 
 @dataclass(frozen=True)
@@ -214,6 +233,7 @@ class Router:
     coa_port: int
     secret: str
     uamsecret: str
+    site: str = "default"
 
     @property
     def disconnect_method(self) -> str:
@@ -221,6 +241,28 @@ class Router:
         if self.disconnect != "auto":
             return self.disconnect
         return "api" if self.kind == "mikrotik" else "coa"
+
+
+@dataclass(frozen=True)
+class MpesaAccount:
+    """Whose paybill or till a payment goes to: ``[mpesa]``'s, or a site's own."""
+    shortcode: str
+    consumer_key: str
+    consumer_secret: str
+    passkey: str
+    transaction_type: str
+    till_number: str
+    account_reference: str
+
+
+@dataclass(frozen=True)
+class Site:
+    """A venue: its routers and RADIUS clients name it, its packages and payments carry its id.
+    ``account`` is its own Daraja account, or None for the ``[mpesa]`` one."""
+    id: str
+    name: str
+    color: str = ""
+    account: MpesaAccount | None = None
 
 
 @dataclass(frozen=True)
@@ -238,16 +280,18 @@ class Config:
     metrics: Section
     radius_clients: tuple[RadiusClient, ...] = ()
     routers: tuple[Router, ...] = ()
+    #: every venue by id; always holds :data:`DEFAULT_SITE` (named by [portal] site_name)
+    sites: dict[str, Site] = field(default_factory=dict, compare=False)
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     def replace(self, **tables: dict[str, Any]) -> "Config":
         """A copy with some keys changed, validated again (tests and the demo use it)."""
         data = {t: dict(self.raw.get(t, {})) for t in self.raw}
         for table, values in tables.items():
-            if table in ("radius.clients", "routers"):
+            if table in ("radius.clients", "routers", "sites"):
                 data.setdefault("radius", {})
-                if table == "routers":
-                    data["routers"] = values
+                if table in ("routers", "sites"):
+                    data[table] = values
                 else:
                     data["radius"]["clients"] = values
             else:
@@ -273,6 +317,34 @@ class Config:
     @property
     def simulated(self) -> bool:
         return self.mpesa.environment == "simulator"
+
+    @property
+    def multi_site(self) -> bool:
+        """Whether ``[[sites]]`` declare venues besides the default one."""
+        return any(s != DEFAULT_SITE for s in self.sites)
+
+    def site(self, site_id: str | None) -> Site | None:
+        """The venue ``site_id`` (None or empty: the default one); None when no such venue exists."""
+        return self.sites.get(site_id or DEFAULT_SITE)
+
+    def account(self, site_id: str | None) -> MpesaAccount:
+        """The M-Pesa account payments at ``site_id`` go to."""
+        site = self.sites.get(site_id or DEFAULT_SITE)
+        return site.account if site and site.account else self.default_account
+
+    @property
+    def default_account(self) -> MpesaAccount:
+        m = self.mpesa
+        return MpesaAccount(m.shortcode, m.consumer_key, m.consumer_secret, m.passkey, m.transaction_type,
+                            m.till_number, m.account_reference)
+
+    def site_of_nas(self, address: str) -> str | None:
+        """The site of the ``[[radius.clients]]`` entry covering ``address``."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return None
+        return next((c.site for c in self.radius_clients if ip in c.network), None)
 
 
 def load(path: str | os.PathLike | None, env: dict[str, str] | None = None) -> Config:
@@ -315,7 +387,8 @@ def permission_problems(path: str | os.PathLike, cfg: Config | None = None) -> t
     elif mode & 0o020:
         warnings.append(f"{path} can be changed by its group (mode {mode:04o}); run: chmod 600 {path}")
     has_secrets = cfg is None or any(cfg.mpesa.values.get(k) for t, k in SECRET_KEYS) or any(
-        c.secret for c in cfg.radius_clients) or any(r.password or r.secret for r in cfg.routers)
+        c.secret for c in cfg.radius_clients) or any(r.password or r.secret for r in cfg.routers) or any(
+        s.account.consumer_secret or s.account.passkey for s in cfg.sites.values() if s.account)
     if has_secrets and mode & 0o044:
         warnings.append(f"{path} holds secrets but other users can read it (mode {mode:04o}); run: chmod 600 {path}")
     return errors, warnings
@@ -328,8 +401,9 @@ def from_dict(data: dict, source: str = "<dict>", env: dict[str, str] | None = N
         if env.get(var):
             data.setdefault(table, {})[key] = env[var]
     for table in data:
-        if table not in SCHEMA and table != "routers":
-            raise ConfigError(source, table, None, f"unknown table; known: {', '.join(sorted(SCHEMA) + ['routers'])}")
+        if table not in SCHEMA and table not in ("routers", "sites"):
+            raise ConfigError(source, table, None,
+                              f"unknown table; known: {', '.join(sorted(SCHEMA) + ['routers', 'sites'])}")
     sections = {}
     for table, options in SCHEMA.items():
         given = data.get(table, {})
@@ -341,9 +415,57 @@ def from_dict(data: dict, source: str = "<dict>", env: dict[str, str] | None = N
     clients = tuple(_radius_client(source, c) for c in _array(source, "radius.clients", clients_raw))
     routers = tuple(Router(**_check_table(source, "routers", ARRAY_SCHEMA["routers"], r, set()))
                     for r in _array(source, "routers", data.get("routers", [])))
-    cfg = Config(source=source, radius_clients=clients, routers=routers, raw=data, **sections)
+    sites = _sites(source, sections["portal"], sections["mpesa"], _array(source, "sites", data.get("sites", [])))
+    cfg = Config(source=source, radius_clients=clients, routers=routers, sites=sites, raw=data, **sections)
     _check_semantics(cfg)
     return cfg
+
+
+def _sites(source: str, portal: Section, mpesa: Section, raw: list[dict]) -> dict[str, Site]:
+    """The ``[[sites]]`` by id, with the default venue first (declared or not)."""
+    sites = {DEFAULT_SITE: Site(DEFAULT_SITE, portal.site_name)}
+    declared: set[str] = set()
+    for entry in raw:
+        v = _check_table(source, "sites", ARRAY_SCHEMA["sites"], entry, set())
+        sid = v["id"]
+        if not SITE_ID_RE.fullmatch(sid):
+            raise ConfigError(source, "sites", "id", f"{sid!r}: use 1-32 of a-z, 0-9 and -, starting with a letter or digit")
+        if sid in declared:
+            raise ConfigError(source, "sites", "id", f"{sid!r} is used by two [[sites]] entries")
+        declared.add(sid)
+        if v["color"] and not re.fullmatch(r"#[0-9a-fA-F]{6}", v["color"]):
+            raise ConfigError(source, "sites", "color", f"site {sid!r}: {v['color']!r} is not a #RRGGBB colour")
+        own = ("consumer_key", "consumer_secret", "passkey", "till_number", "account_reference")
+        account = None
+        if v["shortcode"]:
+            account = _site_account(source, sid, v, mpesa)
+        elif any(v[k] for k in own):
+            key = next(k for k in own if v[k])
+            raise ConfigError(source, "sites", key, f"site {sid!r}: set shortcode too (its own paybill or store "
+                              "number), or remove the site's M-Pesa keys to use the [mpesa] account")
+        sites[sid] = Site(sid, v["name"], v["color"], account)
+    return sites
+
+
+def _site_account(source: str, sid: str, v: dict, mpesa: Section) -> MpesaAccount:
+    """A site's own Daraja account, checked as ``[mpesa]`` is."""
+    if not re.fullmatch(r"\d{5,7}", v["shortcode"]):
+        raise ConfigError(source, "sites", "shortcode", f"site {sid!r}: {v['shortcode']!r} is not a paybill/store number")
+    if v["transaction_type"] == "CustomerBuyGoodsOnline" and not re.fullmatch(r"\d{5,7}", v["till_number"]):
+        raise ConfigError(source, "sites", "till_number", f"site {sid!r}: CustomerBuyGoodsOnline needs the till number")
+    reference = v["account_reference"] or mpesa.account_reference
+    if not 1 <= len(reference) <= 12:
+        raise ConfigError(source, "sites", "account_reference", f"site {sid!r}: must be 1 to 12 characters")
+    env = mpesa.environment
+    if env != "simulator":
+        for key in ("consumer_key", "consumer_secret", "passkey"):
+            if not v[key]:
+                raise ConfigError(source, "sites", key, f"site {sid!r}: its own shortcode needs its own {key} "
+                                  f"for environment {env!r} (from the Daraja portal's app page)")
+    if env == "production" and v["passkey"] == SANDBOX_PASSKEY:
+        raise ConfigError(source, "sites", "passkey", f"site {sid!r}: this is the public sandbox passkey")
+    return MpesaAccount(v["shortcode"], v["consumer_key"], v["consumer_secret"], v["passkey"], v["transaction_type"],
+                        v["till_number"], reference)
 
 
 def _array(source: str, name: str, value: Any) -> list[dict]:
@@ -389,7 +511,8 @@ def _radius_client(source: str, raw: dict) -> RadiusClient:
                           f"{values['address']!r} is not an IP address or network") from None
     if not values["secret"]:
         raise ConfigError(source, "radius.clients", "secret", "must not be empty")
-    return RadiusClient(network, values["secret"], values["kind"], values["require_message_authenticator"])
+    return RadiusClient(network, values["secret"], values["kind"], values["require_message_authenticator"],
+                        values["site"])
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -468,6 +591,11 @@ def _check_semantics(cfg: Config) -> None:
             ipaddress.ip_network(str(entry), strict=False)
         except ValueError:
             raise ConfigError(src, "metrics", "allow", f"{entry!r} is not an address or network") from None
+    for table, entries in (("radius.clients", cfg.radius_clients), ("routers", cfg.routers)):
+        for entry in entries:
+            if entry.site not in cfg.sites:
+                raise ConfigError(src, table, "site", f"{entry.site!r} is not a [[sites]] id; known: "
+                                  + ", ".join(cfg.sites))
     names = set()
     for r in cfg.routers:
         if r.name in names:

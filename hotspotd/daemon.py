@@ -37,6 +37,8 @@ class Hotspot:
         self.db = None
         self.simulator = None
         self.client: DarajaClient | None = None
+        #: venue → (its Daraja client, its account reference)
+        self.site_clients: dict[str, tuple[DarajaClient, str]] = {}
         self.payments: PaymentService | None = None
         self.scheduler: Scheduler | None = None
         self.radius = None
@@ -44,6 +46,8 @@ class Hotspot:
         self.metrics = None
         self.routeros_sim = None
         self.routers: tuple[Router, ...] = ()
+        #: router name → the venue it serves
+        self.router_sites: dict[str, str] = {}
         self.cutters: dict[str, disconnects.Cutter] = {}
         self.api_routers: list[MikroTikRouter] = []
         self._logins: ThreadPoolExecutor | None = None
@@ -120,19 +124,34 @@ class Hotspot:
             self._warned_sync = clock.now()
 
     def _daraja(self, portal_url: str) -> DarajaClient:
+        """The ``[mpesa]`` account's client; :attr:`site_clients` gets every venue's."""
         m = self.config.mpesa
         if self.config.simulated:
             from .daraja.simulator import DarajaSimulator
             host, port = parse_listen(self.config.simulator.daraja_listen)
             self.simulator = DarajaSimulator(host, port, callback_delay=self.config.simulator.callback_delay_seconds,
                                              final_after=self.config.simulator.final_after_seconds).start()
-            base, key, secret = self.simulator.url, "simulator", "simulator"
-            passkey = m.passkey or config_mod.SANDBOX_PASSKEY
-        else:
-            base, key, secret, passkey = m.base_url or BASE_URLS[m.environment], m.consumer_key, m.consumer_secret, m.passkey
         self.callback_url = self._callback_url(portal_url)
-        party_b = m.till_number if m.transaction_type == "CustomerBuyGoodsOnline" else None
-        return DarajaClient(base, key, secret, m.shortcode, passkey, transaction_type=m.transaction_type,
+        default = self._daraja_client(self.config.default_account)
+        self.site_clients = {}
+        for site in self.config.sites.values():
+            account = site.account
+            client = default if account is None else self._daraja_client(account)
+            self.site_clients[site.id] = (client, (account or self.config.default_account).account_reference)
+        return default
+
+    def _daraja_client(self, account: config_mod.MpesaAccount) -> DarajaClient:
+        """A client of one M-Pesa account (in the simulator environment, an account of the simulator)."""
+        m = self.config.mpesa
+        if self.config.simulated:
+            base, key, secret = self.simulator.url, "simulator", "simulator"
+            passkey = account.passkey or config_mod.SANDBOX_PASSKEY
+            self.simulator.add_account(account.shortcode, passkey)
+        else:
+            base, key, secret, passkey = (m.base_url or BASE_URLS[m.environment], account.consumer_key,
+                                          account.consumer_secret, account.passkey)
+        party_b = account.till_number if account.transaction_type == "CustomerBuyGoodsOnline" else None
+        return DarajaClient(base, key, secret, account.shortcode, passkey, transaction_type=account.transaction_type,
                             party_b=party_b, timeout=float(m.timeout_seconds))
 
     def _venue_routers(self) -> tuple[Router, ...]:
@@ -178,6 +197,16 @@ class Hotspot:
                 self.cutters[router.name] = CoaCutter(router.name, router.address, router.coa_port, secret,
                                                       timeout=float(router.timeout_seconds) / 3, retries=2)
 
+    def site_for(self, ctx: dict) -> config_mod.Site | None:
+        """The venue a splash page request comes from: the ``site`` its router's login page names
+        (``hotspotd router-config`` writes it), else the venue of the router whose NAS-ID is
+        ``nasid`` (CoovaChilli sends it), else the default venue. None: the page names a venue
+        this install does not have (a typo at the router), where nothing may be sold."""
+        if ctx.get("site"):
+            return self.config.site(ctx["site"])
+        router = next((r for r in self.routers if r.name == ctx.get("nasid")), None) if ctx.get("nasid") else None
+        return self.config.site(router.site if router else None)
+
     def uamsecret_for(self, uamip: str | None) -> str:
         """The uamsecret of the CoovaChilli at ``uamip`` (or of the only CoovaChilli configured)."""
         coova = [r for r in self.routers if r.kind == "coova"]
@@ -201,6 +230,8 @@ class Hotspot:
             return
         errors = []
         for router in self.api_routers:
+            if self.router_sites.get(router.name) != payment.site:
+                continue
             try:
                 router.login(mac, ip, ent.login_user, ent.login_password)
             except (RouterError, RouterUnavailable) as exc:
@@ -255,11 +286,13 @@ class Hotspot:
                                   ident="hotspotd", clear_untrusted_proxy_headers=True)
         self.client = self._daraja(self.portal_url)
         self.payments = PaymentService(self.client, self.callback_url, self._policy(), on_success=self.login_at_router,
-                                       storage_problem=self.storage_problem, metrics=self.metrics)
+                                       storage_problem=self.storage_problem, metrics=self.metrics,
+                                       sites=self.site_clients)
         if self.config.radius.enabled:
             from radius.server import RadiusServer
             self.radius = RadiusServer(self.config, on_cap_reached=self._cap_reached, metrics=self.metrics).start()
         self.routers = self._venue_routers()
+        self.router_sites = {r.name: r.site for r in self.routers}
         self._build_cutters()
         self._logins = ThreadPoolExecutor(max_workers=2, thread_name_prefix="router-login")
         # the portal serves last: once it answers, RADIUS, the routers and the login pool are ready
@@ -282,8 +315,8 @@ class Hotspot:
     def expire_sessions(self) -> int:
         """End what is due, queue the cuts, and work through the queue."""
         self.keep_time()
-        ended = disconnects.expire_and_queue(self.cutters)
-        disconnects.run_due(self.cutters, metrics=self.metrics)
+        ended = disconnects.expire_and_queue(self.cutters, sites=self.router_sites)
+        disconnects.run_due(self.cutters, metrics=self.metrics, sites=self.router_sites)
         return ended
 
     def backup_if_due(self) -> str | None:
@@ -298,10 +331,14 @@ class Hotspot:
         return made.path
 
     def cut_off(self, macs: list[str], entitlement_id: int | None, reason: str) -> None:
-        """Queue ``macs`` to be cut at every router and run the queue soon (owner's disconnect,
-        a session moved to another device). Never talks to a router on the caller's thread."""
+        """Queue ``macs`` to be cut at the routers of the session's venue and run the queue soon
+        (owner's disconnect, a session moved to another device). Never talks to a router on the
+        caller's thread."""
+        routers = list(self.cutters)
+        if entitlement_id is not None:
+            routers = disconnects.routers_for([entitlement_id], routers, self.router_sites)[entitlement_id]
         for mac in macs:
-            disconnects.enqueue(mac, self.cutters, entitlement_id=entitlement_id, reason=reason)
+            disconnects.enqueue(mac, routers, entitlement_id=entitlement_id, reason=reason)
         if macs and self.scheduler:
             self.scheduler.wake("expire")
 
@@ -332,7 +369,9 @@ class Hotspot:
             else:
                 restart.append(f"{t}.{k}")
         restart += [name for name, old, now in (("radius.clients", self.config.radius_clients, new.radius_clients),
-                                                ("routers", self.config.routers, new.routers)) if old != now]
+                                                ("routers", self.config.routers, new.routers),
+                                                ("sites", self.config.raw.get("sites"), new.raw.get("sites")))
+                    if old != now]
         if live:
             self.config = self.config.replace(**live)
             logging.getLogger().setLevel(self.config.logging.level)

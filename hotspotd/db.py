@@ -147,6 +147,27 @@ def _v6(db: pw.Database) -> None:
     db.create_tables([models.Payment], safe=True)      # creates the missing (status, …) indexes only
 
 
+#: (table, column) of migration v7, each added with its database default (the default venue)
+V7_COLUMNS = (("package", "site"), ("package", "roams"), ("payment", "site"), ("entitlement", "site"),
+              ("entitlement", "roams"), ("acct_session", "site"), ("admin_user", "sites"))
+
+
+def _v7(db: pw.Database) -> None:
+    # every existing row belongs to the default venue; an existing package stays on sale at every
+    # venue (NULL), as it was. ALTER TABLE … ADD COLUMN with the model's own definition: NOT NULL
+    # columns carry a DEFAULT, which both databases take without rewriting the table. A database
+    # made new has the columns already (earlier steps create tables from today's models).
+    models_by_table = {m._meta.table_name: m for m in models.ALL_MODELS}
+    for table, column in V7_COLUMNS:
+        if column in {c.name for c in db.get_columns(table)}:
+            continue
+        ctx = db.get_sql_context()
+        definition, _ = ctx.sql(models_by_table[table]._meta.fields[column].ddl(ctx)).query()
+        db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN {definition}')
+    for model in (models.Package, models.Payment, models.Entitlement):
+        db.create_tables([model], safe=True)          # the new columns' indexes
+
+
 #: (version, description, function). Append; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1),
@@ -155,6 +176,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (4, "release the device bindings of ended sessions; a covering index for RADIUS", _v4),
     (5, "scheduled jobs shared by several processes", _v5),
     (6, "indexes for the reconcile job's questions", _v6),
+    (7, "venues (sites): packages, payments, sessions and accounts carry their site", _v7),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Iterable, Mapping, Protocol
 
 from . import access, clock, faults
 from .models import AcctSession, Disconnect, Event, chunks, database, execute, execute_many, marks
@@ -79,15 +79,33 @@ def enqueue_many(devices: Iterable[tuple[str, int | None]], routers: Iterable[st
     return len(rows)
 
 
-def expire_and_queue(routers: Iterable[str], now: float | None = None) -> int:
+def routers_for(entitlement_ids: list[int], routers: Iterable[str],
+                sites: Mapping[str, str] | None) -> dict[int, list[str]]:
+    """The routers each entitlement's devices are cut at: those of the venue it works at (every
+    router for one that roams). ``sites`` maps router → venue; None: one venue, every router."""
+    routers = list(routers)
+    if sites is None:
+        return {ent_id: routers for ent_id in entitlement_ids}
+    places = access.where_usable(entitlement_ids)
+    return {ent_id: [r for r in routers if places.get(ent_id) is None or sites.get(r) == places[ent_id]]
+            for ent_id in entitlement_ids}
+
+
+def expire_and_queue(routers: Iterable[str], now: float | None = None, sites: Mapping[str, str] | None = None) -> int:
     """End due entitlements (:func:`hotspotd.access.expire_due`) and queue their devices' cuts in
-    the same transaction, so a crash in between cannot leave a device ended but never cut."""
+    the same transaction, so a crash in between cannot leave a device ended but never cut. Each
+    is cut at its venue's routers (``sites``: router → venue; see :func:`routers_for`)."""
     routers = list(routers)
     with database.atomic():
         ended = access.expire_due(now)
         if ended:
             faults.crash_point("expire_mid")    # ended but not yet queued: the transaction must undo it
-        enqueue_many([(mac, ent_id) for ent_id, macs in ended for mac in macs], routers, reason="ended", now=now)
+        where = routers_for([ent_id for ent_id, _ in ended], routers, sites)
+        by_routers: dict[tuple[str, ...], list[tuple[str, int]]] = {}
+        for ent_id, macs in ended:
+            by_routers.setdefault(tuple(where[ent_id]), []).extend((mac, ent_id) for mac in macs)
+        for at, devices in by_routers.items():
+            enqueue_many(devices, at, reason="ended", now=now)
     return len(ended)
 
 
@@ -103,17 +121,20 @@ def _backoff(attempts: int) -> float:
     return min(FIRST_RETRY_SECONDS * 2 ** max(attempts - 1, 0), MAX_RETRY_SECONDS)
 
 
-def run_due(cutters: dict[str, Cutter], now: float | None = None, limit: int = 200, metrics=None) -> Counter:
+def run_due(cutters: dict[str, Cutter], now: float | None = None, limit: int = 200, metrics=None,
+            sites: Mapping[str, str] | None = None) -> Counter:
     """Try every due cut once. A router that is down is not asked again in the same run:
     its other rows are pushed back without an attempt (one timeout, not one per device).
-    ``metrics`` (a :class:`hotspotd.metrics.Metrics`, or None) counts each attempt."""
+    A device that has time again at the router's venue (``sites``: router → venue; None: any
+    venue) is not cut. ``metrics`` (a :class:`hotspotd.metrics.Metrics`, or None) counts each
+    attempt."""
     now = clock.now() if now is None else now
     outcome: Counter = Counter()
     down: set[str] = set()
     due = list(Disconnect.select().where(Disconnect.status.in_(("pending", "failing")), Disconnect.next_at <= now)
                .order_by(Disconnect.next_at).limit(limit))
     for row in due:
-        if access.authorize(row.mac, now) is not None:
+        if access.authorize(row.mac, now, sites.get(row.router) if sites is not None else None) is not None:
             # bought more time (or moved a session here) before the cut went through
             _finish(row, "cancelled", now, "device has time again")
             outcome["cancelled"] += 1

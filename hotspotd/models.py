@@ -53,6 +53,21 @@ def execute_many(sql: str, rows: list[tuple]) -> None:
         cursor.close()
 
 
+#: the venue of a row made before sites existed, or by an install that declares none
+DEFAULT_SITE = "default"
+
+
+def _site_field(**kwargs) -> pw.CharField:
+    """A venue id column (``[[sites]]`` id). The default is the database's too, so rows written by
+    hand-written SQL and rows from before the column existed belong to the default venue."""
+    return pw.CharField(max_length=32, default=DEFAULT_SITE, constraints=[pw.SQL(f"DEFAULT '{DEFAULT_SITE}'")],
+                        **kwargs)
+
+
+def _flag_field() -> pw.BooleanField:
+    return pw.BooleanField(default=False, constraints=[pw.SQL("DEFAULT FALSE")])
+
+
 class BaseModel(pw.Model):
     class Meta:
         database = database
@@ -80,6 +95,10 @@ class Package(BaseModel):
     active = pw.BooleanField(default=True)
     position = pw.IntegerField(default=0)
     created_at = pw.DoubleField()
+    #: the venue that sells it; None: every venue
+    site = pw.CharField(max_length=32, null=True, index=True)
+    #: time bought with it works at every venue (else only where it was bought)
+    roams = _flag_field()
 
 
 class Payment(BaseModel):
@@ -106,6 +125,7 @@ class Payment(BaseModel):
     next_query_at = pw.DoubleField(null=True, index=True)
     query_attempts = pw.IntegerField(default=0)
     last_error = pw.TextField(null=True)
+    site = _site_field(index=True)                          # the venue it was made at (its M-Pesa account)
 
     class Meta:
         # the reconcile job's two questions each tick, answered from the few live payments: with
@@ -143,6 +163,8 @@ class Entitlement(BaseModel):
     login_password = pw.CharField(max_length=64, null=True)
     ended_at = pw.DoubleField(null=True)
     end_reason = pw.CharField(max_length=32, null=True)
+    site = _site_field(index=True)                          # where it was bought: where it works…
+    roams = _flag_field()                                   # …unless its package roams (copied at purchase)
 
 
 class Device(BaseModel):
@@ -175,6 +197,7 @@ class AcctSession(BaseModel):
     online = pw.BooleanField(default=True, index=True)
     terminate_cause = pw.CharField(max_length=32, null=True)
     updates = pw.IntegerField(default=0)
+    site = _site_field()                                    # the venue of the NAS that reported it
 
     class Meta:
         indexes = ((("nas", "acct_session_id"), True),)
@@ -227,6 +250,13 @@ class AdminUser(BaseModel):
     failed_logins = pw.IntegerField(default=0)
     locked_until = pw.DoubleField(null=True)
     last_login_at = pw.DoubleField(null=True)
+    #: the venues this account sees, comma-separated ids; None: every venue (the owner)
+    sites = pw.TextField(null=True)
+
+    @property
+    def site_list(self) -> list[str] | None:
+        """The venue ids this account is limited to, or None when it sees every venue."""
+        return None if self.sites is None else [s for s in self.sites.split(",") if s]
 
 
 class JobRun(BaseModel):

@@ -22,7 +22,7 @@ from . import access, clock, faults
 from .daraja import codes
 from .daraja.client import DarajaClient, DarajaError, DarajaRejected, DarajaUnavailable
 from .identifiers import InvalidMac, InvalidPhone, mask_phone, normalize_mac, normalize_phone
-from .models import Callback, Event, Package, Payment, database
+from .models import DEFAULT_SITE, Callback, Event, Package, Payment, database
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ MIN_AMOUNT, MAX_AMOUNT = 1, 250_000
 
 CANNOT_RECORD = "This Wi-Fi cannot take payments right now. Please tell the staff."
 BUSY = "The payment system is busy. Please try again in a moment."
+UNKNOWN_SITE = "This Wi-Fi's sign-in page is not set up correctly (unknown venue). Please tell the staff."
 #: a payment whose push was cut short by a stop; a late confirmation from M-Pesa still counts
 UNSENT_TEXT = "We could not confirm the M-Pesa prompt. If you paid, your time starts when M-Pesa confirms it."
 
@@ -67,8 +68,12 @@ class PaymentService:
 
     def __init__(self, client: DarajaClient, callback_url: str, policy: Policy = Policy(),
                  on_success: Callable[[Payment], None] | None = None,
-                 storage_problem: Callable[[], str | None] | None = None, metrics: Any = None):
+                 storage_problem: Callable[[], str | None] | None = None, metrics: Any = None,
+                 sites: dict[str, tuple[DarajaClient, str]] | None = None):
+        #: the default venue's (``[mpesa]``) Daraja client
         self.client = client
+        #: every venue's Daraja client and account reference (its own till, or ``[mpesa]``'s)
+        self.sites = sites if sites is not None else {DEFAULT_SITE: (client, policy.account_reference)}
         self.callback_url = callback_url
         self.policy = policy
         #: why a new payment could not be recorded safely now (disk nearly full), or None
@@ -82,10 +87,15 @@ class PaymentService:
 
     # --- starting a payment -------------------------------------------------------------
     def initiate(self, phone: Any, package_id: Any, mac: Any = None, client_ip: str | None = None,
-                 login_context: dict | None = None) -> tuple[Payment, bool]:
-        """Send an STK push for ``package_id`` to ``phone``. Returns ``(payment, reused)``:
-        ``reused`` is True when the device already had a pending payment, which is returned
-        instead of prompting the customer twice. Raises :class:`PaymentRefused`."""
+                 login_context: dict | None = None, site: str = DEFAULT_SITE) -> tuple[Payment, bool]:
+        """Send an STK push for ``package_id`` to ``phone``, for time at venue ``site`` (paid to
+        its M-Pesa account). Returns ``(payment, reused)``: ``reused`` is True when the device
+        already had a pending payment, which is returned instead of prompting the customer twice.
+        Raises :class:`PaymentRefused`."""
+        if site not in self.sites:
+            log.error("refusing a payment: the router's login page names site %r, which no [[sites]] entry has",
+                      str(site)[:40])
+            raise PaymentRefused(UNKNOWN_SITE, None, 400)
         try:
             phone = normalize_phone(phone)
         except InvalidPhone as exc:
@@ -95,7 +105,7 @@ class PaymentService:
         except InvalidMac:
             raise PaymentRefused("The device address (MAC) is not valid; reconnect to the Wi-Fi and try again.",
                                  "macAddress") from None
-        package = self._package(package_id)
+        package = self._package(package_id, site)
         if not MIN_AMOUNT <= package.price <= MAX_AMOUNT:
             raise PaymentRefused("This package cannot be paid with M-Pesa (amount out of range).", "packageId")
         problem = self.storage_problem() if self.storage_problem else None
@@ -103,7 +113,7 @@ class PaymentService:
             log.error("refusing a payment: %s", problem)
             raise PaymentRefused(CANNOT_RECORD, None, 503)
         try:
-            payment, reused = self._create(phone, package, mac, client_ip, login_context)
+            payment, reused = self._create(phone, package, mac, client_ip, login_context, site)
         except pw.OperationalError as exc:
             # the row is committed before anyone is asked for money: no row, no prompt
             reason = _root_cause(exc)
@@ -117,41 +127,42 @@ class PaymentService:
         return Payment.get_by_id(payment.id), False
 
     def _create(self, phone: str, package: Package, mac: str | None, client_ip: str | None,
-                login_context: dict | None) -> tuple[Payment, bool]:
+                login_context: dict | None, site: str) -> tuple[Payment, bool]:
         """The device's open payment (reused), or a new one committed in state ``created``."""
         now = clock.now()
         with database.atomic():
             if mac:
                 # pending only: a created one has no CheckoutRequestID to follow (in flight, or stranded)
-                open_one = (Payment.select().where(Payment.mac == mac, Payment.status == "pending",
+                open_one = (Payment.select().where(Payment.mac == mac, Payment.status == "pending", Payment.site == site,
                                                    Payment.created_at > now - self.policy.prompt_lifetime)
                             .order_by(Payment.created_at.desc()).first())
                 if open_one:
                     return open_one, True
             payment = Payment.create(phone=phone, amount=package.price, package=package.id, mac=mac,
-                                     client_ip=client_ip, status="created", created_at=now,
+                                     client_ip=client_ip, status="created", created_at=now, site=site,
                                      login_context=json.dumps(login_context) if login_context else None)
             event("created", payment, f"KES {package.price} for {package.name} to {mask_phone(phone)}", mac, now)
         log.info("payment %s created: KES %s for %s to %s", payment.id, package.price, package.name, mask_phone(phone),
                  extra={"payment_id": payment.id})
         return payment, False
 
-    def _package(self, package_id: Any) -> Package:
+    def _package(self, package_id: Any, site: str) -> Package:
         try:
             pid = int(package_id)
         except (TypeError, ValueError, OverflowError):   # OverflowError: JSON's Infinity
             raise PaymentRefused("Choose a package.", "packageId") from None
         # beyond 64 bits the database driver raises instead of finding nothing
-        package = Package.get_or_none((Package.id == pid) & Package.active) if 0 < pid < 2**63 else None
+        package = (Package.get_or_none((Package.id == pid) & Package.active & on_sale_at(site))
+                   if 0 < pid < 2**63 else None)
         if package is None:
             raise PaymentRefused("That package is not on offer; choose another.", "packageId", 404)
         return package
 
     def _push(self, payment: Payment, package: Package) -> None:
         desc = f"Wi-Fi {package.name}"[:13]
+        client, reference = self.sites[payment.site]
         try:
-            accepted = self.client.stk_push(payment.phone, payment.amount, self.callback_url,
-                                            self.policy.account_reference, desc)
+            accepted = client.stk_push(payment.phone, payment.amount, self.callback_url, reference, desc)
         except DarajaError as exc:
             # Refused, or unreachable before anything was accepted: no prompt can be on the phone
             # that we would not hear about; a timeout is the exception (see ARCHITECTURE.md).
@@ -360,7 +371,7 @@ class PaymentService:
         now = clock.now()
         attempts = payment.query_attempts + 1
         try:
-            result = self.client.stk_query(payment.checkout_request_id)
+            result = self.client_for(payment.site).stk_query(payment.checkout_request_id)
         except DarajaError as exc:
             event("query", payment, f"error {exc.code or exc.http_status}: {exc.message}")
             log.warning("STK query %s failed: %s", payment.checkout_request_id, exc,
@@ -423,9 +434,19 @@ class PaymentService:
                 if self.metrics:
                     self.metrics.callback("error")
 
+    def client_for(self, site: str) -> DarajaClient:
+        """The Daraja client of ``site``'s M-Pesa account (a venue no longer configured: the
+        default account's; its queries fail and say so, nothing is granted on a guess)."""
+        return self.sites.get(site, (self.client, ""))[0]
+
     # --- reading ------------------------------------------------------------------------
     def status(self, checkout_request_id: str) -> Payment | None:
         return Payment.get_or_none(Payment.checkout_request_id == checkout_request_id)
+
+
+def on_sale_at(site: str | None):
+    """The peewee condition "the package is sold at ``site``" (its own, or every venue's)."""
+    return Package.site.is_null() | (Package.site == (site or DEFAULT_SITE))
 
 
 def _ids(payment_id: int, checkout_request_id: str | None) -> dict:

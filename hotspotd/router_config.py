@@ -127,14 +127,17 @@ def _walled_garden(plan: _Plan, radius_given: bool) -> list[str]:
     return lines
 
 
-def mikrotik_login_html(portal_url: str) -> str:
-    """The hotspot's ``login.html``: hands the router's variables to the portal's ``/`` by GET.
+def mikrotik_login_html(portal_url: str, site: str | None = None) -> str:
+    """The hotspot's ``login.html``: hands the router's variables to the portal's ``/`` by GET,
+    with the router's venue (``site``: a ``[[sites]]`` id; None: the default venue).
 
     Submits itself by script; a visible button does it without JavaScript. MikroTik fills each
     ``$(name)``; chap-id and chap-challenge arrive octal-escaped (``\\371``) and the portal decodes them.
     """
     root, _, _, _ = _portal(portal_url)
     fields = "\n".join(f'<input type="hidden" name="{n}" value="$({n})">' for n in MIKROTIK_LOGIN_VARS)
+    if site:
+        fields += f'\n<input type="hidden" name="site" value="{html.escape(site)}">'
     return f"""<!DOCTYPE html>
 <html>
 <head>

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 _OCTAL = re.compile(r"\\([0-7]{3})")
 #: the variables a router's login page hands the splash page (MikroTik and CoovaChilli names)
 ROUTER_VARS = ("mac", "ip", "link-login-only", "link-orig", "chap-id", "chap-challenge",
-               "uamip", "uamport", "challenge", "userurl", "nasid", "error")
+               "uamip", "uamport", "challenge", "userurl", "nasid", "error", "site")
 
 
 @dataclass(frozen=True)

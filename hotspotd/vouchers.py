@@ -10,7 +10,7 @@ import re
 import secrets
 
 from . import access, clock
-from .models import Entitlement, Event, Package, Voucher, database
+from .models import DEFAULT_SITE, Entitlement, Event, Package, Voucher, database
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,10 @@ def generate(package_id: int, count: int, batch: str | None = None) -> list[Vouc
     return made
 
 
-def redeem(text: str, mac: str | None, now: float | None = None) -> Entitlement:
-    """Use a voucher on device ``mac``: its package's time starts now (after any time the device
-    still has). A voucher already used returns its session when asked from the same device."""
+def redeem(text: str, mac: str | None, now: float | None = None, site: str = DEFAULT_SITE) -> Entitlement:
+    """Use a voucher on device ``mac`` at venue ``site``: its package's time starts now (after any
+    time the device still has there). A voucher already used returns its session when asked from
+    the same device. A voucher for a package one venue sells works at that venue only."""
     now = clock.now() if now is None else now
     code = normalize(text)
     if not re.fullmatch(f"[{ALPHABET}]{{{LENGTH}}}", code):
@@ -63,6 +64,8 @@ def redeem(text: str, mac: str | None, now: float | None = None) -> Entitlement:
         voucher = Voucher.get_or_none(Voucher.code == code)
         if voucher is None or voucher.revoked:
             raise VoucherError("This voucher code is not valid. Check it and try again.")
+        if voucher.package.site not in (None, site):
+            raise VoucherError("This voucher is for another of our venues and works only there.")
         if voucher.redeemed_at is not None:
             ent = Entitlement.get_or_none(Entitlement.id == voucher.entitlement_id)
             if ent and mac and access.is_bound(ent.id, mac):
@@ -72,7 +75,7 @@ def redeem(text: str, mac: str | None, now: float | None = None) -> Entitlement:
                    .execute())
         if not updated:
             raise VoucherError("This voucher has already been used.")
-        ent = access.grant(voucher.package, mac, now, phone=None, payment=None)
+        ent = access.grant(voucher.package, mac, now, phone=None, payment=None, site=site)
         Voucher.update(entitlement=ent.id).where(Voucher.id == voucher.id).execute()
         Event.create(at=now, kind="voucher_redeemed", entitlement=ent.id, mac=mac,
                      message=f"voucher {display(code)} ({voucher.package.name})")

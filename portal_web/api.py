@@ -13,7 +13,7 @@ from hotspotd import access, clock, router_login, vouchers
 from hotspotd.identifiers import InvalidMac, InvalidPhone, normalize_mac, normalize_phone
 from hotspotd.daraja import codes
 from hotspotd.models import Entitlement, Package, Payment, execute
-from hotspotd.payments import PaymentRefused
+from hotspotd.payments import UNKNOWN_SITE, PaymentRefused, on_sale_at
 
 from . import i18n, limiter
 
@@ -51,10 +51,34 @@ def package_json(p: Package) -> dict:
             "rateLimit": p.rate_limit, "devices": p.devices}
 
 
+def _site_id(*sources) -> str:
+    """The venue a request names: ``site`` (or a CoovaChilli ``nasid``) in the query string or in
+    the JSON body or its ``login`` object (see :meth:`hotspotd.daemon.Hotspot.site_for`). Raises
+    PaymentRefused for a venue this install does not have."""
+    ctx: dict = {}
+    for values in sources:
+        ctx.update(router_login.router_context(values))
+    site = _hotspot().site_for(ctx)
+    if site is None:
+        raise PaymentRefused(UNKNOWN_SITE, "site", 404)
+    return site.id
+
+
+def _refused(exc: PaymentRefused):
+    body = {"success": False, "message": str(exc)}
+    if exc.field:
+        body["field"] = exc.field
+    return jsonify(body), exc.status
+
+
 @bp.get("/packages")
 def packages():
-    rows = Package.select().where(Package.active).order_by(Package.position, Package.price)
-    return jsonify({"success": True, "packages": [package_json(p) for p in rows]})
+    try:
+        site = _site_id(request.args)
+    except PaymentRefused as exc:
+        return _refused(exc)
+    rows = Package.select().where(Package.active, on_sale_at(site)).order_by(Package.position, Package.price)
+    return jsonify({"success": True, "site": site, "packages": [package_json(p) for p in rows]})
 
 
 @bp.post("/pay")
@@ -67,14 +91,12 @@ def pay():
         return jsonify({"success": False, "message": "Send JSON: {\"phone\", \"packageId\", \"macAddress\"}."}), 400
     context = router_login.router_context(data.get("login")) or None
     try:
+        site = _site_id(request.args, data.get("login"), data)
         payment, reused = _hotspot().payments.initiate(
             data.get("phone"), data.get("packageId"), data.get("macAddress"),
-            client_ip=request.remote_addr, login_context=context)
+            client_ip=request.remote_addr, login_context=context, site=site)
     except PaymentRefused as exc:
-        body = {"success": False, "message": str(exc)}
-        if exc.field:
-            body["field"] = exc.field
-        return jsonify(body), exc.status
+        return _refused(exc)
     message = ("A payment prompt was already sent to your phone; enter your M-Pesa PIN there." if reused
                else "Check your phone and enter your M-Pesa PIN to pay.")
     return jsonify({"success": True, "message": message, "checkoutRequestId": payment.checkout_request_id,
@@ -144,7 +166,7 @@ def receipt():
         mac = _json_mac(data)
         phone = normalize_phone(data.get("phone"))
         code = access.normalize_receipt(data.get("receipt"))
-        ent, unbound = access.move_to_device(code, phone, mac)
+        ent, unbound = access.move_to_device(code, phone, mac, site=_site_id(request.args, data))
     except PaymentRefused as exc:
         return jsonify({"success": False, "message": str(exc), "field": exc.field}), 400
     except InvalidPhone as exc:
@@ -162,7 +184,7 @@ def voucher():
     if not isinstance(data, dict):
         return jsonify({"success": False, "message": "Send JSON: {\"code\", \"macAddress\"}."}), 400
     try:
-        ent = vouchers.redeem(str(data.get("code") or ""), _json_mac(data))
+        ent = vouchers.redeem(str(data.get("code") or ""), _json_mac(data), site=_site_id(request.args, data))
     except PaymentRefused as exc:
         return jsonify({"success": False, "message": str(exc), "field": exc.field}), 400
     except vouchers.VoucherError as exc:

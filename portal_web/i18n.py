@@ -63,8 +63,12 @@ TEXT: dict[str, tuple[str, str]] = {
     "data": ("{amount} data", "data {amount}"),
     "speed": ("up to {rate}", "hadi {rate}"),
     "devices": ("{n} devices", "vifaa {n}"),
+    "roams": ("works at all our venues", "inatumika katika maeneo yetu yote"),
     "no_packages": ("No packages on offer right now. Please ask the staff.",
                     "Hakuna vifurushi kwa sasa. Tafadhali waulize wahudumu."),
+    "unknown_site": ("This Wi-Fi's sign-in page is not set up correctly (unknown venue). Please tell the staff.",
+                     "Ukurasa wa kuingia wa Wi-Fi hii haujawekwa sawa (eneo lisilojulikana). Tafadhali waambie "
+                     "wahudumu."),
 }
 
 #: Kiswahili for the customer messages the core raises in English (access, vouchers)
@@ -78,6 +82,10 @@ SWAHILI = {
     "That is not a voucher code. It looks like ABCDE-23456.": "Huo si msimbo wa vocha. Unafanana na ABCDE-23456.",
     "This voucher code is not valid. Check it and try again.": "Msimbo huu wa vocha si sahihi. Uangalie kisha ujaribu tena.",
     "This voucher has already been used.": "Vocha hii imeshatumika.",
+    "This time was bought at another of our venues and works only there.":
+        "Muda huu ulinunuliwa katika eneo letu jingine na unatumika huko tu.",
+    "This voucher is for another of our venues and works only there.":
+        "Vocha hii ni ya eneo letu jingine na inatumika huko tu.",
 }
 
 UNITS = {

@@ -6,12 +6,13 @@ ride along in every link and form, so whichever page ends the flow can log the d
 """
 from __future__ import annotations
 
-from flask import Blueprint, current_app, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, make_response, redirect, render_template, request, url_for
 
 from hotspotd import access, clock, router_login, vouchers
 from hotspotd.identifiers import InvalidMac, InvalidPhone, is_random_mac, normalize_mac, normalize_phone
+from hotspotd.config import Site
 from hotspotd.models import Package
-from hotspotd.payments import PaymentRefused
+from hotspotd.payments import PaymentRefused, on_sale_at
 
 from . import i18n, limiter
 from .api import STATUS_OF, payment_status_json, router_login_form
@@ -34,13 +35,26 @@ def _mac(ctx: dict) -> str | None:
         return None
 
 
+def _site(ctx: dict) -> Site:
+    """The venue of this request (see :meth:`hotspotd.daemon.Hotspot.site_for`); a venue this
+    install does not have ends the request with a page that says so (nothing is sold there)."""
+    site = _hotspot().site_for(ctx)
+    if site is None:
+        abort(_render("message.html", 400, ctx=ctx, title_key="unknown_site",
+                      message=i18n.t("unknown_site", i18n.lang())))
+    return site
+
+
 def _render(template: str, status: int = 200, **values):
-    """Render with what every splash template needs; remember an explicit language choice."""
+    """Render with what every splash template needs (the venue's name and colour); remember an
+    explicit language choice."""
     lang = i18n.lang()
     ctx = values.pop("ctx", None)
     ctx = _router_context() if ctx is None else ctx
     mac = _mac(ctx)
-    body = render_template(template, lang=lang, ctx=ctx, site=_hotspot().config.portal.site_name,
+    site = _hotspot().site_for(ctx) or _hotspot().config.site(None)
+    body = render_template(template, lang=lang, ctx=ctx, site=site.name, accent=site.color,
+                           multi_site=_hotspot().config.multi_site,
                            t=lambda key, **kw: i18n.t(key, lang, **kw), i18n=i18n,
                            random_mac=bool(mac and is_random_mac(mac)), **values)
     resp = make_response(body, status)
@@ -50,8 +64,8 @@ def _render(template: str, status: int = 200, **values):
     return resp
 
 
-def _packages():
-    return list(Package.select().where(Package.active).order_by(Package.position, Package.price))
+def _packages(site: Site):
+    return list(Package.select().where(Package.active, on_sale_at(site.id)).order_by(Package.position, Package.price))
 
 
 def _online_page(grant_or_ent, form: router_login.LoginForm | None, title_key: str, note_key: str | None = None,
@@ -76,31 +90,34 @@ def too_many(exc):
 @bp.get("/")
 def index():
     ctx = _router_context()
+    site = _site(ctx)
     mac = _mac(ctx)
-    grant = access.authorize(mac) if mac else None
+    grant = access.authorize(mac, site=site.id) if mac else None
     if grant is not None:
         # a returning device with time left: straight back online, by MAC (the router checks the
         # MAC it sees against the one in the login, so a typed-in MAC borrows nobody's time)
         form = router_login.login_form(ctx, mac, "", _hotspot().uamsecret_for(ctx.get("uamip")))
         return _online_page(grant, form, "welcome_back", ctx=ctx)
-    return _render("splash.html", packages=_packages(), error=None, error_field=None, phone="")
+    return _render("splash.html", packages=_packages(site), error=None, error_field=None, phone="")
 
 
 @bp.post("/pay")
 def pay():
     hotspot = _hotspot()
     ctx = _router_context()
+    site = _site(ctx)
     lang = i18n.lang()
     try:
         payment, _ = hotspot.payments.initiate(request.form.get("phone", ""), request.form.get("package"),
-                                               _mac(ctx), client_ip=request.remote_addr, login_context=ctx or None)
+                                               _mac(ctx), client_ip=request.remote_addr, login_context=ctx or None,
+                                               site=site.id)
     except PaymentRefused as exc:
         message = str(exc)
         if lang == "sw" and exc.field == "phone":
             message = i18n.t("phone_error", lang)
         elif lang == "sw" and exc.field == "packageId":
             message = i18n.t("package_error", lang)
-        return _render("splash.html", exc.status if exc.status != 404 else 400, packages=_packages(), error=message,
+        return _render("splash.html", exc.status if exc.status != 404 else 400, packages=_packages(site), error=message,
                        error_field=exc.field, phone=request.form.get("phone", "")[:20])
     return redirect(url_for("splash.wait", checkout_request_id=payment.checkout_request_id, lang=lang, **ctx), 303)
 
@@ -129,6 +146,7 @@ def wait(checkout_request_id: str):
 @limiter.limit(lambda: _hotspot().config.portal.redeem_limit_per_client, methods=["POST"])
 def already_paid():
     ctx = _router_context()
+    site = _site(ctx)
     lang = i18n.lang()
     if request.method == "GET":
         return _render("paid.html", error=None, receipt="", phone="")
@@ -139,7 +157,7 @@ def already_paid():
         if mac is None:
             raise access.AccessError(i18n.t("no_device", lang))
         phone = normalize_phone(phone_text)
-        ent, unbound = access.move_to_device(receipt, phone, mac)
+        ent, unbound = access.move_to_device(receipt, phone, mac, site=site.id)
     except InvalidPhone:
         return _render("paid.html", 400, error=i18n.t("phone_error", lang), receipt=receipt, phone=phone_text)
     except access.AccessError as exc:
@@ -153,11 +171,12 @@ def already_paid():
 @limiter.limit(lambda: _hotspot().config.portal.redeem_limit_per_client, methods=["POST"])
 def voucher():
     ctx = _router_context()
+    site = _site(ctx)
     if request.method == "GET":
         return _render("voucher.html", error=None, code="")
     code = request.form.get("code", "")[:32]
     try:
-        ent = vouchers.redeem(code, _mac(ctx))
+        ent = vouchers.redeem(code, _mac(ctx), site=site.id)
     except vouchers.VoucherError as exc:
         return _render("voucher.html", 400, error=i18n.translate(str(exc), i18n.lang()), code=code)
     form = router_login.login_form(ctx, ent.login_user, ent.login_password, _hotspot().uamsecret_for(ctx.get("uamip")))

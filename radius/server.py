@@ -164,7 +164,7 @@ class RadiusServer(Server):
         try:
             req = wire.parse(data)
             secret = client.secret.encode()
-            raw = self._auth(req, client, secret) if is_auth else self._acct(req, source, secret)
+            raw = self._auth(req, client, secret) if is_auth else self._acct(req, source, client, secret)
         except ServerPacketError as exc:
             self.stats[f"{kind}_dropped"] += 1
             log.debug("dropping %s packet from %s: %s", kind, source[0], exc)
@@ -203,7 +203,7 @@ class RadiusServer(Server):
                 raise ServerPacketError("no Message-Authenticator")
         elif not wire.message_authenticator_ok(req, secret):
             raise ServerPacketError("invalid Message-Authenticator (wrong secret?)")
-        grant = self._find_grant(req, secret)
+        grant = self._find_grant(req, secret, client.site)
         if grant is None:
             self.stats["access_reject"] += 1
             return wire.reply(req, wire.ACCESS_REJECT, self._reject_attributes, secret)
@@ -214,7 +214,9 @@ class RadiusServer(Server):
                                        self.cfg.radius.interim_interval)
         return wire.reply(req, wire.ACCESS_ACCEPT, self._encoder.attributes(attributes), secret)
 
-    def _find_grant(self, req: wire.Request, secret: bytes):
+    def _find_grant(self, req: wire.Request, secret: bytes, site: str):
+        """The grant for this request at the NAS's venue: time bought at another venue does not
+        work here unless its package roams."""
         username = req.text(USER_NAME) or ""
         calling = req.text(CALLING_STATION_ID)
         try:
@@ -230,12 +232,13 @@ class RadiusServer(Server):
             # device's own when the router says which device asks (no borrowing another's time).
             if calling_mac and calling_mac != user_mac:
                 return None
-            return access.authorize(user_mac)
+            return access.authorize(user_mac, site=site)
         if not username:
             return None
         # a login (voucher, post-payment): pyrad checks the PAP or CHAP password
         pkt = self.CreateAuthPacket(packet=req.raw, secret=secret)
-        return access.authorize_login(username, lambda password: self._password_ok(pkt, password), calling_mac)
+        return access.authorize_login(username, lambda password: self._password_ok(pkt, password), calling_mac,
+                                      site=site)
 
     @staticmethod
     def _password_ok(pkt: packet.AuthPacket, secret: str) -> bool:
@@ -249,7 +252,7 @@ class RadiusServer(Server):
         except (UnicodeError, ValueError):
             return False
 
-    def _acct(self, req: wire.Request, source: tuple, secret: bytes) -> bytes:
+    def _acct(self, req: wire.Request, source: tuple, client: RadiusClient, secret: bytes) -> bytes:
         if req.code != wire.ACCOUNTING_REQUEST:
             raise ServerPacketError("not an Accounting-Request")
         if not wire.accounting_authenticator_ok(req, secret):
@@ -257,11 +260,11 @@ class RadiusServer(Server):
         status = STATUS.get(req.integer(ACCT_STATUS_TYPE))
         session_id = req.text(ACCT_SESSION_ID)
         if status and session_id:
-            self._record(req, source, status, session_id)
+            self._record(req, source, status, session_id, client.site)
         self.stats[f"acct_{status or 'other'}"] += 1
         return wire.reply(req, wire.ACCOUNTING_RESPONSE, b"", secret)
 
-    def _record(self, req: wire.Request, source: tuple, status: str, session_id: str) -> None:
+    def _record(self, req: wire.Request, source: tuple, status: str, session_id: str, site: str) -> None:
         mac = None
         for code in (CALLING_STATION_ID, USER_NAME):
             value = req.text(code)
@@ -285,7 +288,7 @@ class RadiusServer(Server):
         terminate = req.integer(ACCT_TERMINATE_CAUSE)
         usage = Usage(nas=source[0], acct_session_id=session_id[:64], status=status, mac=mac,
                       entitlement_id=ent_id, ip=req.address(FRAMED_IP_ADDRESS),
-                      username=(req.text(USER_NAME) or "")[:64] or None,
+                      username=(req.text(USER_NAME) or "")[:64] or None, site=site,
                       input_octets=octets(ACCT_INPUT_OCTETS, ACCT_INPUT_GIGAWORDS),
                       output_octets=octets(ACCT_OUTPUT_OCTETS, ACCT_OUTPUT_GIGAWORDS),
                       session_time=req.integer(ACCT_SESSION_TIME) or 0,

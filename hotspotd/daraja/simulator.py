@@ -225,6 +225,7 @@ class DarajaSimulator:
                  final_after: float = 2.0, consumer_key: str = "simulator", consumer_secret: str = "simulator",
                  passkey: str = SANDBOX_PASSKEY, token_lifetime: int = 3599):
         self.consumer_key, self.consumer_secret, self.passkey = consumer_key, consumer_secret, passkey
+        self._passkeys: dict[str, str] = {}           # shortcode → passkey, for accounts added by add_account
         self.token_lifetime = token_lifetime
         self.callback_delay, self.final_after = float(callback_delay), float(final_after)
         self._lock = threading.Lock()
@@ -445,9 +446,17 @@ class DarajaSimulator:
                 raise _invalid(name)
         return shortcode, timestamp
 
+    def add_account(self, shortcode: str, passkey: str) -> None:
+        """Take pushes for another paybill or till, with its own passkey (a venue with its own
+        M-Pesa account). Any other shortcode is checked against the simulator's passkey."""
+        with self._lock:
+            self._passkeys[str(shortcode)] = passkey
+
     def _check_password(self, body: dict, shortcode: str, timestamp: str) -> None:
         # Daraja answers a Password that does not match with a business error, not a 400.
-        if _text(body.get("Password")) != stk_password(shortcode, self.passkey, timestamp):
+        with self._lock:
+            passkey = self._passkeys.get(shortcode, self.passkey)
+        if _text(body.get("Password")) != stk_password(shortcode, passkey, timestamp):
             raise _Refusal(500, _envelope("500.001.1001", "Wrong credentials"))
 
     def _push(self, body: dict) -> dict:
@@ -504,7 +513,8 @@ class DarajaSimulator:
         with self._lock:
             tx = self._transactions.get(_text(body["CheckoutRequestID"]))
             pending_4999, final_after = self._pending_4999, self.final_after
-        if tx is None:
+        if tx is None or tx.shortcode != shortcode:
+            # a shortcode sees its own transactions only
             raise _Refusal(500, _envelope("500.001.1001", NOT_FOUND))
         answer = {"ResponseCode": "0", "ResponseDescription": "The service request has been accepted successsfully",
                   "MerchantRequestID": tx.merchant_request_id, "CheckoutRequestID": tx.checkout_request_id}
