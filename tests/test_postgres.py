@@ -59,8 +59,9 @@ def test_db_copy_moves_a_venue_onto_postgresql_with_every_row_and_id(tmp_path, c
         drop()
 
 
-def _daemon(folder, database_url: str, daraja_url: str):
-    """``hotspotd run`` in a process of its own on ``database_url``; returns (process, portal URL)."""
+def _daemon(folder, database_url: str, daraja_url: str, env: dict | None = None):
+    """``hotspotd run`` in a process of its own on ``database_url`` (``env``: extra environment);
+    returns (process, portal URL)."""
     import socket
     import subprocess
     import sys
@@ -102,7 +103,8 @@ enabled = false
     config.chmod(0o600)
     with open(folder / "hotspotd.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "hotspotd.cli", "--config", str(config), "run"],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -184,6 +186,68 @@ def test_two_daemons_on_one_database_make_one_session_per_payment(tmp_path):
     finally:
         for proc, _ in daemons:
             proc.terminate()
+            proc.wait(timeout=20)
+        sim.stop()
+        database.close()
+        drop()
+
+
+def test_the_jobs_carry_on_when_one_daemon_dies_in_the_middle_of_one(tmp_path):
+    """A hotspotd dies (SIGKILL, from its own crash point) in the middle of the expiry job: its
+    transaction open, its advisory lock held. PostgreSQL rolls the one back and drops the other
+    with the connection; a second hotspotd on the same database then runs every job: the session
+    is ended once, and a payment whose callback never comes is settled by its STK query."""
+    import time
+
+    import requests
+
+    from hotspotd import access, clock, db
+    from hotspotd.daraja.simulator import DarajaSimulator
+    from hotspotd.models import Entitlement, Event, Package, Payment, database
+
+    from .conftest import fresh_postgres_database
+
+    url, drop = fresh_postgres_database(ADMIN_URL)
+    sim = DarajaSimulator(callback_delay=0, final_after=0.5).start()
+    daemons = []
+    try:
+        db.prepare(url)
+        now = clock.now()
+        short = Package.create(name="two seconds", price=1, duration_seconds=2, created_at=now, active=False)
+        ending = access.grant(short, "AA:BB:CC:DD:EE:A2", now, phone=None, payment=None)
+        (tmp_path / "a").mkdir()
+        daemons.append(_daemon(tmp_path / "a", url, sim.url, env={"HOTSPOTD_CRASH_AT": "expire_mid"}))
+        doomed = daemons[0][0]
+        doomed.wait(timeout=20)                                  # killed in the expiry job
+        assert doomed.returncode == -9
+        assert Entitlement.get_by_id(ending.id).status == "active"       # its transaction rolled back
+
+        (tmp_path / "b").mkdir()
+        daemons.append(_daemon(tmp_path / "b", url, sim.url))
+        survivor, b_url = daemons[1]
+        phone = "254711000010"
+        sim.set_outcome(phone, "0", deliver_callback=False)      # only a query can settle it
+        r = requests.post(f"{b_url}/api/portal/pay", timeout=10,
+                          json={"phone": phone, "packageId": 2, "macAddress": "AA:BB:CC:DD:EE:A1"})
+        assert r.status_code == 200, r.text
+        checkout = r.json()["checkoutRequestId"]
+        deadline = time.monotonic() + 20
+        while True:
+            payment = Payment.get(Payment.checkout_request_id == checkout)
+            ended = Entitlement.get_by_id(ending.id).status
+            if payment.status == "success" and ended == "expired":
+                break
+            assert time.monotonic() < deadline, (payment.status, ended)
+            time.sleep(0.1)
+        assert payment.resolved_by == "query"
+        assert Entitlement.select().where(Entitlement.payment == payment.id).count() == 1
+        assert Event.select().where(Event.kind == "session_ended", Event.entitlement == ending.id).count() == 1
+        assert access.authorize("AA:BB:CC:DD:EE:A2") is None
+        assert survivor.poll() is None
+    finally:
+        for proc, _ in daemons:
+            if proc.poll() is None:
+                proc.terminate()
             proc.wait(timeout=20)
         sim.stop()
         database.close()
