@@ -114,6 +114,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "acct_port": Option(1813, int, "Accounting-Request port"),
         "idle_timeout": Option(900, int, "Idle-Timeout sent with each Access-Accept"),
         "interim_interval": Option(300, int, "Acct-Interim-Interval sent with each Access-Accept"),
+        "reuse_port": Option(False, bool, "let several hotspotd processes on this server answer on the same "
+                             "RADIUS ports (SO_REUSEPORT: the kernel spreads the routers over them)"),
     },
     "simulator": {
         "daraja_listen": Option("127.0.0.1:0", str, "where the built-in Daraja simulator listens"),

@@ -269,6 +269,15 @@ class Hotspot:
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> "Hotspot":
+        """Bring every part up; a part that cannot start (a port in use) takes down those already
+        up, so a failed start leaves no thread, socket or connection behind."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> "Hotspot":
         from waitress.server import create_server
 
         from portal_web import create_app
@@ -432,6 +441,9 @@ class Hotspot:
         def close_all() -> None:
             for channel in list(web._map.values()):
                 channel.close()
+        if self._web_thread is None:       # a start that failed before the loop ran
+            close_all()
+            return
         try:
             web.trigger.pull_trigger(close_all)
         except OSError:          # the trigger is already closed: the loop is gone

@@ -85,18 +85,32 @@ class RadiusServer(Server):
     def start(self) -> "RadiusServer":
         host = self.cfg.radius.listen
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        for port, fds in ((self.authport, self.authfds), (self.acctport, self.acctfds)):
-            fd = socket.socket(family, socket.SOCK_DGRAM)
-            fd.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            fd.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-            fd.bind((host, port))
-            fds.append(fd)
+        try:
+            self._bind(host, family)
+        except OSError:
+            for fd in self.authfds + self.acctfds:
+                fd.close()
+            self.authfds, self.acctfds = [], []
+            raise
         self.auth_address = self.authfds[0].getsockname()[:2]
         self.acct_address = self.acctfds[0].getsockname()[:2]
         self._thread = threading.Thread(target=self.serve, name="radius", daemon=True)
         self._thread.start()
         log.info("RADIUS listening on %s auth %d, acct %d", host, self.auth_address[1], self.acct_address[1])
         return self
+
+    def _bind(self, host: str, family: int) -> None:
+        for port, fds in ((self.authport, self.authfds), (self.acctport, self.acctfds)):
+            fd = socket.socket(family, socket.SOCK_DGRAM)
+            fds.append(fd)
+            # no SO_REUSEADDR: on UDP it lets a second process bind the same port and silently take
+            # the packets; a second hotspotd started by mistake must fail at start instead
+            if self.cfg.radius.reuse_port:
+                # every process that set it shares the port; the kernel hands each router (by its
+                # address and port) to one of them, so a retransmission meets the same duplicate cache
+                fd.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            fd.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+            fd.bind((host, port))
 
     def stop(self) -> None:
         self._stop.set()

@@ -312,3 +312,28 @@ def test_only_the_radius_thread_commits_without_waiting_for_the_disk(mikrotik):
         return
     assert mikrotik.radius.synchronous == 1
     assert database.execute_sql("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_two_processes_share_the_radius_ports_with_reuse_port(make_hotspot):
+    """``reuse_port``: a second hotspotd on the same server binds the same RADIUS ports, and the
+    kernel spreads the routers (by source address and port) over both; every request is answered
+    from the one database. (Two daemons in one test process: the sockets are what matters.)"""
+    ports = []
+    for _ in range(2):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    shared = {**RADIUS, "auth_port": ports[0], "acct_port": ports[1], "reuse_port": True}
+    first = make_hotspot(radius=shared, scheduler={"enabled": False})
+    second = make_hotspot(radius=shared, scheduler={"enabled": False})
+    assert first.radius.auth_address == second.radius.auth_address
+    give_time(MAC)
+    answers = []
+    for _ in range(40):                       # a new client socket each time: another source port
+        c = client(first)
+        answers.append(send(c, mac_request(c)).code)
+    assert answers == [packet.AccessAccept] * 40
+    served = [hs.radius.stats["access_accept"] for hs in (first, second)]
+    assert sum(served) == 40 and min(served) > 0, served
+    with pytest.raises(OSError):              # without it, the port stays one process's
+        make_hotspot(radius={**shared, "reuse_port": False}, scheduler={"enabled": False})
