@@ -1,5 +1,8 @@
 """Owner accounts for the dashboard: created from the command line only, scrypt-hashed passwords,
 locked for a while after repeated failures. There is no default account and no default password.
+
+An account sees every venue (``sites`` NULL: the owner) or is limited to some venues (``sites``:
+their comma-separated ``[[sites]]`` ids, e.g. a venue manager); the dashboard enforces it.
 """
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import hmac
 import logging
 import re
 import secrets
+from typing import Iterable
 
 from . import clock
 from .models import AdminUser
@@ -53,8 +57,29 @@ def password_problem(password: str) -> str | None:
     return None
 
 
-def create(username: str, password: str) -> AdminUser:
-    """A new account; raises :class:`AdminError` for a bad name, a weak password or a taken name."""
+def parse_sites(text: str | None, known: Iterable[str]) -> list[str] | None:
+    """``"a,b"`` → ``["a", "b"]``; ``"all"`` or None → None (every venue). Raises
+    :class:`AdminError` naming the known venues when an id is not one of ``known``."""
+    if text is None or text.strip().lower() == "all":
+        return None
+    known = list(known)
+    ids = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not ids:
+        raise AdminError(f"sites: name one or more venues, or all; known: {', '.join(known)}")
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise AdminError(f"sites: no venue {', '.join(repr(i) for i in unknown)}; known: {', '.join(known)}")
+    return ids
+
+
+def _stored(sites: list[str] | None) -> str | None:
+    return None if sites is None else ",".join(sites)
+
+
+def create(username: str, password: str, sites: list[str] | None = None) -> AdminUser:
+    """A new account, limited to the venues ``sites`` (None: every venue); raises
+    :class:`AdminError` for a bad name, a weak password or a taken name. Check ``sites`` with
+    :func:`parse_sites` first."""
     if not _USERNAME.fullmatch(username or ""):
         raise AdminError("username: letters, digits and . _ @ - only, at most 64")
     problem = password_problem(password or "")
@@ -62,7 +87,17 @@ def create(username: str, password: str) -> AdminUser:
         raise AdminError(f"password: {problem}")
     if AdminUser.get_or_none(AdminUser.username == username):
         raise AdminError(f"an account {username!r} already exists (use set-password to change it)")
-    return AdminUser.create(username=username, password_hash=hash_password(password), created_at=clock.now())
+    return AdminUser.create(username=username, password_hash=hash_password(password), created_at=clock.now(),
+                            sites=_stored(sites))
+
+
+def set_sites(username: str, sites: list[str] | None) -> None:
+    """Limit the account to the venues ``sites`` (None: every venue). Takes effect at its next
+    request: the dashboard reads the account on every one."""
+    if sites is not None and not sites:
+        raise AdminError("sites: name one or more venues, or all")
+    if not AdminUser.update(sites=_stored(sites)).where(AdminUser.username == username).execute():
+        raise AdminError(f"no account {username!r}")
 
 
 def set_password(username: str, password: str) -> None:

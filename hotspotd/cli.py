@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--data-mb", type=int, help="data cap in MB")
     add.add_argument("--rate", help="rate limit rx/tx, e.g. 2M/5M")
     add.add_argument("--devices", type=int, default=1)
+    add.add_argument("--site", metavar="ID", help="sold only at this venue ([[sites]] id; default: every venue)")
+    add.add_argument("--roams", action="store_true", help="time bought works at every venue, not only where bought")
     for name in ("disable", "enable"):
         c = pk.add_parser(name)
         c.add_argument("id", type=int)
@@ -51,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("--price", type=int)
     edit.add_argument("--minutes", type=int)
     edit.add_argument("--position", type=int)
+    edit.add_argument("--site", metavar="ID", help="sold only at this venue; \"all\": at every venue")
+    edit.add_argument("--roams", choices=("yes", "no"), help="whether time bought works at every venue")
 
     pay = sub.add_parser("payments", help="payments").add_subparsers(dest="pay_command", required=True)
     pl = pay.add_parser("list")
@@ -66,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("username")
         c.add_argument("--password-stdin", action="store_true",
                        help="read the password from the first line of standard input (for scripts)")
+        if name == "create":
+            c.add_argument("--sites", metavar="ID,ID",
+                           help="limit the account to these venues ([[sites]] ids; default: every venue)")
+    ss = adm.add_parser("set-sites", help="limit an account to some venues, or let it see all")
+    ss.add_argument("username")
+    ss.add_argument("sites", metavar="ID,ID|all", help="comma-separated [[sites]] ids, or all")
     adm.add_parser("list", help="the accounts")
 
     rc = sub.add_parser("router-config", help="print router settings for hotspotd (RouterOS script, chilli config)")
@@ -135,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.command == "report":
         return _report(cfg, args)
-    handler = {"db": _db, "packages": _packages, "payments": _payments, "sessions": _sessions,
-               "admin": _admin}[args.command]
+    if args.command == "packages":
+        return _packages(args, cfg)
+    if args.command == "admin":
+        return _admin(args, cfg)
+    handler = {"db": _db, "payments": _payments, "sessions": _sessions}[args.command]
     return handler(args)
 
 
@@ -159,7 +172,9 @@ def _router_config(cfg, args) -> int:
         text = make(cfg, portal_url=args.portal_url, radius_address=args.radius_address, router=args.router)
         if args.login_html:
             with open(args.login_html, "w", encoding="utf-8") as fh:
-                fh.write(router_config.mikrotik_login_html(args.portal_url or cfg.portal.public_url))
+                router = router_config._router(cfg, "mikrotik", args.router)
+                site = router.site if router and router.site != config_mod.DEFAULT_SITE else None
+                fh.write(router_config.mikrotik_login_html(args.portal_url or cfg.portal.public_url, site))
     except (ValueError, OSError) as exc:
         print(f"hotspotd: router-config: {exc}", file=sys.stderr)
         return 2
@@ -253,18 +268,24 @@ def _backups(cfg, args) -> int:
     return 0
 
 
-def _packages(args) -> int:
+def _packages(args, cfg) -> int:
     from .models import Package
     cmd = args.pk_command
+    site = getattr(args, "site", None)
+    if site not in (None, "all") and site not in cfg.sites:
+        print(f"hotspotd: no venue {site!r} in {cfg.source} (there: {', '.join(cfg.sites)})", file=sys.stderr)
+        return 2
     if cmd == "add":
         if args.price < 1 or args.minutes < 1 or args.devices < 1:
             print("hotspotd: price, minutes and devices must be at least 1", file=sys.stderr)
             return 2
+        if site == "all":
+            site = None
         p = Package.create(name=args.name, price=args.price, duration_seconds=args.minutes * 60,
                            data_cap_bytes=args.data_mb * 1024 * 1024 if args.data_mb else None,
                            rate_limit=args.rate, devices=args.devices, created_at=clock.now(),
-                           position=(Package.select().count()))
-        print(f"added package {p.id}: {p.name}, KES {p.price}")
+                           position=(Package.select().count()), site=site, roams=args.roams)
+        print(f"added package {p.id}: {p.name}, KES {p.price}, {_sold_at(p)}")
         return 0
     if cmd in ("disable", "enable", "edit"):
         p = Package.get_or_none(Package.id == args.id)
@@ -277,16 +298,25 @@ def _packages(args) -> int:
                     setattr(p, field, value)
             if args.minutes is not None:
                 p.duration_seconds = args.minutes * 60
+            if site is not None:
+                p.site = None if site == "all" else site
+            if args.roams is not None:
+                p.roams = args.roams == "yes"
         else:
             p.active = cmd == "enable"
         p.save()
-        print(f"package {p.id}: {p.name}, KES {p.price}, {'active' if p.active else 'disabled'}")
+        print(f"package {p.id}: {p.name}, KES {p.price}, {'active' if p.active else 'disabled'}, {_sold_at(p)}")
         return 0
-    print(f"{'id':>3}  {'name':<20} {'KES':>6} {'minutes':>8} {'devices':>7}  state")
+    print(f"{'id':>3}  {'name':<20} {'KES':>6} {'minutes':>8} {'devices':>7}  {'sold at':<16} {'roams':<5}  state")
     for p in Package.select().order_by(Package.position, Package.id):
         print(f"{p.id:>3}  {p.name:<20} {p.price:>6} {p.duration_seconds // 60:>8} {p.devices:>7}  "
-              f"{'active' if p.active else 'disabled'}")
+              f"{p.site or 'every venue':<16} {'yes' if p.roams else 'no':<5}  {'active' if p.active else 'disabled'}")
     return 0
+
+
+def _sold_at(p) -> str:
+    where = f"venue {p.site}" if p.site else "every venue"
+    return where + ("; works at every venue" if p.roams else "")
 
 
 def _payments(args) -> int:
@@ -333,16 +363,31 @@ def _read_password(args) -> str | None:
     return first
 
 
-def _admin(args) -> int:
+def _admin(args, cfg) -> int:
     from . import admins
     from .models import AdminUser
     if args.admin_command == "list":
-        print(f"{'username':<24} {'created (Nairobi)':<17}  {'last sign-in':<17}  state")
+        print(f"{'username':<24} {'created (Nairobi)':<17}  {'last sign-in':<17}  {'state':<24}  venues")
         now = clock.now()
         for u in AdminUser.select().order_by(AdminUser.username):
             state = f"locked until {clock.local_stamp(u.locked_until)}" if u.locked_until and u.locked_until > now else "ok"
             last = clock.local_stamp(u.last_login_at) if u.last_login_at else "never"
-            print(f"{u.username:<24} {clock.local_stamp(u.created_at):<17}  {last:<17}  {state}")
+            venues = "all" if u.site_list is None else ",".join(u.site_list)
+            print(f"{u.username:<24} {clock.local_stamp(u.created_at):<17}  {last:<17}  {state:<24}  {venues}")
+        return 0
+    try:
+        # checked before the password is asked for: a typo in a venue id costs no typing
+        sites = admins.parse_sites(getattr(args, "sites", None), cfg.sites)
+    except admins.AdminError as exc:
+        print(f"hotspotd: admin {args.admin_command}: {exc} (in {cfg.source})", file=sys.stderr)
+        return 2
+    if args.admin_command == "set-sites":
+        try:
+            admins.set_sites(args.username, sites)
+        except admins.AdminError as exc:
+            print(f"hotspotd: admin set-sites: {exc}", file=sys.stderr)
+            return 1
+        print(f"account {args.username!r} now sees " + ("every venue" if sites is None else "venue(s) " + ", ".join(sites)))
         return 0
     exists = AdminUser.select().where(AdminUser.username == args.username).exists()
     if args.admin_command == "create" and exists:
@@ -356,8 +401,9 @@ def _admin(args) -> int:
         return 1
     try:
         if args.admin_command == "create":
-            admins.create(args.username, password)
-            print(f"account {args.username!r} created; sign in at <portal>/admin/login")
+            admins.create(args.username, password, sites)
+            where = "" if sites is None else f" for venue(s) {', '.join(sites)}"
+            print(f"account {args.username!r} created{where}; sign in at <portal>/admin/login")
         else:
             admins.set_password(args.username, password)
             print(f"password of {args.username!r} changed; its other sign-ins are ended")

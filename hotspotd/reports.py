@@ -8,6 +8,12 @@ Which timestamp counts where:
 
 * revenue counts a successful payment on the day it *completed* (a late success counts when it came);
 * the payment funnel and the payment search take a payment on the day it was *created* (the prompt).
+
+Venues: every figure takes an optional ``site``: None (every venue), one ``[[sites]]`` id, or a
+collection of ids (an account limited to several venues). Payments belong to ``payment.site`` (where
+they were made), sessions to ``entitlement.site`` (where the time was bought, even when it roams),
+devices online to ``acct_session.site`` (the venue of the router reporting them), and a venue's
+packages are those it sells: its own and those sold at every venue (``package.site`` NULL).
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Callable, Iterable, Mapping, TextIO
+from typing import Any, Callable, Collection, Iterable, Mapping, TextIO
 from urllib.parse import urlsplit
 
 import peewee as pw
@@ -29,13 +35,46 @@ from .config import callback_url_problem
 from .daraja import codes
 from .daraja.client import DarajaAuthError, DarajaError
 from .identifiers import mask_phone
-from .models import AcctSession, Device, Entitlement, Event, Package, Payment, Voucher
+from .models import DEFAULT_SITE, AcctSession, Device, Entitlement, Event, Package, Payment, Voucher
 
 #: Payment states as stored, in the order the dashboard offers them as filters.
 PAYMENT_STATES = ("created", "pending", "success", "failed", "cancelled", "timeout", "error")
 #: States in which "Reconcile now" (an STK query) can still learn something.
 RECONCILABLE = ("pending", "timeout", "error")
 PERIODS = {"today": "Today", "7d": "Last 7 days", "30d": "Last 30 days", "month": "This month"}
+#: Which venues a figure covers: None (every venue), one site id, or several.
+Sites = str | Collection[str] | None
+
+
+# --- venues ---------------------------------------------------------------------------------
+def site_ids(site: Sites) -> tuple[str, ...] | None:
+    """``site`` as a tuple of ids, or None for every venue."""
+    if site is None:
+        return None
+    return (site,) if isinstance(site, str) else tuple(site)
+
+
+def _at(query, column, site: Sites):
+    """``query`` narrowed to rows whose ``column`` is one of the venues of ``site``."""
+    ids = site_ids(site)
+    return query if ids is None else query.where(column.in_(ids))
+
+
+def sold_at(site: Sites, every_venue: bool = True):
+    """The condition "the package is sold at ``site``": its own packages and, unless
+    ``every_venue`` is False, those sold at every venue. None when ``site`` is every venue."""
+    ids = site_ids(site)
+    if ids is None:
+        return None
+    own = Package.site.in_(ids)
+    return (Package.site.is_null() | own) if every_venue else own
+
+
+def packages(site: Sites = None) -> list[Package]:
+    """The packages sold at ``site`` (all of them for None), in the order customers see them."""
+    q = Package.select().order_by(Package.position, Package.id)
+    cond = sold_at(site)
+    return list(q if cond is None else q.where(cond))
 
 
 # --- days and periods -----------------------------------------------------------------------
@@ -71,31 +110,33 @@ class OnlineNow:
     active_sessions: int     # entitlements with time left right now
 
 
-def online_now(now: float | None = None) -> OnlineNow:
-    """Devices online by RADIUS accounting, and entitlements live at ``now``."""
+def online_now(now: float | None = None, site: Sites = None) -> OnlineNow:
+    """Devices online by RADIUS accounting (at ``site``'s routers), and entitlements bought at
+    ``site`` live at ``now``."""
     now = clock.now() if now is None else now
-    devices = AcctSession.select().where(AcctSession.online).count()
-    live = Entitlement.select().where(Entitlement.status == "active", Entitlement.started_at <= now,
-                                      Entitlement.expires_at > now).count()
+    devices = _at(AcctSession.select().where(AcctSession.online), AcctSession.site, site).count()
+    live = _at(Entitlement.select().where(Entitlement.status == "active", Entitlement.started_at <= now,
+                                          Entitlement.expires_at > now), Entitlement.site, site).count()
     return OnlineNow(devices, live)
 
 
 # --- money ----------------------------------------------------------------------------------
-def revenue(start: float, end: float) -> int:
-    """Whole KES of the successful payments completed in ``[start, end)``."""
-    total = (Payment.select(pw.fn.COALESCE(pw.fn.SUM(Payment.amount), 0))
-             .where(Payment.status == "success", Payment.completed_at >= start, Payment.completed_at < end).scalar())
+def revenue(start: float, end: float, site: Sites = None) -> int:
+    """Whole KES of the successful payments made at ``site`` completed in ``[start, end)``."""
+    total = _at(Payment.select(pw.fn.COALESCE(pw.fn.SUM(Payment.amount), 0))
+                .where(Payment.status == "success", Payment.completed_at >= start, Payment.completed_at < end),
+                Payment.site, site).scalar()
     return int(total or 0)
 
 
-def revenue_today(now: float | None = None) -> int:
+def revenue_today(now: float | None = None, site: Sites = None) -> int:
     p = period("today", now)
-    return revenue(p.start, p.end)
+    return revenue(p.start, p.end, site)
 
 
-def revenue_month(now: float | None = None) -> int:
+def revenue_month(now: float | None = None, site: Sites = None) -> int:
     p = period("month", now)
-    return revenue(p.start, p.end)
+    return revenue(p.start, p.end, site)
 
 
 @dataclass(frozen=True)
@@ -105,16 +146,16 @@ class DayRevenue:
     payments: int
 
 
-def daily_revenue(days: int = 30, now: float | None = None) -> list[DayRevenue]:
+def daily_revenue(days: int = 30, now: float | None = None, site: Sites = None) -> list[DayRevenue]:
     """One entry per Nairobi day, oldest first, the last one today; days without sales are 0."""
     now = clock.now() if now is None else now
     today = local_day(now)
     first = today - timedelta(days=days - 1)
     amounts: Counter = Counter()
     counts: Counter = Counter()
-    rows = (Payment.select(Payment.completed_at, Payment.amount)
-            .where(Payment.status == "success", Payment.completed_at >= clock.day_start(first),
-                   Payment.completed_at < clock.day_start(today + timedelta(days=1))).tuples())
+    rows = _at(Payment.select(Payment.completed_at, Payment.amount)
+               .where(Payment.status == "success", Payment.completed_at >= clock.day_start(first),
+                      Payment.completed_at < clock.day_start(today + timedelta(days=1))), Payment.site, site).tuples()
     for completed_at, amount in rows:
         day = local_day(completed_at)
         amounts[day] += amount
@@ -160,9 +201,12 @@ class Funnel:
         return round(100 * part / self.sent) if self.sent else 0
 
 
-def funnel(start: float, end: float) -> Funnel:
-    """The payment funnel of the payments created in ``[start, end)``."""
+def funnel(start: float, end: float, site: Sites = None) -> Funnel:
+    """The payment funnel of the payments made at ``site`` created in ``[start, end)``."""
     in_period = (Payment.created_at >= start) & (Payment.created_at < end)
+    ids = site_ids(site)
+    if ids is not None:
+        in_period &= Payment.site.in_(ids)
     by_status = dict(Payment.select(Payment.status, pw.fn.COUNT(Payment.id)).where(in_period)
                      .group_by(Payment.status).tuples())
     sent = sum(n for s, n in by_status.items() if s not in ("created", "error"))
@@ -198,17 +242,18 @@ class SessionRow:
     starts_in: int                   # > 0: stacked after the device's current time
     bytes_used: int
     data_cap_bytes: int | None
+    site: str = DEFAULT_SITE         # where the time was bought
 
     @property
     def bytes_left(self) -> int | None:
         return None if self.data_cap_bytes is None else max(self.data_cap_bytes - self.bytes_used, 0)
 
 
-def live_sessions(now: float | None = None) -> list[SessionRow]:
-    """Entitlements still running or waiting to start, soonest to end first."""
+def live_sessions(now: float | None = None, site: Sites = None) -> list[SessionRow]:
+    """Entitlements bought at ``site`` still running or waiting to start, soonest to end first."""
     now = clock.now() if now is None else now
-    ents = list(Entitlement.select(Entitlement, Package.name.alias("package_name")).join(Package)
-                .where(Entitlement.status == "active", Entitlement.expires_at > now)
+    ents = list(_at(Entitlement.select(Entitlement, Package.name.alias("package_name")).join(Package)
+                    .where(Entitlement.status == "active", Entitlement.expires_at > now), Entitlement.site, site)
                 .order_by(Entitlement.expires_at, Entitlement.id).objects())
     ids = [e.id for e in ents]
     macs: dict[int, list[str]] = {i: [] for i in ids}
@@ -228,7 +273,7 @@ def live_sessions(now: float | None = None) -> list[SessionRow]:
                        started_at=e.started_at, expires_at=e.expires_at,
                        seconds_left=max(int(e.expires_at - max(now, e.started_at)), 0),
                        starts_in=max(int(e.started_at - now), 0), bytes_used=e.bytes_used,
-                       data_cap_bytes=e.data_cap_bytes) for e in ents]
+                       data_cap_bytes=e.data_cap_bytes, site=e.site) for e in ents]
 
 
 # --- payments -------------------------------------------------------------------------------
@@ -244,11 +289,13 @@ class FilterError(ValueError):
 class PaymentFilter:
     """What the payments list is narrowed to. ``q``: phone digits (any form: 0708…, 254708…, a
     part of it), an M-Pesa receipt or a CheckoutRequestID (or a part). Days are Nairobi days,
-    both ends included, on the payment's creation time."""
+    both ends included, on the payment's creation time. ``site``: the venues (see :data:`Sites`);
+    one chosen venue (a str) is part of :meth:`params`, a collection (an account's limit) is not."""
     q: str = ""
     status: str = ""
     date_from: date | None = None
     date_to: date | None = None
+    site: Sites = None
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> tuple["PaymentFilter", dict[str, str]]:
@@ -278,12 +325,14 @@ class PaymentFilter:
         """The query-string form (for links to other pages and the CSV export)."""
         out = {"q": self.q, "status": self.status,
                "from": self.date_from.isoformat() if self.date_from else "",
-               "to": self.date_to.isoformat() if self.date_to else ""}
+               "to": self.date_to.isoformat() if self.date_to else "",
+               "site": self.site if isinstance(self.site, str) else ""}
         return {k: v for k, v in out.items() if v}
 
     def query(self) -> pw.ModelSelect:
         """The matching payments, newest first, with their package."""
         q = Payment.select(Payment, Package).join(Package).order_by(Payment.created_at.desc(), Payment.id.desc())
+        q = _at(q, Payment.site, self.site)
         if self.status:
             q = q.where(Payment.status == self.status)
         if self.date_from:
@@ -332,6 +381,8 @@ def timeline(payment: Payment) -> list[Event]:
 
 CSV_COLUMNS = ("created (Nairobi)", "completed (Nairobi)", "status", "reason", "amount KES", "package", "phone",
                "paid from", "receipt", "checkout request id", "mac", "resolved by", "payment id")
+#: the last column when the install has several venues
+CSV_SITE_COLUMN = "venue"
 
 
 def _cell(value: Any) -> str:
@@ -341,22 +392,23 @@ def _cell(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def write_payments_csv(payments: Iterable[Payment], out: TextIO) -> int:
-    """Write ``payments`` as CSV (header first) to ``out``; returns the number of rows.
+def write_payments_csv(payments: Iterable[Payment], out: TextIO, with_site: bool = False) -> int:
+    """Write ``payments`` as CSV (header first) to ``out``; returns the number of rows. With
+    ``with_site``, a last column names each payment's venue (its site id).
 
     Phone numbers are written in full: the export is the owner's own record, downloaded only
     by a signed-in owner, and full numbers are what matching it with the M-Pesa statement needs.
     """
     writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(CSV_COLUMNS + ((CSV_SITE_COLUMN,) if with_site else ()))
     n = 0
     for p in payments:
         failed = p.status in ("failed", "cancelled", "timeout", "error")
-        writer.writerow([_cell(v) for v in (
-            clock.local_stamp(p.created_at), clock.local_stamp(p.completed_at) if p.completed_at else "",
-            p.status, failure_reason(p) if failed else "", p.amount, p.package.name, p.phone,
-            p.paid_phone or "", p.receipt or "", p.checkout_request_id or "", p.mac or "", p.resolved_by or "",
-            p.id)])
+        row = (clock.local_stamp(p.created_at), clock.local_stamp(p.completed_at) if p.completed_at else "",
+               p.status, failure_reason(p) if failed else "", p.amount, p.package.name, p.phone,
+               p.paid_phone or "", p.receipt or "", p.checkout_request_id or "", p.mac or "", p.resolved_by or "",
+               p.id) + ((p.site,) if with_site else ())
+        writer.writerow([_cell(v) for v in row])
         n += 1
     return n
 
@@ -369,20 +421,31 @@ class Batch:
     count: int
     redeemed: int
     created_at: float
+    site: str | None = None          # the package's venue; None: sold at every venue
 
 
-def voucher_batches() -> list[Batch]:
-    """Voucher batches (per package), newest first, with how many were used."""
-    rows = (Voucher.select(Voucher.batch, Package.name, pw.fn.COUNT(Voucher.id), pw.fn.COUNT(Voucher.redeemed_at),
-                           pw.fn.MIN(Voucher.created_at))
-            .join(Package).group_by(Voucher.batch, Package.name)
-            .order_by(pw.fn.MIN(Voucher.created_at).desc(), Voucher.batch).tuples())
-    return [Batch(name, package, count, redeemed, created) for name, package, count, redeemed, created in rows]
+def voucher_batches(site: Sites = None, every_venue: bool = True) -> list[Batch]:
+    """Voucher batches (per package), newest first, with how many were used: those of the
+    packages sold at ``site`` (see :func:`sold_at` for ``every_venue``)."""
+    q = (Voucher.select(Voucher.batch, Package.name, Package.site, pw.fn.COUNT(Voucher.id),
+                        pw.fn.COUNT(Voucher.redeemed_at), pw.fn.MIN(Voucher.created_at))
+         .join(Package).group_by(Voucher.batch, Package.name, Package.site))
+    cond = sold_at(site, every_venue)
+    if cond is not None:
+        q = q.where(cond)
+    rows = q.order_by(pw.fn.MIN(Voucher.created_at).desc(), Voucher.batch).tuples()
+    return [Batch(name, package, count, redeemed, created, where)
+            for name, package, where, count, redeemed, created in rows]
 
 
-def batch_vouchers(batch: str) -> list[Voucher]:
-    """The codes of one batch with their package, in the order they were made."""
-    return list(Voucher.select(Voucher, Package).join(Package).where(Voucher.batch == batch).order_by(Voucher.id))
+def batch_vouchers(batch: str, site: Sites = None, every_venue: bool = True) -> list[Voucher]:
+    """The codes of one batch with their package, in the order they were made (only those of the
+    packages sold at ``site``)."""
+    q = Voucher.select(Voucher, Package).join(Package).where(Voucher.batch == batch)
+    cond = sold_at(site, every_venue)
+    if cond is not None:
+        q = q.where(cond)
+    return list(q.order_by(Voucher.id))
 
 
 # --- health ---------------------------------------------------------------------------------
@@ -449,41 +512,73 @@ DARAJA_CHECK_SECONDS = 6.0
 RADIUS_QUIET_SECONDS = 15 * 60
 
 
-def health(hotspot, now: float | None = None) -> list[Check]:
+def health(hotspot, now: float | None = None, site: Sites = None) -> list[Check]:
     """Everything the owner should see before customers complain, each call time-bounded:
     Daraja (OAuth with the configured key and secret), the callback URL, each router, RADIUS
-    traffic, the scheduler, cut-offs that keep failing, and the clock."""
+    traffic, the scheduler, cut-offs that keep failing, and the clock.
+
+    With ``site``, only that venue's routers and cut-offs, and the M-Pesa accounts its payments go
+    to: ``daraja`` for the ``[mpesa]`` account, ``daraja:ID`` for a venue's own. RADIUS, the
+    scheduler, the clock and storage are shared by every venue and always shown."""
     now = clock.now() if now is None else now
+    ids = site_ids(site)
+    routers = tuple(r for r in hotspot.routers if ids is None or getattr(r, "site", DEFAULT_SITE) in ids)
+    names = {r.name for r in routers}
+    accounts = _daraja_accounts(hotspot, ids)
     calls: dict[str, tuple[Callable[[], Any], float]] = {}
-    if hotspot.client is not None:
-        calls["daraja"] = (hotspot.client.check_credentials, min(DARAJA_CHECK_SECONDS, hotspot.client.timeout + 0.5))
+    for key, _, client in accounts:
+        calls[key] = (client.check_credentials, min(DARAJA_CHECK_SECONDS, client.timeout + 0.5))
     for r in hotspot.api_routers:
-        calls[f"router:{r.name}"] = (r.ping, r.timeout + 1.0)
+        if r.name in names:
+            calls[f"router:{r.name}"] = (r.ping, r.timeout + 1.0)
     answers = bounded(calls)
-    checks = [_daraja_check(hotspot, answers.get("daraja")), _callback_check(hotspot)]
-    checks += _router_checks(hotspot, answers)
-    checks += [_radius_check(hotspot, now), _scheduler_check(hotspot), _disconnect_check(),
+    if accounts:
+        checks = [_daraja_check(hotspot, client, key, title, answers.get(key)) for key, title, client in accounts]
+    else:
+        checks = [Check("daraja", "M-Pesa (Daraja)", "fail", "not started")]
+    checks.append(_callback_check(hotspot))
+    checks += _router_checks(hotspot, answers, routers, ids is not None)
+    checks += [_radius_check(hotspot, now), _scheduler_check(hotspot), _disconnect_check(None if ids is None else names),
                _clock_check(hotspot, now), _storage_check(hotspot)]
     return checks
 
 
-def _daraja_check(hotspot, answer) -> Check:
-    where = f"{hotspot.client.base_url}" if hotspot.client else ""
+def _daraja_accounts(hotspot, ids: tuple[str, ...] | None) -> list[tuple[str, str, Any]]:
+    """``(check key, title, client)`` of each M-Pesa account the venues ``ids`` (None: all) are paid
+    through: the ``[mpesa]`` one first, then each venue's own."""
+    if hotspot.client is None:
+        return []
+    site_clients = getattr(hotspot, "site_clients", None) or {}
+    wanted = list(site_clients) if ids is None else list(ids)
+    out: list[tuple[str, str, Any]] = []
+    if ids is None or any(site_clients.get(sid, (hotspot.client,))[0] is hotspot.client for sid in wanted):
+        out.append(("daraja", "M-Pesa (Daraja)", hotspot.client))
+    for sid in wanted:
+        client = site_clients.get(sid, (hotspot.client,))[0]
+        if client is not hotspot.client:
+            venue = hotspot.config.sites[sid].name if sid in getattr(hotspot.config, "sites", {}) else sid
+            out.append((f"daraja:{sid}", f"M-Pesa (Daraja), {venue}", client))
+    return out
+
+
+def _daraja_check(hotspot, client, key: str, title: str, answer) -> Check:
+    where = f"{client.base_url}"
     env = hotspot.config.mpesa.environment
+    table = "[mpesa]" if key == "daraja" else f"[[sites]] {key.split(':', 1)[1]}"
     if answer is None:
-        return Check("daraja", "M-Pesa (Daraja)", "fail", "not started")
+        return Check(key, title, "fail", "not started")
     kind, value = answer
     if kind == "ok":
-        return Check("daraja", "M-Pesa (Daraja)", "ok", f"{env}: credentials accepted by {where}")
+        return Check(key, title, "ok", f"{env}: credentials accepted by {where}")
     if kind == "timeout":
-        return Check("daraja", "M-Pesa (Daraja)", "fail", f"{env}: no answer from {where} within {value:.0f} s")
+        return Check(key, title, "fail", f"{env}: no answer from {where} within {value:.0f} s")
     if isinstance(value, DarajaAuthError):
-        text = f"{env}: the consumer key and secret were refused ({value.message}); check [mpesa] in the config"
+        text = f"{env}: the consumer key and secret were refused ({value.message}); check {table} in the config"
     elif isinstance(value, DarajaError):
         text = f"{env}: {where} cannot be reached ({value.message})"
     else:
         text = f"{env}: {type(value).__name__}: {value}"
-    return Check("daraja", "M-Pesa (Daraja)", "fail", text)
+    return Check(key, title, "fail", text)
 
 
 def _callback_check(hotspot) -> Check:
@@ -503,14 +598,15 @@ def _callback_check(hotspot) -> Check:
     return Check("callback", "Callback URL", "ok", shown)
 
 
-def _router_checks(hotspot, answers) -> list[Check]:
+def _router_checks(hotspot, answers, routers, one_venue: bool = False) -> list[Check]:
     out = []
-    if not hotspot.routers:
+    if not routers:
+        where = "for this venue" if one_venue else "configured"
         return [Check("routers", "Routers", "warn",
-                      "no [[routers]] configured: devices whose time ran out are only stopped by the router's "
+                      f"no [[routers]] {where}: devices whose time ran out are only stopped by the router's "
                       "own session timeout, not cut off")]
     api = {r.name for r in hotspot.api_routers}
-    for r in hotspot.routers:
+    for r in routers:
         key = f"router:{r.name}"
         title = f"Router {r.name}"
         if r.name not in api:
@@ -566,8 +662,9 @@ def _scheduler_check(hotspot) -> Check:
                  f"running; {failed} failed run(s) since start (see the log)" if failed else "running", items)
 
 
-def _disconnect_check() -> Check:
-    rows = disconnects.problems()
+def _disconnect_check(routers: set[str] | None = None) -> Check:
+    """Failing cut-offs (at the routers named ``routers``; None: at every router)."""
+    rows = [r for r in disconnects.problems() if routers is None or r.router in routers]
     if not rows:
         return Check("disconnects", "Cut-offs", "ok", "none failing")
     items = tuple(f"{r.mac} at {r.router}: {r.status}, {r.attempts} attempt(s): {r.last_error or ''}"

@@ -10,6 +10,21 @@ The signing key is random per install, kept in the Setting table (``flask_secret
 Phones are masked on every page; the CSV export has them in full (see
 :func:`hotspotd.reports.write_payments_csv`).
 
+Venues (``[[sites]]``): every page that shows money, sessions, packages, vouchers or health takes
+``?site=ID`` and then shows that venue only; when the install has more than the default venue, the
+header offers a venue select (``form#site-filter``) and the lists a venue column. Links, forms and
+the redirects after a change keep the ``site`` parameter. An account limited to some venues
+(``admin_user.sites``, set by ``hotspotd admin create --sites`` / ``admin set-sites``) sees only
+those: every figure and list is narrowed to them, its select offers only them, and ``?site=`` of
+another venue, or the id of another venue's payment, session, package or voucher batch in a URL,
+answers 404 and changes nothing. Packages (see :func:`package_editable`): a limited account sees
+its venues' own packages and those sold at every venue, but changes (edit, enable/disable, move)
+only its venues' own ones (403 for one sold at every venue: those are the owner's) and adds
+packages only for its venues; only an account that sees every venue sets "sold at every venue" or
+"roams". Vouchers: a limited account makes them only for its venues' own packages and sees only
+their batches (vouchers carry no venue of their own, so a batch of a package sold at every venue
+could have been made for any venue: those stay the owner's).
+
 Routes::
 
     GET  /admin/login, POST /admin/login (rate limited), POST /admin/logout
@@ -21,6 +36,7 @@ Routes::
                                         POST /admin/packages/<id>/active, /admin/packages/<id>/move
     GET  /admin/vouchers, POST /admin/vouchers, GET /admin/vouchers/sheet?batch=NAME
     GET  /admin/health
+    every page but the login also takes ?site=ID (one venue; see "Venues" above)
 
 Hooks for browser tests (keep them stable):
 
@@ -42,11 +58,17 @@ Hooks for browser tests (keep them stable):
   ``.field-error[data-field="NAME"]``
 * vouchers: ``form#voucher-generate`` (``package``, ``count``, ``batch``), ``<tr data-batch="NAME">``;
   the sheet: ``.voucher[data-code="XXXXX-XXXXX"]``
-* health: ``#health li[data-check="KEY"][data-state="ok|warn|fail|info"]`` (KEY: daraja, callback,
-  router:NAME or routers, radius, scheduler, disconnects, clock)
+* health: ``#health li[data-check="KEY"][data-state="ok|warn|fail|info"]`` (KEY: daraja, daraja:SITE for a
+  venue with its own M-Pesa account, callback, router:NAME or routers, radius, scheduler, disconnects, clock)
+* venues (installs with more than the default venue only): the header's ``form#site-filter`` with
+  ``select[name="site"]`` (first option "" = every venue the account sees), or ``#site-only[data-site]``
+  for an account limited to one venue; list cells ``td.venue[data-site="ID"]`` (payments, sessions);
+  packages ``tr[data-site="ID|"]`` ("" = every venue), ``tr[data-readonly="yes"]`` for one the account
+  cannot change, ``[data-roams="yes"]``; the package form's ``select[name="site"]`` and ``name="roams"``
 """
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import io
 import logging
@@ -160,6 +182,7 @@ def guard():
         return redirect(url_for("admin.login", next=target), 303)
     if request.method == "POST":
         csrf.protect()
+    g.venue = _chosen_venue()
     return None
 
 
@@ -189,13 +212,83 @@ SECTIONS = (("admin.overview", "overview"), ("admin.session", "sessions"), ("adm
             ("admin.package", "packages"), ("admin.voucher", "vouchers"), ("admin.health", "health"))
 
 
+#: nav entry → its list page (where the venue select sends a detail page)
+SECTION_PAGES = {"overview": "admin.overview", "sessions": "admin.sessions", "payments": "admin.payments",
+                 "packages": "admin.packages", "vouchers": "admin.vouchers_page", "health": "admin.health"}
+
+
 @bp.context_processor
 def helpers():
     endpoint = request.endpoint or ""
     section = next((key for prefix, key in SECTIONS if endpoint.startswith(prefix)), "")
+    cfg = _hotspot().config
+    admin = g.get("admin")
+    venues = visible_venues() if admin is not None else []
     return {"kes": kes, "when": when, "duration": duration, "size": size, "mask_phone": mask_phone,
-            "site": _hotspot().config.portal.site_name, "admin": g.get("admin"), "reason_text": reason_text,
-            "section": section}
+            "site": cfg.portal.site_name, "admin": admin, "reason_text": reason_text,
+            "section": section, "here": here, "venue": g.get("venue"), "venues": venues,
+            "multi_site": cfg.multi_site, "show_venues": cfg.multi_site and len(venues) > 1,
+            "venue_name": venue_name, "filter_form": _filter_form(section, endpoint)}
+
+
+# --- venues ---------------------------------------------------------------------------------
+def allowed_sites() -> list[str] | None:
+    """The venue ids the signed-in account is limited to; None: every venue."""
+    return g.admin.site_list
+
+
+def may_see(site_id: str | None) -> bool:
+    """Whether the signed-in account may see a row of venue ``site_id``."""
+    allowed = allowed_sites()
+    return allowed is None or site_id in allowed
+
+
+def visible_venues() -> list:
+    """The configured venues (:class:`hotspotd.config.Site`) the signed-in account may pick."""
+    return [s for s in _hotspot().config.sites.values() if may_see(s.id)]
+
+
+def venue_name(site_id: str | None) -> str:
+    """How the owner reads a venue id (None: a package sold at every venue)."""
+    if site_id is None:
+        return "every venue"
+    site = _hotspot().config.sites.get(site_id)
+    return site.name if site else site_id
+
+
+def _chosen_venue() -> str | None:
+    """The ``?site=`` venue (also on a POST's URL), or None. A venue that does not exist or that
+    the account may not see answers 404: nothing of it is shown, nothing is changed."""
+    chosen = request.args.get("site", "").strip()
+    if not chosen:
+        return None
+    if chosen not in _hotspot().config.sites or not may_see(chosen):
+        abort(404, "No such venue.")
+    return chosen
+
+
+def scope() -> reports.Sites:
+    """What the figures and lists cover: the chosen venue, else every venue the account may see."""
+    return g.venue or allowed_sites()
+
+
+def here(endpoint: str, **values) -> str:
+    """``url_for`` that keeps the chosen venue (``site``) unless ``values`` set it."""
+    if g.get("venue") and "site" not in values:
+        values["site"] = g.venue
+    return url_for(endpoint, **values)
+
+
+def _filter_form(section: str, endpoint: str) -> dict | None:
+    """Where the header's venue select sends the browser, with the page's other query parameters
+    (on a list page) kept; None when there is nothing to choose between."""
+    if g.get("admin") is None or section not in SECTION_PAGES or not _hotspot().config.multi_site:
+        return None
+    target = SECTION_PAGES[section]
+    keep = {}
+    if endpoint == target:
+        keep = {k: v for k, v in request.args.items() if k not in ("site", "page")}
+    return {"action": url_for(target), "keep": keep}
 
 
 def kes(amount) -> str:
@@ -312,38 +405,47 @@ def revenue_chart(days: list[reports.DayRevenue], width: int = 720, height: int 
 def overview():
     now = clock.now()
     p = reports.period(request.args.get("period", "today"), now)
-    return render_template("admin/overview.html", online=reports.online_now(now), today=reports.revenue_today(now),
-                           month=reports.revenue_month(now), period=p, periods=reports.PERIODS,
-                           funnel=reports.funnel(p.start, p.end), chart=revenue_chart(reports.daily_revenue(30, now)))
+    where = scope()
+    return render_template("admin/overview.html", online=reports.online_now(now, where),
+                           today=reports.revenue_today(now, where), month=reports.revenue_month(now, where),
+                           period=p, periods=reports.PERIODS, funnel=reports.funnel(p.start, p.end, where),
+                           chart=revenue_chart(reports.daily_revenue(30, now, where)))
 
 
 # --- sessions -------------------------------------------------------------------------------
 @bp.get("/sessions")
 def sessions():
-    return render_template("admin/sessions.html", rows=reports.live_sessions())
+    return render_template("admin/sessions.html", rows=reports.live_sessions(site=scope()))
+
+
+def _entitlement(ent_id: int) -> Entitlement:
+    """The session ``ent_id`` if the account may see its venue; else 404."""
+    ent = Entitlement.get_or_none(Entitlement.id == ent_id)
+    if ent is None or not may_see(ent.site):
+        abort(404)
+    return ent
 
 
 @bp.post("/sessions/<int:ent_id>/disconnect")
 def disconnect(ent_id: int):
-    ent = Entitlement.get_or_none(Entitlement.id == ent_id)
-    if ent is None:
-        abort(404)
+    ent = _entitlement(ent_id)
     if ent.status != "active":
         flash(f"Session {ent_id} had already ended ({ent.status}).", "error")
-        return redirect(url_for("admin.sessions"), 303)
+        return redirect(here("admin.sessions"), 303)
     macs = access.revoke(ent_id, f"owner {g.admin.username}")
     _hotspot().cut_off(macs, ent_id, "owner")
     log.info("admin %r ended session %s (%d device(s))", g.admin.username, ent_id, len(macs))
     flash(f"Session {ent_id} ended" + (f"; cutting off {', '.join(macs)} at the router." if macs else "."), "ok")
-    return redirect(url_for("admin.sessions"), 303)
+    return redirect(here("admin.sessions"), 303)
 
 
 @bp.post("/sessions/<int:ent_id>/extend")
 def extend(ent_id: int):
+    _entitlement(ent_id)
     minutes = _int(request.form.get("minutes"))
     if minutes is None or not 1 <= minutes <= MAX_MINUTES:
         flash("Extend by a whole number of minutes (1 to a year).", "error")
-        return redirect(url_for("admin.sessions"), 303)
+        return redirect(here("admin.sessions"), 303)
     try:
         ent = access.extend(ent_id, minutes * 60, f"owner {g.admin.username}")
     except access.AccessError as exc:
@@ -351,13 +453,19 @@ def extend(ent_id: int):
     else:
         log.info("admin %r extended session %s by %d min", g.admin.username, ent_id, minutes)
         flash(f"Session {ent_id} extended by {minutes} min; it now ends {when(ent.expires_at)}.", "ok")
-    return redirect(url_for("admin.sessions"), 303)
+    return redirect(here("admin.sessions"), 303)
 
 
 # --- payments -------------------------------------------------------------------------------
+def _payment_filter() -> tuple[reports.PaymentFilter, dict]:
+    f, errors = reports.PaymentFilter.from_params(request.args)
+    where = scope()
+    return dataclasses.replace(f, site=where if where is None or isinstance(where, str) else tuple(where)), errors
+
+
 @bp.get("/payments")
 def payments():
-    f, errors = reports.PaymentFilter.from_params(request.args)
+    f, errors = _payment_filter()
     page = reports.payments_page(f, _int(request.args.get("page"), 1) or 1, PER_PAGE)
     return render_template("admin/payments.html", f=f, errors=errors, page=page, states=reports.PAYMENT_STATES,
                            params=f.params(), failure_reason=reports.failure_reason)
@@ -365,20 +473,26 @@ def payments():
 
 @bp.get("/payments.csv")
 def payments_csv():
-    f, _ = reports.PaymentFilter.from_params(request.args)
+    f, _ = _payment_filter()
     out = io.StringIO()
     out.write("\ufeff")   # a BOM, so Excel reads package names as UTF-8
-    reports.write_payments_csv(f.query(), out)
+    reports.write_payments_csv(f.query(), out, with_site=_hotspot().config.multi_site)
     stamp = reports.local_day(clock.now()).isoformat()
     return Response(out.getvalue(), mimetype="text/csv", headers={
         "Content-Disposition": f'attachment; filename="payments-{stamp}.csv"'})
 
 
+def _payment(payment_id: int) -> Payment:
+    """The payment ``payment_id`` if the account may see its venue; else 404."""
+    p = Payment.get_or_none(Payment.id == payment_id)
+    if p is None or not may_see(p.site):
+        abort(404)
+    return p
+
+
 @bp.get("/payments/<int:payment_id>")
 def payment(payment_id: int):
-    p = Payment.get_or_none(Payment.id == payment_id)
-    if p is None:
-        abort(404)
+    p = _payment(payment_id)
     return render_template("admin/payment.html", p=p, events=reports.timeline(p), ent=access.entitlement_of(p),
                            can_reconcile=p.status in reports.RECONCILABLE and bool(p.checkout_request_id),
                            reason=reports.failure_reason(p))
@@ -386,10 +500,8 @@ def payment(payment_id: int):
 
 @bp.post("/payments/<int:payment_id>/reconcile")
 def reconcile(payment_id: int):
-    p = Payment.get_or_none(Payment.id == payment_id)
-    if p is None:
-        abort(404)
-    target = url_for("admin.payment", payment_id=payment_id)
+    p = _payment(payment_id)
+    target = here("admin.payment", payment_id=payment_id)
     if p.status not in reports.RECONCILABLE:
         flash(f"This payment is already {p.status}; there is nothing to ask M-Pesa.", "error")
         return redirect(target, 303)
@@ -446,21 +558,63 @@ def parse_package(form) -> tuple[dict, dict]:
     return fields, errors
 
 
+def package_editable(p: Package) -> bool:
+    """Whether the signed-in account may change ``p``: an account that sees every venue changes
+    every package; a limited one only the packages of its own venues. A package sold at every
+    venue is the owner's: a limited account sees it (its venues sell it) but cannot change it."""
+    allowed = allowed_sites()
+    return allowed is None or (p.site is not None and p.site in allowed)
+
+
+def _package(package_id: int) -> Package:
+    """The package ``package_id`` to change: 404 when the account's venues do not sell it, 403 when
+    it may see but not change it (:func:`package_editable`)."""
+    p = Package.get_or_none(Package.id == package_id)
+    if p is None or not (p.site is None or may_see(p.site)):
+        abort(404)
+    if not package_editable(p):
+        abort(403, "This package is sold at every venue: only an account that sees every venue can change it.")
+    return p
+
+
+def _venue_fields() -> bool:
+    """Whether the package form has the venue select and the roams box."""
+    return _hotspot().config.multi_site or allowed_sites() is not None
+
+
+def parse_venue(form, p: Package | None) -> tuple[dict, dict]:
+    """The package's ``site`` (empty: every venue) and ``roams`` from the form, and the errors.
+    A limited account must name one of its venues and cannot change ``roams`` (time that works at
+    other venues is the owner's call)."""
+    errors: dict[str, str] = {}
+    allowed = allowed_sites()
+    text = str(form.get("site", "")).strip()
+    site = None
+    if not text:
+        if allowed is not None:
+            errors["site"] = "choose one of your venues"
+    elif text not in _hotspot().config.sites or not may_see(text):
+        errors["site"] = "choose a venue from the list"
+    else:
+        site = text
+    roams = form.get("roams") == "1" if allowed is None else bool(p and p.roams)
+    return {"site": site, "roams": roams}, errors
+
+
 def _package_form_values(p: Package | None) -> dict:
     if p is None:
-        return {"name": "", "price": "", "minutes": "60", "data_mb": "", "rate": "", "devices": "1"}
+        allowed = allowed_sites()
+        site = g.venue or (allowed[0] if allowed else "")
+        return {"name": "", "price": "", "minutes": "60", "data_mb": "", "rate": "", "devices": "1", "site": site,
+                "roams": ""}
     return {"name": p.name, "price": str(p.price), "minutes": str(p.duration_seconds // 60),
             "data_mb": str(p.data_cap_bytes // (1024 * 1024)) if p.data_cap_bytes else "",
-            "rate": p.rate_limit or "", "devices": str(p.devices)}
-
-
-def _ordered_packages() -> list[Package]:
-    return list(Package.select().order_by(Package.position, Package.id))
+            "rate": p.rate_limit or "", "devices": str(p.devices), "site": p.site or "", "roams": "1" if p.roams else ""}
 
 
 @bp.get("/packages")
 def packages():
-    return render_template("admin/packages.html", packages=_ordered_packages())
+    return render_template("admin/packages.html", packages=reports.packages(scope()), editable=package_editable)
 
 
 @bp.route("/packages/new", methods=["GET", "POST"])
@@ -470,19 +624,23 @@ def package_new():
 
 @bp.route("/packages/<int:package_id>", methods=["GET", "POST"])
 def package_edit(package_id: int):
-    p = Package.get_or_none(Package.id == package_id)
-    if p is None:
-        abort(404)
-    return _package_form(p)
+    return _package_form(_package(package_id))
 
 
 def _package_form(p: Package | None):
+    venue_fields = _venue_fields()
     if request.method == "GET":
-        return render_template("admin/package_form.html", p=p, values=_package_form_values(p), errors={})
+        return render_template("admin/package_form.html", p=p, values=_package_form_values(p), errors={},
+                               venue_fields=venue_fields)
     fields, errors = parse_package(request.form)
+    if venue_fields:
+        venue, venue_errors = parse_venue(request.form, p)
+        fields.update(venue)
+        errors.update(venue_errors)
     if errors:
-        values = {k: request.form.get(k, "") for k in PACKAGE_FIELDS}
-        return render_template("admin/package_form.html", p=p, values=values, errors=errors), 400
+        values = {k: request.form.get(k, "") for k in PACKAGE_FIELDS + ("site", "roams")}
+        return render_template("admin/package_form.html", p=p, values=values, errors=errors,
+                               venue_fields=venue_fields), 400
     if p is None:
         with database.atomic():
             position = (Package.select(Package.position).order_by(Package.position.desc()).scalar() or 0) + 1
@@ -492,36 +650,41 @@ def _package_form(p: Package | None):
         Package.update(**fields).where(Package.id == p.id).execute()
         flash(f"Package “{fields['name']}” saved.", "ok")
     log.info("admin %r saved package %s", g.admin.username, p.id)
-    return redirect(url_for("admin.packages"), 303)
+    return redirect(here("admin.packages"), 303)
 
 
 @bp.post("/packages/<int:package_id>/active")
 def package_active(package_id: int):
+    p = _package(package_id)
     active = request.form.get("active") == "1"
-    if not Package.update(active=active).where(Package.id == package_id).execute():
-        abort(404)
-    name = Package.get_by_id(package_id).name
-    flash(f"Package “{name}” {'is on offer again' if active else 'is no longer offered'}.", "ok")
-    return redirect(url_for("admin.packages"), 303)
+    Package.update(active=active).where(Package.id == p.id).execute()
+    flash(f"Package “{p.name}” {'is on offer again' if active else 'is no longer offered'}.", "ok")
+    return redirect(here("admin.packages"), 303)
 
 
 @bp.post("/packages/<int:package_id>/move")
 def package_move(package_id: int):
+    """Swap the package with its neighbour in the list the page shows (the chosen venue's, or the
+    account's venues'): the order of every other pair of packages stays as it was."""
     direction = request.form.get("direction")
     if direction not in ("up", "down"):
         abort(400, "direction: up or down")
+    _package(package_id)
     with database.atomic():
-        order = _ordered_packages()
-        index = next((i for i, p in enumerate(order) if p.id == package_id), None)
-        if index is None:
-            abort(404)
+        order = reports.packages()
+        shown = [p.id for p in reports.packages(scope())]
+        if package_id not in shown:
+            shown = [p.id for p in order]
+        index = shown.index(package_id)
         other = index - 1 if direction == "up" else index + 1
-        if 0 <= other < len(order):
-            order[index], order[other] = order[other], order[index]
+        if 0 <= other < len(shown):
+            ids = [p.id for p in order]
+            a, b = ids.index(package_id), ids.index(shown[other])
+            order[a], order[b] = order[b], order[a]
         for position, p in enumerate(order):   # positions 0..n-1: no ties left to break by price
             if p.position != position:
                 Package.update(position=position).where(Package.id == p.id).execute()
-    return redirect(url_for("admin.packages"), 303)
+    return redirect(here("admin.packages"), 303)
 
 
 # --- vouchers -------------------------------------------------------------------------------
@@ -533,6 +696,11 @@ def _default_batch() -> str:
     return name
 
 
+def _voucher_every_venue() -> bool:
+    # vouchers carry no venue: those of a package sold at every venue are the owner's
+    return allowed_sites() is None
+
+
 @bp.get("/vouchers")
 def vouchers_page():
     return _vouchers_page({}, {"package": "", "count": "20", "batch": ""})
@@ -540,8 +708,11 @@ def vouchers_page():
 
 def _vouchers_page(errors: dict, values: dict) -> str:
     packages = Package.select().order_by(Package.active.desc(), Package.position, Package.id)
-    return render_template("admin/vouchers.html", batches=reports.voucher_batches(), packages=packages,
-                           errors=errors, values=values, max_batch=vouchers.MAX_BATCH)
+    cond = reports.sold_at(scope(), _voucher_every_venue())
+    if cond is not None:
+        packages = packages.where(cond)
+    return render_template("admin/vouchers.html", batches=reports.voucher_batches(scope(), _voucher_every_venue()),
+                           packages=packages, errors=errors, values=values, max_batch=vouchers.MAX_BATCH)
 
 
 @bp.post("/vouchers")
@@ -549,7 +720,7 @@ def vouchers_generate():
     values = {k: request.form.get(k, "").strip() for k in ("package", "count", "batch")}
     errors: dict[str, str] = {}
     package = Package.get_or_none(Package.id == _int(values["package"], 0))
-    if package is None:
+    if package is None or not (_voucher_every_venue() or package.site in allowed_sites()):
         errors["package"] = "choose a package"
     count = _whole(request.form, "count", 1, vouchers.MAX_BATCH, errors, "how many")
     batch = " ".join(values["batch"].split())
@@ -560,13 +731,13 @@ def vouchers_generate():
     made = vouchers.generate(package.id, count, batch or _default_batch())
     log.info("admin %r generated %d voucher(s) for package %s", g.admin.username, len(made), package.id)
     flash(f"{len(made)} voucher(s) for “{package.name}” made in batch {made[0].batch}.", "ok")
-    return redirect(url_for("admin.voucher_sheet", batch=made[0].batch), 303)
+    return redirect(here("admin.voucher_sheet", batch=made[0].batch), 303)
 
 
 @bp.get("/vouchers/sheet")
 def voucher_sheet():
     batch = request.args.get("batch", "")
-    rows = reports.batch_vouchers(batch)
+    rows = reports.batch_vouchers(batch, allowed_sites(), _voucher_every_venue())
     if not rows:
         abort(404, "No voucher batch by that name.")
     return render_template("admin/voucher_sheet.html", batch=batch, vouchers=rows, display=vouchers.display)
@@ -575,6 +746,6 @@ def voucher_sheet():
 # --- health ---------------------------------------------------------------------------------
 @bp.get("/health")
 def health():
-    checks = reports.health(_hotspot())
+    checks = reports.health(_hotspot(), site=scope())
     worst = next((s for s in ("fail", "warn") if any(c.state == s for c in checks)), "ok")
     return render_template("admin/health.html", checks=checks, worst=worst)
