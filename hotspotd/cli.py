@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--date", default="today", help="YYYY-MM-DD, today or yesterday (Nairobi days)")
     rp.add_argument("--csv", metavar="FILE", help="also write the day's payments as CSV (- for stdout)")
     rp.add_argument("--mail", nargs="*", metavar="ADDRESS", help="mail it (default: [report] mail_to)")
+    rp.add_argument("--site", metavar="ID", help="one venue's day ([[sites]] id; default: every venue)")
 
     sim = sub.add_parser("simulate", help="run a simulator on its own").add_subparsers(dest="sim", required=True)
     sd = sim.add_parser("daraja")
@@ -214,8 +215,14 @@ def _report(cfg, args) -> int:
     except ValueError:
         print(f"hotspotd: report: --date {args.date!r}: use YYYY-MM-DD, today or yesterday", file=sys.stderr)
         return 2
-    report = daily.build(day, cfg.portal.site_name)
-    csv = daily.csv_text(day) if args.csv or args.mail is not None else ""
+    venue = cfg.site(args.site) if args.site else None
+    if args.site and venue is None:
+        print(f"hotspotd: report: no venue {args.site!r} in {cfg.source} (there: {', '.join(cfg.sites)})",
+              file=sys.stderr)
+        return 2
+    report = daily.build(day, venue.name if venue else cfg.portal.site_name, venue.id if venue else None)
+    csv = (daily.csv_text(day, venue.id if venue else None, with_site=cfg.multi_site)
+           if args.csv or args.mail is not None else "")
     if args.csv == "-":
         sys.stdout.write(csv)
     else:

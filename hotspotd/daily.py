@@ -44,26 +44,31 @@ class DayReport:
         return "\n".join(lines) + "\n"
 
 
-def build(day: date, site: str) -> DayReport:
+def build(day: date, site: str, venue: str | None = None) -> DayReport:
+    """The report of ``day`` headed ``site`` (a name), for one venue (its id) or all (None)."""
     start, end = clock.day_start(day), clock.day_start(day + timedelta(days=1))
     in_day = (Payment.created_at >= start) & (Payment.created_at < end)
+    at = (lambda column: column == venue) if venue else (lambda column: True)
     outcomes = list(Payment.select(Payment.status, pw.fn.COUNT(Payment.id), pw.fn.COALESCE(pw.fn.SUM(Payment.amount), 0))
-                    .where(in_day).group_by(Payment.status).order_by(pw.fn.COUNT(Payment.id).desc()).tuples())
+                    .where(in_day, at(Payment.site)).group_by(Payment.status)
+                    .order_by(pw.fn.COUNT(Payment.id).desc()).tuples())
     paid = Payment.select().where(Payment.status == "success", Payment.completed_at >= start,
-                                  Payment.completed_at < end).count()
-    funnel = reports.funnel(start, end)
-    started = Entitlement.select().where(Entitlement.started_at >= start, Entitlement.started_at < end).count()
-    vouchers = Voucher.select().where(Voucher.redeemed_at >= start, Voucher.redeemed_at < end).count()
-    return DayReport(day=day, site=site, revenue=reports.revenue(start, end), paid=paid,
+                                  Payment.completed_at < end, at(Payment.site)).count()
+    funnel = reports.funnel(start, end, venue)
+    started = Entitlement.select().where(Entitlement.started_at >= start, Entitlement.started_at < end,
+                                         at(Entitlement.site)).count()
+    vouchers = (Voucher.select().join(Entitlement, on=(Voucher.entitlement == Entitlement.id))
+                .where(Voucher.redeemed_at >= start, Voucher.redeemed_at < end, at(Entitlement.site)).count())
+    return DayReport(day=day, site=site, revenue=reports.revenue(start, end, venue), paid=paid,
                      outcomes=[(s, int(n), int(a)) for s, n, a in outcomes], failures=funnel.failures,
                      sessions_started=started, vouchers_redeemed=vouchers, funnel=funnel)
 
 
-def csv_text(day: date) -> str:
-    """The day's payments as CSV (the dashboard's export format)."""
-    f = reports.PaymentFilter(date_from=day, date_to=day)
+def csv_text(day: date, venue: str | None = None, with_site: bool = False) -> str:
+    """The day's payments (of one venue, or all) as CSV (the dashboard's export format)."""
+    f = reports.PaymentFilter(date_from=day, date_to=day, site=venue)
     out = io.StringIO()
-    reports.write_payments_csv(f.query(), out)
+    reports.write_payments_csv(f.query(), out, with_site=with_site)
     return out.getvalue()
 
 

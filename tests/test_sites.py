@@ -340,3 +340,25 @@ address = "10.77.0.12"
                         "--login-html", str(page))
         assert code == 0, out
         assert (site in page.read_text()) if site else 'name="site"' not in page.read_text()
+
+
+def test_the_daily_report_for_one_venue_or_all(venues, http, tmp_path, capsys):
+    from hotspotd import cli
+    paid(http, venues, "westlands", "westlands")
+    paid(http, venues, "kisumu", "kisumu", phone="0708374150", mac="AA:BB:CC:00:51:04")
+    venues.stop()
+    config = tmp_path / "report.toml"
+    config.write_text(f'[database]\nurl = "{venues.config.database.url}"\n[portal]\nsite_name = "Java Group"\n'
+                      '[[sites]]\nid = "westlands"\nname = "Java House Westlands"\n'
+                      '[[sites]]\nid = "kisumu"\nname = "Kisumu Stage Wi-Fi"\n')
+    assert cli.main(["--config", str(config), "report"]) == 0
+    out = capsys.readouterr().out
+    assert "Java Group" in out and "Revenue: KES 35 from 2 payment(s)" in out
+    assert cli.main(["--config", str(config), "report", "--site", "westlands", "--csv", str(tmp_path / "w.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "Java House Westlands" in out and "Revenue: KES 20 from 1 payment(s)" in out
+    assert "Sessions started: 1" in out
+    rows = (tmp_path / "w.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[0].endswith("venue") and rows[1].endswith("westlands")
+    assert cli.main(["--config", str(config), "report", "--site", "mombasa"]) == 2
+    assert "no venue 'mombasa'" in capsys.readouterr().err
