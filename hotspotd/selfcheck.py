@@ -33,6 +33,8 @@ def run(cfg: Config, path: str | None, daraja_timeout: float = 10.0, router_time
     results = [_config(cfg, path)]
     results += _database(cfg)
     results.append(_daraja(cfg, daraja_timeout))
+    results += [_daraja(cfg, daraja_timeout, site) for site in cfg.sites.values() if site.account]
+    results += _venues(cfg)
     results.append(_callback(cfg))
     results += _routers(cfg, router_timeout)
     results += _ports(cfg)
@@ -104,22 +106,44 @@ def _postgres(url: str) -> Result:
     return Result(OK, "database", "PostgreSQL answers")
 
 
-def _daraja(cfg: Config, timeout: float) -> Result:
+def _daraja(cfg: Config, timeout: float, site: config_mod.Site | None = None) -> Result:
+    """The ``[mpesa]`` account's credentials, or those of ``site``'s own paybill or till."""
     from .daraja.client import BASE_URLS, DarajaClient, DarajaError
 
     m = cfg.mpesa
+    name = f"daraja:{site.id}" if site else "daraja"
     if cfg.simulated:
-        return Result(OK, "daraja", "simulator environment: no call to Safaricom")
+        return Result(OK, name, "simulator environment: no call to Safaricom")
+    account = site.account if site else cfg.default_account
     base = m.base_url or BASE_URLS[m.environment]
-    client = DarajaClient(base, m.consumer_key, m.consumer_secret, m.shortcode, m.passkey,
-                          transaction_type=m.transaction_type, timeout=timeout)
+    client = DarajaClient(base, account.consumer_key, account.consumer_secret, account.shortcode, account.passkey,
+                          transaction_type=account.transaction_type, timeout=timeout)
     try:
         client.check_credentials()
     except DarajaError as exc:
-        return Result(FAIL, "daraja", f"{base}: {exc.message or exc}")
+        return Result(FAIL, name, f"{base}: {exc.message or exc}")
     finally:
         client.close()
-    return Result(OK, "daraja", f"{m.environment}: {base} accepted the consumer key and secret")
+    return Result(OK, name, f"{m.environment}: {base} accepted the consumer key and secret of {account.shortcode}")
+
+
+def _venues(cfg: Config) -> list[Result]:
+    """With several venues: a venue no [[radius.clients]] entry names has no router to let its
+    customers in, yet its splash page would sell them time."""
+    if not cfg.multi_site:
+        return []
+    served = {c.site for c in cfg.radius_clients}
+    out = []
+    for site in cfg.sites.values():
+        if site.id in served:
+            continue
+        why = ("a router whose login page names no venue sells here" if site.id == config_mod.DEFAULT_SITE
+               else "its splash page sells time")
+        out.append(Result(WARN, f"venue {site.id}", f"no [[radius.clients]] entry has site = \"{site.id}\", but {why}: "
+                          "add its routers, or give them the right site"))
+    if not out:
+        out.append(Result(OK, "venues", ", ".join(f"{s.id} ({s.name})" for s in cfg.sites.values())))
+    return out
 
 
 def _callback(cfg: Config) -> Result:

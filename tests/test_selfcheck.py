@@ -128,3 +128,47 @@ def test_unwritable_database_folder_fails(capsys, monkeypatch, tmp_path):
     folder.mkdir(mode=0o500)
     monkeypatch.setenv("HOTSPOTD_DATABASE_URL", f"sqlite:///{folder}/h.db")
     assert cli.main(["--config", DEMO, "check"]) == 1
+
+
+def test_each_venues_own_paybill_and_a_venue_without_routers_are_checked(capsys, monkeypatch, tmp_path):
+    with DarajaSimulator() as sim:
+        path = write(tmp_path, f"""
+[portal]
+listen = "127.0.0.1:{free_port()}"
+[radius]
+enabled = false
+[mpesa]
+environment = "sandbox"
+base_url = "{sim.url}"
+consumer_key = "simulator"
+consumer_secret = "simulator"
+passkey = "p"
+callback_url = "https://wifi.example.co.ke"
+[[sites]]
+id = "westlands"
+name = "Java House Westlands"
+shortcode = "600100"
+consumer_key = "wrong"
+consumer_secret = "wrong"
+passkey = "p2"
+[[sites]]
+id = "kisumu"
+name = "Kisumu Stage Wi-Fi"
+[[radius.clients]]
+address = "10.77.0.11"
+secret = "s"
+site = "westlands"
+[[radius.clients]]
+address = "127.0.0.1"
+secret = "s2"
+""")
+        code, out = check(capsys, monkeypatch, tmp_path, config=path)
+        assert code == 1 and "1 problem(s)" in out, out
+        assert "ok    daraja             sandbox" in out and "FAIL  daraja:westlands" in out
+        assert 'warn  venue kisumu       no [[radius.clients]] entry has site = "kisumu"' in out
+        path.write_text(path.read_text().replace('"wrong"', '"simulator"') + '[[radius.clients]]\naddress = "10.77.0.12"\n'
+                        'secret = "s3"\nsite = "kisumu"\n')
+        code, out = check(capsys, monkeypatch, tmp_path, config=path)
+        assert code == 0, out
+        assert "accepted the consumer key and secret of 600100" in out
+        assert "ok    venues             default (hotspotd Wi-Fi), westlands (Java House Westlands), kisumu" in out
