@@ -35,10 +35,11 @@ log = logging.getLogger(__name__)
 DICTIONARY_PATH = os.path.join(os.path.dirname(__file__), "dictionary", "dictionary")
 STATUS = {1: "start", 2: "stop", 3: "interim"}
 # attribute numbers the server reads (RFC 2865, 2866, 2869)
-USER_NAME, FRAMED_IP_ADDRESS, CLASS, CALLING_STATION_ID = 1, 8, 25, 31
+USER_NAME, FRAMED_IP_ADDRESS, CLASS, CALLING_STATION_ID, NAS_IDENTIFIER = 1, 8, 25, 31, 32
 ACCT_STATUS_TYPE, ACCT_INPUT_OCTETS, ACCT_OUTPUT_OCTETS, ACCT_SESSION_ID, ACCT_SESSION_TIME = 40, 42, 43, 44, 46
 ACCT_TERMINATE_CAUSE, ACCT_INPUT_GIGAWORDS, ACCT_OUTPUT_GIGAWORDS = 49, 52, 53
 REJECT_NO_TIME = "No Wi-Fi time on this device. Open the portal to buy a package."
+REJECT_OTHER_VENUE = "Your Wi-Fi time was bought at another of our venues and works only there."
 _DEDUPE_SIZE = 4096
 
 
@@ -77,6 +78,7 @@ class RadiusServer(Server):
         self.synchronous: int | None = None
         self._encoder = wire.Encoder(self.dict)
         self._reject_attributes = self._encoder.attributes({"Reply-Message": REJECT_NO_TIME})
+        self._reject_elsewhere = self._encoder.attributes({"Reply-Message": REJECT_OTHER_VENUE})
         causes = self.dict.attributes["Acct-Terminate-Cause"].values
         #: Acct-Terminate-Cause number → its name, as stored (``User-Request``)
         self._terminate_causes = {int.from_bytes(v, "big"): name for name, v in causes.forward.items()}
@@ -220,7 +222,7 @@ class RadiusServer(Server):
         grant = self._find_grant(req, secret, client.site)
         if grant is None:
             self.stats["access_reject"] += 1
-            return wire.reply(req, wire.ACCESS_REJECT, self._reject_attributes, secret)
+            return wire.reply(req, wire.ACCESS_REJECT, self._why_rejected(req, client), secret)
         self.stats["access_accept"] += 1
         if self.metrics is not None:
             self.metrics.online(grant.entitlement_id)
@@ -253,6 +255,24 @@ class RadiusServer(Server):
         pkt = self.CreateAuthPacket(packet=req.raw, secret=secret)
         return access.authorize_login(username, lambda password: self._password_ok(pkt, password), calling_mac,
                                       site=site)
+
+    def _why_rejected(self, req: wire.Request, client: RadiusClient) -> bytes:
+        """The reject's Reply-Message: with several venues, a device whose time works at another
+        venue is told so (the router shows it on its login page), and the owner sees it in the log:
+        a router sending its customers to the wrong venue's splash page looks like this."""
+        if not self.cfg.multi_site:
+            return self._reject_attributes
+        try:
+            mac = normalize_mac((req.text(USER_NAME) or "").split("@")[0])
+        except InvalidMac:
+            return self._reject_attributes
+        elsewhere = access.authorize(mac)
+        if elsewhere is None:
+            return self._reject_attributes
+        self.stats["access_reject_other_venue"] += 1
+        log.info("RADIUS: %s has time (session %s) at another venue, not at %s (NAS %s)", mac,
+                 elsewhere.entitlement_id, client.site, req.text(NAS_IDENTIFIER) or "?")
+        return self._reject_elsewhere
 
     @staticmethod
     def _password_ok(pkt: packet.AuthPacket, secret: str) -> bool:

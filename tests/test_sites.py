@@ -362,3 +362,18 @@ def test_the_daily_report_for_one_venue_or_all(venues, http, tmp_path, capsys):
     assert len(rows) == 2 and rows[0].endswith("venue") and rows[1].endswith("westlands")
     assert cli.main(["--config", str(config), "report", "--site", "mombasa"]) == 2
     assert "no venue 'mombasa'" in capsys.readouterr().err
+
+
+def test_a_device_with_time_at_another_venue_is_told_so(venues, http):
+    paid(http, venues, "westlands", "westlands")
+
+    def reply_message(nas, mac):
+        c = Client(server="127.0.0.1", authport=venues.radius.auth_address[1], secret=SECRETS[nas], dict=DICT,
+                   retries=1, timeout=2, enforce_ma=True)
+        c.bind((nas, 0))
+        reply = send(c, mac_request(c, user=mac, calling=mac))
+        assert reply.code == packet.AccessReject
+        return reply["Reply-Message"][0]
+    assert "another of our venues" in reply_message(KISUMU_NAS, MAC)
+    assert reply_message(KISUMU_NAS, "AA:BB:CC:00:51:77").startswith("No Wi-Fi time on this device")
+    assert venues.radius.stats["access_reject_other_venue"] == 1
