@@ -81,8 +81,9 @@ SCHEMA: dict[str, dict[str, Option]] = {
     "database": {
         "url": Option("sqlite:////var/lib/hotspotd/hotspotd.db", str,
                       "absolute path; or postgresql://user@host/db"),
-        "min_free_mb": Option(50, int, "refuse new payments when the database's disk has less free space"),
-        "busy_timeout_ms": Option(5000, int, "how long SQLite waits for a lock"),
+        "min_free_mb": Option(50, int, "SQLite: refuse new payments when the database's disk has less free space"),
+        "busy_timeout_ms": Option(5000, int, "how long a statement waits for a lock (SQLite busy timeout, "
+                                  "PostgreSQL lock_timeout)"),
     },
     "mpesa": {
         "environment": Option("simulator", str, "simulator | sandbox | production",

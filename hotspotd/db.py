@@ -1,7 +1,8 @@
 """The database's lifecycle: open from a URL, pragmas, versioned migrations, seed data.
 
 SQLite runs in WAL mode with foreign keys on, ``synchronous=FULL`` (a committed payment
-survives a power cut) and a busy timeout. All pending migrations run in one transaction, so a
+survives a power cut) and a busy timeout; PostgreSQL (:mod:`hotspotd.postgres`) waits for a lock
+no longer than that timeout either. All pending migrations run in one transaction, so a
 failed or interrupted upgrade leaves the previous schema and data as they were.
 """
 from __future__ import annotations
@@ -11,13 +12,12 @@ import logging
 import os
 import secrets
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator
 
 import peewee as pw
-from playhouse.db_url import connect as connect_url
 
-from . import clock, models
+from . import clock, models, postgres
 from .models import Package, Setting, database
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ def open_database(url: str, busy_timeout_ms: int = 5000) -> pw.Database:
             "cache_size": -2000,
         }, timeout=busy_timeout_ms / 1000)
     else:
-        db = connect_url(url.replace("postgres://", "postgresql://", 1))
+        # lock waits bounded by the same busy timeout, connections the server ended replaced
+        db = postgres.open_url(url.replace("postgres://", "postgresql://", 1), busy_timeout_ms)
     database.initialize(db)
     return db
 
@@ -84,16 +85,19 @@ def claim_run(name: str, seconds: float, woken: bool = False) -> Iterator[bool]:
     if not db.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
         yield False
         return
-    try:
-        now = clock.now()
-        db.execute_sql('INSERT INTO "job_run" (name, next_at) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING',
-                       (name, 0.0))
-        due = "" if woken else " AND next_at <= %s"
-        claimed = db.execute_sql(f'UPDATE "job_run" SET next_at = %s WHERE name = %s{due}',
-                                 (now + 0.9 * seconds, name) + (() if woken else (now,))).rowcount == 1
-        yield claimed
-    finally:
-        db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+    # the lock is this session's: should the server end it mid-run, the run fails rather than
+    # carry on, unlocked, on a new connection
+    with db.same_session() if isinstance(db, postgres.PostgresqlDatabase) else nullcontext():
+        try:
+            now = clock.now()
+            db.execute_sql('INSERT INTO "job_run" (name, next_at) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING',
+                           (name, 0.0))
+            due = "" if woken else " AND next_at <= %s"
+            claimed = db.execute_sql(f'UPDATE "job_run" SET next_at = %s WHERE name = %s{due}',
+                                     (now + 0.9 * seconds, name) + (() if woken else (now,))).rowcount == 1
+            yield claimed
+        finally:
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
 
 
 def prepare_radius_thread() -> int | None:

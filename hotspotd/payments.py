@@ -105,7 +105,10 @@ class PaymentService:
         except InvalidMac:
             raise PaymentRefused("The device address (MAC) is not valid; reconnect to the Wi-Fi and try again.",
                                  "macAddress") from None
-        package = self._package(package_id, site)
+        try:
+            package = self._package(package_id, site)
+        except (pw.OperationalError, pw.InterfaceError) as exc:
+            raise self._unrecordable(exc) from None
         if not MIN_AMOUNT <= package.price <= MAX_AMOUNT:
             raise PaymentRefused("This package cannot be paid with M-Pesa (amount out of range).", "packageId")
         problem = self.storage_problem() if self.storage_problem else None
@@ -114,17 +117,24 @@ class PaymentService:
             raise PaymentRefused(CANNOT_RECORD, None, 503)
         try:
             payment, reused = self._create(phone, package, mac, client_ip, login_context, site)
-        except pw.OperationalError as exc:
+        except (pw.OperationalError, pw.InterfaceError) as exc:
             # the row is committed before anyone is asked for money: no row, no prompt
-            reason = _root_cause(exc)
-            log.error("refusing a payment: the database could not record it (%s)", reason)
-            busy = any(word in reason.lower() for word in ("locked", "busy"))
-            raise PaymentRefused(BUSY if busy else CANNOT_RECORD, None, 503) from None
+            raise self._unrecordable(exc) from None
         if reused:
             return payment, True
         faults.crash_point("payment_created")
         self._push(payment, package)
         return Payment.get_by_id(payment.id), False
+
+    @staticmethod
+    def _unrecordable(exc: Exception) -> PaymentRefused:
+        """The 503 for a payment the database cannot take now: "busy, try again" for a lock held
+        too long (SQLite's "database is locked", PostgreSQL's "lock timeout"), else "tell the
+        staff" (a full disk, a server that is down)."""
+        reason = _root_cause(exc)
+        log.error("refusing a payment: the database could not record it (%s)", reason.splitlines()[0] if reason else exc)
+        busy = any(word in reason.lower() for word in ("locked", "busy", "lock timeout"))
+        return PaymentRefused(BUSY if busy else CANNOT_RECORD, None, 503)
 
     def _create(self, phone: str, package: Package, mac: str | None, client_ip: str | None,
                 login_context: dict | None, site: str) -> tuple[Payment, bool]:

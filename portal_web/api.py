@@ -7,6 +7,7 @@ from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
+import peewee as pw
 from flask import Blueprint, current_app, jsonify, request
 
 from hotspotd import access, clock, router_login, vouchers
@@ -298,7 +299,13 @@ def status(checkout_request_id: str):
 def _take_callback():
     """Store first, answer at once; processing errors never change the answer Daraja gets."""
     service = _hotspot().payments
-    cb = service.record_callback(request.get_data(cache=False), request.remote_addr, request.path)
+    body = request.get_data(cache=False)       # over the size limit: 413, before anything is stored
+    try:
+        cb = service.record_callback(body, request.remote_addr, request.path)
+    except (pw.DatabaseError, pw.InterfaceError) as exc:   # the database is away; the STK query settles it
+        log.error("a callback could not be stored (%s); its payment is settled by the STK query",
+                  str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return jsonify({"ResultCode": 1, "ResultDesc": "Temporarily unavailable"}), 503
     try:
         service.process_callback(cb.id)
     except Exception:  # noqa: BLE001 - the body is stored; the scheduler retries it

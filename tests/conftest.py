@@ -16,6 +16,19 @@ from hotspotd.config import from_dict
 POSTGRES_ENV = "HOTSPOTD_TEST_POSTGRES"
 
 
+def sqlite_only(why: str):
+    """Mark a test that fakes a fault of SQLite itself (its file, its pragmas): skipped in the
+    PostgreSQL pass, where a test of that fault's PostgreSQL counterpart runs instead."""
+    return pytest.mark.skipif(bool(os.environ.get(POSTGRES_ENV)), reason=f"SQLite only: {why}")
+
+
+def postgres_only(why: str):
+    """Mark a test of a PostgreSQL server's own fault: it runs in the PostgreSQL pass of
+    scripts/test (``HOTSPOTD_TEST_POSTGRES`` set), and is skipped in the SQLite one."""
+    return pytest.mark.skipif(not os.environ.get(POSTGRES_ENV),
+                              reason=f"PostgreSQL only ({POSTGRES_ENV} unset): {why}")
+
+
 def fresh_postgres_database(admin_url: str) -> tuple[str, "callable"]:
     """A new, empty database on the server of ``admin_url``: its URL and a function dropping it."""
     import uuid
