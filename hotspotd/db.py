@@ -100,9 +100,9 @@ def claim_run(name: str, seconds: float, woken: bool = False) -> Iterator[bool]:
             db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
 
 
-def prepare_radius_thread() -> int | None:
-    """Set up this thread's SQLite connection for the RADIUS server; returns the ``synchronous``
-    value now in force (1 = NORMAL), None on PostgreSQL.
+def prepare_radius_thread() -> int | str | None:
+    """Set up this thread's connection for the RADIUS server; returns the setting now in force:
+    SQLite's ``synchronous`` (1 = NORMAL), PostgreSQL's ``synchronous_commit`` ("off").
 
     - It commits without waiting for the disk (``synchronous = NORMAL``: in WAL mode a power cut
       may undo the last commits, never corrupt the file). What this thread writes may be lost
@@ -112,8 +112,15 @@ def prepare_radius_thread() -> int | None:
       Interim-Update was 84 % of its time.
     - It keeps a larger page cache than the other connections (8 MB, not 2): every request
       reads the device index, and a cold page is a system call.
+
+    On PostgreSQL the same bargain is ``synchronous_commit = off`` for this thread's sessions (a
+    crash of the server may lose the last commits, never half of one): one RADIUS thread per
+    process answers one request at a time, and waiting for the WAL flush of each Interim-Update
+    was most of its time (``scripts/bench --central``).
     """
     db = models.database.obj
+    if isinstance(db, postgres.PostgresqlDatabase):
+        return db.set_for_this_thread("synchronous_commit", "off")
     if not isinstance(db, pw.SqliteDatabase):
         return None
     db.execute_sql("PRAGMA synchronous = NORMAL")

@@ -40,11 +40,24 @@ class PostgresqlDatabase(pw.PostgresqlDatabase):
     def __init__(self, database, lock_timeout_ms: int = 5000, **kwargs):
         self.lock_timeout_ms = int(lock_timeout_ms)
         self._same_session = threading.local()
+        self._thread_settings = threading.local()
         super().__init__(database, **kwargs)
 
     def _initialize_connection(self, conn) -> None:
         with conn.cursor() as cur:
             cur.execute("SET lock_timeout = %s", (self.lock_timeout_ms,))
+            # peewee connects in the thread that will use the connection: a replaced one gets them too
+            for name, value in getattr(self._thread_settings, "values", {}).items():
+                cur.execute(f"SET {name} = %s", (value,))
+
+    def set_for_this_thread(self, name: str, value: str) -> str:
+        """``SET name = value`` on this thread's connection, and again on any connection that
+        replaces it; returns the setting now in force."""
+        if not getattr(self._thread_settings, "values", None):
+            self._thread_settings.values = {}
+        self._thread_settings.values[name] = value
+        self.execute_sql(f"SET {name} = %s", (value,))
+        return self.execute_sql(f"SHOW {name}").fetchone()[0]
 
     def execute_sql(self, sql, params=None, *args, **kwargs):   # peewee 3 passes commit= too
         self._replace_if_ended()

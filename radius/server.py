@@ -131,7 +131,8 @@ class RadiusServer(Server):
         fds = list(auth.values()) + list(acct.values())
         for fd in fds:
             fd.setblocking(False)
-        #: SQLite's synchronous setting on this thread's connection (1 = NORMAL), for tests
+        #: the durability setting of this thread's connection, for tests: SQLite's synchronous
+        #: (1 = NORMAL), PostgreSQL's synchronous_commit ("off")
         self.synchronous = db.prepare_radius_thread()
         while not self._stop.is_set():
             try:

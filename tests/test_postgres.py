@@ -50,6 +50,8 @@ def test_db_copy_moves_a_venue_onto_postgresql_with_every_row_and_id(tmp_path, c
         assert sorted(v.code for v in Voucher.select()) == sorted(codes)
         assert db.get_setting("callback_token") == token
         assert Setting.get(Setting.key == "schema_version").value == str(db.LATEST)
+        # analysed: the planner knows the tables' sizes (never analysed: reltuples = -1)
+        assert database.execute_sql("SELECT reltuples FROM pg_class WHERE relname = 'payment'").fetchone()[0] == 1
         assert Package.create(name="new", price=1, duration_seconds=60, created_at=now).id > package.id
         database.close()
         # a second copy into a database in use is refused, and changes nothing
@@ -250,5 +252,44 @@ def test_the_jobs_carry_on_when_one_daemon_dies_in_the_middle_of_one(tmp_path):
                 proc.terminate()
             proc.wait(timeout=20)
         sim.stop()
+        database.close()
+        drop()
+
+
+def test_a_threads_session_settings_outlive_its_connection():
+    """The RADIUS thread's synchronous_commit = off (db.prepare_radius_thread) is set again on the
+    connection that replaces one the server ended; other threads keep the server's default."""
+    import threading
+    import time
+
+    import psycopg2
+
+    from hotspotd import db
+    from hotspotd.models import database
+
+    from .conftest import fresh_postgres_database
+
+    url, drop = fresh_postgres_database(ADMIN_URL)
+    seen = {}
+    try:
+        db.prepare(url)
+
+        def radius_thread():
+            seen["first"] = db.prepare_radius_thread()
+            pid = database.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+            admin = psycopg2.connect(ADMIN_URL)
+            admin.autocommit = True
+            admin.cursor().execute("SELECT pg_terminate_backend(%s)", (pid,))
+            admin.close()
+            time.sleep(0.2)             # the server's farewell reaches the socket
+            seen["replaced"] = database.execute_sql("SELECT pg_backend_pid()").fetchone()[0] != pid
+            seen["after"] = database.execute_sql("SHOW synchronous_commit").fetchone()[0]
+            database.close()
+        worker = threading.Thread(target=radius_thread)
+        worker.start()
+        worker.join(timeout=30)
+        assert seen == {"first": "off", "replaced": True, "after": "off"}
+        assert database.execute_sql("SHOW synchronous_commit").fetchone()[0] == "on"
+    finally:
         database.close()
         drop()

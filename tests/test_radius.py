@@ -302,13 +302,15 @@ def test_wrong_message_authenticator_gets_no_answer(mikrotik):
 
 def test_only_the_radius_thread_commits_without_waiting_for_the_disk(mikrotik):
     """Accounting totals survive a lost commit (the next report carries them), payments would
-    not: the RADIUS thread's SQLite connection runs synchronous=NORMAL, everyone else's FULL."""
+    not: the RADIUS thread's SQLite connection runs synchronous=NORMAL, everyone else's FULL;
+    on PostgreSQL its synchronous_commit is off, everyone else's on."""
     from hotspotd.models import database
     ent = give_time(MAC)
     c = client(mikrotik)
     assert send(c, acct(c, "Start", ent=ent)).code == packet.AccountingResponse
     if isinstance(database.obj, pw.PostgresqlDatabase):
-        assert mikrotik.radius.synchronous is None      # PostgreSQL: every commit waits for the disk
+        assert mikrotik.radius.synchronous == "off"
+        assert database.execute_sql("SHOW synchronous_commit").fetchone()[0] == "on"
         return
     assert mikrotik.radius.synchronous == 1
     assert database.execute_sql("PRAGMA synchronous").fetchone()[0] == 2
