@@ -1,9 +1,14 @@
+"""The database's lifecycle. SQLite's own plumbing (pragmas, BEGIN IMMEDIATE) is tested on SQLite;
+the rest on the database of the run (PostgreSQL in scripts/test's second pass)."""
 import pytest
 
 from hotspotd import db
 from hotspotd.models import Package, Setting
 
+from .conftest import sqlite_only
 
+
+@sqlite_only("SQLite's pragmas")
 def test_migrate_seed_and_pragmas(tmp_path):
     database = db.prepare(f"sqlite:///{tmp_path}/a.db")
     assert db.schema_version(database) == db.LATEST
@@ -16,8 +21,8 @@ def test_migrate_seed_and_pragmas(tmp_path):
     database.close()
 
 
-def test_restart_keeps_data_and_seeds_once(tmp_path):
-    url = f"sqlite:///{tmp_path}/a.db"
+def test_restart_keeps_data_and_seeds_once(tmp_path, database_url):
+    url = database_url or f"sqlite:///{tmp_path}/a.db"
     database = db.prepare(url)
     Package.update(active=False).where(Package.name == "30 minutes").execute()
     Package.delete().where(Package.name == "24 hours").execute()
@@ -31,14 +36,15 @@ def test_restart_keeps_data_and_seeds_once(tmp_path):
     database.close()
 
 
-def test_newer_schema_is_refused(tmp_path):
-    database = db.prepare(f"sqlite:///{tmp_path}/a.db")
+def test_newer_schema_is_refused(tmp_path, database_url):
+    database = db.prepare(database_url or f"sqlite:///{tmp_path}/a.db")
     Setting.put("schema_version", str(db.LATEST + 1))
     with pytest.raises(RuntimeError, match="newer than this hotspotd"):
         db.migrate(database)
     database.close()
 
 
+@sqlite_only("SQLite's BEGIN IMMEDIATE (PostgreSQL's row locks are tested by test_faults and test_postgres)")
 def test_read_then_write_transactions_wait_instead_of_failing(tmp_path):
     """Threads that read, then write, inside one transaction (as redeeming a voucher does) while
     others commit: with a plain BEGIN some fail with "database is locked" (snapshot conflict)."""
@@ -79,13 +85,13 @@ def test_read_then_write_transactions_wait_instead_of_failing(tmp_path):
     database.close()
 
 
-def test_v4_releases_the_bindings_of_sessions_ended_before_it(tmp_path):
+def test_v4_releases_the_bindings_of_sessions_ended_before_it(tmp_path, database_url):
     """A database from before v4 kept an ended session's devices active; the upgrade releases
     them and leaves live sessions' bindings (and RADIUS's answers) as they were."""
     from hotspotd import access
     from hotspotd.models import Device, Entitlement
 
-    database = db.prepare(f"sqlite:///{tmp_path}/a.db")
+    database = db.prepare(database_url or f"sqlite:///{tmp_path}/a.db")
     package = Package.get(Package.name == "1 hour")
     now = 1_800_000_000.0
     live = access.grant(package, "AA:00:00:00:00:01", now, phone=None, payment=None)
@@ -96,7 +102,7 @@ def test_v4_releases_the_bindings_of_sessions_ended_before_it(tmp_path):
     database.execute_sql('CREATE INDEX "device_mac_active" ON "device" ("mac", "active")')   # v3's index
 
     assert db.migrate(database)[0] == 4
-    indexes = {r[0] for r in database.execute_sql("SELECT name FROM sqlite_master WHERE tbl_name = 'device'")}
+    indexes = {i.name for i in database.get_indexes("device")}
     assert "device_mac_active_entitlement_id" in indexes and "device_mac_active" not in indexes
     assert Device.get(Device.entitlement == live.id).active
     released = Device.get(Device.entitlement == ended.id)
@@ -105,11 +111,11 @@ def test_v4_releases_the_bindings_of_sessions_ended_before_it(tmp_path):
     database.close()
 
 
-def test_ending_a_session_releases_its_bindings(tmp_path):
+def test_ending_a_session_releases_its_bindings(tmp_path, database_url):
     from hotspotd import access
     from hotspotd.models import Device
 
-    database = db.prepare(f"sqlite:///{tmp_path}/a.db")
+    database = db.prepare(database_url or f"sqlite:///{tmp_path}/a.db")
     package = Package.get(Package.name == "1 hour")
     now = 1_800_000_000.0
     expiring = access.grant(package, "AA:00:00:00:00:03", now - 3600, phone=None, payment=None)
