@@ -15,6 +15,7 @@ from pyrad.client import Client
 from hotspotd import access, clock, config, db, disconnects, vouchers
 from hotspotd.models import AcctSession, Disconnect, Entitlement, Package, Payment, Setting
 
+from .conftest import wait_for
 from .test_payment_flow import final_status
 from .test_radius import DICT, RADIUS, mac_request, send
 
@@ -377,3 +378,34 @@ def test_a_device_with_time_at_another_venue_is_told_so(venues, http):
     assert "another of our venues" in reply_message(KISUMU_NAS, MAC)
     assert reply_message(KISUMU_NAS, "AA:BB:CC:00:51:77").startswith("No Wi-Fi time on this device")
     assert venues.radius.stats["access_reject_other_venue"] == 1
+
+
+def test_each_venues_routers_log_its_customers_in_and_cut_them_off(make_hotspot, http):
+    """Two venues, a (simulated) MikroTik each over the real RouterOS API: a payment at Westlands
+    logs the device in at Westlands' router only; when its time runs out it is cut there, and no
+    cut is queued at Kisumu's."""
+    from hotspotd.models import Event
+    from hotspotd.routers.routeros_sim import RouterOSSimulator
+
+    with RouterOSSimulator(username="hotspotd", password="pw", auto_hosts=True) as west, \
+            RouterOSSimulator(username="hotspotd", password="pw", auto_hosts=True) as kisumu:
+        routers = [{"name": name, "address": sim.address[0], "api_port": sim.address[1], "user": "hotspotd",
+                    "password": "pw", "site": site}
+                   # Kisumu's first: a login tried at every router in turn would land there
+                   for name, sim, site in (("kisumu-1", kisumu, "kisumu"), ("westlands-1", west, "westlands"))]
+        hs = start_venues(make_hotspot, routers=routers, scheduler={"enabled": False})
+        r = http.post(f"{hs.portal_url}/api/portal/pay", json={
+            "phone": "0708374149", "packageId": hs.packages["westlands"].id, "macAddress": MAC,
+            "login": {"ip": "10.5.50.40", "site": "westlands"}})
+        assert r.status_code == 200, r.text
+        assert final_status(http, hs, r.json()["checkoutRequestId"])["status"] == "success"
+        wait_for(lambda: west.active_macs() == [MAC])
+        wait_for(lambda: Event.get_or_none(Event.kind == "router_login"))
+        assert kisumu.active_macs() == []
+        assert "westlands-1" in Event.get(Event.kind == "router_login").message
+
+        ent = Entitlement.get(Entitlement.payment == Payment.get().id)
+        Entitlement.update(expires_at=clock.now() - 1).where(Entitlement.id == ent.id).execute()
+        assert hs.expire_sessions() == 1
+        assert west.active_macs() == []
+        assert [(d.router, d.status) for d in Disconnect.select()] == [("westlands-1", "done")]
