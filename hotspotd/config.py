@@ -330,24 +330,11 @@ class Config:
         """The venue ``site_id`` (None or empty: the default one); None when no such venue exists."""
         return self.sites.get(site_id or DEFAULT_SITE)
 
-    def account(self, site_id: str | None) -> MpesaAccount:
-        """The M-Pesa account payments at ``site_id`` go to."""
-        site = self.sites.get(site_id or DEFAULT_SITE)
-        return site.account if site and site.account else self.default_account
-
     @property
     def default_account(self) -> MpesaAccount:
         m = self.mpesa
         return MpesaAccount(m.shortcode, m.consumer_key, m.consumer_secret, m.passkey, m.transaction_type,
                             m.till_number, m.account_reference)
-
-    def site_of_nas(self, address: str) -> str | None:
-        """The site of the ``[[radius.clients]]`` entry covering ``address``."""
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return None
-        return next((c.site for c in self.radius_clients if ip in c.network), None)
 
 
 def load(path: str | os.PathLike | None, env: dict[str, str] | None = None) -> Config:

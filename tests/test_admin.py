@@ -473,8 +473,9 @@ def test_health_without_radius_or_scheduler(signed_in, http):
 
 
 # --- the command line -------------------------------------------------------------------------
-def run_cli(tmp_path, capsys, monkeypatch, *args, stdin=None):
-    (tmp_path / "h.toml").write_text(f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n')
+def run_cli(tmp_path, capsys, monkeypatch, *args, stdin=None, config=""):
+    """``hotspotd admin ARGS`` on a config of its own (``config``: more TOML for it)."""
+    (tmp_path / "h.toml").write_text(f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n' + config)
     if stdin is not None:
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
     code = cli.main(["--config", str(tmp_path / "h.toml"), "admin", *args])

@@ -10,10 +10,11 @@ import re
 
 import pytest
 
-from hotspotd import access, admins, cli, clock, reports, vouchers
+from hotspotd import access, admins, clock, reports, vouchers
 from hotspotd.models import AcctSession, AdminUser, Disconnect, Entitlement, Event, Package, Payment, Voucher
 
 from .test_admin import PASSWORD, attr, flashes, post, sign_in, token
+from .test_admin import run_cli as admin_cli
 
 SITES = [{"id": "beach", "name": "Beach Bar Diani"},
          {"id": "town", "name": "Town Cafe Nakuru", "shortcode": "600200"}]          # its own paybill
@@ -344,14 +345,8 @@ def test_a_new_limit_applies_at_the_next_request(venues, http):
 
 # --- the command line ---------------------------------------------------------------------------
 def run_cli(tmp_path, capsys, monkeypatch, *args, stdin=None):
-    (tmp_path / "h.toml").write_text(
-        f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n\n'
-        '[[sites]]\nid = "beach"\nname = "Beach Bar Diani"\n\n[[sites]]\nid = "town"\nname = "Town Cafe Nakuru"\n')
-    if stdin is not None:
-        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    code = cli.main(["--config", str(tmp_path / "h.toml"), "admin", *args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return admin_cli(tmp_path, capsys, monkeypatch, *args, stdin=stdin, config=(
+        '\n[[sites]]\nid = "beach"\nname = "Beach Bar Diani"\n\n[[sites]]\nid = "town"\nname = "Town Cafe Nakuru"\n'))
 
 
 def test_admin_create_with_sites_set_sites_and_list(tmp_path, capsys, monkeypatch):

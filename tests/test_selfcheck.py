@@ -33,6 +33,24 @@ def write(tmp_path, text: str):
     return path
 
 
+def sandbox_config(sim, credentials: str) -> str:
+    """A config on Daraja's sandbox environment (``sim``: the simulator standing in for it), with
+    ``credentials`` as the consumer key and secret and RADIUS off."""
+    return f"""
+[portal]
+listen = "127.0.0.1:{free_port()}"
+[radius]
+enabled = false
+[mpesa]
+environment = "sandbox"
+base_url = "{sim.url}"
+consumer_key = "{credentials}"
+consumer_secret = "{credentials}"
+passkey = "p"
+callback_url = "https://wifi.example.co.ke"
+"""
+
+
 def test_demo_config_passes(capsys, monkeypatch, tmp_path):
     code, out = check(capsys, monkeypatch, tmp_path, HOTSPOTD_PORTAL_LISTEN=f"127.0.0.1:{free_port()}")
     assert code == 0, out
@@ -44,19 +62,7 @@ def test_demo_config_passes(capsys, monkeypatch, tmp_path):
 
 def test_real_daraja_call_with_wrong_credentials_fails(capsys, monkeypatch, tmp_path):
     with DarajaSimulator() as sim:
-        path = write(tmp_path, f"""
-[portal]
-listen = "127.0.0.1:{free_port()}"
-[radius]
-enabled = false
-[mpesa]
-environment = "sandbox"
-base_url = "{sim.url}"
-consumer_key = "wrong"
-consumer_secret = "wrong"
-passkey = "p"
-callback_url = "https://wifi.example.co.ke"
-""")
+        path = write(tmp_path, sandbox_config(sim, "wrong"))
         code, out = check(capsys, monkeypatch, tmp_path, config=path)
         assert code == 1 and "FAIL  daraja" in out and "1 problem(s)" in out
         assert "ok    callback URL       https://wifi.example.co.ke/cb/<token>" in out
@@ -132,19 +138,7 @@ def test_unwritable_database_folder_fails(capsys, monkeypatch, tmp_path):
 
 def test_each_venues_own_paybill_and_a_venue_without_routers_are_checked(capsys, monkeypatch, tmp_path):
     with DarajaSimulator() as sim:
-        path = write(tmp_path, f"""
-[portal]
-listen = "127.0.0.1:{free_port()}"
-[radius]
-enabled = false
-[mpesa]
-environment = "sandbox"
-base_url = "{sim.url}"
-consumer_key = "simulator"
-consumer_secret = "simulator"
-passkey = "p"
-callback_url = "https://wifi.example.co.ke"
-[[sites]]
+        path = write(tmp_path, sandbox_config(sim, "simulator") + """[[sites]]
 id = "westlands"
 name = "Java House Westlands"
 shortcode = "600100"

@@ -8,6 +8,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cache
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -124,3 +125,10 @@ class Table:
             mark = "" if r.met is None else ("met" if r.met else "**missed**")
             lines.append(f"| {r.section} | {r.what} | {r.value} | {r.target} | {mark} |")
         return "\n".join(lines)
+
+
+@cache
+def radius_dictionary():
+    """The daemon's RADIUS dictionary, loaded once (on first use: importing radius.server loads pyrad)."""
+    from radius.server import load_dictionary
+    return load_dictionary()

@@ -19,18 +19,11 @@ import time
 
 from radius import wire
 
+from .common import radius_dictionary
+
 ACCT_STATUS = {"start": 1, "stop": 2, "interim": 3}
 _HEADER = struct.Struct("!BBH")
 _ZERO16 = bytes(16)
-_DICTIONARY = None
-
-
-def _dictionary():
-    global _DICTIONARY
-    if _DICTIONARY is None:
-        from radius.server import load_dictionary
-        _DICTIONARY = load_dictionary()
-    return _DICTIONARY
 
 
 class Nas:
@@ -38,7 +31,7 @@ class Nas:
 
     def __init__(self, secret: str, nas_ip: str = "127.0.0.1", nas_id: str = "venue"):
         self.secret = secret.encode()
-        self.encoder = wire.Encoder(_dictionary())
+        self.encoder = wire.Encoder(radius_dictionary())
         enc = self.encoder.encode
         self._common = (enc("NAS-IP-Address", nas_ip) + enc("NAS-Identifier", nas_id)
                         + enc("NAS-Port", 2149580801) + enc("NAS-Port-Type", 19)          # Wireless-802.11

@@ -14,16 +14,9 @@ from pyrad.client import Client, Timeout
 
 from radius.probe import ask
 
+from .common import radius_dictionary
+
 RADCLIENT = "/usr/bin/radclient"
-_DICTIONARY = None
-
-
-def _dictionary():
-    global _DICTIONARY
-    if _DICTIONARY is None:
-        from radius.server import load_dictionary
-        _DICTIONARY = load_dictionary()
-    return _DICTIONARY
 
 
 def auth_request(mac: str, ip: str) -> str:
@@ -101,7 +94,7 @@ def radclient(path: Path, port: int, secret: str, kind: str, parallel: int = 64)
 
 
 def _client(port: int, secret: str, timeout: float, retries: int) -> Client:
-    return Client(server="127.0.0.1", authport=port, acctport=port, secret=secret.encode(), dict=_dictionary(),
+    return Client(server="127.0.0.1", authport=port, acctport=port, secret=secret.encode(), dict=radius_dictionary(),
                   retries=retries, timeout=timeout, enforce_ma=True)
 
 
