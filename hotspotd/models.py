@@ -100,6 +100,13 @@ class Package(BaseModel):
     #: time bought with it works at every venue (else only where it was bought)
     roams = _flag_field()
 
+    @classmethod
+    def sold_at(cls, sites, every_venue: bool = True) -> pw.Expression:
+        """The condition "sold at one of the venues ``sites`` (ids)": their own packages and,
+        unless ``every_venue`` is False, those sold at every venue."""
+        own = cls.site.in_(list(sites))
+        return (cls.site.is_null() | own) if every_venue else own
+
 
 class Payment(BaseModel):
     """One STK push and its fate. ``status``: created → pending → success | failed |

@@ -162,7 +162,7 @@ class PaymentService:
         except (TypeError, ValueError, OverflowError):   # OverflowError: JSON's Infinity
             raise PaymentRefused("Choose a package.", "packageId") from None
         # beyond 64 bits the database driver raises instead of finding nothing
-        package = (Package.get_or_none((Package.id == pid) & Package.active & on_sale_at(site))
+        package = (Package.get_or_none((Package.id == pid) & Package.active & Package.sold_at([site]))
                    if 0 < pid < 2**63 else None)
         if package is None:
             raise PaymentRefused("That package is not on offer; choose another.", "packageId", 404)
@@ -454,9 +454,10 @@ class PaymentService:
         return Payment.get_or_none(Payment.checkout_request_id == checkout_request_id)
 
 
-def on_sale_at(site: str | None):
-    """The peewee condition "the package is sold at ``site``" (its own, or every venue's)."""
-    return Package.site.is_null() | (Package.site == (site or DEFAULT_SITE))
+def on_sale(site: str) -> list[Package]:
+    """The packages customers can buy at venue ``site``, in the order the splash page shows them."""
+    return list(Package.select().where(Package.active, Package.sold_at([site]))
+                .order_by(Package.position, Package.price))
 
 
 def _ids(payment_id: int, checkout_request_id: str | None) -> dict:

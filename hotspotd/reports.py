@@ -64,10 +64,7 @@ def sold_at(site: Sites, every_venue: bool = True):
     """The condition "the package is sold at ``site``": its own packages and, unless
     ``every_venue`` is False, those sold at every venue. None when ``site`` is every venue."""
     ids = site_ids(site)
-    if ids is None:
-        return None
-    own = Package.site.in_(ids)
-    return (Package.site.is_null() | own) if every_venue else own
+    return None if ids is None else Package.sold_at(ids, every_venue)
 
 
 def packages(site: Sites = None) -> list[Package]:

@@ -14,7 +14,7 @@ from hotspotd import access, clock, router_login, vouchers
 from hotspotd.identifiers import InvalidMac, InvalidPhone, normalize_mac, normalize_phone
 from hotspotd.daraja import codes
 from hotspotd.models import Entitlement, Package, Payment, execute
-from hotspotd.payments import UNKNOWN_SITE, PaymentRefused, on_sale_at
+from hotspotd.payments import UNKNOWN_SITE, PaymentRefused, on_sale
 
 from . import i18n, limiter
 
@@ -78,8 +78,7 @@ def packages():
         site = _site_id(request.args)
     except PaymentRefused as exc:
         return _refused(exc)
-    rows = Package.select().where(Package.active, on_sale_at(site)).order_by(Package.position, Package.price)
-    return jsonify({"success": True, "site": site, "packages": [package_json(p) for p in rows]})
+    return jsonify({"success": True, "site": site, "packages": [package_json(p) for p in on_sale(site)]})
 
 
 @bp.post("/pay")

@@ -11,8 +11,7 @@ from flask import Blueprint, abort, current_app, make_response, redirect, render
 from hotspotd import access, clock, router_login, vouchers
 from hotspotd.identifiers import InvalidMac, InvalidPhone, is_random_mac, normalize_mac, normalize_phone
 from hotspotd.config import Site
-from hotspotd.models import Package
-from hotspotd.payments import PaymentRefused, on_sale_at
+from hotspotd.payments import PaymentRefused, on_sale
 
 from . import i18n, limiter
 from .api import STATUS_OF, payment_status_json, router_login_form
@@ -65,7 +64,7 @@ def _render(template: str, status: int = 200, **values):
 
 
 def _packages(site: Site):
-    return list(Package.select().where(Package.active, on_sale_at(site.id)).order_by(Package.position, Package.price))
+    return on_sale(site.id)
 
 
 def _online_page(grant_or_ent, form: router_login.LoginForm | None, title_key: str, note_key: str | None = None,
