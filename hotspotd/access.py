@@ -1,7 +1,7 @@
 """Who may be online, for how long and with what limits: the one owner of that answer.
 
-An :class:`~hotspotd.models.Entitlement` is time (and data) bought by a payment or a voucher;
-:class:`~hotspotd.models.Device` rows bind MACs to it. RADIUS and the portal both ask
+An :class:`~hotspotd.storage.models.Entitlement` is time (and data) bought by a payment or a voucher;
+:class:`~hotspotd.storage.models.Device` rows bind MACs to it. RADIUS and the portal both ask
 :func:`authorize`; the scheduler calls :func:`expire_due`; nobody else decides.
 
 Venues (sites): an entitlement works at the site it was bought at, or at every site when its
@@ -18,8 +18,8 @@ from typing import NamedTuple
 import peewee as pw
 
 from . import clock, faults
-from .models import (DEFAULT_SITE, AcctSession, Device, Entitlement, Event, Package, Payment, chunks, database,
-                     execute, execute_many, marks)
+from .storage.models import (DEFAULT_SITE, AcctSession, Device, Entitlement, Event, Package, Payment, chunks,
+                             database, execute, execute_many, marks)
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import secrets
 from typing import Iterable
 
 from . import clock
-from .models import AdminUser
+from .storage.models import AdminUser
 
 log = logging.getLogger(__name__)
 

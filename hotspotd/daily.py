@@ -16,7 +16,7 @@ from email.message import EmailMessage
 import peewee as pw
 
 from . import clock, reports
-from .models import Entitlement, Payment, Voucher
+from .storage.models import Entitlement, Payment, Voucher
 
 
 @dataclass(frozen=True)

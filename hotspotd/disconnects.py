@@ -1,11 +1,11 @@
 """Cutting devices off at the routers, and making sure it happened.
 
-When an entitlement ends, :func:`enqueue` writes one :class:`~hotspotd.models.Disconnect` row
+When an entitlement ends, :func:`enqueue` writes one :class:`~hotspotd.storage.models.Disconnect` row
 per (device, router) in the same transaction; :func:`run_due` (a scheduler job) works through
 the due rows with each router's :class:`Cutter`. A row is done only when the router confirms the
 device is gone. While a router cannot be reached the row is retried with backoff; after
 ``FAILING_AFTER`` failed attempts it is marked ``failing`` so the owner sees it, and it is still
-retried until ``GIVE_UP_SECONDS``. Every attempt leaves an :class:`~hotspotd.models.Event`.
+retried until ``GIVE_UP_SECONDS``. Every attempt leaves an :class:`~hotspotd.storage.models.Event`.
 
 RADIUS already refuses an ended entitlement and the Session-Timeout we sent bounds the router's
 session, so a slow router delays the cut; it never extends paid time.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Protocol
 
 from . import access, clock, faults
-from .models import AcctSession, Disconnect, Event, chunks, database, execute, execute_many, marks
+from .storage.models import AcctSession, Disconnect, Event, chunks, database, execute, execute_many, marks
 
 log = logging.getLogger(__name__)
 

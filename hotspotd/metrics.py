@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 from . import clock
 from .daraja import codes
 from .daraja.client import DarajaAuthError
-from .models import AcctSession, Entitlement
+from .storage.models import AcctSession, Entitlement
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from . import access, clock, faults
 from .daraja import codes
 from .daraja.client import DarajaClient, DarajaError, DarajaRejected, DarajaUnavailable
 from .identifiers import InvalidMac, InvalidPhone, mask_phone, normalize_mac, normalize_phone
-from .models import DEFAULT_SITE, Callback, Event, Package, Payment, database
+from .storage.models import DEFAULT_SITE, Callback, Event, Package, Payment, database
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from .config import callback_url_problem
 from .daraja import codes
 from .daraja.client import DarajaAuthError, DarajaError
 from .identifiers import mask_phone
-from .models import DEFAULT_SITE, AcctSession, Device, Entitlement, Event, Package, Payment, Voucher
+from .storage.models import DEFAULT_SITE, AcctSession, Device, Entitlement, Event, Package, Payment, Voucher
 
 #: Payment states as stored, in the order the dashboard offers them as filters.
 PAYMENT_STATES = ("created", "pending", "success", "failed", "cancelled", "timeout", "error")

@@ -4,7 +4,7 @@ Each job runs at most once at a time (``max_instances=1``), late runs are merged
 (``coalesce``), and an exception in one run is logged and never stops the schedule.
 
 Several hotspotd processes may share one PostgreSQL database (a central server): each runs its
-own schedule, and :func:`hotspotd.db.claim_run` lets one of them run a job per tick, never two at
+own schedule, and :func:`hotspotd.storage.db.claim_run` lets one of them run a job per tick, never two at
 once; when one process dies, the next tick's claim falls to another.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class Scheduler:
     def __init__(self, claim: Callable[[str, float, bool], ContextManager[bool]] | None = None) -> None:
         """``claim(name, seconds, woken)``: a context manager saying whether this process runs
-        this tick of job ``name`` (:func:`hotspotd.db.claim_run`); None: always."""
+        this tick of job ``name`` (:func:`hotspotd.storage.db.claim_run`); None: always."""
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
         self._claim = claim

@@ -53,7 +53,7 @@ def _config(cfg: Config, path: str | None) -> Result:
 
 
 def _database(cfg: Config) -> list[Result]:
-    from . import db as db_mod
+    from .storage import db as db_mod
 
     url = cfg.database.url
     if not url.startswith("sqlite:///"):

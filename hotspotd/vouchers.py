@@ -10,7 +10,7 @@ import re
 import secrets
 
 from . import access, clock
-from .models import DEFAULT_SITE, Entitlement, Event, Package, Voucher, database
+from .storage.models import DEFAULT_SITE, Entitlement, Event, Package, Voucher, database
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The HTTP face of hotspotd: splash page (/), portal API (/api/portal), callbacks, dashboard (/admin),
 figures for Prometheus (/metrics).
 
-``create_app(hotspot)`` builds the Flask app around a running :class:`hotspotd.daemon.Hotspot`;
+``create_app(hotspot)`` builds the Flask app around a running :class:`hotspotd.service.daemon.Hotspot`;
 the production server is waitress (see :mod:`portal_web.serve`).
 """
 from __future__ import annotations

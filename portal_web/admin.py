@@ -84,7 +84,7 @@ from werkzeug.exceptions import HTTPException
 
 from hotspotd import access, admins, clock, reports, vouchers
 from hotspotd.identifiers import mask_phone
-from hotspotd.models import AdminUser, Entitlement, Package, Payment, Setting, Voucher, database
+from hotspotd.storage.models import AdminUser, Entitlement, Package, Payment, Setting, Voucher, database
 from hotspotd.payments import MAX_AMOUNT
 
 from . import csrf, limiter

@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, jsonify, request
 from hotspotd import access, clock, router_login, vouchers
 from hotspotd.identifiers import InvalidMac, InvalidPhone, normalize_mac, normalize_phone
 from hotspotd.daraja import codes
-from hotspotd.models import Entitlement, Package, Payment, execute
+from hotspotd.storage.models import Entitlement, Package, Payment, execute
 from hotspotd.payments import UNKNOWN_SITE, PaymentRefused, on_sale
 
 from . import i18n, limiter
@@ -54,7 +54,7 @@ def package_json(p: Package) -> dict:
 
 def _site_id(*sources) -> str:
     """The venue a request names: ``site`` (or a CoovaChilli ``nasid``) in the query string or in
-    the JSON body or its ``login`` object (see :meth:`hotspotd.daemon.Hotspot.site_for`). Raises
+    the JSON body or its ``login`` object (see :meth:`hotspotd.service.daemon.Hotspot.site_for`). Raises
     PaymentRefused for a venue this install does not have."""
     ctx: dict = {}
     for values in sources:

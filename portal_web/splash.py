@@ -35,7 +35,7 @@ def _mac(ctx: dict) -> str | None:
 
 
 def _site(ctx: dict) -> Site:
-    """The venue of this request (see :meth:`hotspotd.daemon.Hotspot.site_for`); a venue this
+    """The venue of this request (see :meth:`hotspotd.service.daemon.Hotspot.site_for`); a venue this
     install does not have ends the request with a page that says so (nothing is sold there)."""
     site = _hotspot().site_for(ctx)
     if site is None:

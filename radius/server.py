@@ -22,7 +22,8 @@ from pyrad import packet
 from pyrad.dictionary import Dictionary
 from pyrad.server import Server, ServerPacketError
 
-from hotspotd import access, db
+from hotspotd import access
+from hotspotd.storage import db
 from hotspotd.access import Usage
 from hotspotd.config import Config, RadiusClient
 from hotspotd.identifiers import InvalidMac, normalize_mac

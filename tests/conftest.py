@@ -87,7 +87,7 @@ def make_config_dict(tmp_path, database_url: str | None = None, **tables) -> dic
 def make_hotspot(tmp_path, database_url):
     started: list = []
 
-    from hotspotd.daemon import Hotspot
+    from hotspotd.service.daemon import Hotspot
 
     def make(**tables) -> Hotspot:
         hs = Hotspot(from_dict(make_config_dict(tmp_path, database_url, **tables), "test")).start()
@@ -125,7 +125,7 @@ def give_time(mac: str | None, *, seconds: int = 3600, price: int = 10, data_cap
               rate: str | None = None, devices: int = 1, phone: str = "254708374149", login=None):
     """A paid entitlement for ``mac`` as a successful payment would leave it (for RADIUS tests)."""
     from hotspotd import access, clock
-    from hotspotd.models import Package, Payment, database
+    from hotspotd.storage.models import Package, Payment, database
 
     now = clock.now()
     with database.atomic():

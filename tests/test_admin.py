@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from hotspotd import access, admins, cli, clock, reports
-from hotspotd.models import AdminUser, Disconnect, Entitlement, Event, Package, Payment, Voucher
+from hotspotd import access, admins, clock, reports
+from hotspotd.service import cli
+from hotspotd.storage.models import AdminUser, Disconnect, Entitlement, Event, Package, Payment, Voucher
 
 from .conftest import give_time, wait_for
 from .test_radius import RADIUS

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from hotspotd import access, admins, clock, reports, vouchers
-from hotspotd.models import AcctSession, AdminUser, Disconnect, Entitlement, Event, Package, Payment, Voucher
+from hotspotd.storage.models import AcctSession, AdminUser, Disconnect, Entitlement, Event, Package, Payment, Voucher
 
 from .test_admin import PASSWORD, attr, flashes, post, sign_in, token
 from .test_admin import run_cli as admin_cli

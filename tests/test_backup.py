@@ -4,8 +4,10 @@ import threading
 
 import pytest
 
-from hotspotd import backup, cli, clock, db
-from hotspotd.models import Event, Package, Payment
+from hotspotd import clock
+from hotspotd.storage import backup, db
+from hotspotd.service import cli
+from hotspotd.storage.models import Event, Package, Payment
 
 from .conftest import give_time
 

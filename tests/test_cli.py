@@ -1,4 +1,5 @@
-from hotspotd import cli, db as db_mod
+from hotspotd.service import cli
+from hotspotd.storage import db as db_mod
 
 
 def run(capsys, tmp_path, *args):
@@ -52,7 +53,7 @@ def test_simulate_routeros_serves_the_api_until_sigterm(tmp_path):
     from hotspotd.disconnects import Target
     from hotspotd.routers.mikrotik import MikroTikRouter
 
-    proc = subprocess.Popen([sys.executable, "-m", "hotspotd.cli", "simulate", "routeros", "--listen", "127.0.0.1:0",
+    proc = subprocess.Popen([sys.executable, "-m", "hotspotd.service.cli", "simulate", "routeros", "--listen", "127.0.0.1:0",
                              "--user", "api", "--password", "pw"], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

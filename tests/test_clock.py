@@ -6,7 +6,7 @@ import time
 import pytest
 
 from hotspotd import access, clock
-from hotspotd.models import Event, Setting
+from hotspotd.storage.models import Event, Setting
 
 from .conftest import give_time
 
@@ -65,7 +65,7 @@ def test_restart_with_a_stale_clock_keeps_the_saved_time(make_hotspot, wall, cap
     hs.stop()
     wall.jump(-86400)                              # the Pi booted a day in the past
     Setting.put("clock_high_water", str(saved + 3600))
-    with caplog.at_level(logging.WARNING, logger="hotspotd.daemon"):
+    with caplog.at_level(logging.WARNING, logger="hotspotd.service.daemon"):
         make_hotspot(scheduler={"enabled": False})
     assert clock.now() >= saved + 3600
     assert access.authorize(MAC) is None           # its 10 minutes were over an hour ago
@@ -74,7 +74,7 @@ def test_restart_with_a_stale_clock_keeps_the_saved_time(make_hotspot, wall, cap
 
 def test_unsynchronised_clock_is_reported(make_hotspot, monkeypatch, caplog):
     monkeypatch.setattr(clock, "synchronized", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="hotspotd.daemon"):
+    with caplog.at_level(logging.WARNING, logger="hotspotd.service.daemon"):
         hs = make_hotspot(scheduler={"enabled": False})
     assert hs.clock_synchronized is False
     assert any("not NTP-synchronised" in r.message for r in caplog.records)

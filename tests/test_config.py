@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from hotspotd import cli, config
+from hotspotd import config
+from hotspotd.service import cli
 from hotspotd.config import ConfigError, SCHEMA, from_dict, load
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "hotspotd.toml"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hotspotd import access, clock, faults
-from hotspotd.models import Callback, Entitlement, Event, Package, Payment
+from hotspotd.storage.models import Callback, Entitlement, Event, Package, Payment
 
 from .conftest import wait_for
 from .test_payment_flow import MAC, final_status, pay

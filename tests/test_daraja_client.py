@@ -14,7 +14,7 @@ from hotspotd.config import SANDBOX_PASSKEY
 from hotspotd.daraja import client as client_mod
 from hotspotd.daraja.client import (BASE_URLS, DarajaAuthError, DarajaClient, DarajaError, DarajaRejected,
                                     DarajaUnavailable, PushAccepted, QueryResult, nairobi_timestamp, stk_password)
-from hotspotd.daraja.simulator import DarajaSimulator
+from hotspotd.testing.daraja import DarajaSimulator
 
 PHONE = "254708374149"
 CALLBACK = "http://127.0.0.1:9/cb/test-token"   # discard port: nobody listens, the simulator shrugs

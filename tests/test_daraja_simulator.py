@@ -17,7 +17,7 @@ import requests
 
 from hotspotd.config import SANDBOX_PASSKEY
 from hotspotd.daraja.client import DarajaClient, nairobi_timestamp, stk_password
-from hotspotd.daraja.simulator import DarajaSimulator
+from hotspotd.testing.daraja import DarajaSimulator
 
 SHORTCODE = "174379"
 PHONE = "254708374149"
@@ -436,9 +436,9 @@ def test_url_and_port(sim):
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", sim.url)
 
 
-def test_main_runs_standalone():
+def test_hotspotd_simulate_daraja_runs_standalone():
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with subprocess.Popen([sys.executable, "-m", "hotspotd.daraja.simulator", "--listen", "127.0.0.1:0",
+    with subprocess.Popen([sys.executable, "-m", "hotspotd.service.cli", "simulate", "daraja", "--listen", "127.0.0.1:0",
                            "--callback-delay", "0.1"], stderr=subprocess.PIPE, text=True, env=env) as proc:
         try:
             url = None
@@ -458,8 +458,7 @@ def test_main_runs_standalone():
             assert proc.wait(timeout=10) == 0
 
 
-def test_main_rejects_a_bad_listen_address(capsys):
-    from hotspotd.daraja.simulator import main
-    with pytest.raises(SystemExit):
-        main(["--listen", "nonsense"])
+def test_hotspotd_simulate_daraja_rejects_a_bad_listen_address(capsys):
+    from hotspotd.service.cli import main
+    assert main(["simulate", "daraja", "--listen", "nonsense"]) == 2
     assert "host:port" in capsys.readouterr().err

@@ -2,8 +2,8 @@
 the rest on the database of the run (PostgreSQL in scripts/test's second pass)."""
 import pytest
 
-from hotspotd import db
-from hotspotd.models import Package, Setting
+from hotspotd.storage import db
+from hotspotd.storage.models import Package, Setting
 
 from .conftest import sqlite_only
 
@@ -51,7 +51,7 @@ def test_read_then_write_transactions_wait_instead_of_failing(tmp_path):
     import threading
 
     from hotspotd import clock, vouchers
-    from hotspotd.models import Event, Voucher
+    from hotspotd.storage.models import Event, Voucher
 
     database = db.prepare(f"sqlite:///{tmp_path}/a.db")
     codes = [v.code for v in vouchers.generate(Package.get().id, 40)]
@@ -89,7 +89,7 @@ def test_v4_releases_the_bindings_of_sessions_ended_before_it(tmp_path, database
     """A database from before v4 kept an ended session's devices active; the upgrade releases
     them and leaves live sessions' bindings (and RADIUS's answers) as they were."""
     from hotspotd import access
-    from hotspotd.models import Device, Entitlement
+    from hotspotd.storage.models import Device, Entitlement
 
     database = db.prepare(database_url or f"sqlite:///{tmp_path}/a.db")
     package = Package.get(Package.name == "1 hour")
@@ -113,7 +113,7 @@ def test_v4_releases_the_bindings_of_sessions_ended_before_it(tmp_path, database
 
 def test_ending_a_session_releases_its_bindings(tmp_path, database_url):
     from hotspotd import access
-    from hotspotd.models import Device
+    from hotspotd.storage.models import Device
 
     database = db.prepare(database_url or f"sqlite:///{tmp_path}/a.db")
     package = Package.get(Package.name == "1 hour")

@@ -16,7 +16,7 @@ from pyrad import packet
 from pyrad.client import Client
 
 from radius.disconnect import DisconnectResult, NasUnreachable, send_disconnect
-from radius.nas_sim import NasSimulator
+from radius.testing.nas import NasSimulator
 from radius.server import load_dictionary
 
 SECRET = "testing123"

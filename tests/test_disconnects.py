@@ -2,8 +2,8 @@
 import pytest
 
 from hotspotd import clock, disconnects
-from hotspotd.models import Disconnect, Entitlement, Event
-from hotspotd.routers.routeros_sim import RouterOSSimulator
+from hotspotd.storage.models import Disconnect, Entitlement, Event
+from hotspotd.testing.routeros import RouterOSSimulator
 
 from .conftest import give_time, wait_for
 
@@ -128,7 +128,7 @@ def test_wrong_api_password_is_a_visible_failure(make_hotspot, sim):
 
 
 def test_coova_session_is_ended_by_disconnect_request(make_hotspot):
-    from radius.nas_sim import NasSimulator
+    from radius.testing.nas import NasSimulator
     with NasSimulator(secret="coasecret") as nas:
         address, port = nas.address
         routers = [{"name": "chilli", "kind": "coova", "address": address, "coa_port": port, "secret": "coasecret"}]

@@ -4,7 +4,7 @@ still hold with Flask-Limiter's app-wide hook removed."""
 import pytest
 from werkzeug.test import Client
 
-from hotspotd.models import Payment
+from hotspotd.storage.models import Payment
 
 from .conftest import wait_for
 

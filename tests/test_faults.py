@@ -20,8 +20,9 @@ import peewee as pw
 import pytest
 from pyrad import packet
 
-from hotspotd import access, db
-from hotspotd.models import Callback, Entitlement, Event, Package, Payment, Setting
+from hotspotd import access
+from hotspotd.storage import db
+from hotspotd.storage.models import Callback, Entitlement, Event, Package, Payment, Setting
 
 from .conftest import POSTGRES_ENV, give_time, postgres_only, sqlite_only, wait_for
 from .test_payment_flow import MAC, final_status, forged, pay
@@ -409,7 +410,7 @@ def test_sessions_the_server_ended_are_replaced_by_every_part(make_hotspot, http
     in_flight = pay(http, hs, "0708374149", mac="AA:BB:CC:00:55:02").json()["checkoutRequestId"]
     runs = dict(hs.scheduler.runs)
 
-    with caplog.at_level(logging.WARNING, logger="hotspotd.postgres"):
+    with caplog.at_level(logging.WARNING, logger="hotspotd.storage.postgres"):
         ended = _end_sessions(hs.config.database.url)    # web, RADIUS, scheduler and this thread's
         assert ended >= 4
         # the callback on its way is stored and applied on a new connection
@@ -426,7 +427,7 @@ def test_sessions_the_server_ended_are_replaced_by_every_part(make_hotspot, http
         wait_for(lambda: all(hs.scheduler.runs.get(job, 0) >= runs.get(job, 0) + 3
                              for job in ("reconcile", "expire")))
     assert Entitlement.select().count() == 4 and Payment.select().count() == 4
-    replaced = [rec.getMessage() for rec in caplog.records if rec.name == "hotspotd.postgres"]
+    replaced = [rec.getMessage() for rec in caplog.records if rec.name == "hotspotd.storage.postgres"]
     # one line per thread whose connection was replaced (a statement cut mid-run says "connection lost")
     assert len(replaced) >= 3, replaced
     assert any("terminating connection due to administrator command" in m for m in replaced), replaced

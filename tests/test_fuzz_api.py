@@ -20,8 +20,8 @@ from schemathesis import GenerationMode, checks
 import portal_web
 from hotspotd import vouchers
 from hotspotd.config import from_dict
-from hotspotd.daemon import Hotspot
-from hotspotd.models import Payment
+from hotspotd.service.daemon import Hotspot
+from hotspotd.storage.models import Payment
 from portal_web import create_app
 
 from .conftest import make_config_dict, wait_for
@@ -239,7 +239,7 @@ def test_router_login_still_offered_for_a_real_routers_variables(target):
 @pytest.mark.parametrize("path", ["/api/portal/mpesa/callback", "/cb/{token}"])
 def test_callback_with_a_lone_surrogate_is_stored_and_acknowledged(target, path):
     """Was a 500 and a lost body: JSON's "\\ud800" cannot be written to a UTF-8 column."""
-    from hotspotd.models import Callback
+    from hotspotd.storage.models import Callback
 
     body = '{"Body": {"stkCallback": {"CheckoutRequestID": "\\ud800", "ResultCode": 0, "ResultDesc": "\\udfff"}}}'
     before = Callback.select().count()

@@ -3,7 +3,7 @@ import logging
 
 from hotspotd import admins, vouchers
 from hotspotd.identifiers import mask_phone
-from hotspotd.models import Entitlement, Package, Payment
+from hotspotd.storage.models import Entitlement, Package, Payment
 
 from .conftest import wait_for
 from .test_radius import RADIUS, client, mac_request, send

@@ -7,7 +7,7 @@ from pyrad import packet
 from hotspotd import clock
 from hotspotd.daraja.client import DarajaAuthError, DarajaUnavailable
 from hotspotd.metrics import MAX_ERROR_CODES, Metrics
-from hotspotd.models import Entitlement, Payment
+from hotspotd.storage.models import Entitlement, Payment
 
 from .conftest import give_time, wait_for
 from .test_radius import MAC, RADIUS, acct, client, mac_request, send

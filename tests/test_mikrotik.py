@@ -11,7 +11,7 @@ import pytest
 
 from hotspotd.config import Router
 from hotspotd.routers.mikrotik import MikroTikRouter, RouterError, RouterUnavailable
-from hotspotd.routers.routeros_sim import RouterOSSimulator
+from hotspotd.testing.routeros import RouterOSSimulator
 
 MAC1, MAC2 = "AA:BB:CC:DD:EE:01", "AA:BB:CC:DD:EE:02"
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from hotspotd import access
-from hotspotd.models import Callback, Entitlement, Event, Package, Payment
+from hotspotd.storage.models import Callback, Entitlement, Event, Package, Payment
 
 from .conftest import wait_for
 

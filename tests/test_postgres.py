@@ -9,7 +9,7 @@ from .conftest import POSTGRES_ENV
 
 
 def test_the_hotspot_runs_on_the_database_the_run_asked_for(hotspot):
-    from hotspotd.models import database
+    from hotspotd.storage.models import database
     expected = pw.PostgresqlDatabase if os.environ.get(POSTGRES_ENV) else pw.SqliteDatabase
     assert isinstance(database.obj, expected)
     assert hotspot.config.database.url.startswith("postgresql://" if os.environ.get(POSTGRES_ENV) else "sqlite:///")
@@ -19,8 +19,10 @@ ADMIN_URL = os.environ.get(POSTGRES_ENV) or "postgresql://postgres@127.0.0.1:543
 
 
 def test_db_copy_moves_a_venue_onto_postgresql_with_every_row_and_id(tmp_path, capsys):
-    from hotspotd import access, admins, cli, clock, db, vouchers
-    from hotspotd.models import AcctSession, Device, Entitlement, Package, Payment, Setting, Voucher, database
+    from hotspotd import access, admins, clock, vouchers
+    from hotspotd.service import cli
+    from hotspotd.storage import db
+    from hotspotd.storage.models import AcctSession, Device, Entitlement, Package, Payment, Setting, Voucher, database
 
     from .conftest import fresh_postgres_database
 
@@ -104,7 +106,7 @@ enabled = false
 """)
     config.chmod(0o600)
     with open(folder / "hotspotd.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "hotspotd.cli", "--config", str(config), "run"],
+        proc = subprocess.Popen([sys.executable, "-m", "hotspotd.service.cli", "--config", str(config), "run"],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
@@ -131,9 +133,9 @@ def test_two_daemons_on_one_database_make_one_session_per_payment(tmp_path):
     import peewee as pw
     import requests
 
-    from hotspotd import db
-    from hotspotd.daraja.simulator import DarajaSimulator
-    from hotspotd.models import Callback, Entitlement, Event, JobRun, Payment, database
+    from hotspotd.storage import db
+    from hotspotd.testing.daraja import DarajaSimulator
+    from hotspotd.storage.models import Callback, Entitlement, Event, JobRun, Payment, database
 
     from .conftest import fresh_postgres_database
 
@@ -203,9 +205,10 @@ def test_the_jobs_carry_on_when_one_daemon_dies_in_the_middle_of_one(tmp_path):
 
     import requests
 
-    from hotspotd import access, clock, db
-    from hotspotd.daraja.simulator import DarajaSimulator
-    from hotspotd.models import Entitlement, Event, Package, Payment, database
+    from hotspotd import access, clock
+    from hotspotd.storage import db
+    from hotspotd.testing.daraja import DarajaSimulator
+    from hotspotd.storage.models import Entitlement, Event, Package, Payment, database
 
     from .conftest import fresh_postgres_database
 
@@ -264,8 +267,8 @@ def test_a_threads_session_settings_outlive_its_connection():
 
     import psycopg2
 
-    from hotspotd import db
-    from hotspotd.models import database
+    from hotspotd.storage import db
+    from hotspotd.storage.models import database
 
     from .conftest import fresh_postgres_database
 

@@ -283,7 +283,7 @@ def test_voucher_codes_survive_how_people_type_them(code, frame, lower, sep):
 
 
 def test_voucher_redeem_refuses_anything_but_a_code(hotspot):
-    from hotspotd.models import Package, Voucher
+    from hotspotd.storage.models import Package, Voucher
 
     package = Package.select().first()
     issued = {v.code for v in vouchers.generate(package.id, 3)}

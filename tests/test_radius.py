@@ -10,7 +10,7 @@ import pytest
 from pyrad import packet
 from pyrad.client import Client, Timeout
 
-from hotspotd.models import AcctSession, Entitlement
+from hotspotd.storage.models import AcctSession, Entitlement
 from radius.server import load_dictionary
 
 from .conftest import give_time
@@ -304,7 +304,7 @@ def test_only_the_radius_thread_commits_without_waiting_for_the_disk(mikrotik):
     """Accounting totals survive a lost commit (the next report carries them), payments would
     not: the RADIUS thread's SQLite connection runs synchronous=NORMAL, everyone else's FULL;
     on PostgreSQL its synchronous_commit is off, everyone else's on."""
-    from hotspotd.models import database
+    from hotspotd.storage.models import database
     ent = give_time(MAC)
     c = client(mikrotik)
     assert send(c, acct(c, "Start", ent=ent)).code == packet.AccountingResponse

@@ -5,8 +5,9 @@ import time
 
 import pytest
 
-from hotspotd import cli, clock
-from hotspotd.models import Payment
+from hotspotd import clock
+from hotspotd.service import cli
+from hotspotd.storage.models import Payment
 
 from .conftest import wait_for
 from .test_payment_flow import pay

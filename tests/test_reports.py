@@ -7,9 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from hotspotd import access, clock, db as db_mod, reports, vouchers
+from hotspotd import access, clock, reports, vouchers
+from hotspotd.storage import db as db_mod
 from hotspotd.daraja.client import DarajaAuthError
-from hotspotd.models import AcctSession, Device, Disconnect, Entitlement, Event, Package, Payment
+from hotspotd.storage.models import AcctSession, Device, Disconnect, Entitlement, Event, Package, Payment
 from hotspotd.routers.mikrotik import RouterUnavailable
 
 TODAY = date(2026, 5, 31)

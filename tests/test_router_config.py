@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from hotspotd import cli
+from hotspotd.service import cli
 from hotspotd.config import from_dict
 from hotspotd.router_config import MIKROTIK_LOGIN_VARS, coova_config, mikrotik_login_html, mikrotik_script
 

@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 from pyrad import packet
 
 from hotspotd import router_login
-from hotspotd.models import Event, Payment
+from hotspotd.storage.models import Event, Payment
 
 from .conftest import wait_for
 from .test_radius import RADIUS, client, send

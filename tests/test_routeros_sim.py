@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import socket
 import subprocess
 import sys
@@ -18,8 +19,8 @@ from librouteros.protocol import decode_length as lr_decode_length
 from librouteros.protocol import encode_length as lr_encode_length
 from librouteros.query import And, Key, Or
 
-from hotspotd.routers import routeros_sim
-from hotspotd.routers.routeros_sim import RouterOSSimulator, decode_length, encode_length, prefix_size
+from hotspotd.testing import routeros
+from hotspotd.testing.routeros import RouterOSSimulator, decode_length, encode_length, prefix_size
 
 MAC1, MAC2, MAC3 = "AA:BB:CC:DD:EE:01", "AA:BB:CC:DD:EE:02", "AA:BB:CC:DD:EE:03"
 
@@ -82,10 +83,10 @@ def test_length_prefix_round_trip(length):
 
 @given(st.lists(st.text(min_size=1, max_size=300), max_size=8))
 def test_sentence_round_trip(words):
-    stream = io.BytesIO(routeros_sim.encode_sentence(words))
-    assert routeros_sim.read_sentence(stream.read) == words
+    stream = io.BytesIO(routeros.encode_sentence(words))
+    assert routeros.read_sentence(stream.read) == words
     with pytest.raises(EOFError):
-        routeros_sim.read_sentence(stream.read)
+        routeros.read_sentence(stream.read)
 
 
 @pytest.mark.parametrize("length, size", [(0x7F, 1), (0x80, 2), (0x3FFF, 2), (0x4000, 3), (0x1FFFFF, 3),
@@ -95,7 +96,7 @@ def test_length_prefix_sizes_at_the_boundaries(length, size):
 
 
 def test_reserved_control_byte_is_refused():
-    with pytest.raises(routeros_sim.WireError):
+    with pytest.raises(routeros.WireError):
         prefix_size(0xF8)
 
 
@@ -121,7 +122,7 @@ def test_five_byte_length_form_is_decoded(sim, raw):
 def test_login_and_identity(sim, api):
     assert list(api.path("system", "identity")) == [{"name": "hotspotd-sim"}]
     resource = next(iter(api.path("system", "resource")))
-    assert resource["version"] == routeros_sim.DEFAULT_VERSION and resource["board-name"]
+    assert resource["version"] == routeros.DEFAULT_VERSION and resource["board-name"]
     assert sim.commands[0].command == "/login"
     assert sim.commands[0].attributes["password"] == "***"  # never kept
 
@@ -305,13 +306,13 @@ def test_stop_closes_client_connections():
         socket.create_connection(sim.address, timeout=1).close()
 
 
-def test_main_serves_until_terminated():
-    proc = subprocess.Popen([sys.executable, "-m", "hotspotd.routers.routeros_sim", "--listen", "127.0.0.1:0",
+def test_hotspotd_simulate_routeros_serves_until_terminated():
+    proc = subprocess.Popen([sys.executable, "-m", "hotspotd.service.cli", "simulate", "routeros", "--listen", "127.0.0.1:0",
                              "--password", "x", "--host", f"{MAC1}=10.5.50.11"],
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
-        host, port = line.rsplit(" ", 1)[1].strip().rsplit(":", 1)
+        host, port = re.search(r"listening on (\S+):(\d+)", line).groups()
         api = librouteros.connect(host, "admin", "x", port=int(port), timeout=2)
         try:
             assert [r["mac-address"] for r in api.path("ip", "hotspot", "host")] == [MAC1]

@@ -5,9 +5,10 @@ import sqlite3
 
 import pytest
 
-from hotspotd import cli, db
-from hotspotd.daraja.simulator import DarajaSimulator
-from hotspotd.routers.routeros_sim import RouterOSSimulator
+from hotspotd.service import cli
+from hotspotd.storage import db
+from hotspotd.testing.daraja import DarajaSimulator
+from hotspotd.testing.routeros import RouterOSSimulator
 
 DEMO = os.path.join(os.path.dirname(__file__), "..", "config", "hotspotd.toml")
 

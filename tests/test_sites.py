@@ -12,8 +12,9 @@ import pytest
 from pyrad import packet
 from pyrad.client import Client
 
-from hotspotd import access, clock, config, db, disconnects, vouchers
-from hotspotd.models import AcctSession, Disconnect, Entitlement, Package, Payment, Setting
+from hotspotd import access, clock, config, disconnects, vouchers
+from hotspotd.storage import db
+from hotspotd.storage.models import AcctSession, Disconnect, Entitlement, Package, Payment, Setting
 
 from .conftest import wait_for
 from .test_payment_flow import final_status
@@ -295,7 +296,7 @@ def test_simulator_keeps_each_paybills_transactions_to_itself(venues, http):
 
 
 def test_cli_sells_packages_per_venue_and_writes_each_routers_login_page(tmp_path, capsys):
-    from hotspotd import cli
+    from hotspotd.service import cli
     (tmp_path / "h.toml").write_text(f"""\
 [database]
 url = "sqlite:///{tmp_path}/h.db"
@@ -344,7 +345,7 @@ address = "10.77.0.12"
 
 
 def test_the_daily_report_for_one_venue_or_all(venues, http, tmp_path, capsys):
-    from hotspotd import cli
+    from hotspotd.service import cli
     paid(http, venues, "westlands", "westlands")
     paid(http, venues, "kisumu", "kisumu", phone="0708374150", mac="AA:BB:CC:00:51:04")
     venues.stop()
@@ -384,8 +385,8 @@ def test_each_venues_routers_log_its_customers_in_and_cut_them_off(make_hotspot,
     """Two venues, a (simulated) MikroTik each over the real RouterOS API: a payment at Westlands
     logs the device in at Westlands' router only; when its time runs out it is cut there, and no
     cut is queued at Kisumu's."""
-    from hotspotd.models import Event
-    from hotspotd.routers.routeros_sim import RouterOSSimulator
+    from hotspotd.storage.models import Event
+    from hotspotd.testing.routeros import RouterOSSimulator
 
     with RouterOSSimulator(username="hotspotd", password="pw", auto_hosts=True) as west, \
             RouterOSSimulator(username="hotspotd", password="pw", auto_hosts=True) as kisumu:

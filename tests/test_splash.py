@@ -4,7 +4,7 @@ import re
 import pytest
 
 from hotspotd import access, clock, vouchers
-from hotspotd.models import Disconnect, Entitlement, Package, Payment
+from hotspotd.storage.models import Disconnect, Entitlement, Package, Payment
 
 from .conftest import give_time, wait_for
 

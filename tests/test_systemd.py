@@ -210,7 +210,7 @@ def test_ready_watchdog_reload_and_stop(daemon):
     assert "Kahawa Corner" in requests.get(url + "/", timeout=5).text     # same port: old listen kept
     assert " DEBUG " not in content
     requests.get(simulator + "/ping", timeout=5).close()
-    wait_log(log, " DEBUG hotspotd.daraja.simulator")
+    wait_log(log, " DEBUG hotspotd.testing.daraja")
     manager.expect("WATCHDOG", "1", timeout=4.0)                           # still fed after a reload
 
     proc.send_signal(signal.SIGTERM)
@@ -245,7 +245,7 @@ def test_a_dead_part_starves_the_watchdog(tmp_path, monkeypatch):
     import peewee
 
     from hotspotd.config import from_dict
-    from hotspotd.daemon import Hotspot
+    from hotspotd.service.daemon import Hotspot
 
     from .conftest import make_config_dict
 
@@ -270,7 +270,7 @@ def test_reload_applies_only_what_is_safe(tmp_path):
     import logging
 
     from hotspotd.config import from_dict
-    from hotspotd.daemon import Hotspot
+    from hotspotd.service.daemon import Hotspot
 
     from .conftest import make_config_dict
 
@@ -295,8 +295,8 @@ def test_a_database_it_cannot_migrate_fails_the_start_and_is_left_alone(tmp_path
     (Restart=on-failure retries, the unit shows why), and not a byte of the database changed."""
     import hashlib
 
-    from hotspotd import db
-    from hotspotd.models import Setting
+    from hotspotd.storage import db
+    from hotspotd.storage.models import Setting
 
     state = tmp_path / "state"
     database = db.prepare(f"sqlite:///{state}/hotspotd.db")

@@ -232,7 +232,7 @@ class CentralRun:
             print(f"could not drop database {self.dbname}: {exc}", flush=True)
 
     def seed(self, venues: int) -> None:
-        from hotspotd import db as db_mod
+        from hotspotd.storage import db as db_mod
         started = time.perf_counter()
         devices = venues * self.load.devices_online
         seeder = Hotspot(self.workdir, "http://127.0.0.1:9", db_url=self.db_url)   # only its seed_* here
@@ -269,7 +269,7 @@ class CentralRun:
                        for v in range(venues))
 
     def start(self, venues: int) -> None:
-        from hotspotd.daraja.simulator import DarajaSimulator
+        from hotspotd.testing.daraja import DarajaSimulator
         # callbacks are held back and posted by the driver (at the customer's PIN time); a query
         # turns final only late, so the reconcile job does not answer before the callback does
         self.sim = DarajaSimulator(callback_delay=0, final_after=60).start()

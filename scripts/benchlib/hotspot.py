@@ -120,7 +120,7 @@ level = "{log_level}"
 
     # --- the database ---------------------------------------------------------------------
     def _open(self):
-        from hotspotd import db
+        from hotspotd.storage import db
         return db.prepare(self.db_url)
 
     def seed_paid(self, macs: list[str], seconds: int = 3600, id_base: int = 0,
@@ -128,7 +128,7 @@ level = "{log_level}"
         """One successful payment, its live entitlement and the device binding per MAC; returns
         the entitlement ids in the order of ``macs``. ``sites``: each MAC's venue (the column's
         default, the default venue, when None)."""
-        from hotspotd.models import Package
+        from hotspotd.storage.models import Package
         db = self._open()
         site_col, site_mark = (", site", ", ?") if sites else ("", "")
 
@@ -188,7 +188,7 @@ level = "{log_level}"
         """``count`` old successful payments spread over the last year by returning customers
         (``macs``), each with its ended entitlement, device binding (released at the end, as
         access.end_bindings leaves it) and events, as a year of trade leaves them."""
-        from hotspotd.models import Package
+        from hotspotd.storage.models import Package
         db = self._open()
         try:
             packages = [(p.id, p.price, p.duration_seconds) for p in Package.select()]
@@ -239,7 +239,7 @@ level = "{log_level}"
         started = time.perf_counter()
         with open(self.log_path, "ab") as log:
             python = str(self.python or (DAEMON_PYTHON if DAEMON_PYTHON.exists() else sys.executable))
-            self.proc = subprocess.Popen([python, "-m", "hotspotd.cli", "--config", str(self.config_path),
+            self.proc = subprocess.Popen([python, "-m", "hotspotd.service.cli", "--config", str(self.config_path),
                                           "run"], cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT)
         from .radius_load import answers

@@ -12,7 +12,7 @@ from pathlib import Path
 from pyrad import packet
 from pyrad.client import Client, Timeout
 
-from radius.probe import ask
+from radius.testing.probe import ask
 
 from .common import radius_dictionary
 
@@ -111,7 +111,7 @@ def _send(client: Client, req) -> packet.Packet | None:
 
 
 def mac_accepted(port: int, secret: str, mac: str, ip: str = "10.5.50.2", timeout: float = 1.0) -> bool | None:
-    """One MAC-authentication request as a NAS asks (:func:`radius.probe.ask`, empty password):
+    """One MAC-authentication request as a NAS asks (:func:`radius.testing.probe.ask`, empty password):
     True for Accept, False for Reject, None: no answer."""
     try:
         return ask(("127.0.0.1", port), secret, mac, "", mac, ip, timeout=timeout) is not None

@@ -203,7 +203,8 @@ class Suite:
         (:func:`hotspotd.disconnects.expire_and_queue`, as the scheduler calls it) until none is left."""
         import sqlite3
 
-        from hotspotd import db as db_mod, disconnects
+        from hotspotd import disconnects
+        from hotspotd.storage import db as db_mod
         copy = self.workdir / "expiry.db"
         src = sqlite3.connect(db_path)
         dst = sqlite3.connect(copy)
@@ -231,7 +232,7 @@ class Suite:
 
     # --- the whole run --------------------------------------------------------------------
     def run(self) -> int:
-        from hotspotd.daraja.simulator import DarajaSimulator
+        from hotspotd.testing.daraja import DarajaSimulator
 
         from .freeradius import FreeRadius, ensure_installed
 

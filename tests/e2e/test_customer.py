@@ -7,7 +7,7 @@ from playwright.sync_api import expect
 from pyrad import packet
 
 from hotspotd import router_login
-from hotspotd.models import Payment
+from hotspotd.storage.models import Payment
 
 from ..conftest import wait_for
 from ..test_radius import client, mac_request, send

@@ -3,7 +3,7 @@ disconnect the session, and the device is gone from the simulated MikroTik."""
 from urllib.parse import urlencode
 
 from hotspotd import admins, clock
-from hotspotd.models import Disconnect, Entitlement, Payment
+from hotspotd.storage.models import Disconnect, Entitlement, Payment
 
 from ..conftest import wait_for
 

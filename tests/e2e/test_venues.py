@@ -5,7 +5,7 @@ from urllib.parse import urlencode
 from playwright.sync_api import expect
 from pyrad import packet
 
-from hotspotd.models import Entitlement, Payment
+from hotspotd.storage.models import Entitlement, Payment
 
 from ..test_sites import KISUMU_NAS, WESTLANDS_NAS, ask_radius, start_venues
 from .test_customer import buy

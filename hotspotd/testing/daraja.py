@@ -22,7 +22,6 @@ said where it is made; the reference's "(unconfirmed)" items are switches of :me
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import json
@@ -30,11 +29,9 @@ import logging
 import random
 import re
 import secrets
-import signal
 import socket
 import socketserver
 import string
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,7 +44,7 @@ import requests
 
 from ..config import SANDBOX_PASSKEY
 from ..identifiers import mask_phone
-from .client import NAIROBI, nairobi_timestamp, stk_password
+from ..daraja.client import NAIROBI, nairobi_timestamp, stk_password
 
 log = logging.getLogger(__name__)
 
@@ -646,38 +643,3 @@ def _callback_url_ok(url: str) -> bool:
     if not url or any(ch.isspace() for ch in url) or parts.scheme not in ("http", "https") or not parts.hostname:
         return False
     return not any(word in url.lower() for word in CALLBACK_REFUSED_WORDS)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m hotspotd.daraja.simulator --listen 127.0.0.1:8900 --callback-delay 2``."""
-    from ..config import parse_listen
-
-    parser = argparse.ArgumentParser(prog="python -m hotspotd.daraja.simulator",
-                                     description="An M-Pesa Daraja (STK Push) simulator.")
-    parser.add_argument("--listen", default="127.0.0.1:8900", help="host:port (default %(default)s)")
-    parser.add_argument("--callback-delay", type=float, default=2.0, help="seconds before a callback is sent")
-    parser.add_argument("--final-after", type=float, default=2.0, help="seconds before the query gives the result")
-    args = parser.parse_args(argv)
-    try:
-        host, port = parse_listen(args.listen)
-    except ValueError:
-        parser.error("--listen takes host:port, e.g. 127.0.0.1:8900")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        sim = DarajaSimulator(host, port, callback_delay=args.callback_delay, final_after=args.final_after)
-    except OSError as exc:
-        log.error("cannot listen on %s: %s", args.listen, exc)
-        return 1
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
-    with sim:
-        log.info("consumer key %r, the sandbox passkey; phone 2547000NNNNN ends with ResultCode NNNNN",
-                 sim.consumer_key)
-        stopping.wait()
-    log.info("Daraja simulator stopped")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,15 +18,12 @@ Where RouterOS's behaviour is not documented the simulator makes a plain choice,
 """
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import logging
 import re
-import signal
 import socket
 import socketserver
 import ssl
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -672,45 +669,3 @@ class RouterOSSimulator:
             elif key == menu.countdown and "_until" in row:
                 shown[key] = format_duration(row["_until"] - now)
         return shown
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m hotspotd.routers.routeros_sim --listen 127.0.0.1:8728 --user admin --password x``."""
-    from hotspotd.config import parse_listen
-
-    parser = argparse.ArgumentParser(prog="python -m hotspotd.routers.routeros_sim",
-                                     description="A MikroTik RouterOS API simulator with hotspot menus.")
-    parser.add_argument("--listen", default="127.0.0.1:8728", help="host:port (default %(default)s)")
-    parser.add_argument("--user", default="admin", help="API user (default %(default)s)")
-    parser.add_argument("--password", default="", help="API password (default empty)")
-    parser.add_argument("--identity", default="hotspotd-sim", help="/system/identity name")
-    parser.add_argument("--host", action="append", default=[], metavar="MAC=IP",
-                        help="a device the hotspot has already seen (repeatable)")
-    parser.add_argument("--no-empty", action="store_true", help="no !empty replies, like RouterOS before 7.18")
-    args = parser.parse_args(argv)
-    try:
-        host, port = parse_listen(args.listen)
-        hosts = [item.split("=", 1) for item in args.host]
-        if any(len(h) != 2 or not _MAC.fullmatch(h[0]) for h in hosts):
-            raise ValueError(args.host)
-    except ValueError:
-        parser.error("--listen takes host:port and --host takes AA:BB:CC:DD:EE:FF=10.5.50.2")
-    try:
-        sim = RouterOSSimulator(host, port, username=args.user, password=args.password,
-                                identity=args.identity, empty_reply=not args.no_empty)
-    except OSError as exc:
-        print(f"routeros_sim: cannot listen on {args.listen}: {exc}", file=sys.stderr)
-        return 1
-    for mac, ip in hosts:
-        sim.add_host(mac, ip)
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
-    with sim:
-        print("RouterOS API simulator listening on {}:{}".format(*sim.address), flush=True)
-        stopping.wait()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

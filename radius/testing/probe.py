@@ -6,7 +6,7 @@ import logging
 from pyrad import packet
 from pyrad.client import Client, Timeout
 
-from .server import load_dictionary
+from radius.server import load_dictionary
 
 log = logging.getLogger(__name__)
 _DICTIONARY = None

@@ -8,9 +8,11 @@ import smtplib
 import sys
 import time
 
-from . import clock, config as config_mod, db as db_mod, logs
-from .config import ConfigError
-from .identifiers import mask_phone
+from .. import clock, config as config_mod, logs
+from ..storage import db as db_mod
+from ..config import ConfigError
+from ..identifiers import mask_phone
+from . import simulate
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--mail", nargs="*", metavar="ADDRESS", help="mail it (default: [report] mail_to)")
     rp.add_argument("--site", metavar="ID", help="one venue's day ([[sites]] id; default: every venue)")
 
-    sim = sub.add_parser("simulate", help="run a simulator on its own").add_subparsers(dest="sim", required=True)
-    sd = sim.add_parser("daraja")
-    sd.add_argument("--listen", default="127.0.0.1:8900")
-    sd.add_argument("--callback-delay", type=float, default=2.0)
-    sr = sim.add_parser("routeros", help="a MikroTik RouterOS API server with hotspot menus")
-    sr.add_argument("--listen", default="127.0.0.1:8728", help="host:port (port 0: any free one)")
-    sr.add_argument("--user", default="admin", help="API user")
-    sr.add_argument("--password", default="", help="API password")
-    sr.add_argument("--radius", metavar="HOST:PORT", help="check /ip/hotspot/active/login against this RADIUS server")
-    sr.add_argument("--secret", default="testing123", help="RADIUS secret for --radius")
+    simulate.add_parser(sub)
     return p
 
 
@@ -112,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "simulate":
         _setup_logging()
-        return _simulate(args)
+        return simulate.run(args)
     path = args.config or os.environ.get("HOTSPOTD_CONFIG")
     try:
         cfg = config_mod.load(path)
@@ -155,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check(cfg, path: str | None) -> int:
-    from . import selfcheck
+    from .. import selfcheck
     results = selfcheck.run(cfg, path)
     for result in results:
         print(result.line())
@@ -165,7 +158,7 @@ def _check(cfg, path: str | None) -> int:
 
 
 def _router_config(cfg, args) -> int:
-    from . import router_config
+    from .. import router_config
     make = router_config.mikrotik_script if args.kind == "mikrotik" else router_config.coova_config
     try:
         if args.login_html and args.kind != "mikrotik":
@@ -193,7 +186,7 @@ def _db(args) -> int:
 
 
 def _copy(args) -> int:
-    from . import dbcopy
+    from ..storage import dbcopy
     try:
         copied = dbcopy.copy(args.source, args.target,
                              progress=lambda table, rows: print(f"{table:<14} {rows:>10} rows"))
@@ -208,7 +201,7 @@ def _copy(args) -> int:
 def _report(cfg, args) -> int:
     from datetime import date, timedelta
 
-    from . import daily
+    from .. import daily
     today = clock.local(clock.now()).date()
     try:
         day = {"today": today, "yesterday": today - timedelta(days=1)}.get(args.date) or date.fromisoformat(args.date)
@@ -247,7 +240,7 @@ def _report(cfg, args) -> int:
 
 
 def _backups(cfg, args) -> int:
-    from . import backup
+    from ..storage import backup
     try:
         path = backup.sqlite_path(cfg.database.url)
         folder = getattr(args, "to", None) or cfg.backup_folder
@@ -276,7 +269,7 @@ def _backups(cfg, args) -> int:
 
 
 def _packages(args, cfg) -> int:
-    from .models import Package
+    from ..storage.models import Package
     cmd = args.pk_command
     site = getattr(args, "site", None)
     if site not in (None, "all") and site not in cfg.sites:
@@ -327,7 +320,7 @@ def _sold_at(p) -> str:
 
 
 def _payments(args) -> int:
-    from .models import Payment
+    from ..storage.models import Payment
     q = Payment.select().order_by(Payment.created_at.desc()).limit(args.limit)
     if args.status:
         q = q.where(Payment.status == args.status)
@@ -340,8 +333,8 @@ def _payments(args) -> int:
 
 
 def _sessions(args) -> int:
-    from . import access
-    from .models import Device, Entitlement
+    from .. import access
+    from ..storage.models import Device, Entitlement
     q = Entitlement.select().order_by(Entitlement.expires_at.desc())
     if not args.all:
         q = q.where(Entitlement.status == "active")
@@ -371,8 +364,8 @@ def _read_password(args) -> str | None:
 
 
 def _admin(args, cfg) -> int:
-    from . import admins
-    from .models import AdminUser
+    from .. import admins
+    from ..storage.models import AdminUser
     if args.admin_command == "list":
         print(f"{'username':<24} {'created (Nairobi)':<17}  {'last sign-in':<17}  {'state':<24}  venues")
         now = clock.now()
@@ -417,50 +410,6 @@ def _admin(args, cfg) -> int:
     except admins.AdminError as exc:
         print(f"hotspotd: admin {args.admin_command}: {exc}", file=sys.stderr)
         return 2
-    return 0
-
-
-def _simulate(args) -> int:
-    if args.sim == "daraja":
-        from .daraja import simulator
-        return simulator.main(["--listen", args.listen, "--callback-delay", str(args.callback_delay)])
-    return _simulate_routeros(args)
-
-
-def _simulate_routeros(args) -> int:
-    import signal
-    import threading
-
-    from .routers.routeros_sim import RouterOSSimulator
-    try:
-        host, port = config_mod.parse_listen(args.listen)
-        radius = config_mod.parse_listen(args.radius) if args.radius else None
-    except ValueError:
-        print("hotspotd: simulate routeros: --listen and --radius take host:port", file=sys.stderr)
-        return 2
-    authenticate = None
-    if radius:
-        from radius.probe import Timeout, ask
-
-        def authenticate(user, password, mac, ip):
-            try:
-                return ask(radius, args.secret, user, password, mac, ip)
-            except Timeout:
-                log.warning("no answer from RADIUS %s:%d for %s", *radius, user)
-                return None
-    try:
-        sim = RouterOSSimulator(host, port, username=args.user, password=args.password, auto_hosts=True,
-                                authenticate=authenticate)
-    except OSError as exc:
-        print(f"hotspotd: simulate routeros: cannot listen on {args.listen}: {exc}", file=sys.stderr)
-        return 1
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
-    with sim:
-        address, bound = sim.address
-        print(f"RouterOS API simulator listening on {address}:{bound} (user {args.user!r})", flush=True)
-        stopping.wait()
     return 0
 
 

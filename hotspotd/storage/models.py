@@ -1,7 +1,7 @@
 """The tables. Timestamps are UTC epoch seconds (floats): cheap to index and compare,
 the same on SQLite and PostgreSQL. Money is whole shillings (M-Pesa takes no cents).
 
-Every model binds to :data:`database`, a proxy that :func:`hotspotd.db.open_database`
+Every model binds to :data:`database`, a proxy that :func:`hotspotd.storage.db.open_database`
 points at the real SQLite or PostgreSQL database.
 """
 from __future__ import annotations
@@ -268,7 +268,7 @@ class AdminUser(BaseModel):
 
 class JobRun(BaseModel):
     """When each scheduled job may next run, shared by every process on one database
-    (:func:`hotspotd.db.claim_run`)."""
+    (:func:`hotspotd.storage.db.claim_run`)."""
     name = pw.CharField(max_length=32, primary_key=True)
     next_at = pw.DoubleField()
 

@@ -1,7 +1,7 @@
 """The database's lifecycle: open from a URL, pragmas, versioned migrations, seed data.
 
 SQLite runs in WAL mode with foreign keys on, ``synchronous=FULL`` (a committed payment
-survives a power cut) and a busy timeout; PostgreSQL (:mod:`hotspotd.postgres`) waits for a lock
+survives a power cut) and a busy timeout; PostgreSQL (:mod:`hotspotd.storage.postgres`) waits for a lock
 no longer than that timeout either. All pending migrations run in one transaction, so a
 failed or interrupted upgrade leaves the previous schema and data as they were.
 """
@@ -17,7 +17,8 @@ from typing import Callable, Iterator
 
 import peewee as pw
 
-from . import clock, models, postgres
+from .. import clock
+from . import models, postgres
 from .models import Package, Setting, database
 
 log = logging.getLogger(__name__)

@@ -18,13 +18,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
 
-from . import access, clock, config as config_mod, db as db_mod, disconnects, systemd
-from .config import Config, Router, parse_listen
-from .daraja.client import BASE_URLS, DarajaClient
-from .models import Event, Payment
-from .payments import PaymentService, Policy
-from .routers.mikrotik import MikroTikRouter, RouterError, RouterUnavailable
-from .scheduler import Scheduler
+from .. import access, clock, config as config_mod, disconnects, systemd
+from ..storage import db as db_mod
+from ..config import Config, Router, parse_listen
+from ..daraja.client import BASE_URLS, DarajaClient
+from ..storage.models import Event, Payment
+from ..payments import PaymentService, Policy
+from ..routers.mikrotik import MikroTikRouter, RouterError, RouterUnavailable
+from ..scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class Hotspot:
             log.warning("wall clock is %.0f s behind hotspotd's time; keeping hotspotd's time", -jump)
             self._warned_back = clock.now()
         if clock.now() - self._saved_high_water >= self.HIGH_WATER_EVERY:
-            from .models import Setting
+            from ..storage.models import Setting
             Setting.put("clock_high_water", f"{clock.now():.3f}")
             self._saved_high_water = clock.now()
         self._warn_unsynchronised()
@@ -127,7 +128,7 @@ class Hotspot:
         """The ``[mpesa]`` account's client; :attr:`site_clients` gets every venue's."""
         m = self.config.mpesa
         if self.config.simulated:
-            from .daraja.simulator import DarajaSimulator
+            from ..testing.daraja import DarajaSimulator
             host, port = parse_listen(self.config.simulator.daraja_listen)
             self.simulator = DarajaSimulator(host, port, callback_delay=self.config.simulator.callback_delay_seconds,
                                              final_after=self.config.simulator.final_after_seconds).start()
@@ -159,7 +160,7 @@ class Hotspot:
         whose logins are checked against our own RADIUS server, as a real one would."""
         if self.config.routers or not self.config.simulated:
             return self.config.routers
-        from .routers.routeros_sim import RouterOSSimulator
+        from ..testing.routeros import RouterOSSimulator
         host, port = parse_listen(self.config.simulator.routeros_listen)
         password = secrets.token_urlsafe(12)
         self.routeros_sim = RouterOSSimulator(host, port, username="hotspotd", password=password,
@@ -173,7 +174,7 @@ class Hotspot:
 
     def _simulated_router_auth(self, user: str, password: str, mac: str, ip: str) -> float | None:
         if self.radius is not None:
-            from radius.probe import Timeout, ask
+            from radius.testing.probe import Timeout, ask
             secret = self.config.radius_client_secret("127.0.0.1") or ""
             try:
                 return ask(self.radius.auth_address, secret, user, password, mac, ip)
@@ -287,7 +288,7 @@ class Hotspot:
             logging.getLogger(noisy).setLevel(logging.INFO)
         self.open_database()
         if self.config.metrics.enabled:
-            from .metrics import Metrics
+            from ..metrics import Metrics
             self.metrics = Metrics(radius_stats=lambda: self.radius.stats if self.radius else None)
         self.app = app = create_app(self)
         host, port = parse_listen(self.config.portal.listen)
@@ -330,7 +331,7 @@ class Hotspot:
 
     def backup_if_due(self) -> str | None:
         """The daily backup (``[backup]``): taken when the newest one is older than ``every_hours``."""
-        from . import backup
+        from ..storage import backup
         b = self.config.backup
         folder = self.config.backup_folder
         if not backup.due(folder, b.every_hours * 3600):
@@ -425,7 +426,7 @@ class Hotspot:
             self._stop_web()
         if self.db is not None:
             try:
-                from .models import Setting
+                from ..storage.models import Setting
                 Setting.put("clock_high_water", f"{clock.now():.3f}")
             except Exception:  # noqa: BLE001 - a full disk must not stop the shutdown
                 log.exception("could not save the time on shutdown")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from pyrad import packet
 
-from .server import load_dictionary
+from radius.server import load_dictionary
 
 log = logging.getLogger(__name__)
 

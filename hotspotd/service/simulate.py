@@ -1,0 +1,101 @@
+"""``hotspotd simulate daraja|routeros``: one simulator on its own, until SIGINT or SIGTERM."""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import sys
+import threading
+
+from ..config import parse_listen
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub) -> None:
+    """The ``simulate`` sub-commands, on the ``hotspotd`` command's sub-parsers."""
+    sim = sub.add_parser("simulate", help="run a simulator on its own").add_subparsers(dest="sim", required=True)
+    sd = sim.add_parser("daraja", help="an M-Pesa Daraja (STK Push) API")
+    sd.add_argument("--listen", default="127.0.0.1:8900", help="host:port (port 0: any free one)")
+    sd.add_argument("--callback-delay", type=float, default=2.0, help="seconds before a callback is sent")
+    sd.add_argument("--final-after", type=float, default=2.0, help="seconds before the STK query gives the result")
+    sr = sim.add_parser("routeros", help="a MikroTik RouterOS API server with hotspot menus")
+    sr.add_argument("--listen", default="127.0.0.1:8728", help="host:port (port 0: any free one)")
+    sr.add_argument("--user", default="admin", help="API user")
+    sr.add_argument("--password", default="", help="API password")
+    sr.add_argument("--identity", default="hotspotd-sim", help="/system/identity name")
+    sr.add_argument("--host", action="append", default=[], metavar="MAC=IP",
+                    help="a device the hotspot has already seen (repeatable)")
+    sr.add_argument("--no-empty", action="store_true", help="no !empty replies, like RouterOS before 7.18")
+    sr.add_argument("--radius", metavar="HOST:PORT", help="check /ip/hotspot/active/login against this RADIUS server")
+    sr.add_argument("--secret", default="testing123", help="RADIUS secret for --radius")
+
+
+def run(args: argparse.Namespace) -> int:
+    return _daraja(args) if args.sim == "daraja" else _routeros(args)
+
+
+def wait_for_stop() -> None:
+    """Block until SIGINT or SIGTERM (the handlers only set a flag)."""
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    stopping.wait()
+
+
+def _daraja(args) -> int:
+    from ..testing.daraja import DarajaSimulator
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError:
+        print("hotspotd: simulate daraja: --listen takes host:port, e.g. 127.0.0.1:8900", file=sys.stderr)
+        return 2
+    try:
+        sim = DarajaSimulator(host, port, callback_delay=args.callback_delay, final_after=args.final_after)
+    except OSError as exc:
+        print(f"hotspotd: simulate daraja: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        return 1
+    with sim:
+        log.info("Daraja simulator at %s; consumer key %r, the sandbox passkey; phone 2547000NNNNN ends with "
+                 "ResultCode NNNNN", sim.url, sim.consumer_key)
+        wait_for_stop()
+    log.info("Daraja simulator stopped")
+    return 0
+
+
+def _routeros(args) -> int:
+    from ..testing.routeros import RouterOSSimulator
+    try:
+        host, port = parse_listen(args.listen)
+        radius = parse_listen(args.radius) if args.radius else None
+        hosts = [item.split("=", 1) for item in args.host]
+        if any(len(h) != 2 or not re.fullmatch(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}", h[0]) for h in hosts):
+            raise ValueError(args.host)
+    except ValueError:
+        print("hotspotd: simulate routeros: --listen and --radius take host:port, --host AA:BB:CC:DD:EE:FF=10.5.50.2",
+              file=sys.stderr)
+        return 2
+    authenticate = None
+    if radius:
+        from radius.testing.probe import Timeout, ask
+
+        def authenticate(user, password, mac, ip):
+            try:
+                return ask(radius, args.secret, user, password, mac, ip)
+            except Timeout:
+                log.warning("no answer from RADIUS %s:%d for %s", *radius, user)
+                return None
+    try:
+        sim = RouterOSSimulator(host, port, username=args.user, password=args.password, identity=args.identity,
+                                empty_reply=not args.no_empty, auto_hosts=True, authenticate=authenticate)
+    except OSError as exc:
+        print(f"hotspotd: simulate routeros: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        return 1
+    for mac, ip in hosts:
+        sim.add_host(mac, ip)
+    with sim:
+        address, bound = sim.address
+        print(f"RouterOS API simulator listening on {address}:{bound} (user {args.user!r})", flush=True)
+        wait_for_stop()
+    return 0
