@@ -83,6 +83,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from hotspotd import access, admins, clock, reports, vouchers
+from hotspotd.health import live as health_live
 from hotspotd.identifiers import mask_phone
 from hotspotd.storage.models import AdminUser, Entitlement, Package, Payment, Setting, Voucher, database
 from hotspotd.payments import MAX_AMOUNT
@@ -746,6 +747,6 @@ def voucher_sheet():
 # --- health ---------------------------------------------------------------------------------
 @bp.get("/health")
 def health():
-    checks = reports.health(_hotspot(), site=scope())
+    checks = health_live.run(_hotspot(), site=scope())
     worst = next((s for s in ("fail", "warn") if any(c.state == s for c in checks)), "ok")
     return render_template("admin/health.html", checks=checks, worst=worst)

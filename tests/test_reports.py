@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from hotspotd import access, clock, reports, vouchers
+from hotspotd import access, clock, health, reports, vouchers
+from hotspotd.health import live
 from hotspotd.storage import db as db_mod
 from hotspotd.daraja.client import DarajaAuthError
 from hotspotd.storage.models import AcctSession, Device, Disconnect, Entitlement, Event, Package, Payment
@@ -234,7 +235,7 @@ def test_voucher_batches(db):
 def test_bounded_reports_values_errors_and_calls_that_take_too_long():
     release = threading.Event()
     try:
-        out = reports.bounded({"ok": (lambda: 42, 5), "boom": (lambda: 1 / 0, 5),
+        out = health.bounded({"ok": (lambda: 42, 5), "boom": (lambda: 1 / 0, 5),
                                "stuck": (lambda: release.wait(30), 0.1)})
     finally:
         release.set()
@@ -250,11 +251,11 @@ def _fake_hotspot(**kw):
     def down():
         raise RouterUnavailable("router 'bar' (10.0.0.2:8728): cannot connect: no answer in time")
 
-    router = SimpleNamespace(name="bar", kind="mikrotik", address="10.0.0.2", api_port=8728, coa_port=3799)
-    coova = SimpleNamespace(name="door", kind="coova", address="10.1.0.1", api_port=0, coa_port=3799)
+    router = SimpleNamespace(name="bar", kind="mikrotik", address="10.0.0.2", api_port=8728, coa_port=3799, site="main")
+    coova = SimpleNamespace(name="door", kind="coova", address="10.1.0.1", api_port=0, coa_port=3799, site="main")
     base = dict(
-        config=SimpleNamespace(simulated=False, mpesa=SimpleNamespace(environment="production")),
-        client=SimpleNamespace(base_url="https://api.example", timeout=5.0, check_credentials=refuse),
+        config=SimpleNamespace(simulated=False, mpesa=SimpleNamespace(environment="production"), sites={}),
+        client=SimpleNamespace(base_url="https://api.example", timeout=5.0, check_credentials=refuse), site_clients={},
         callback_url="http://127.0.0.1:8080/cb/SECRETTOKEN123", callback_token="SECRETTOKEN123",
         routers=(router, coova), api_routers=[SimpleNamespace(name="bar", timeout=0.5, ping=down)],
         radius=None, scheduler=None, clock_synchronized=False,
@@ -266,7 +267,7 @@ def _fake_hotspot(**kw):
 def test_health_reports_each_problem(db):
     Disconnect.create(mac="AA:AA:AA:AA:AA:01", router="bar", reason="ended", status="failing", created_at=NOW,
                       next_at=NOW, attempts=4, last_error="cannot connect")
-    checks = {c.key: c for c in reports.health(_fake_hotspot(), NOW)}
+    checks = {c.key: c for c in live.run(_fake_hotspot(), NOW)}
     assert list(checks) == ["daraja", "callback", "router:bar", "router:door", "radius", "scheduler", "disconnects",
                             "clock", "storage"]
     assert checks["daraja"].state == "fail" and "Invalid client id passed" in checks["daraja"].detail
@@ -283,10 +284,10 @@ def test_health_reports_each_problem(db):
 
 def test_health_callback_on_loopback_is_refused_even_over_https(db):
     hs = _fake_hotspot(callback_url="https://localhost/cb/SECRETTOKEN123")
-    check = next(c for c in reports.health(hs, NOW) if c.key == "callback")
+    check = next(c for c in live.run(hs, NOW) if c.key == "callback")
     assert check.state == "fail" and "loopback" in check.detail
     hs = _fake_hotspot(callback_url="https://wifi.example.co.ke/cb/SECRETTOKEN123")
-    check = next(c for c in reports.health(hs, NOW) if c.key == "callback")
+    check = next(c for c in live.run(hs, NOW) if c.key == "callback")
     assert check.state == "ok" and check.detail == "https://wifi.example.co.ke/cb/SECR…"
 
 
@@ -294,10 +295,10 @@ def test_health_radius_and_scheduler_when_running(db):
     radius = SimpleNamespace(stats={"access_accept": 3, "access_reject": 1, "acct_start": 2, "acct_seconds": 0.1},
                              last_request_at=NOW - 30)
     scheduler = SimpleNamespace(running=True, runs={"expire": 5, "reconcile": 4}, failures={"reconcile": 1})
-    checks = {c.key: c for c in reports.health(_fake_hotspot(radius=radius, scheduler=scheduler), NOW)}
+    checks = {c.key: c for c in live.run(_fake_hotspot(radius=radius, scheduler=scheduler), NOW)}
     assert checks["radius"].state == "ok"
     assert "30 s ago" in checks["radius"].detail and "3 accepted, 1 rejected, 2 accounting" in checks["radius"].detail
     assert checks["scheduler"].state == "warn" and "reconcile: 4 run(s), 1 failed" in checks["scheduler"].items
     quiet = SimpleNamespace(stats={"dropped_unknown_client": 2}, last_request_at=NOW - 3600)
-    check = next(c for c in reports.health(_fake_hotspot(radius=quiet), NOW) if c.key == "radius")
+    check = next(c for c in live.run(_fake_hotspot(radius=quiet), NOW) if c.key == "radius")
     assert check.state == "warn" and "60 min ago" in check.detail and "unknown routers" in check.items[0]

@@ -148,11 +148,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check(cfg, path: str | None) -> int:
-    from .. import selfcheck
-    results = selfcheck.run(cfg, path)
+    from ..health import FAIL, install
+    results = install.run(cfg, path)
     for result in results:
         print(result.line())
-    failed = [r for r in results if r.state == selfcheck.FAIL]
+    failed = [r for r in results if r.state == FAIL]
     print(f"{len(failed)} problem(s)" if failed else "all checks passed")
     return 1 if failed else 0
 

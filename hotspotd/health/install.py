@@ -11,25 +11,18 @@ import os
 import shutil
 import socket
 import sqlite3
-from dataclasses import dataclass
 
-from . import config as config_mod
-from .config import Config, parse_listen
-
-OK, WARN, FAIL = "ok", "warn", "FAIL"
+from .. import config as config_mod
+from ..config import Config, parse_listen
+from . import FAIL, OK, WARN, Check
 
 
-@dataclass(frozen=True)
-class Result:
-    state: str      # ok | warn | FAIL
-    name: str
-    detail: str
-
-    def line(self) -> str:
-        return f"{self.state:<4}  {self.name:<18} {self.detail}"
+def _check(state: str, name: str, detail: str) -> Check:
+    """A check of the installation, whose key is its title."""
+    return Check(name, name, state, detail)
 
 
-def run(cfg: Config, path: str | None, daraja_timeout: float = 10.0, router_timeout: float = 5.0) -> list[Result]:
+def run(cfg: Config, path: str | None, daraja_timeout: float = 10.0, router_timeout: float = 5.0) -> list[Check]:
     results = [_config(cfg, path)]
     results += _database(cfg)
     results.append(_daraja(cfg, daraja_timeout))
@@ -41,19 +34,19 @@ def run(cfg: Config, path: str | None, daraja_timeout: float = 10.0, router_time
     return results
 
 
-def _config(cfg: Config, path: str | None) -> Result:
+def _config(cfg: Config, path: str | None) -> Check:
     if not path:
-        return Result(WARN, "config", "no file: built-in defaults (pass --config /etc/hotspotd/hotspotd.toml)")
+        return _check(WARN, "config", "no file: built-in defaults (pass --config /etc/hotspotd/hotspotd.toml)")
     errors, warnings = config_mod.permission_problems(path, cfg)
     if errors:
-        return Result(FAIL, "config", "; ".join(errors))
+        return _check(FAIL, "config", "; ".join(errors))
     if warnings:
-        return Result(WARN, "config", "; ".join(warnings))
-    return Result(OK, "config", f"{path} is valid")
+        return _check(WARN, "config", "; ".join(warnings))
+    return _check(OK, "config", f"{path} is valid")
 
 
-def _database(cfg: Config) -> list[Result]:
-    from .storage import db as db_mod
+def _database(cfg: Config) -> list[Check]:
+    from ..storage import db as db_mod
 
     url = cfg.database.url
     if not url.startswith("sqlite:///"):
@@ -62,8 +55,8 @@ def _database(cfg: Config) -> list[Result]:
     folder = os.path.dirname(path) or "."
     if not os.path.exists(path):
         if os.access(folder, os.W_OK) or (not os.path.exists(folder) and os.access(os.path.dirname(folder), os.W_OK)):
-            return [Result(OK, "database", f"{path} will be created on first start")]
-        return [Result(FAIL, "database", f"{path} does not exist and {folder} is not writable")]
+            return [_check(OK, "database", f"{path} will be created on first start")]
+        return [_check(FAIL, "database", f"{path} does not exist and {folder} is not writable")]
     out = []
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=cfg.database.busy_timeout_ms / 1000)
@@ -73,28 +66,28 @@ def _database(cfg: Config) -> list[Result]:
         finally:
             con.close()
     except sqlite3.Error as exc:
-        return [Result(FAIL, "database", f"{path}: {exc}")]
+        return [_check(FAIL, "database", f"{path}: {exc}")]
     version = int(row[0]) if row else 0
     if verdict != "ok":
-        out.append(Result(FAIL, "database", f"{path} is damaged ({verdict}); restore a backup: hotspotd db restore"))
+        out.append(_check(FAIL, "database", f"{path} is damaged ({verdict}); restore a backup: hotspotd db restore"))
     elif version > db_mod.LATEST:
-        out.append(Result(FAIL, "database", f"schema version {version} is newer than this hotspotd ({db_mod.LATEST})"))
+        out.append(_check(FAIL, "database", f"schema version {version} is newer than this hotspotd ({db_mod.LATEST})"))
     elif version < db_mod.LATEST:
-        out.append(Result(OK, "database", f"{path} intact; schema {version} → {db_mod.LATEST} on next start"))
+        out.append(_check(OK, "database", f"{path} intact; schema {version} → {db_mod.LATEST} on next start"))
     else:
-        out.append(Result(OK, "database", f"{path} intact, schema version {version}"))
+        out.append(_check(OK, "database", f"{path} intact, schema version {version}"))
     if not os.access(path, os.W_OK) or not os.access(folder, os.W_OK):
-        out.append(Result(FAIL, "database", f"{path} or its folder is not writable by this user"))
+        out.append(_check(FAIL, "database", f"{path} or its folder is not writable by this user"))
     free = shutil.disk_usage(folder).free // (1024 * 1024)
     if free < cfg.database.min_free_mb:
-        out.append(Result(FAIL, "disk", f"{free} MB free under {folder}: payments are refused below "
+        out.append(_check(FAIL, "disk", f"{free} MB free under {folder}: payments are refused below "
                                         f"{cfg.database.min_free_mb} MB"))
     else:
-        out.append(Result(OK, "disk", f"{free} MB free under {folder}"))
+        out.append(_check(OK, "disk", f"{free} MB free under {folder}"))
     return out
 
 
-def _postgres(url: str) -> Result:
+def _postgres(url: str) -> Check:
     from playhouse.db_url import connect as connect_url
     try:
         db = connect_url(url.replace("postgres://", "postgresql://", 1))
@@ -102,18 +95,18 @@ def _postgres(url: str) -> Result:
         db.execute_sql("SELECT 1")
         db.close()
     except Exception as exc:  # noqa: BLE001 - whatever the driver says is the answer
-        return Result(FAIL, "database", f"cannot connect: {exc}".splitlines()[0])
-    return Result(OK, "database", "PostgreSQL answers")
+        return _check(FAIL, "database", f"cannot connect: {exc}".splitlines()[0])
+    return _check(OK, "database", "PostgreSQL answers")
 
 
-def _daraja(cfg: Config, timeout: float, site: config_mod.Site | None = None) -> Result:
+def _daraja(cfg: Config, timeout: float, site: config_mod.Site | None = None) -> Check:
     """The ``[mpesa]`` account's credentials, or those of ``site``'s own paybill or till."""
-    from .daraja.client import BASE_URLS, DarajaClient, DarajaError
+    from ..daraja.client import BASE_URLS, DarajaClient, DarajaError
 
     m = cfg.mpesa
     name = f"daraja:{site.id}" if site else "daraja"
     if cfg.simulated:
-        return Result(OK, name, "simulator environment: no call to Safaricom")
+        return _check(OK, name, "simulator environment: no call to Safaricom")
     account = site.account if site else cfg.default_account
     base = m.base_url or BASE_URLS[m.environment]
     client = DarajaClient(base, account.consumer_key, account.consumer_secret, account.shortcode, account.passkey,
@@ -121,13 +114,13 @@ def _daraja(cfg: Config, timeout: float, site: config_mod.Site | None = None) ->
     try:
         client.check_credentials()
     except DarajaError as exc:
-        return Result(FAIL, name, f"{base}: {exc.message or exc}")
+        return _check(FAIL, name, f"{base}: {exc.message or exc}")
     finally:
         client.close()
-    return Result(OK, name, f"{m.environment}: {base} accepted the consumer key and secret of {account.shortcode}")
+    return _check(OK, name, f"{m.environment}: {base} accepted the consumer key and secret of {account.shortcode}")
 
 
-def _venues(cfg: Config) -> list[Result]:
+def _venues(cfg: Config) -> list[Check]:
     """With several venues: a venue no [[radius.clients]] entry names has no router to let its
     customers in, yet its splash page would sell them time."""
     if not cfg.multi_site:
@@ -139,62 +132,62 @@ def _venues(cfg: Config) -> list[Result]:
             continue
         why = ("a router whose login page names no venue sells here" if site.id == config_mod.DEFAULT_SITE
                else "its splash page sells time")
-        out.append(Result(WARN, f"venue {site.id}", f"no [[radius.clients]] entry has site = \"{site.id}\", but {why}: "
+        out.append(_check(WARN, f"venue {site.id}", f"no [[radius.clients]] entry has site = \"{site.id}\", but {why}: "
                           "add its routers, or give them the right site"))
     if not out:
-        out.append(Result(OK, "venues", ", ".join(f"{s.id} ({s.name})" for s in cfg.sites.values())))
+        out.append(_check(OK, "venues", ", ".join(f"{s.id} ({s.name})" for s in cfg.sites.values())))
     return out
 
 
-def _callback(cfg: Config) -> Result:
+def _callback(cfg: Config) -> Check:
     url = cfg.mpesa.callback_url
     if cfg.simulated:
-        return Result(OK, "callback URL", "simulator: callbacks stay on this machine")
+        return _check(OK, "callback URL", "simulator: callbacks stay on this machine")
     if not url:
-        return Result(WARN, "callback URL", "not set: derived from portal.public_url, which Safaricom cannot reach")
+        return _check(WARN, "callback URL", "not set: derived from portal.public_url, which Safaricom cannot reach")
     problem = config_mod.callback_url_problem(url, cfg.mpesa.environment)
     if problem:
-        return Result(FAIL, "callback URL", problem)
-    return Result(OK, "callback URL", f"{url.split('/cb/')[0]}/cb/<token>")
+        return _check(FAIL, "callback URL", problem)
+    return _check(OK, "callback URL", f"{url.split('/cb/')[0]}/cb/<token>")
 
 
-def _routers(cfg: Config, timeout: float) -> list[Result]:
-    from .routers.mikrotik import MikroTikRouter, RouterError, RouterUnavailable
+def _routers(cfg: Config, timeout: float) -> list[Check]:
+    from ..routers.mikrotik import MikroTikRouter, RouterError, RouterUnavailable
 
     out = []
     for r in cfg.routers:
         name = f"router {r.name}"
         if r.disconnect_method != "api":
-            out.append(Result(OK, name, f"{r.kind} at {r.address}: cut-offs by Disconnect-Request to port {r.coa_port} "
+            out.append(_check(OK, name, f"{r.kind} at {r.address}: cut-offs by Disconnect-Request to port {r.coa_port} "
                                         "(not probed: a NAS answers only for live sessions)"))
             continue
         try:
             with MikroTikRouter(r, timeout=min(timeout, float(r.timeout_seconds))) as api:
                 info = api.ping()
         except (RouterUnavailable, RouterError) as exc:
-            out.append(Result(FAIL, name, str(exc)))
+            out.append(_check(FAIL, name, str(exc)))
             continue
-        out.append(Result(OK, name, f"API login as {r.user!r} works: {info['identity']} RouterOS {info['version']}"))
+        out.append(_check(OK, name, f"API login as {r.user!r} works: {info['identity']} RouterOS {info['version']}"))
     if not cfg.routers and not cfg.simulated:
-        out.append(Result(WARN, "routers", "none configured: paid devices are let in by RADIUS alone and expired "
+        out.append(_check(WARN, "routers", "none configured: paid devices are let in by RADIUS alone and expired "
                                            "ones are not cut off before their Session-Timeout"))
     return out
 
 
-def _ports(cfg: Config) -> list[Result]:
+def _ports(cfg: Config) -> list[Check]:
     """The ports ``run`` binds are free, or held by a hotspotd that is already running (the
     portal answers with ``Server: hotspotd``: then its RADIUS ports are taken as its own too)."""
     host, port = parse_listen(cfg.portal.listen)
     portal = _bindable("portal", socket.SOCK_STREAM, host, port)
     running = portal.state == FAIL and _hotspotd_answers(host, port)
     if running:
-        portal = Result(OK, "portal", f"{host}:{port}/tcp: hotspotd is running there")
+        portal = _check(OK, "portal", f"{host}:{port}/tcp: hotspotd is running there")
     out = [portal]
     if cfg.radius.enabled:
         for key in ("auth_port", "acct_port"):
             result = _bindable(f"radius {key[:4]}", socket.SOCK_DGRAM, cfg.radius.listen, cfg.radius.values[key])
             if running and result.state == FAIL:
-                result = Result(OK, result.name, result.detail.split(":")[0] + f":{cfg.radius.values[key]}/udp: "
+                result = _check(OK, result.key, result.detail.split(":")[0] + f":{cfg.radius.values[key]}/udp: "
                                 "held by the running hotspotd")
             out.append(result)
     return out
@@ -213,18 +206,18 @@ def _hotspotd_answers(host: str, port: int) -> bool:
         conn.close()
 
 
-def _bindable(name: str, kind: int, host: str, port: int) -> Result:
+def _bindable(name: str, kind: int, host: str, port: int) -> Check:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     where = f"{host}:{port}/{'tcp' if kind == socket.SOCK_STREAM else 'udp'}"
     if port == 0:
-        return Result(OK, name, f"{where}: any free port")
+        return _check(OK, name, f"{where}: any free port")
     with socket.socket(family, kind) as sock:
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except PermissionError:
-            return Result(FAIL, name, f"{where}: not allowed to bind (ports below 1024 need CAP_NET_BIND_SERVICE)")
+            return _check(FAIL, name, f"{where}: not allowed to bind (ports below 1024 need CAP_NET_BIND_SERVICE)")
         except OSError as exc:
-            return Result(FAIL, name, f"{where}: {exc.strerror} (is hotspotd already running?)")
-    return Result(OK, name, f"{where} free")
+            return _check(FAIL, name, f"{where}: {exc.strerror} (is hotspotd already running?)")
+    return _check(OK, name, f"{where} free")
