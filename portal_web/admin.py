@@ -82,7 +82,7 @@ from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, 
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from hotspotd import access, admins, clock, reports, vouchers
+from hotspotd import access, admins, clock, formatting, reports, vouchers
 from hotspotd.identifiers import mask_phone
 from hotspotd.models import AdminUser, Entitlement, Package, Payment, Setting, Voucher, database
 from hotspotd.payments import MAX_AMOUNT
@@ -292,7 +292,7 @@ def _filter_form(section: str, endpoint: str) -> dict | None:
 
 
 def kes(amount) -> str:
-    return f"KES {int(amount or 0):,}"
+    return formatting.money(amount)
 
 
 def when(ts, seconds: bool = False) -> str:
@@ -303,26 +303,11 @@ def when(ts, seconds: bool = False) -> str:
 
 
 def duration(seconds) -> str:
-    seconds = max(int(seconds or 0), 0)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
-    if days:
-        return f"{days} d {hours} h" if hours else f"{days} d"
-    if hours:
-        return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
-    return f"{minutes} min"
+    return formatting.time_left(seconds)
 
 
 def size(n) -> str:
-    if n is None:
-        return "unlimited"
-    n = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
+    return "unlimited" if n is None else formatting.size(n)
 
 
 def reason_text(word: str) -> str:

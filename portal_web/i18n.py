@@ -88,12 +88,6 @@ SWAHILI = {
         "Vocha hii ni ya eneo letu jingine na inatumika huko tu.",
 }
 
-UNITS = {
-    "en": {"minute": ("minute", "minutes"), "hour": ("hour", "hours"), "day": ("day", "days")},
-    "sw": {"minute": ("dakika", "dakika"), "hour": ("saa", "saa"), "day": ("siku", "siku")},
-}
-
-
 def lang() -> str:
     """The page's language for this request."""
     chosen = request.args.get("lang") or request.form.get("lang") or request.cookies.get("lang")
@@ -129,32 +123,3 @@ def t(key: str, language: str, **values) -> str:
 def translate(message: str, language: str) -> str:
     """A core message in the page's language (English when no translation is known)."""
     return SWAHILI.get(message, message) if language == "sw" else message
-
-
-def duration(seconds: int, language: str) -> str:
-    """``30 minutes`` / ``dakika 30``, ``1 hour`` / ``saa 1``, ``2 days`` / ``siku 2``."""
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0 or unit == "minute":
-            n = max(seconds // size, 1) if unit != "minute" else max(round(seconds / 60), 1)
-            one, many = UNITS[language][unit]
-            word = one if n == 1 else many
-            return f"{n} {word}" if language == "en" else f"{word} {n}"
-    raise AssertionError("unreachable")
-
-
-def left(seconds: int, language: str) -> str:
-    """Time left as ``2 h 05 min`` / ``saa 2 dakika 5``."""
-    h, m = divmod(max(seconds, 0) // 60, 60)
-    if language == "sw":
-        return f"saa {h} dakika {m}" if h else f"dakika {m}"
-    return f"{h} h {m:02d} min" if h else f"{m} min"
-
-
-def size(n: int | None) -> str:
-    if n is None:
-        return ""
-    for unit, scale in (("GB", 10 ** 9), ("MB", 10 ** 6)):
-        if n >= scale:
-            value = n / scale
-            return f"{value:.0f} {unit}" if value >= 10 or value == int(value) else f"{value:.1f} {unit}"
-    return f"{n // 1000} KB"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, make_response, redirect, render_template, request, url_for
 
-from hotspotd import access, clock, router_login, vouchers
+from hotspotd import access, clock, formatting, router_login, vouchers
 from hotspotd.identifiers import InvalidMac, InvalidPhone, is_random_mac, normalize_mac, normalize_phone
 from hotspotd.config import Site
 from hotspotd.payments import PaymentRefused, on_sale
@@ -54,7 +54,7 @@ def _render(template: str, status: int = 200, **values):
     site = _hotspot().site_for(ctx) or _hotspot().config.site(None)
     body = render_template(template, lang=lang, ctx=ctx, site=site.name, accent=site.color,
                            multi_site=_hotspot().config.multi_site,
-                           t=lambda key, **kw: i18n.t(key, lang, **kw), i18n=i18n,
+                           t=lambda key, **kw: i18n.t(key, lang, **kw), fmt=formatting,
                            random_mac=bool(mac and is_random_mac(mac)), **values)
     resp = make_response(body, status)
     if request.args.get("lang") in i18n.LANGS:
