@@ -1,0 +1,130 @@
+"""The gettext catalogue: every customer text has its Kiswahili, the compiled .mo is the .po's,
+and the core's codes all have words."""
+import io
+import re
+from pathlib import Path
+
+import pytest
+from babel.messages.extract import extract_from_dir
+from babel.messages.frontend import parse_mapping_cfg
+from babel.messages.mofile import read_mo, write_mo
+from babel.messages.pofile import read_po
+
+from hotspotd.daraja import codes
+from portal_web import i18n
+
+ROOT = Path(__file__).resolve().parent.parent
+PO = i18n.TRANSLATIONS / "sw" / "LC_MESSAGES" / "messages.po"
+MO = PO.with_suffix(".mo")
+KEYWORDS = {"_": None, "gettext": None, "N_": None, "t": None}
+PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+def extracted() -> set[str]:
+    """Every message id in the sources, found as pybabel finds them (babel.cfg)."""
+    method_map, options_map = parse_mapping_cfg(io.StringIO((ROOT / "babel.cfg").read_text()))
+    found = set()
+    for _, _, message, _, _ in extract_from_dir(str(ROOT), method_map, options_map, keywords=KEYWORDS):
+        found.add(message if isinstance(message, str) else message[0])
+    return found
+
+
+def untranslated(catalog, ids) -> list[str]:
+    """The ids that lack a non-empty, non-fuzzy translation with the same placeholders."""
+    bad = []
+    for msgid in sorted(ids):
+        message = catalog.get(msgid)
+        if message is None or not message.string or message.fuzzy or \
+                set(PLACEHOLDER.findall(msgid)) != set(PLACEHOLDER.findall(message.string)):
+            bad.append(msgid)
+    return bad
+
+
+def test_every_customer_text_has_its_kiswahili():
+    ids = extracted()
+    assert len(ids) > 70 and "Pay with M-Pesa" in ids and "You cancelled the M-Pesa prompt." in ids
+    with PO.open("rb") as f:
+        catalog = read_po(f)
+    assert untranslated(catalog, ids) == []
+
+
+def test_the_check_fails_without_a_translation_or_with_other_placeholders():
+    with PO.open("rb") as f:
+        catalog = read_po(f)
+    catalog["Pay with M-Pesa"].string = ""
+    catalog["up to %(rate)s"].string = "hadi"
+    catalog["Try again"].flags.add("fuzzy")
+    catalog.delete("Time left")
+    assert untranslated(catalog, extracted()) == ["Pay with M-Pesa", "Time left", "Try again", "up to %(rate)s"]
+
+
+def test_the_template_and_the_catalogue_hold_the_sources_messages():
+    ids = extracted()
+    with (i18n.TRANSLATIONS / "messages.pot").open("rb") as f:
+        assert {m.id for m in read_po(f) if m.id} == ids, "run pybabel extract and update (portal_web/i18n.py)"
+    with PO.open("rb") as f:
+        assert {m.id for m in read_po(f) if m.id} == ids, "run pybabel update (portal_web/i18n.py)"
+
+
+def test_the_committed_mo_is_the_po_compiled():
+    with PO.open("rb") as f:
+        catalog = read_po(f)
+    fresh = io.BytesIO()
+    write_mo(fresh, catalog)
+    with MO.open("rb") as f:
+        committed = read_mo(f)
+    fresh.seek(0)
+    compiled = read_mo(fresh)
+    assert {m.id: m.string for m in committed if m.id} == {m.id: m.string for m in compiled if m.id}, \
+        "run pybabel compile -d portal_web/translations"
+
+
+def test_translation_reads_the_catalogue_and_fills_placeholders():
+    assert i18n.t("Pay with M-Pesa", "sw") == "Lipa kwa M-Pesa" and i18n.t("Pay with M-Pesa", "en") == "Pay with M-Pesa"
+    assert i18n.t("up to %(rate)s", "sw", rate="Mbps 5") == "hadi Mbps 5"
+    assert i18n.t("until %(time)s", "fr", time="10:00") == "until 10:00"
+
+
+def test_every_code_of_the_core_has_words():
+    for reason in set(codes.REASONS.values()) | {"failed", "push_failed"}:
+        assert reason in i18n.PAYMENT_RESULTS, reason
+    for reason in ("unavailable", "misconfigured", "rejected", "phone", "amount", "locked"):
+        assert f"mpesa_{reason}" in i18n.REFUSALS
+    source = "\n".join(p.read_text() for p in (ROOT / "hotspotd").rglob("*.py"))
+    raised = set(re.findall(r'(?:AccessError|VoucherError|InvalidPhone)\("(\w+)"', source))
+    raised |= set(re.findall(r'^(?:CANNOT_RECORD|STORAGE_BUSY|UNKNOWN_SITE|BAD_MAC|CHOOSE_PACKAGE|NOT_ON_OFFER|'
+                             r'AMOUNT_OUT_OF_RANGE) = "(\w+)"', source, re.M))
+    owner_only = {"extend_out_of_range", "not_live", "batch_size", "no_such_package"}
+    assert len(raised) > 20 and raised - owner_only <= set(i18n.REFUSALS)
+
+
+@pytest.mark.parametrize("msgid, wrong, right", [
+    ("Phone number you paid with", "uliyolipia", "uliyotumia kulipa"),
+    ("The M-Pesa prompt expired. Please try again.", "limepitwa na muda", "Muda wa ombi la M-Pesa umekwisha"),
+    ("The prompt stays open for about %(seconds)s seconds.", "Ombi litakaa", "Ujumbe huo utakaa wazi"),
+    ("No response from your phone. Keep it on and unlocked, then try again.", "imewashwa,", "imewashwa na haijafungwa"),
+])
+def test_kiswahili_reads_as_kiswahili(msgid, wrong, right):
+    text = i18n.t(msgid, "sw")
+    assert wrong not in text and right in text
+
+
+def test_no_kiswahili_says_what_reads_as_a_translation():
+    with PO.open("rb") as f:
+        texts = " ".join(m.string for m in read_po(f) if m.id)
+    for phrase in ("uliyolipia", "litakuomba", "Ombi litakaa", "limepitwa na muda", "ulifungwa ukilipa"):
+        assert phrase not in texts, phrase
+    steps = i18n.t("1. Unlock your phone. 2. The M-Pesa prompt asks you to pay %(amount)s to %(site)s. "
+                   "3. Enter your M-Pesa PIN and press OK.", "sw", amount="KES 20", site="Cafe")
+    assert "Utapokea ujumbe wa M-Pesa unaokuomba ulipe KES 20 kwa Cafe" in steps
+    assert "ulipokuwa ukilipa" in texts
+
+
+def test_the_core_imports_no_flask_nor_babel_of_flask():
+    # daemon.py and cli.py are the composition root (they start the portal), on their way out of the core
+    for path in (ROOT / "hotspotd").rglob("*.py"):
+        if path.name in ("daemon.py", "cli.py"):
+            continue
+        text = path.read_text()
+        for name in ("flask", "flask_babel", "werkzeug", "portal_web"):
+            assert not re.search(rf"^\s*(?:from|import) {name}\b", text, re.M), f"{path.name} imports {name}"
