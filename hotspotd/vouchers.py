@@ -62,11 +62,11 @@ def redeem(text: str, mac: str | None, now: float | None = None, site: str = DEF
     now = clock.now() if now is None else now
     code = normalize(text)
     if not re.fullmatch(f"[{ALPHABET}]{{{LENGTH}}}", code):
-        raise VoucherError("not_a_voucher", "code")
+        raise VoucherError("not_a_voucher")
     with database.atomic():
         voucher = Voucher.get_or_none(Voucher.code == code)
         if voucher is None or voucher.revoked:
-            raise VoucherError("voucher_invalid", "code")
+            raise VoucherError("voucher_invalid")
         if voucher.package.site not in (None, site):
             raise VoucherError("voucher_other_venue")
         if voucher.redeemed_at is not None:

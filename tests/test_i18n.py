@@ -128,3 +128,39 @@ def test_the_core_imports_no_flask_nor_babel_of_flask():
         text = path.read_text()
         for name in ("flask", "flask_babel", "werkzeug", "portal_web"):
             assert not re.search(rf"^\s*(?:from|import) {name}\b", text, re.M), f"{path.name} imports {name}"
+
+
+# --- the boundaries over real HTTP ----------------------------------------------------------
+CTX = {"mac": "AA:BB:CC:DD:EE:75", "ip": "10.5.50.75", "link-login-only": "http://10.5.50.1/login"}
+
+
+def test_one_table_gives_an_unknown_venue_the_same_status_on_every_route(hotspot, http):
+    api = f"{hotspot.portal_url}/api/portal"
+    answers = [http.get(f"{api}/packages", params={"site": "atlantis"}),
+               http.post(f"{api}/pay", params={"site": "atlantis"},
+                         json={"phone": "0708374149", "packageId": 1, "macAddress": CTX["mac"]}),
+               http.post(f"{api}/receipt", params={"site": "atlantis"},
+                         json={"receipt": "SKL2ABC3DE", "phone": "0708374149", "macAddress": CTX["mac"]}),
+               http.post(f"{api}/voucher", params={"site": "atlantis"}, json={"code": "ABCDE-23456", "macAddress": CTX["mac"]})]
+    for r in answers:
+        assert r.status_code == 404 and "unknown venue" in r.json()["message"], (r.url, r.status_code)
+
+
+def test_the_api_answers_in_kiswahili_when_asked(hotspot, http):
+    api = f"{hotspot.portal_url}/api/portal"
+    r = http.post(f"{api}/pay", params={"lang": "sw"}, json={"phone": "0712", "packageId": 1, "macAddress": CTX["mac"]})
+    assert r.status_code == 400 and r.json()["field"] == "phone" and "Safaricom" in r.json()["message"]
+    assert r.json()["message"] == i18n.t(i18n.REFUSALS["phone_not_kenyan"], "sw") != i18n.REFUSALS["phone_not_kenyan"]
+    r = http.post(f"{api}/voucher", headers={"Accept-Language": "sw"}, json={"code": "nope", "macAddress": CTX["mac"]})
+    assert r.status_code == 404 and r.json()["message"] == "Huo si msimbo wa vocha. Unafanana na ABCDE-23456."
+    r = http.get(f"{api}/status/ws_CO_none", params={"lang": "sw"})
+    assert r.status_code == 404 and r.json()["message"] == "Hakuna malipo yenye kitambulisho hicho."
+
+
+def test_the_splash_page_says_each_phone_refusal_in_kiswahili(hotspot, http):
+    url = f"{hotspot.portal_url}/pay"
+    for phone, code in (("0712", "phone_not_kenyan"), ("07123abc", "phone_not_digits"), ("", "phone_missing")):
+        r = http.post(url, params={"lang": "sw", **CTX}, data={"phone": phone, "package": "2"})
+        assert r.status_code == 400 and i18n.t(i18n.REFUSALS[code], "sw") in r.text, phone
+    page = http.get(f"{hotspot.portal_url}/paid", params={"lang": "sw", **CTX}).text
+    assert "Nambari ya simu uliyotumia kulipa" in page and "ulipokuwa ukilipa" in page
