@@ -18,6 +18,7 @@ from typing import NamedTuple
 import peewee as pw
 
 from . import clock, faults
+from .errors import DomainError
 from .storage.models import (DEFAULT_SITE, AcctSession, Device, Entitlement, Event, Package, Payment, chunks,
                              database, execute, execute_many, marks)
 
@@ -42,8 +43,10 @@ class Grant(NamedTuple):
         return f"hotspotd:{self.entitlement_id}"
 
 
-class AccessError(Exception):
-    """A request about access that cannot be honoured; ``str()`` is for the customer."""
+class AccessError(DomainError):
+    """A request about access that cannot be honoured; ``code`` says why: ``receipt_not_found``,
+    ``time_used_up``, ``data_used_up``, ``other_venue`` ("Already paid?"), ``extend_out_of_range``,
+    ``not_live`` (the owner's "extend")."""
 
 
 def grant_for_payment(payment: Payment, now: float | None = None) -> Entitlement:
@@ -119,22 +122,20 @@ def move_to_device(receipt: str, phone: str, mac: str, now: float | None = None,
                    site: str | None = None) -> tuple[Entitlement, list[str]]:
     """"Already paid?": the session bought with M-Pesa receipt ``receipt`` from ``phone`` (both
     normalised) moves to ``mac`` (at ``site``), within the package's device limit. Returns the
-    entitlement and the MACs that lost it. Raises :class:`AccessError` with the customer's
-    explanation."""
+    entitlement and the MACs that lost it. Raises :class:`AccessError` (its code says why)."""
     now = clock.now() if now is None else now
     payment = None
     if receipt.isascii() and receipt.isalnum():   # M-Pesa receipts; other text matches none (nor goes to SQL)
         payment = Payment.get_or_none((pw.fn.UPPER(Payment.receipt) == receipt.upper()) & (Payment.status == "success"))
     if payment is None or phone not in (payment.phone, payment.paid_phone):
-        raise AccessError("We found no payment with that M-Pesa code from that phone number. "
-                          "Check the code in the M-Pesa SMS and the number you paid with.")
+        raise AccessError("receipt_not_found")
     ent = Entitlement.get_or_none(Entitlement.payment == payment.id)
     if ent is None or ent.status != "active" or ent.expires_at <= now:
-        raise AccessError("The time bought with this payment has run out.")
+        raise AccessError("time_used_up")
     if ent.data_cap_bytes is not None and ent.bytes_used >= ent.data_cap_bytes:
-        raise AccessError("The data bought with this payment has been used up.")
+        raise AccessError("data_used_up")
     if not usable_at(ent, site):
-        raise AccessError("This time was bought at another of our venues and works only there.")
+        raise AccessError("other_venue")
     return ent, bind_device(ent, mac, now, f"receipt {payment.receipt}")
 
 
@@ -168,12 +169,12 @@ def extend(entitlement_id: int, seconds: int, why: str, now: float | None = None
     """Give a live session more time (the owner's "extend")."""
     now = clock.now() if now is None else now
     if not 0 < seconds <= 366 * 86400:
-        raise AccessError("extend by 1 second to a year")
+        raise AccessError("extend_out_of_range")
     with database.atomic():
         updated = (Entitlement.update(expires_at=Entitlement.expires_at + seconds)
                    .where(Entitlement.id == entitlement_id, Entitlement.status == "active").execute())
         if not updated:
-            raise AccessError("only a live session can be extended")
+            raise AccessError("not_live")
         Event.create(at=now, kind="session_extended", entitlement=entitlement_id,
                      message=f"+{seconds // 60} min: {why}")
     return Entitlement.get_by_id(entitlement_id)

@@ -15,7 +15,7 @@ from email.message import EmailMessage
 
 import peewee as pw
 
-from . import clock, reports
+from . import clock, formatting, reports
 from .storage.models import Entitlement, Payment, Voucher
 
 
@@ -33,7 +33,7 @@ class DayReport:
 
     def text(self) -> str:
         lines = [f"{self.site}: {self.day:%A %d %B %Y}",
-                 f"Revenue: KES {self.revenue:,} from {self.paid} payment(s)",
+                 f"Revenue: {formatting.money(self.revenue)} from {self.paid} payment(s)",
                  f"Prompts sent: {self.funnel.sent}, paid: {self.funnel.paid} ({self.funnel.rate(self.funnel.paid)}%), "
                  f"online: {self.funnel.online} ({self.funnel.rate(self.funnel.online)}%)", "",
                  f"{'outcome':<12}{'count':>7}{'KES':>10}"]
@@ -75,7 +75,7 @@ def csv_text(day: date, venue: str | None = None, with_site: bool = False) -> st
 def mail(report: DayReport, csv: str, to: list[str], cfg_report) -> None:
     """Send the report (text body, the day's payments attached as CSV) through ``[report]``'s SMTP."""
     msg = EmailMessage()
-    msg["Subject"] = f"{report.site}: KES {report.revenue:,} on {report.day:%d %b %Y}"
+    msg["Subject"] = f"{report.site}: {formatting.money(report.revenue)} on {report.day:%d %b %Y}"
     msg["From"] = cfg_report.mail_from
     msg["To"] = ", ".join(to)
     msg.set_content(report.text())

@@ -12,6 +12,8 @@ import sys
 
 import phonenumbers
 
+from .errors import DomainError
+
 _MAC_HEX = re.compile(r"[0-9A-Fa-f]{12}")
 _MAC_SEPARATED = re.compile(r"[0-9A-Fa-f]{1,2}([:\-.])(?:[0-9A-Fa-f]{1,2}\1){4}[0-9A-Fa-f]{1,2}")
 _MAC_CISCO = re.compile(r"[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}")
@@ -52,8 +54,13 @@ def carrier_of(number: "phonenumbers.PhoneNumber") -> str:
     return ""
 
 
-class InvalidPhone(ValueError):
-    """The number cannot receive an M-Pesa prompt; ``str()`` is a message for the customer."""
+class InvalidPhone(DomainError, ValueError):
+    """The number cannot receive an M-Pesa prompt; ``code`` says why (``phone_missing``,
+    ``phone_not_digits``, ``phone_unreadable``, ``phone_not_kenyan``, ``phone_not_mobile``,
+    ``phone_not_safaricom``), ``field`` is ``phone``."""
+
+    def __init__(self, code: str):
+        super().__init__(code, "phone")
 
 
 class InvalidMac(ValueError):
@@ -66,12 +73,12 @@ def normalize_phone(text: str) -> str:
     Raises :class:`InvalidPhone` for anything that is not a Safaricom mobile number.
     """
     if not isinstance(text, str):
-        raise InvalidPhone("Enter your M-Pesa phone number, e.g. 0712 345 678.")
+        raise InvalidPhone("phone_missing")
     cleaned = re.sub(r"[\s\-().]", "", text)
     if not cleaned:
-        raise InvalidPhone("Enter your M-Pesa phone number, e.g. 0712 345 678.")
+        raise InvalidPhone("phone_missing")
     if len(cleaned) > 16 or not re.fullmatch(r"\+?\d+", cleaned):
-        raise InvalidPhone("A phone number has only digits, e.g. 0712 345 678.")
+        raise InvalidPhone("phone_not_digits")
     if cleaned.startswith("254") and len(cleaned) == 12:
         cleaned = "+" + cleaned
     elif re.fullmatch(r"[17]\d{8}", cleaned):
@@ -79,17 +86,17 @@ def normalize_phone(text: str) -> str:
     try:
         number = phonenumbers.parse(cleaned, "KE")
     except phonenumbers.NumberParseException:
-        raise InvalidPhone("That is not a phone number; use the form 0712 345 678.") from None
+        raise InvalidPhone("phone_unreadable") from None
     if number.country_code != 254 or not phonenumbers.is_valid_number(number):
-        raise InvalidPhone("Use a Kenyan Safaricom number, e.g. 0712 345 678.")
+        raise InvalidPhone("phone_not_kenyan")
     if phonenumbers.number_type(number) not in (phonenumbers.PhoneNumberType.MOBILE,
                                                 phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE):
-        raise InvalidPhone("Use a Safaricom mobile number, e.g. 0712 345 678.")
+        raise InvalidPhone("phone_not_mobile")
     if carrier_of(number) != "Safaricom":
-        raise InvalidPhone("M-Pesa prompts go only to Safaricom numbers; use your Safaricom line.")
+        raise InvalidPhone("phone_not_safaricom")
     national = str(number.national_number)
     if len(national) != 9 or national[0] not in "17":
-        raise InvalidPhone("Use a Safaricom mobile number, e.g. 0712 345 678.")
+        raise InvalidPhone("phone_not_mobile")
     return "254" + national
 
 

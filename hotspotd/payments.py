@@ -20,7 +20,8 @@ import peewee as pw
 
 from . import access, clock, faults
 from .daraja import codes
-from .daraja.client import DarajaClient, DarajaError, DarajaRejected, DarajaUnavailable
+from .daraja.client import DarajaClient, DarajaError, DarajaRejected
+from .errors import DomainError
 from .identifiers import InvalidMac, InvalidPhone, mask_phone, normalize_mac, normalize_phone
 from .storage.models import DEFAULT_SITE, Callback, Event, Package, Payment, database
 
@@ -30,19 +31,25 @@ OPEN_STATES = ("created", "pending")
 MIN_AMOUNT, MAX_AMOUNT = 1, 250_000
 
 
-CANNOT_RECORD = "This Wi-Fi cannot take payments right now. Please tell the staff."
-BUSY = "The payment system is busy. Please try again in a moment."
-UNKNOWN_SITE = "This Wi-Fi's sign-in page is not set up correctly (unknown venue). Please tell the staff."
-#: a payment whose push was cut short by a stop; a late confirmation from M-Pesa still counts
-UNSENT_TEXT = "We could not confirm the M-Pesa prompt. If you paid, your time starts when M-Pesa confirms it."
+#: the codes of :class:`PaymentRefused` (the boundaries' tables say them to people)
+CANNOT_RECORD = "cannot_record"         # the database cannot take a payment now (disk, server down)
+STORAGE_BUSY = "storage_busy"           # a lock held too long: try again in a moment
+UNKNOWN_SITE = "unknown_site"           # the router names a venue this install does not have
+BAD_MAC = "bad_mac"
+CHOOSE_PACKAGE = "choose_package"
+NOT_ON_OFFER = "package_not_on_offer"
+AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
+#: ``mpesa_<reason>``: the STK push failed, ``reason`` being the DarajaError's (unavailable, ...)
+MPESA = "mpesa_"
+#: the ``result_desc`` of a payment that ended without a word from M-Pesa: hotspotd's own reason
+#: (the boundaries say it in words; Daraja's ResultDesc texts are stored as they came)
+UNSENT = "unsent"                        # the push was cut short by a stop; a late confirmation counts
+NO_ANSWER = "no_answer"                  # no answer from M-Pesa in time
 
 
-class PaymentRefused(Exception):
-    """The pay request cannot go ahead; ``str()`` is for the customer, ``field`` names the input."""
-
-    def __init__(self, message: str, field: str | None = None, status: int = 400):
-        super().__init__(message)
-        self.field, self.status = field, status
+class PaymentRefused(DomainError):
+    """The pay request cannot go ahead: ``code`` (one of the codes above, an InvalidPhone's or
+    ``mpesa_<reason>``) says why, ``field`` names the input to correct."""
 
 
 @dataclass(frozen=True)
@@ -95,26 +102,25 @@ class PaymentService:
         if site not in self.sites:
             log.error("refusing a payment: the router's login page names site %r, which no [[sites]] entry has",
                       str(site)[:40])
-            raise PaymentRefused(UNKNOWN_SITE, None, 400)
+            raise PaymentRefused(UNKNOWN_SITE)
         try:
             phone = normalize_phone(phone)
         except InvalidPhone as exc:
-            raise PaymentRefused(str(exc), "phone") from None
+            raise PaymentRefused(exc.code, "phone") from None
         try:
             mac = normalize_mac(mac) if mac not in (None, "") else None
         except InvalidMac:
-            raise PaymentRefused("The device address (MAC) is not valid; reconnect to the Wi-Fi and try again.",
-                                 "macAddress") from None
+            raise PaymentRefused(BAD_MAC, "macAddress") from None
         try:
             package = self._package(package_id, site)
         except (pw.OperationalError, pw.InterfaceError) as exc:
             raise self._unrecordable(exc) from None
         if not MIN_AMOUNT <= package.price <= MAX_AMOUNT:
-            raise PaymentRefused("This package cannot be paid with M-Pesa (amount out of range).", "packageId")
+            raise PaymentRefused(AMOUNT_OUT_OF_RANGE, "packageId")
         problem = self.storage_problem() if self.storage_problem else None
         if problem:
             log.error("refusing a payment: %s", problem)
-            raise PaymentRefused(CANNOT_RECORD, None, 503)
+            raise PaymentRefused(CANNOT_RECORD)
         try:
             payment, reused = self._create(phone, package, mac, client_ip, login_context, site)
         except (pw.OperationalError, pw.InterfaceError) as exc:
@@ -128,13 +134,13 @@ class PaymentService:
 
     @staticmethod
     def _unrecordable(exc: Exception) -> PaymentRefused:
-        """The 503 for a payment the database cannot take now: "busy, try again" for a lock held
-        too long (SQLite's "database is locked", PostgreSQL's "lock timeout"), else "tell the
-        staff" (a full disk, a server that is down)."""
+        """The refusal of a payment the database cannot take now: ``storage_busy`` ("try again")
+        for a lock held too long (SQLite's "database is locked", PostgreSQL's "lock timeout"), else
+        ``cannot_record`` ("tell the staff": a full disk, a server that is down)."""
         reason = _root_cause(exc)
         log.error("refusing a payment: the database could not record it (%s)", reason.splitlines()[0] if reason else exc)
         busy = any(word in reason.lower() for word in ("locked", "busy", "lock timeout"))
-        return PaymentRefused(BUSY if busy else CANNOT_RECORD, None, 503)
+        return PaymentRefused(STORAGE_BUSY if busy else CANNOT_RECORD)
 
     def _create(self, phone: str, package: Package, mac: str | None, client_ip: str | None,
                 login_context: dict | None, site: str) -> tuple[Payment, bool]:
@@ -160,12 +166,12 @@ class PaymentService:
         try:
             pid = int(package_id)
         except (TypeError, ValueError, OverflowError):   # OverflowError: JSON's Infinity
-            raise PaymentRefused("Choose a package.", "packageId") from None
+            raise PaymentRefused(CHOOSE_PACKAGE, "packageId") from None
         # beyond 64 bits the database driver raises instead of finding nothing
         package = (Package.get_or_none((Package.id == pid) & Package.active & Package.sold_at([site]))
                    if 0 < pid < 2**63 else None)
         if package is None:
-            raise PaymentRefused("That package is not on offer; choose another.", "packageId", 404)
+            raise PaymentRefused(NOT_ON_OFFER, "packageId")
         return package
 
     def _push(self, payment: Payment, package: Package) -> None:
@@ -178,7 +184,7 @@ class PaymentService:
             # that we would not hear about; a timeout is the exception (see ARCHITECTURE.md).
             state = "failed" if isinstance(exc, DarajaRejected) else "error"
             Payment.update(status=state, last_error=f"{exc.code or exc.http_status or ''} {exc.message}".strip(),
-                           result_desc=exc.customer_message, resolved_by="push", completed_at=clock.now()
+                           result_desc=MPESA + exc.reason, resolved_by="push", completed_at=clock.now()
                            ).where(Payment.id == payment.id).execute()
             event("push_failed", payment, f"{exc.code or exc.http_status}: {exc.message}")
             log.warning("STK push for payment %s failed: %s %s", payment.id, exc.code, exc.message,
@@ -186,7 +192,7 @@ class PaymentService:
             if self.metrics:
                 self.metrics.daraja_error("stk_push", exc)
                 self.metrics.payment_final(state)
-            raise PaymentRefused(exc.customer_message, None, 502 if isinstance(exc, DarajaUnavailable) else 400) from exc
+            raise PaymentRefused(MPESA + exc.reason) from exc
         faults.crash_point("push_accepted")
         now = clock.now()
         with database.atomic():
@@ -368,7 +374,7 @@ class PaymentService:
         stale = min(self.started_at, now - 4 * self.client.timeout)
         for payment in Payment.select().where(Payment.status == "created", Payment.created_at < stale).limit(100):
             if Payment.update(status="error", last_error="the process stopped while the STK push was being sent",
-                              result_desc=UNSENT_TEXT, resolved_by="push", completed_at=now
+                              result_desc=UNSENT, resolved_by="push", completed_at=now
                               ).where(Payment.id == payment.id, Payment.status == "created").execute():
                 event("push_unknown", payment, "hotspotd stopped while sending the STK push; outcome unknown")
                 log.warning("payment %s: hotspotd stopped while sending its STK push; marked error", payment.id,
@@ -416,7 +422,7 @@ class PaymentService:
         Payment.update(next_query_at=now + interval, query_attempts=attempts, last_error=error or payment.last_error
                        ).where(Payment.id == payment.id).execute()
         if age > p.prompt_lifetime:
-            if Payment.update(status="timeout", result_desc="No answer from M-Pesa in time.", resolved_by="timeout",
+            if Payment.update(status="timeout", result_desc=NO_ANSWER, resolved_by="timeout",
                               completed_at=now).where(Payment.id == payment.id, Payment.status == "pending").execute():
                 event("timeout", payment, f"no final answer {int(age)} s after the push; still checking for a late payment")
                 log.info("payment %s timed out (still queried for a late success)", payment.checkout_request_id,

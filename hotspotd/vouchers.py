@@ -10,6 +10,7 @@ import re
 import secrets
 
 from . import access, clock
+from .errors import DomainError
 from .storage.models import DEFAULT_SITE, Entitlement, Event, Package, Voucher, database
 
 log = logging.getLogger(__name__)
@@ -19,8 +20,10 @@ LENGTH = 10
 MAX_BATCH = 500
 
 
-class VoucherError(ValueError):
-    """The code cannot be used; ``str()`` is for the customer."""
+class VoucherError(DomainError, ValueError):
+    """The code cannot be used; ``code`` says why: ``not_a_voucher``, ``voucher_invalid``,
+    ``voucher_other_venue``, ``voucher_used``; for the owner's batches ``batch_size`` (with
+    ``most``) and ``no_such_package``."""
 
 
 def display(code: str) -> str:
@@ -35,10 +38,10 @@ def normalize(text: str) -> str:
 def generate(package_id: int, count: int, batch: str | None = None) -> list[Voucher]:
     """``count`` new codes for the package, all in one batch (default: a date-time name)."""
     if not 1 <= count <= MAX_BATCH:
-        raise VoucherError(f"a batch has 1 to {MAX_BATCH} vouchers")
+        raise VoucherError("batch_size", most=MAX_BATCH)
     package = Package.get_or_none(Package.id == package_id)
     if package is None:
-        raise VoucherError("no such package")
+        raise VoucherError("no_such_package")
     now = clock.now()
     batch = (batch or clock.local_stamp(now))[:32]
     made: list[Voucher] = []
@@ -59,22 +62,22 @@ def redeem(text: str, mac: str | None, now: float | None = None, site: str = DEF
     now = clock.now() if now is None else now
     code = normalize(text)
     if not re.fullmatch(f"[{ALPHABET}]{{{LENGTH}}}", code):
-        raise VoucherError("That is not a voucher code. It looks like ABCDE-23456.")
+        raise VoucherError("not_a_voucher")
     with database.atomic():
         voucher = Voucher.get_or_none(Voucher.code == code)
         if voucher is None or voucher.revoked:
-            raise VoucherError("This voucher code is not valid. Check it and try again.")
+            raise VoucherError("voucher_invalid")
         if voucher.package.site not in (None, site):
-            raise VoucherError("This voucher is for another of our venues and works only there.")
+            raise VoucherError("voucher_other_venue")
         if voucher.redeemed_at is not None:
             ent = Entitlement.get_or_none(Entitlement.id == voucher.entitlement_id)
             if ent and mac and access.is_bound(ent.id, mac):
                 return ent
-            raise VoucherError("This voucher has already been used.")
+            raise VoucherError("voucher_used")
         updated = (Voucher.update(redeemed_at=now).where(Voucher.id == voucher.id, Voucher.redeemed_at.is_null())
                    .execute())
         if not updated:
-            raise VoucherError("This voucher has already been used.")
+            raise VoucherError("voucher_used")
         ent = access.grant(voucher.package, mac, now, phone=None, payment=None, site=site)
         Voucher.update(entitlement=ent.id).where(Voucher.id == voucher.id).execute()
         Event.create(at=now, kind="voucher_redeemed", entitlement=ent.id, mac=mac,

@@ -10,10 +10,13 @@ import logging
 import time
 
 from flask import Flask, jsonify
+from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException
+
+from . import i18n
 
 limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", headers_enabled=True)
 #: CSRF tokens for the dashboard's forms only: the JSON API and Daraja's callbacks carry none, so
@@ -27,6 +30,8 @@ def create_app(hotspot) -> Flask:
     app.config["JSON_SORT_KEYS"] = False
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     limiter.init_app(app)
+    # templates say _("..."): Flask-Babel, in the page's language (the splash page's choice)
+    Babel(app, locale_selector=i18n.lang, default_translation_directories=str(i18n.TRANSLATIONS))
 
     from . import admin, api, fastlane, metrics_view, splash
     admin.configure(app, hotspot)
@@ -41,7 +46,7 @@ def create_app(hotspot) -> Flask:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         if exc.code == 429:
-            body = {"success": False, "message": "Too many requests; wait a minute and try again."}
+            body = {"success": False, "message": i18n.t(i18n.TOO_MANY_REQUESTS, api.language())}
         else:
             body = {"success": False, "message": exc.description or exc.name}
         return jsonify(body), exc.code
@@ -49,7 +54,7 @@ def create_app(hotspot) -> Flask:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         app.logger.exception("unhandled error")
-        return jsonify({"success": False, "message": "Something went wrong on our side; please try again."}), 500
+        return jsonify({"success": False, "message": i18n.t(i18n.UNEXPECTED, api.language())}), 500
 
     app.after_request(add_security_headers)
     _skip_idle_limiter_check(app)

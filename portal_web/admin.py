@@ -82,13 +82,13 @@ from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, 
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from hotspotd import access, admins, clock, reports, vouchers
+from hotspotd import access, admins, clock, formatting, reports, vouchers
 from hotspotd.health import live as health_live
 from hotspotd.identifiers import mask_phone
 from hotspotd.storage.models import AdminUser, Entitlement, Package, Payment, Setting, Voucher, database
 from hotspotd.payments import MAX_AMOUNT
 
-from . import csrf, limiter
+from . import csrf, i18n, limiter
 
 log = logging.getLogger(__name__)
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -102,6 +102,9 @@ MAX_MINUTES = 366 * 24 * 60
 _RATE = re.compile(r"\d+(\.\d+)?[kKmMgG]?/\d+(\.\d+)?[kKmMgG]?")
 
 #: Failure reasons (hotspotd.daraja.codes.REASONS words) as the owner reads them.
+#: the dashboard's one table of the core's refusal codes (hotspotd.errors.DomainError) it can meet
+REFUSAL_TEXT = {"extend_out_of_range": "extend by 1 second to a year", "not_live": "only a live session can be extended"}
+
 REASON_TEXT = {
     "cancelled": "Cancelled on the phone", "wrong_pin": "Wrong PIN", "insufficient_funds": "Not enough balance",
     "no_response": "No response from the phone", "expired": "Prompt expired", "busy": "M-Pesa busy",
@@ -225,7 +228,7 @@ def helpers():
     cfg = _hotspot().config
     admin = g.get("admin")
     venues = visible_venues() if admin is not None else []
-    return {"kes": kes, "when": when, "duration": duration, "size": size, "mask_phone": mask_phone,
+    return {"kes": kes, "when": when, "duration": duration, "size": size, "result_text": result_text, "mask_phone": mask_phone,
             "site": cfg.portal.site_name, "admin": admin, "reason_text": reason_text,
             "section": section, "here": here, "venue": g.get("venue"), "venues": venues,
             "multi_site": cfg.multi_site, "show_venues": cfg.multi_site and len(venues) > 1,
@@ -293,7 +296,7 @@ def _filter_form(section: str, endpoint: str) -> dict | None:
 
 
 def kes(amount) -> str:
-    return f"KES {int(amount or 0):,}"
+    return formatting.money(amount)
 
 
 def when(ts, seconds: bool = False) -> str:
@@ -304,26 +307,19 @@ def when(ts, seconds: bool = False) -> str:
 
 
 def duration(seconds) -> str:
-    seconds = max(int(seconds or 0), 0)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
-    if days:
-        return f"{days} d {hours} h" if hours else f"{days} d"
-    if hours:
-        return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
-    return f"{minutes} min"
+    return formatting.time_left(seconds)
 
 
 def size(n) -> str:
-    if n is None:
-        return "unlimited"
-    n = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
+    return "unlimited" if n is None else formatting.size(n)
+
+
+def result_text(desc: str | None) -> str:
+    """A payment's result_desc as the owner reads it: Daraja's text as it came, or for a payment that
+    ended without one, the English of hotspotd's reason word (what the customer was told)."""
+    if desc in i18n.PAYMENT_RESULTS or desc in i18n.REFUSALS:
+        return i18n.payment_result(desc, "en")
+    return desc or ""
 
 
 def reason_text(word: str) -> str:
@@ -450,7 +446,7 @@ def extend(ent_id: int):
     try:
         ent = access.extend(ent_id, minutes * 60, f"owner {g.admin.username}")
     except access.AccessError as exc:
-        flash(f"Session {ent_id}: {exc}.", "error")
+        flash(f"Session {ent_id}: {REFUSAL_TEXT.get(exc.code, exc.code)}.", "error")
     else:
         log.info("admin %r extended session %s by %d min", g.admin.username, ent_id, minutes)
         flash(f"Session {ent_id} extended by {minutes} min; it now ends {when(ent.expires_at)}.", "ok")

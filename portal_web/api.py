@@ -11,12 +11,14 @@ import peewee as pw
 from flask import Blueprint, current_app, jsonify, request
 
 from hotspotd import access, clock, router_login, vouchers
-from hotspotd.identifiers import InvalidMac, InvalidPhone, normalize_mac, normalize_phone
+from hotspotd.identifiers import InvalidMac, normalize_mac, normalize_phone
 from hotspotd.daraja import codes
+from hotspotd.errors import DomainError
 from hotspotd.storage.models import Entitlement, Package, Payment, execute
 from hotspotd.payments import UNKNOWN_SITE, PaymentRefused, on_sale
 
 from . import i18n, limiter
+from .i18n import N_
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api/portal")
@@ -24,6 +26,19 @@ callbacks = Blueprint("callbacks", __name__)
 
 STATUS_OF = {"created": "pending", "pending": "pending", "success": "success", "failed": "failed",
              "cancelled": "cancelled", "timeout": "timeout", "error": "failed"}
+
+
+#: The API's one table of refusals: a code of the core (hotspotd.errors.DomainError) → HTTP status;
+#: any other code is a 400 (the input named by ``field`` is to be corrected). As openapi.json says:
+#: 404 for what is not there (a venue, a package on offer, a live session for a receipt, a usable
+#: voucher), 502 when M-Pesa cannot be reached, 503 when the payment cannot be recorded safely.
+#: (``unknown_site`` was a 400 on /receipt and /voucher, a 404 on /packages and /pay: now 404 on all.)
+STATUS_OF_REFUSAL = {
+    "unknown_site": 404, "package_not_on_offer": 404,
+    "receipt_not_found": 404, "time_used_up": 404, "data_used_up": 404, "other_venue": 404,
+    "not_a_voucher": 404, "voucher_invalid": 404, "voucher_used": 404, "voucher_other_venue": 404,
+    "mpesa_unavailable": 502, "cannot_record": 503, "storage_busy": 503,
+}
 
 
 def _hotspot():
@@ -34,6 +49,11 @@ def _lang(req=request) -> str:
     """The answer's language: ``?lang=``, else Accept-Language, else English."""
     lang = req.args.get("lang") or i18n.accepted(req.headers.get("Accept-Language")) or "en"
     return lang if lang in ("en", "sw") else "en"
+
+
+def language() -> str:
+    """This request's answer language (see :func:`_lang`)."""
+    return _lang(request)
 
 
 def _body_field(name: str) -> str:
@@ -61,15 +81,16 @@ def _site_id(*sources) -> str:
         ctx.update(router_login.router_context(values))
     site = _hotspot().site_for(ctx)
     if site is None:
-        raise PaymentRefused(UNKNOWN_SITE, "site", 404)
+        raise PaymentRefused(UNKNOWN_SITE, "site")
     return site.id
 
 
-def _refused(exc: PaymentRefused):
-    body = {"success": False, "message": str(exc)}
+def _refused(exc: DomainError):
+    """The answer to a refusal of the core, through :data:`STATUS_OF_REFUSAL`."""
+    body = {"success": False, "message": i18n.refusal(exc, _lang())}
     if exc.field:
         body["field"] = exc.field
-    return jsonify(body), exc.status
+    return jsonify(body), STATUS_OF_REFUSAL.get(exc.code, 400)
 
 
 @bp.get("/packages")
@@ -97,8 +118,8 @@ def pay():
             client_ip=request.remote_addr, login_context=context, site=site)
     except PaymentRefused as exc:
         return _refused(exc)
-    message = ("A payment prompt was already sent to your phone; enter your M-Pesa PIN there." if reused
-               else "Check your phone and enter your M-Pesa PIN to pay.")
+    message = i18n.t(N_("A payment prompt was already sent to your phone; enter your M-Pesa PIN there.") if reused
+                     else N_("Check your phone and enter your M-Pesa PIN to pay."), _lang())
     return jsonify({"success": True, "message": message, "checkoutRequestId": payment.checkout_request_id,
                     "amount": payment.amount, "packageName": payment.package.name, "reused": reused})
 
@@ -128,17 +149,24 @@ def _status_json(payment, package_name: str, session: dict | None, lang: str) ->
             "amount": payment.amount, "packageName": package_name, "session": None}
     if status == "success":
         body["session"] = session
-        body["message"] = codes.customer_message("0", lang)
+        body["message"] = i18n.payment_result("paid", lang)
     elif status == "pending":
-        body["message"] = ("Enter your M-Pesa PIN on your phone." if lang == "en"
-                           else "Weka PIN yako ya M-Pesa kwenye simu.")
+        body["message"] = i18n.t(N_("Enter your M-Pesa PIN on your phone."), lang)
     else:
         code = payment.result_code
         body["resultCode"] = code
         body["reason"] = codes.reason(code) if code else ("no_response" if status == "timeout" else "failed")
-        body["message"] = (codes.customer_message(code, lang) if code else
-                           payment.result_desc or codes.customer_message("1037", lang))
+        if code:
+            body["message"] = i18n.payment_result(codes.reason(code), lang)
+        elif payment.result_desc and not _is_reason(payment.result_desc):
+            body["message"] = payment.result_desc     # a payment settled before its result was a reason word
+        else:
+            body["message"] = i18n.payment_result(payment.result_desc or "no_response", lang)
     return body
+
+
+def _is_reason(text: str) -> bool:
+    return text in i18n.PAYMENT_RESULTS or text in i18n.REFUSALS
 
 
 def _session_body(ent, message: str) -> dict:
@@ -152,7 +180,7 @@ def _json_mac(data: dict) -> str:
     try:
         return normalize_mac(data.get("macAddress") or "")
     except InvalidMac:
-        raise PaymentRefused("Send the device's macAddress (AA:BB:CC:DD:EE:FF).", "macAddress") from None
+        raise PaymentRefused("mac_missing", "macAddress") from None
 
 
 @bp.post("/receipt")
@@ -167,14 +195,10 @@ def receipt():
         phone = normalize_phone(data.get("phone"))
         code = access.normalize_receipt(data.get("receipt"))
         ent, unbound = access.move_to_device(code, phone, mac, site=_site_id(request.args, data))
-    except PaymentRefused as exc:
-        return jsonify({"success": False, "message": str(exc), "field": exc.field}), 400
-    except InvalidPhone as exc:
-        return jsonify({"success": False, "message": str(exc), "field": "phone"}), 400
-    except access.AccessError as exc:
-        return jsonify({"success": False, "message": str(exc)}), 404
+    except DomainError as exc:      # PaymentRefused, InvalidPhone, AccessError
+        return _refused(exc)
     _hotspot().cut_off(unbound, ent.id, "moved")
-    return jsonify(_session_body(ent, "Your time is now on this device."))
+    return jsonify(_session_body(ent, i18n.t(N_("Your time is now on this device."), _lang())))
 
 
 @bp.post("/voucher")
@@ -185,11 +209,9 @@ def voucher():
         return jsonify({"success": False, "message": "Send JSON: {\"code\", \"macAddress\"}."}), 400
     try:
         ent = vouchers.redeem(str(data.get("code") or ""), _json_mac(data), site=_site_id(request.args, data))
-    except PaymentRefused as exc:
-        return jsonify({"success": False, "message": str(exc), "field": exc.field}), 400
-    except vouchers.VoucherError as exc:
-        return jsonify({"success": False, "message": str(exc)}), 404
-    return jsonify(_session_body(ent, "Voucher accepted."))
+    except DomainError as exc:      # PaymentRefused, VoucherError
+        return _refused(exc)
+    return jsonify(_session_body(ent, i18n.t(N_("Voucher accepted."), _lang())))
 
 
 def router_login_form(payment: Payment) -> router_login.LoginForm | None:
@@ -260,7 +282,12 @@ class _SessionRow(NamedTuple):
     package_name: str | None
 
 
-NO_SUCH_PAYMENT = {"success": False, "message": "No payment with that id."}
+NO_SUCH_PAYMENT = N_("No payment with that id.")
+
+
+def no_such_payment(req) -> dict:
+    """The 404 body of the status poll, in ``req``'s language."""
+    return {"success": False, "message": i18n.t(NO_SUCH_PAYMENT, _lang(req))}
 
 
 def status_body(checkout_request_id: str, req, hotspot) -> dict | None:
@@ -291,7 +318,7 @@ def status(checkout_request_id: str):
     view answers the requests it passes on (HEAD, odd paths) and is the reference."""
     body = status_body(checkout_request_id, request, _hotspot())
     if body is None:
-        return jsonify(NO_SUCH_PAYMENT), 404
+        return jsonify(no_such_payment(request)), 404
     return jsonify(body)
 
 

@@ -61,7 +61,7 @@ class StatusFastLane:
         except Exception:  # noqa: BLE001 - the view meets the same error, and Flask answers it (500, logged)
             log.debug("status poll for %s passed on to Flask", checkout_request_id, exc_info=True)
             return None
-        response = self.app.json.response(api.NO_SUCH_PAYMENT if body is None else body)
+        response = self.app.json.response(api.no_such_payment(request) if body is None else body)
         if body is None:
             response.status_code = 404
         return add_security_headers(response)

@@ -1,97 +1,123 @@
-"""The splash page's words in English and Kiswahili, and how a language is chosen.
+"""The customer's words, from the gettext catalogue, and how a language is chosen.
+
+Every text a customer reads (the splash page, the portal API's messages, the core's refusals and
+M-Pesa's results) is an English message id with its Kiswahili in
+``portal_web/translations/sw/LC_MESSAGES/messages.po`` (compiled beside it to ``messages.mo``;
+``tests/test_i18n.py`` fails when a message lacks its Kiswahili or the ``.mo`` is stale). Update
+the catalogue with ``pybabel extract -F babel.cfg -k N_ -k t -o portal_web/translations/messages.pot .``,
+``pybabel update -i portal_web/translations/messages.pot -d portal_web/translations`` and
+``pybabel compile -d portal_web/translations``.
+
+Templates say ``_("...")`` (Flask-Babel, whose locale is :func:`lang`); Python code says
+``t("...", language)``, which needs no request (the status poll's fast lane has none). The core
+names what went wrong by a code (:class:`hotspotd.errors.DomainError`, Daraja's reason words);
+:data:`REFUSALS` and :data:`PAYMENT_RESULTS` are the one table of their words.
 
 The language comes from ``?lang=`` (remembered in a cookie), else the browser's Accept-Language,
-else English. Every customer-facing string of the splash page is here, in both languages.
+else English.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
+from pathlib import Path
 
+from babel.support import NullTranslations, Translations
 from flask import request
 from werkzeug.datastructures import LanguageAccept
 from werkzeug.http import parse_accept_header
 
 LANGS = ("en", "sw")
+TRANSLATIONS = Path(__file__).parent / "translations"
 
-TEXT: dict[str, tuple[str, str]] = {
-    # key: (English, Kiswahili)
-    "choose": ("Choose a package", "Chagua kifurushi"),
-    "phone_label": ("M-Pesa phone number", "Nambari ya simu ya M-Pesa"),
-    "pay": ("Pay with M-Pesa", "Lipa kwa M-Pesa"),
-    "already_paid": ("Already paid?", "Umeshalipa?"),
-    "already_paid_hint": ("Your phone changed its Wi-Fi address or the page closed while paying? "
-                          "Enter the M-Pesa code from the SMS and get your time back on this device.",
-                          "Simu yako imebadilisha anwani ya Wi-Fi au ukurasa ulifungwa ukilipa? "
-                          "Weka msimbo wa M-Pesa kutoka kwenye SMS upate muda wako kwenye kifaa hiki."),
-    "receipt_label": ("M-Pesa code (from the SMS, e.g. SKL2ABC3DE)", "Msimbo wa M-Pesa (kwenye SMS, mfano SKL2ABC3DE)"),
-    "paid_phone_label": ("Phone number you paid with", "Nambari ya simu uliyolipia"),
-    "restore": ("Get my time back", "Rudisha muda wangu"),
-    "voucher": ("Have a voucher?", "Una vocha?"),
-    "voucher_label": ("Voucher code", "Msimbo wa vocha"),
-    "use_voucher": ("Use voucher", "Tumia vocha"),
-    "check_phone": ("Check your phone", "Angalia simu yako"),
-    "steps": ("1. Unlock your phone. 2. The M-Pesa prompt asks you to pay KES {amount} to {site}. "
-              "3. Enter your M-Pesa PIN and press OK.",
-              "1. Fungua simu yako. 2. Ombi la M-Pesa litakuomba ulipe KES {amount} kwa {site}. "
-              "3. Weka PIN yako ya M-Pesa kisha ubonyeze OK."),
-    "countdown": ("The prompt stays open for about {seconds} seconds.", "Ombi litakaa wazi kwa takriban sekunde {seconds}."),
-    "waiting": ("Waiting for M-Pesa…", "Tunasubiri M-Pesa…"),
-    "online": ("You are online", "Umeunganishwa"),
-    "welcome_back": ("Welcome back, you still have time", "Karibu tena, bado una muda"),
-    "time_left": ("Time left", "Muda uliobaki"),
-    "data_left": ("Data left", "Data iliyobaki"),
-    "until": ("until {time}", "hadi {time}"),
-    "connect": ("Connect now", "Unganisha sasa"),
-    "connecting": ("Connecting you to the internet…", "Tunakuunganisha kwenye mtandao…"),
-    "try_again": ("Try again", "Jaribu tena"),
-    "back": ("Back to packages", "Rudi kwenye vifurushi"),
-    "failed_title": ("Payment not completed", "Malipo hayajakamilika"),
-    "random_mac": ("Your phone uses a private (random) Wi-Fi address on this network. If it changes, "
-                   "for example after you forget the network, use \"Already paid?\" with your M-Pesa code "
-                   "to bring your time back.",
-                   "Simu yako inatumia anwani binafsi (ya nasibu) ya Wi-Fi kwenye mtandao huu. Ikibadilika, "
-                   "kwa mfano ukisahau mtandao huu, tumia \"Umeshalipa?\" pamoja na msimbo wako wa M-Pesa "
-                   "kurudisha muda wako."),
-    "no_device": ("Open this page from the Wi-Fi login screen so we know which device to connect.",
-                  "Fungua ukurasa huu kutoka skrini ya kuingia ya Wi-Fi ili tujue kifaa cha kuunganisha."),
-    "phone_error": ("Enter a Safaricom M-Pesa number, e.g. 0712 345 678.",
-                    "Weka nambari ya M-Pesa ya Safaricom, mfano 0712 345 678."),
-    "package_error": ("Choose a package.", "Chagua kifurushi."),
-    "too_many": ("Too many tries. Wait a minute and try again.", "Majaribio mengi mno. Subiri dakika moja kisha ujaribu tena."),
-    "moved": ("Your time is now on this device.", "Muda wako sasa uko kwenye kifaa hiki."),
-    "voucher_ok": ("Voucher accepted.", "Vocha imekubaliwa."),
-    "data": ("{amount} data", "data {amount}"),
-    "speed": ("up to {rate}", "hadi {rate}"),
-    "devices": ("{n} devices", "vifaa {n}"),
-    "roams": ("works at all our venues", "inatumika katika maeneo yetu yote"),
-    "no_packages": ("No packages on offer right now. Please ask the staff.",
-                    "Hakuna vifurushi kwa sasa. Tafadhali waulize wahudumu."),
-    "unknown_site": ("This Wi-Fi's sign-in page is not set up correctly (unknown venue). Please tell the staff.",
-                     "Ukurasa wa kuingia wa Wi-Fi hii haujawekwa sawa (eneo lisilojulikana). Tafadhali waambie "
-                     "wahudumu."),
+
+def N_(message: str) -> str:
+    """Marks a message for the catalogue where it is defined; it is translated where it is shown."""
+    return message
+
+
+UNEXPECTED = N_("Something went wrong on our side; please try again.")
+TOO_MANY_REQUESTS = N_("Too many requests; wait a minute and try again.")
+
+#: a refusal's code (hotspotd.errors.DomainError: payments, access, vouchers, phone numbers,
+#: ``mpesa_<reason>`` for a failed STK push) → what the customer reads
+REFUSALS: dict[str, str] = {
+    "unknown_site": N_("This Wi-Fi's sign-in page is not set up correctly (unknown venue). Please tell the staff."),
+    "cannot_record": N_("This Wi-Fi cannot take payments right now. Please tell the staff."),
+    "storage_busy": N_("The payment system is busy. Please try again in a moment."),
+    "bad_mac": N_("The device address (MAC) is not valid; reconnect to the Wi-Fi and try again."),
+    "mac_missing": N_("Send the device's macAddress (AA:BB:CC:DD:EE:FF)."),
+    "choose_package": N_("Choose a package."),
+    "package_not_on_offer": N_("That package is not on offer; choose another."),
+    "amount_out_of_range": N_("This package cannot be paid with M-Pesa (amount out of range)."),
+    "phone_missing": N_("Enter your M-Pesa phone number, e.g. 0712 345 678."),
+    "phone_not_digits": N_("A phone number has only digits, e.g. 0712 345 678."),
+    "phone_unreadable": N_("That is not a phone number; use the form 0712 345 678."),
+    "phone_not_kenyan": N_("Use a Kenyan Safaricom number, e.g. 0712 345 678."),
+    "phone_not_mobile": N_("Use a Safaricom mobile number, e.g. 0712 345 678."),
+    "phone_not_safaricom": N_("M-Pesa prompts go only to Safaricom numbers; use your Safaricom line."),
+    "mpesa_unavailable": N_("M-Pesa is not answering right now, please try again in a minute."),
+    "mpesa_misconfigured": N_("M-Pesa payments are not set up correctly here. Please tell the staff."),
+    "mpesa_rejected": N_("M-Pesa could not take this payment request. Please try again."),
+    "mpesa_phone": N_("That number cannot receive M-Pesa prompts. Use a Safaricom number such as 0712 345 678."),
+    "mpesa_amount": N_("M-Pesa cannot take that amount."),
+    "mpesa_locked": N_("Another M-Pesa payment is waiting on your phone. Finish or cancel it, then try again."),
+    "receipt_not_found": N_("We found no payment with that M-Pesa code from that phone number. Check the code in "
+                            "the M-Pesa SMS and the number you paid with."),
+    "time_used_up": N_("The time bought with this payment has run out."),
+    "data_used_up": N_("The data bought with this payment has been used up."),
+    "other_venue": N_("This time was bought at another of our venues and works only there."),
+    "no_device": N_("Open this page from the Wi-Fi login screen so we know which device to connect."),
+    "not_a_voucher": N_("That is not a voucher code. It looks like ABCDE-23456."),
+    "voucher_invalid": N_("This voucher code is not valid. Check it and try again."),
+    "voucher_used": N_("This voucher has already been used."),
+    "voucher_other_venue": N_("This voucher is for another of our venues and works only there."),
 }
 
-#: Kiswahili for the customer messages the core raises in English (access, vouchers)
-SWAHILI = {
-    "We found no payment with that M-Pesa code from that phone number. Check the code in the M-Pesa SMS "
-    "and the number you paid with.":
-        "Hatukupata malipo yenye msimbo huo wa M-Pesa kutoka kwa nambari hiyo. Angalia msimbo kwenye SMS "
-        "ya M-Pesa na nambari uliyolipia.",
-    "The time bought with this payment has run out.": "Muda ulionunuliwa kwa malipo haya umekwisha.",
-    "The data bought with this payment has been used up.": "Data iliyonunuliwa kwa malipo haya imekwisha.",
-    "That is not a voucher code. It looks like ABCDE-23456.": "Huo si msimbo wa vocha. Unafanana na ABCDE-23456.",
-    "This voucher code is not valid. Check it and try again.": "Msimbo huu wa vocha si sahihi. Uangalie kisha ujaribu tena.",
-    "This voucher has already been used.": "Vocha hii imeshatumika.",
-    "This time was bought at another of our venues and works only there.":
-        "Muda huu ulinunuliwa katika eneo letu jingine na unatumika huko tu.",
-    "This voucher is for another of our venues and works only there.":
-        "Vocha hii ni ya eneo letu jingine na inatumika huko tu.",
+#: a payment's reason word (hotspotd.daraja.codes.REASONS, or the result_desc hotspotd stored for a
+#: payment that ended without M-Pesa's word: hotspotd.payments.UNSENT, NO_ANSWER, mpesa_<reason>)
+#: → what the customer reads about it
+PAYMENT_RESULTS: dict[str, str] = {
+    "paid": N_("Payment received. Thank you!"),
+    "insufficient_funds": N_("Not enough M-Pesa balance. Top up and try again."),
+    "busy": N_("M-Pesa is busy right now. Please try again in a minute."),
+    "expired": N_("The M-Pesa prompt expired. Please try again."),
+    "push_failed": N_("We could not send the M-Pesa prompt to your phone. Please try again."),
+    "cancelled": N_("You cancelled the M-Pesa prompt."),
+    "no_response": N_("No response from your phone. Keep it on and unlocked, then try again."),
+    "wrong_pin": N_("Wrong M-Pesa PIN. Please try again."),
+    "pending": N_("Waiting for you to confirm on your phone."),
+    "misconfigured": N_("M-Pesa payments are not set up correctly here. Please tell the staff."),
+    "failed": N_("The M-Pesa payment did not go through. Please try again."),
+    "unsent": N_("We could not confirm the M-Pesa prompt. If you paid, your time starts when M-Pesa confirms it."),
+    "no_answer": N_("No answer from M-Pesa in time."),
 }
 
-UNITS = {
-    "en": {"minute": ("minute", "minutes"), "hour": ("hour", "hours"), "day": ("day", "days")},
-    "sw": {"minute": ("dakika", "dakika"), "hour": ("saa", "saa"), "day": ("siku", "siku")},
-}
+
+@cache
+def translations(language: str) -> NullTranslations:
+    """The compiled catalogue of ``language`` (English: the message ids themselves)."""
+    if language == "en" or language not in LANGS:
+        return NullTranslations()
+    return Translations.load(str(TRANSLATIONS), [language], domain="messages")
+
+
+def t(message: str, language: str, **values) -> str:
+    """``message`` (an English message id) in ``language``, its ``%(name)s`` placeholders filled."""
+    text = translations(language).gettext(message)
+    return text % values if values else text
+
+
+def refusal(exc, language: str) -> str:
+    """What the customer reads about a refusal of the core (a DomainError), by its code."""
+    message = REFUSALS.get(exc.code) or (PAYMENT_RESULTS["failed"] if exc.code.startswith("mpesa_") else UNEXPECTED)
+    return t(message, language, **exc.values)
+
+
+def payment_result(reason: str, language: str) -> str:
+    """What the customer reads about a payment's reason word (``failed``'s words for an unknown one)."""
+    if reason.startswith("mpesa_") and reason in REFUSALS:
+        return t(REFUSALS[reason], language)
+    return t(PAYMENT_RESULTS.get(reason, PAYMENT_RESULTS["failed"]), language)
 
 
 def lang() -> str:
@@ -118,43 +144,3 @@ def _best_language(header: str | None) -> str | None:
 
 
 _best_language_cached = lru_cache(maxsize=1024)(_best_language)
-
-
-def t(key: str, language: str, **values) -> str:
-    english, swahili = TEXT[key]
-    text = swahili if language == "sw" else english
-    return text.format(**values) if values else text
-
-
-def translate(message: str, language: str) -> str:
-    """A core message in the page's language (English when no translation is known)."""
-    return SWAHILI.get(message, message) if language == "sw" else message
-
-
-def duration(seconds: int, language: str) -> str:
-    """``30 minutes`` / ``dakika 30``, ``1 hour`` / ``saa 1``, ``2 days`` / ``siku 2``."""
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0 or unit == "minute":
-            n = max(seconds // size, 1) if unit != "minute" else max(round(seconds / 60), 1)
-            one, many = UNITS[language][unit]
-            word = one if n == 1 else many
-            return f"{n} {word}" if language == "en" else f"{word} {n}"
-    raise AssertionError("unreachable")
-
-
-def left(seconds: int, language: str) -> str:
-    """Time left as ``2 h 05 min`` / ``saa 2 dakika 5``."""
-    h, m = divmod(max(seconds, 0) // 60, 60)
-    if language == "sw":
-        return f"saa {h} dakika {m}" if h else f"dakika {m}"
-    return f"{h} h {m:02d} min" if h else f"{m} min"
-
-
-def size(n: int | None) -> str:
-    if n is None:
-        return ""
-    for unit, scale in (("GB", 10 ** 9), ("MB", 10 ** 6)):
-        if n >= scale:
-            value = n / scale
-            return f"{value:.0f} {unit}" if value >= 10 or value == int(value) else f"{value:.1f} {unit}"
-    return f"{n // 1000} KB"

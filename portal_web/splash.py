@@ -8,15 +8,33 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, make_response, redirect, render_template, request, url_for
 
-from hotspotd import access, clock, router_login, vouchers
-from hotspotd.identifiers import InvalidMac, InvalidPhone, is_random_mac, normalize_mac, normalize_phone
+from hotspotd import access, clock, formatting, router_login, vouchers
 from hotspotd.config import Site
-from hotspotd.payments import PaymentRefused, on_sale
+from hotspotd.errors import DomainError
+from hotspotd.identifiers import InvalidMac, is_random_mac, normalize_mac, normalize_phone
+from hotspotd.payments import on_sale
 
 from . import i18n, limiter
+from .i18n import N_
 from .api import STATUS_OF, payment_status_json, router_login_form
 
 bp = Blueprint("splash", __name__)
+
+#: The splash page's one table of refusals: a code of the core (hotspotd.errors.DomainError) →
+#: the page's HTTP status; any other code is a 400 (the form again, with what to correct).
+STATUS_OF_REFUSAL = {"mpesa_unavailable": 502, "cannot_record": 503, "storage_busy": 503}
+
+#: the headings of the online page
+ONLINE = N_("You are online")
+WELCOME_BACK = N_("Welcome back, you still have time")
+MOVED = N_("Your time is now on this device.")
+VOUCHER_OK = N_("Voucher accepted.")
+
+
+def _refused(template: str, exc: DomainError, **values):
+    """The form ``template`` again, saying why (in the page's language) through :data:`STATUS_OF_REFUSAL`."""
+    return _render(template, STATUS_OF_REFUSAL.get(exc.code, 400), error=i18n.refusal(exc, i18n.lang()),
+                   error_field=exc.field, **values)
 
 
 def _hotspot():
@@ -39,8 +57,7 @@ def _site(ctx: dict) -> Site:
     install does not have ends the request with a page that says so (nothing is sold there)."""
     site = _hotspot().site_for(ctx)
     if site is None:
-        abort(_render("message.html", 400, ctx=ctx, title_key="unknown_site",
-                      message=i18n.t("unknown_site", i18n.lang())))
+        abort(_render("message.html", 400, ctx=ctx, message=i18n.t(i18n.REFUSALS["unknown_site"], i18n.lang())))
     return site
 
 
@@ -54,7 +71,7 @@ def _render(template: str, status: int = 200, **values):
     site = _hotspot().site_for(ctx) or _hotspot().config.site(None)
     body = render_template(template, lang=lang, ctx=ctx, site=site.name, accent=site.color,
                            multi_site=_hotspot().config.multi_site,
-                           t=lambda key, **kw: i18n.t(key, lang, **kw), i18n=i18n,
+                           fmt=formatting,
                            random_mac=bool(mac and is_random_mac(mac)), **values)
     resp = make_response(body, status)
     if request.args.get("lang") in i18n.LANGS:
@@ -67,8 +84,9 @@ def _packages(site: Site):
     return on_sale(site.id)
 
 
-def _online_page(grant_or_ent, form: router_login.LoginForm | None, title_key: str, note_key: str | None = None,
+def _online_page(grant_or_ent, form: router_login.LoginForm | None, title: str, note: str | None = None,
                  ctx: dict | None = None):
+    """``title``, ``note``: message ids (:data:`ONLINE`, :data:`MOVED`, ...)."""
     if isinstance(grant_or_ent, access.Grant):
         seconds, data_left, until = grant_or_ent.remaining_seconds, grant_or_ent.bytes_left, grant_or_ent.expires_at
         package = grant_or_ent.package_name
@@ -77,13 +95,13 @@ def _online_page(grant_or_ent, form: router_login.LoginForm | None, title_key: s
         seconds, until = access.remaining_seconds(ent), ent.expires_at
         data_left = access.bytes_left(ent)
         package = ent.package.name
-    return _render("online.html", ctx=ctx, title_key=title_key, note_key=note_key, package=package,
+    return _render("online.html", ctx=ctx, title=title, note=note, package=package,
                    seconds=seconds, data_left=data_left, until=clock.local(until).strftime("%H:%M"), login=form)
 
 
 @bp.errorhandler(429)
 def too_many(exc):
-    return _render("message.html", 429, title_key="too_many", message=i18n.t("too_many", i18n.lang()))
+    return _render("message.html", 429, message=i18n.t(N_("Too many tries. Wait a minute and try again."), i18n.lang()))
 
 
 @bp.get("/")
@@ -96,7 +114,7 @@ def index():
         # a returning device with time left: straight back online, by MAC (the router checks the
         # MAC it sees against the one in the login, so a typed-in MAC borrows nobody's time)
         form = router_login.login_form(ctx, mac, "", _hotspot().uamsecret_for(ctx.get("uamip")))
-        return _online_page(grant, form, "welcome_back", ctx=ctx)
+        return _online_page(grant, form, WELCOME_BACK, ctx=ctx)
     return _render("splash.html", packages=_packages(site), error=None, error_field=None, phone="")
 
 
@@ -110,14 +128,8 @@ def pay():
         payment, _ = hotspot.payments.initiate(request.form.get("phone", ""), request.form.get("package"),
                                                _mac(ctx), client_ip=request.remote_addr, login_context=ctx or None,
                                                site=site.id)
-    except PaymentRefused as exc:
-        message = str(exc)
-        if lang == "sw" and exc.field == "phone":
-            message = i18n.t("phone_error", lang)
-        elif lang == "sw" and exc.field == "packageId":
-            message = i18n.t("package_error", lang)
-        return _render("splash.html", exc.status if exc.status != 404 else 400, packages=_packages(site), error=message,
-                       error_field=exc.field, phone=request.form.get("phone", "")[:20])
+    except DomainError as exc:      # PaymentRefused
+        return _refused("splash.html", exc, packages=_packages(site), phone=request.form.get("phone", "")[:20])
     return redirect(url_for("splash.wait", checkout_request_id=payment.checkout_request_id, lang=lang, **ctx), 303)
 
 
@@ -132,7 +144,7 @@ def wait(checkout_request_id: str):
     if status == "success":
         ent = access.entitlement_of(payment)
         if ent is not None:
-            return _online_page(ent, router_login_form(payment), "online")
+            return _online_page(ent, router_login_form(payment), ONLINE)
     s = payment_status_json(payment, lang)
     if status == "pending":
         lifetime = hotspot.config.mpesa.prompt_lifetime_seconds
@@ -146,7 +158,6 @@ def wait(checkout_request_id: str):
 def already_paid():
     ctx = _router_context()
     site = _site(ctx)
-    lang = i18n.lang()
     if request.method == "GET":
         return _render("paid.html", error=None, receipt="", phone="")
     receipt = access.normalize_receipt(request.form.get("receipt", ""))
@@ -154,16 +165,14 @@ def already_paid():
     mac = _mac(ctx)
     try:
         if mac is None:
-            raise access.AccessError(i18n.t("no_device", lang))
+            raise access.AccessError("no_device")
         phone = normalize_phone(phone_text)
         ent, unbound = access.move_to_device(receipt, phone, mac, site=site.id)
-    except InvalidPhone:
-        return _render("paid.html", 400, error=i18n.t("phone_error", lang), receipt=receipt, phone=phone_text)
-    except access.AccessError as exc:
-        return _render("paid.html", 400, error=i18n.translate(str(exc), lang), receipt=receipt, phone=phone_text)
+    except DomainError as exc:      # InvalidPhone, AccessError
+        return _refused("paid.html", exc, receipt=receipt, phone=phone_text)
     _hotspot().cut_off(unbound, ent.id, "moved")
     form = router_login.login_form(ctx, ent.login_user, ent.login_password, _hotspot().uamsecret_for(ctx.get("uamip")))
-    return _online_page(ent, form, "online", "moved", ctx=ctx)
+    return _online_page(ent, form, ONLINE, MOVED, ctx=ctx)
 
 
 @bp.route("/voucher", methods=["GET", "POST"])
@@ -177,6 +186,6 @@ def voucher():
     try:
         ent = vouchers.redeem(code, _mac(ctx), site=site.id)
     except vouchers.VoucherError as exc:
-        return _render("voucher.html", 400, error=i18n.translate(str(exc), i18n.lang()), code=code)
+        return _refused("voucher.html", exc, code=code)
     form = router_login.login_form(ctx, ent.login_user, ent.login_password, _hotspot().uamsecret_for(ctx.get("uamip")))
-    return _online_page(ent, form, "online", "voucher_ok", ctx=ctx)
+    return _online_page(ent, form, ONLINE, VOUCHER_OK, ctx=ctx)

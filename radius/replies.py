@@ -1,30 +1,13 @@
 """A :class:`~hotspotd.access.Grant` in each router's own words (reply attributes)."""
 from __future__ import annotations
 
-import re
 import time
 from datetime import timedelta, timezone
-from decimal import Decimal
 
 from hotspotd.access import Grant
+from hotspotd.formatting import parse_rate  # the parser is the core's (the splash page shows the speed)
 
 NAIROBI = timezone(timedelta(hours=3))
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)([kKmMgG]?)\s*$")
-_UNITS = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
-
-
-def parse_rate(text: str | None) -> tuple[int, int] | None:
-    """MikroTik ``rx/tx`` (rx = the client's upload) → (up, down) in bit/s; None if unset or unreadable."""
-    if not text or "/" not in text:
-        return None
-    parts = text.split(" ")[0].split("/")[:2]
-    values = []
-    for part in parts:
-        m = _RATE.match(part)
-        if not m:
-            return None
-        values.append(int(Decimal(m.group(1)) * _UNITS[m.group(2).lower()]))   # exact: 4.35M is 4350000
-    return values[0], values[1]
 
 
 def split64(value: int) -> tuple[int, int]:

@@ -39,8 +39,14 @@ STATUS = {1: "start", 2: "stop", 3: "interim"}
 USER_NAME, FRAMED_IP_ADDRESS, CLASS, CALLING_STATION_ID, NAS_IDENTIFIER = 1, 8, 25, 31, 32
 ACCT_STATUS_TYPE, ACCT_INPUT_OCTETS, ACCT_OUTPUT_OCTETS, ACCT_SESSION_ID, ACCT_SESSION_TIME = 40, 42, 43, 44, 46
 ACCT_TERMINATE_CAUSE, ACCT_INPUT_GIGAWORDS, ACCT_OUTPUT_GIGAWORDS = 49, 52, 53
-REJECT_NO_TIME = "No Wi-Fi time on this device. Open the portal to buy a package."
-REJECT_OTHER_VENUE = "Your Wi-Fi time was bought at another of our venues and works only there."
+def N_(message: str) -> str:
+    """Marks a customer's text for the gettext catalogue (portal_web/translations, with its
+    Kiswahili); a Reply-Message carries the English message id (a NAS shows it as it comes)."""
+    return message
+
+
+REJECT_NO_TIME = N_("No Wi-Fi time on this device. Open the portal to buy a package.")
+REJECT_OTHER_VENUE = N_("Your Wi-Fi time was bought at another of our venues and works only there.")
 _DEDUPE_SIZE = 4096
 
 

@@ -37,32 +37,27 @@ BUSY_CODE = "500.001.1001"
 REFRESH_MARGIN = 60.0
 DEFAULT_TOKEN_LIFETIME = 3599
 
-UNAVAILABLE_TEXT = "M-Pesa is not answering right now, please try again in a minute."
-MISCONFIGURED_TEXT = "M-Pesa payments are not set up correctly here. Please tell the staff."
-REJECTED_TEXT = "M-Pesa could not take this payment request. Please try again."
-PHONE_TEXT = "That number cannot receive M-Pesa prompts. Use a Safaricom number such as 0712 345 678."
-AMOUNT_TEXT = "M-Pesa cannot take that amount."
-LOCKED_TEXT = "Another M-Pesa payment is waiting on your phone. Finish or cancel it, then try again."
 
 
 class DarajaError(Exception):
     """A Daraja call failed. ``code`` is Daraja's errorCode (or None), ``http_status`` the HTTP
-    status (None when no answer came), ``message`` the technical text, ``customer_message``
-    a sentence fit for the splash page."""
+    status (None when no answer came), ``message`` the technical text, ``reason`` a word for
+    what the customer is told (``unavailable``, ``misconfigured``, ``rejected``, ``phone``,
+    ``amount``, ``locked``: the boundaries' tables say it in words)."""
 
-    default_customer_message = REJECTED_TEXT
+    default_reason = "rejected"
 
     def __init__(self, message: str, *, code: str | None = None, http_status: int | None = None,
-                 customer_message: str | None = None):
+                 reason: str | None = None):
         super().__init__(f"{code or http_status or '-'}: {message}")
         self.code, self.http_status, self.message = code, http_status, message
-        self.customer_message = customer_message or self.default_customer_message
+        self.reason = reason or self.default_reason
 
 
 class DarajaUnavailable(DarajaError):
     """No usable answer: connection refused, timeout, 5xx, a gateway fault or a body that is not JSON."""
 
-    default_customer_message = UNAVAILABLE_TEXT
+    default_reason = "unavailable"
 
 
 class DarajaRejected(DarajaError):
@@ -72,7 +67,7 @@ class DarajaRejected(DarajaError):
 class DarajaAuthError(DarajaError):
     """OAuth failed (bad consumer key or secret), or a fresh token was refused too."""
 
-    default_customer_message = MISCONFIGURED_TEXT
+    default_reason = "misconfigured"
 
 
 @dataclass(frozen=True)
@@ -313,22 +308,22 @@ def _error(status: int, body: Any, what: str) -> DarajaError:
     if is_envelope and (400 <= status < 500 or code == BUSY_CODE):
         log.warning("Daraja refused the %s: HTTP %s %s %s", what, status, code, message)
         return DarajaRejected(message or "request refused", code=code, http_status=status,
-                              customer_message=_refusal_text(code, message))
+                              reason=_refusal_reason(code, message))
     if body is None:
         message = "answer is not JSON"
     log.warning("Daraja %s failed: HTTP %s %s %s", what, status, code, message)
     return DarajaUnavailable(message or f"HTTP {status}", code=code, http_status=status)
 
 
-def _refusal_text(code: str | None, message: str) -> str:
-    # The class of error was decided on the code; the wording only picks the customer's sentence.
+def _refusal_reason(code: str | None, message: str) -> str:
+    # The class of error was decided on the code; the wording only picks what the customer is told.
     lowered = message.lower()
     if "lock subscriber" in lowered:
-        return LOCKED_TEXT
+        return "locked"
     if "phonenumber" in lowered or "partya" in lowered:
-        return PHONE_TEXT
+        return "phone"
     if "amount" in lowered:
-        return AMOUNT_TEXT
+        return "amount"
     if code in ("400.002.02", BUSY_CODE) or "credentials" in lowered or "merchant" in lowered:
-        return MISCONFIGURED_TEXT
-    return REJECTED_TEXT
+        return "misconfigured"
+    return "rejected"

@@ -1,4 +1,4 @@
-"""Daraja result codes: what each one means for a payment, and what to tell the customer.
+"""Daraja result codes: what each one means for a payment, and the reason word the customer is told.
 
 A ResultCode arrives as a number in callbacks and as a string from the STK query; some codes are
 not numeric at all (``SFC_IC0003``). Everything here takes either form and works on text.
@@ -24,7 +24,8 @@ OUTCOMES: dict[str, str] = {
     "SFC_IC0003": "failed",   # operator does not exist: till/paybill misconfigured
 }
 
-#: Result code → a short machine word for the portal and the logs.
+#: Result code → a short machine word for the portal and the logs (the portal's catalogue says it
+#: in words: portal_web/i18n.py, PAYMENT_RESULTS).
 REASONS: dict[str, str] = {
     "0": "paid",
     "1": "insufficient_funds",
@@ -41,33 +42,6 @@ REASONS: dict[str, str] = {
     "9999": "push_failed",
     "SFC_IC0003": "misconfigured",
 }
-
-#: Reason word → (English, Kiswahili): short, friendly, saying what to do next.
-MESSAGES: dict[str, tuple[str, str]] = {
-    "paid": ("Payment received. Thank you!",
-             "Malipo yamepokelewa. Asante!"),
-    "insufficient_funds": ("Not enough M-Pesa balance. Top up and try again.",
-                           "Salio lako la M-Pesa halitoshi. Ongeza salio kisha ujaribu tena."),
-    "busy": ("M-Pesa is busy right now. Please try again in a minute.",
-             "M-Pesa ina shughuli nyingi sasa. Tafadhali jaribu tena baada ya dakika moja."),
-    "expired": ("The M-Pesa prompt expired. Please try again.",
-                "Ombi la M-Pesa limepitwa na muda. Tafadhali jaribu tena."),
-    "push_failed": ("We could not send the M-Pesa prompt to your phone. Please try again.",
-                    "Hatukuweza kutuma ombi la M-Pesa kwenye simu yako. Tafadhali jaribu tena."),
-    "cancelled": ("You cancelled the M-Pesa prompt.",
-                  "Ulighairi ombi la M-Pesa."),
-    "no_response": ("No response from your phone. Keep it on and unlocked, then try again.",
-                    "Simu yako haikujibu. Hakikisha imewashwa, kisha ujaribu tena."),
-    "wrong_pin": ("Wrong M-Pesa PIN. Please try again.",
-                  "PIN ya M-Pesa si sahihi. Tafadhali jaribu tena."),
-    "pending": ("Waiting for you to confirm on your phone.",
-                "Tunasubiri uthibitishe kwenye simu yako."),
-    "misconfigured": ("M-Pesa payments are not set up correctly here. Please tell the staff.",
-                      "Malipo ya M-Pesa hayajawekwa sawa hapa. Tafadhali waambie wahudumu."),
-    "failed": ("The M-Pesa payment did not go through. Please try again.",
-               "Malipo ya M-Pesa hayakufanikiwa. Tafadhali jaribu tena."),
-}
-
 
 def normalize(code: str | int | None) -> str:
     """The code as text: ``1032``, ``"1032"`` and ``" 1032 "`` all give ``"1032"``; None gives ``""``."""
@@ -94,9 +68,3 @@ def reason(code: str | int | None) -> str:
     if not text:
         return "pending"
     return REASONS.get(text, "failed")
-
-
-def customer_message(code: str | int | None, lang: str = "en") -> str:
-    """What to tell the customer about ``code``, in English (``en``) or Kiswahili (``sw``)."""
-    english, swahili = MESSAGES[reason(code)]
-    return swahili if str(lang).lower().startswith("sw") else english
