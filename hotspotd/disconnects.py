@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Protocol
 
 from . import access, clock, faults
+from .routers import RouterUnavailable
 from .storage.models import AcctSession, Disconnect, Event, chunks, database, execute, execute_many, marks
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,6 @@ FIRST_RETRY_SECONDS = 5
 MAX_RETRY_SECONDS = 300
 FAILING_AFTER = 3
 GIVE_UP_SECONDS = 24 * 3600
-
-
-class RouterDown(Exception):
-    """The router could not be asked (unreachable, timed out, refused the API login)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +44,7 @@ class Cutter(Protocol):
 
     def cut(self, target: Target) -> bool:
         """End ``target``'s sessions. True when the router confirms none is left; False when
-        one is still there. Raises :class:`RouterDown` when the router cannot be asked."""
+        one is still there. Raises :class:`hotspotd.routers.RouterUnavailable` when the router cannot be asked."""
 
 
 def enqueue(mac: str, routers: Iterable[str], *, entitlement_id: int | None, reason: str,
@@ -152,7 +149,7 @@ def run_due(cutters: dict[str, Cutter], now: float | None = None, limit: int = 2
             gone = cutter.cut(_target(row.mac))
             error = None if gone else "still online after the cut"
             attempt = "done" if gone else "still_online"
-        except RouterDown as exc:
+        except RouterUnavailable as exc:
             down.add(row.router)
             gone, error, attempt = False, str(exc), "router_down"
         except Exception as exc:  # noqa: BLE001 - one router's bug must not stop the others

@@ -21,7 +21,8 @@ from pyrad import packet
 from pyrad.client import Client, Timeout
 from pyrad.dictionary import Dictionary
 
-from hotspotd.disconnects import RouterDown, Target
+from hotspotd.disconnects import Target
+from hotspotd.routers import RouterUnavailable
 
 from .server import load_dictionary
 
@@ -49,11 +50,6 @@ class DisconnectResult:
         return self.acked or self.error_cause == SESSION_CONTEXT_NOT_FOUND
 
 
-class NasUnreachable(Exception):
-    """No valid answer after every try: NAS down, CoA/Disconnect not enabled, wrong secret, or we
-    are not a source it accepts (a NAS drops those silently). ``str()`` names address:port and why."""
-
-
 def send_disconnect(address: str, port: int, secret: str, *, user_name: str,
                     calling_station_id: str | None = None, acct_session_id: str | None = None,
                     framed_ip: str | None = None, nas_identifier: str | None = None,
@@ -63,7 +59,7 @@ def send_disconnect(address: str, port: int, secret: str, *, user_name: str,
 
     The request goes out at most ``retries + 1`` times, waiting ``timeout`` seconds after each,
     so the call returns or raises within about ``timeout * (retries + 1)`` seconds.
-    Raises :class:`NasUnreachable` when no valid reply arrives or the socket fails,
+    Raises :class:`hotspotd.routers.RouterUnavailable` (its ``str()`` names address:port and why) when no valid reply arrives or the socket fails,
     and ``ValueError`` for an empty ``user_name`` or a value that cannot be encoded.
     """
     if not user_name:
@@ -85,15 +81,15 @@ def send_disconnect(address: str, port: int, secret: str, *, user_name: str,
     try:
         reply = client.SendPacket(request)
     except Timeout:
-        raise NasUnreachable(f"{where}: no valid reply to {retries + 1} Disconnect-Request(s) within "
+        raise RouterUnavailable(f"{where}: no valid reply to {retries + 1} Disconnect-Request(s) within "
                              f"{timeout:g} s each (NAS down, CoA port closed, wrong secret or source "
                              f"not allowed)") from None
     except OSError as exc:
-        raise NasUnreachable(f"{where}: {exc.strerror or exc}") from exc
+        raise RouterUnavailable(f"{where}: {exc.strerror or exc}") from exc
     finally:
         client._CloseSocket()  # pyrad keeps the socket open for reuse; we never reuse a client
     if reply.code not in (packet.DisconnectACK, packet.DisconnectNAK):
-        raise NasUnreachable(f"{where}: answered a Disconnect-Request with packet code {reply.code}")
+        raise RouterUnavailable(f"{where}: answered a Disconnect-Request with packet code {reply.code}")
     result = DisconnectResult(acked=reply.code == packet.DisconnectACK, code=reply.code,
                               error_cause=_error_cause(reply))
     log.info("Disconnect-Request for %s at %s: %s%s", user_name, where, "ACK" if result.acked else "NAK",
@@ -122,12 +118,9 @@ class CoaCutter:
         self.timeout, self.retries = timeout, retries
 
     def cut(self, target: Target) -> bool:
-        try:
-            result = send_disconnect(self.address, self.port, self.secret,
-                                     user_name=target.username or target.mac.replace(":", "-"),
-                                     calling_station_id=target.mac.replace(":", "-"),
-                                     acct_session_id=target.acct_session_id, framed_ip=target.ip,
-                                     timeout=self.timeout, retries=self.retries)
-        except NasUnreachable as exc:
-            raise RouterDown(str(exc)) from exc
+        result = send_disconnect(self.address, self.port, self.secret,
+                                 user_name=target.username or target.mac.replace(":", "-"),
+                                 calling_station_id=target.mac.replace(":", "-"),
+                                 acct_session_id=target.acct_session_id, framed_ip=target.ip,
+                                 timeout=self.timeout, retries=self.retries)
         return result.gone

@@ -15,7 +15,8 @@ import pytest
 from pyrad import packet
 from pyrad.client import Client
 
-from radius.disconnect import DisconnectResult, NasUnreachable, send_disconnect
+from hotspotd.routers import RouterUnavailable
+from radius.disconnect import DisconnectResult, send_disconnect
 from radius.testing.nas import NasSimulator
 from radius.server import load_dictionary
 
@@ -127,7 +128,7 @@ def test_nas_identifier_must_be_ours_when_sent():
 
 def test_wrong_secret_is_dropped_silently_and_counted(nas):
     nas.add_session(MAC)
-    with pytest.raises(NasUnreachable, match=rf"127\.0\.0\.1:{nas.address[1]}"):
+    with pytest.raises(RouterUnavailable, match=rf"127\.0\.0\.1:{nas.address[1]}"):
         disconnect(nas, secret="not-the-secret", timeout=0.3, retries=1)
     assert nas.stats["dropped_authenticator"] == 2
     assert [r.valid for r in nas.requests] == [False, False] and nas.requests[0].reply_code is None
@@ -137,7 +138,7 @@ def test_wrong_secret_is_dropped_silently_and_counted(nas):
 def test_source_not_allowed_is_dropped():
     with NasSimulator(secret=SECRET, allowed_sources=("10.20.30.40", "192.168.88.0/24")) as sim:
         sim.add_session(MAC)
-        with pytest.raises(NasUnreachable):
+        with pytest.raises(RouterUnavailable):
             disconnect(sim, timeout=0.2, retries=0)
         assert sim.stats["dropped_source"] == 1 and sim.online() == [MAC] and sim.requests == []
 
@@ -146,7 +147,7 @@ def test_unreachable_nas_fails_within_timeout_times_tries(nas):
     nas.add_session(MAC)
     nas.set_unreachable()
     started = time.monotonic()
-    with pytest.raises(NasUnreachable) as caught:
+    with pytest.raises(RouterUnavailable) as caught:
         disconnect(nas, timeout=0.3, retries=2)
     elapsed = time.monotonic() - started
     assert 0.85 <= elapsed <= 0.3 * 3 + 0.5
@@ -157,12 +158,12 @@ def test_unreachable_nas_fails_within_timeout_times_tries(nas):
 
 
 def test_socket_errors_and_closed_ports_are_unreachable():
-    with pytest.raises(NasUnreachable, match="127.0.0.1:0"):
+    with pytest.raises(RouterUnavailable, match="127.0.0.1:0"):
         send_disconnect("127.0.0.1", 0, SECRET, user_name=MAC, timeout=0.2, retries=0)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
-    with pytest.raises(NasUnreachable):
+    with pytest.raises(RouterUnavailable):
         send_disconnect("127.0.0.1", closed_port, SECRET, user_name=MAC, timeout=0.2, retries=1)
 
 
@@ -176,7 +177,7 @@ def test_no_socket_is_left_open(nas):
     for i in range(3):
         assert disconnect(nas, user_name=f"user{i}").acked
         assert disconnect(nas, user_name=f"user{i}").gone
-        with pytest.raises(NasUnreachable):
+        with pytest.raises(RouterUnavailable):
             disconnect(nas, secret="wrong", timeout=0.05, retries=0)
     assert open_fds() == before
 
@@ -316,7 +317,7 @@ def fake_nas():
 @pytest.mark.parametrize("mode", ["garbage", "wrong-secret", "bad-message-authenticator"])
 def test_forged_replies_are_not_accepted(fake_nas, mode):
     fake = fake_nas(mode)
-    with pytest.raises(NasUnreachable):
+    with pytest.raises(RouterUnavailable):
         send_disconnect(*fake.address, SECRET, user_name=MAC, timeout=0.3, retries=1)
     assert fake.requests == [(True, True), (True, True)]     # our requests were signed right, twice
 

@@ -20,18 +20,11 @@ from librouteros.exceptions import ConnectionClosed, FatalError, LibRouterosErro
 from librouteros.query import Key
 
 from hotspotd.config import Router
-from hotspotd.disconnects import RouterDown, Target
+from hotspotd.disconnects import Target
+from hotspotd.routers import RouterError, RouterUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class RouterUnavailable(Exception):
-    """The router could not be reached or did not answer in time; the operation may work later."""
-
-
-class RouterError(Exception):
-    """The router refused the operation (a RouterOS ``!trap``: bad credentials, no such host, ...)."""
 
 
 class MikroTikRouter:
@@ -93,8 +86,8 @@ class MikroTikRouter:
         try:
             self.disconnect(target.mac)
             return not self.is_online(target.mac)
-        except (RouterUnavailable, RouterError) as exc:
-            raise RouterDown(str(exc)) from exc
+        except RouterError as exc:      # a refused API login or command: for the queue, not asked
+            raise RouterUnavailable(str(exc)) from exc
 
     def login(self, mac: str, ip: str, username: str, password: str) -> None:
         """Log the device in (``/ip/hotspot/active/login``), as a splash-page login would."""
