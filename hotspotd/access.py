@@ -385,7 +385,3 @@ def record_usage(u: Usage, now: float | None = None) -> bool:
             execute('UPDATE "entitlement" SET bytes_used = bytes_used + ? WHERE id = ?', (delta, ent_id))
         cap, used = execute('SELECT data_cap_bytes, bytes_used FROM "entitlement" WHERE id = ?', (ent_id,)).fetchone()
         return cap is not None and used >= cap
-
-
-def online_macs() -> list[str]:
-    return [r.mac for r in AcctSession.select(AcctSession.mac).where(AcctSession.online).distinct() if r.mac]

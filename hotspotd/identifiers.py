@@ -134,9 +134,3 @@ def is_random_mac(mac: str) -> bool:
     """True for a locally administered address: what phones use for "private Wi-Fi address"."""
     first = int(normalize_mac(mac)[:2], 16)
     return bool(first & 0x02)
-
-
-def mac_formats(mac: str) -> dict[str, str]:
-    """The notations routers put in RADIUS: colon, dash, bare (upper case)."""
-    mac = normalize_mac(mac)
-    return {"colon": mac, "dash": mac.replace(":", "-"), "bare": mac.replace(":", "")}

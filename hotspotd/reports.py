@@ -269,14 +269,6 @@ def live_sessions(now: float | None = None, site: Sites = None) -> list[SessionR
 
 
 # --- payments -------------------------------------------------------------------------------
-class FilterError(ValueError):
-    """A search field the owner typed cannot be used; ``field`` names it."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(message)
-        self.field = field_name
-
-
 @dataclass(frozen=True)
 class PaymentFilter:
     """What the payments list is narrowed to. ``q``: phone digits (any form: 0708…, 254708…, a

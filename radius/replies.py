@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta, timezone
 
 from hotspotd.access import Grant
 from hotspotd.formatting import parse_rate  # the parser is the core's (the splash page shows the speed)
 
-NAIROBI = timezone(timedelta(hours=3))
 
 
 def split64(value: int) -> tuple[int, int]:
