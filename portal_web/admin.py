@@ -73,7 +73,6 @@ import hmac
 import io
 import logging
 import math
-import re
 import secrets
 from datetime import timedelta
 
@@ -82,11 +81,10 @@ from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, 
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from hotspotd import access, admins, clock, formatting, reports, vouchers
+from hotspotd import access, admins, catalogue, clock, formatting, reports, vouchers
 from hotspotd.health import live as health_live
 from hotspotd.identifiers import mask_phone
 from hotspotd.storage.models import AdminUser, Entitlement, Package, Payment, Setting, Voucher, database
-from hotspotd.payments import MAX_AMOUNT
 
 from . import csrf, i18n, limiter
 
@@ -97,9 +95,6 @@ IDLE_SECONDS = 8 * 3600
 LOGIN_LIMIT = "10/minute"
 PER_PAGE = 50
 SECRET_SETTING = "flask_secret_key"
-MAX_DEVICES = 10
-MAX_MINUTES = 366 * 24 * 60
-_RATE = re.compile(r"\d+(\.\d+)?[kKmMgG]?/\d+(\.\d+)?[kKmMgG]?")
 
 #: Failure reasons (hotspotd.daraja.codes.REASONS words) as the owner reads them.
 #: the dashboard's one table of the core's refusal codes (hotspotd.errors.DomainError) it can meet
@@ -440,7 +435,7 @@ def disconnect(ent_id: int):
 def extend(ent_id: int):
     _entitlement(ent_id)
     minutes = _int(request.form.get("minutes"))
-    if minutes is None or not 1 <= minutes <= MAX_MINUTES:
+    if minutes is None or not 1 <= minutes <= catalogue.MAX_MINUTES:
         flash("Extend by a whole number of minutes (1 to a year).", "error")
         return redirect(here("admin.sessions"), 303)
     try:
@@ -520,41 +515,6 @@ def reconcile(payment_id: int):
 
 
 # --- packages -------------------------------------------------------------------------------
-PACKAGE_FIELDS = ("name", "price", "minutes", "data_mb", "rate", "devices")
-
-
-def _whole(form, key: str, low: int, high: int, errors: dict, what: str, optional: bool = False) -> int | None:
-    text = str(form.get(key, "")).strip().replace(",", "")
-    if not text and optional:
-        return None
-    value = _int(text)
-    if value is None or not low <= value <= high:
-        errors[key] = f"{what}: a whole number from {low:,} to {high:,}"
-        return None
-    return value
-
-
-def parse_package(form) -> tuple[dict, dict]:
-    """The Package fields from the form, and the errors by form field."""
-    errors: dict[str, str] = {}
-    name = " ".join(str(form.get("name", "")).split())
-    if not name:
-        errors["name"] = "enter the name customers will see"
-    elif len(name) > 64:
-        errors["name"] = "at most 64 characters"
-    price = _whole(form, "price", 1, MAX_AMOUNT, errors, "price in KES")
-    minutes = _whole(form, "minutes", 1, MAX_MINUTES, errors, "minutes")
-    data_mb = _whole(form, "data_mb", 1, 10_000_000, errors, "data cap in MB (empty: unlimited)", optional=True)
-    rate = str(form.get("rate", "")).strip()
-    if rate and not _RATE.fullmatch(rate):
-        errors["rate"] = "upload/download such as 2M/5M (k, M or G), or empty for no limit"
-    devices = _whole(form, "devices", 1, MAX_DEVICES, errors, "devices")
-    fields = {"name": name, "price": price, "duration_seconds": (minutes or 0) * 60,
-              "data_cap_bytes": data_mb * 1024 * 1024 if data_mb else None, "rate_limit": rate or None,
-              "devices": devices}
-    return fields, errors
-
-
 def package_editable(p: Package) -> bool:
     """Whether the signed-in account may change ``p``: an account that sees every venue changes
     every package; a limited one only the packages of its own venues. A package sold at every
@@ -604,9 +564,7 @@ def _package_form_values(p: Package | None) -> dict:
         site = g.venue or (allowed[0] if allowed else "")
         return {"name": "", "price": "", "minutes": "60", "data_mb": "", "rate": "", "devices": "1", "site": site,
                 "roams": ""}
-    return {"name": p.name, "price": str(p.price), "minutes": str(p.duration_seconds // 60),
-            "data_mb": str(p.data_cap_bytes // (1024 * 1024)) if p.data_cap_bytes else "",
-            "rate": p.rate_limit or "", "devices": str(p.devices), "site": p.site or "", "roams": "1" if p.roams else ""}
+    return {**catalogue.values_of(p), "site": p.site or "", "roams": "1" if p.roams else ""}
 
 
 @bp.get("/packages")
@@ -629,22 +587,20 @@ def _package_form(p: Package | None):
     if request.method == "GET":
         return render_template("admin/package_form.html", p=p, values=_package_form_values(p), errors={},
                                venue_fields=venue_fields)
-    fields, errors = parse_package(request.form)
+    fields, errors = catalogue.parse(request.form)
     if venue_fields:
         venue, venue_errors = parse_venue(request.form, p)
         fields.update(venue)
         errors.update(venue_errors)
     if errors:
-        values = {k: request.form.get(k, "") for k in PACKAGE_FIELDS + ("site", "roams")}
+        values = {k: request.form.get(k, "") for k in catalogue.FIELDS + ("site", "roams")}
         return render_template("admin/package_form.html", p=p, values=values, errors=errors,
                                venue_fields=venue_fields), 400
     if p is None:
-        with database.atomic():
-            position = (Package.select(Package.position).order_by(Package.position.desc()).scalar() or 0) + 1
-            p = Package.create(**fields, position=position, created_at=clock.now())
+        p = catalogue.add(fields)
         flash(f"Package “{p.name}” added; customers can buy it now.", "ok")
     else:
-        Package.update(**fields).where(Package.id == p.id).execute()
+        catalogue.save(p, fields)
         flash(f"Package “{fields['name']}” saved.", "ok")
     log.info("admin %r saved package %s", g.admin.username, p.id)
     return redirect(here("admin.packages"), 303)
@@ -654,7 +610,7 @@ def _package_form(p: Package | None):
 def package_active(package_id: int):
     p = _package(package_id)
     active = request.form.get("active") == "1"
-    Package.update(active=active).where(Package.id == p.id).execute()
+    catalogue.set_active(p, active)
     flash(f"Package “{p.name}” {'is on offer again' if active else 'is no longer offered'}.", "ok")
     return redirect(here("admin.packages"), 303)
 
@@ -719,7 +675,7 @@ def vouchers_generate():
     package = Package.get_or_none(Package.id == _int(values["package"], 0))
     if package is None or not (_voucher_every_venue() or package.site in allowed_sites()):
         errors["package"] = "choose a package"
-    count = _whole(request.form, "count", 1, vouchers.MAX_BATCH, errors, "how many")
+    count = catalogue.whole(request.form, "count", 1, vouchers.MAX_BATCH, errors, "how many")
     batch = " ".join(values["batch"].split())
     if len(batch) > 32:
         errors["batch"] = "at most 32 characters"

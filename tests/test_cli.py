@@ -88,3 +88,28 @@ def test_config_permissions_are_checked_at_start(tmp_path, capsys, caplog):
     cfg.chmod(0o600)
     code, out, _ = run(capsys, tmp_path, "check")
     assert "ok    config" in out
+
+
+def test_packages_add_and_edit_follow_the_dashboards_rules(capsys, tmp_path):
+    # one catalogue (hotspotd.catalogue) checks a package for the dashboard and the CLI alike
+    write_config(tmp_path)
+    code, _, err = run(capsys, tmp_path, "packages", "add", "--name", "Fast", "--price", "50", "--minutes", "60",
+                       "--rate", "fast")
+    assert code == 2 and "packages add: rate: upload/download such as 2M/5M" in err
+    code, _, err = run(capsys, tmp_path, "packages", "add", "--name", "x" * 65, "--price", "50", "--minutes", "60")
+    assert code == 2 and "packages add: name: at most 64 characters" in err
+    code, _, err = run(capsys, tmp_path, "packages", "add", "--name", "Many", "--price", "50", "--minutes", "60",
+                       "--devices", "11")
+    assert code == 2 and "packages add: devices: a whole number from 1 to 10" in err
+    code, out, _ = run(capsys, tmp_path, "packages", "add", "--name", "  Big   day ", "--price", "80", "--minutes",
+                       "1440", "--data-mb", "5000", "--rate", "2M/5M")
+    assert code == 0 and "added package" in out
+    from hotspotd.storage.models import Package
+    p = Package.select().order_by(Package.id.desc()).get()
+    assert (p.name, p.data_cap_bytes, p.rate_limit) == ("Big day", 5000 * 1024 * 1024, "2M/5M")
+    assert p.position > max(q.position for q in Package.select() if q.id != p.id)   # last, as the dashboard adds it
+    code, _, err = run(capsys, tmp_path, "packages", "edit", str(p.id), "--price", "0")
+    assert code == 2 and "packages edit: price in KES: a whole number from 1" in err
+    code, out, _ = run(capsys, tmp_path, "packages", "edit", str(p.id), "--rate", "1M/2M", "--devices", "2")
+    p = Package.get_by_id(p.id)
+    assert code == 0 and (p.rate_limit, p.devices, p.data_cap_bytes, p.price) == ("1M/2M", 2, 5000 * 1024 * 1024, 80)

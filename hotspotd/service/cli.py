@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("--name")
     edit.add_argument("--price", type=int)
     edit.add_argument("--minutes", type=int)
+    edit.add_argument("--data-mb", type=int, help="data cap in MB")
+    edit.add_argument("--rate", help="rate limit rx/tx, e.g. 2M/5M")
+    edit.add_argument("--devices", type=int)
     edit.add_argument("--position", type=int)
     edit.add_argument("--site", metavar="ID", help="sold only at this venue; \"all\": at every venue")
     edit.add_argument("--roams", choices=("yes", "no"), help="whether time bought works at every venue")
@@ -269,42 +272,50 @@ def _backups(cfg, args) -> int:
 
 
 def _packages(args, cfg) -> int:
+    from .. import catalogue
     from ..storage.models import Package
     cmd = args.pk_command
     site = getattr(args, "site", None)
     if site not in (None, "all") and site not in cfg.sites:
         print(f"hotspotd: no venue {site!r} in {cfg.source} (there: {', '.join(cfg.sites)})", file=sys.stderr)
         return 2
-    if cmd == "add":
-        if args.price < 1 or args.minutes < 1 or args.devices < 1:
-            print("hotspotd: price, minutes and devices must be at least 1", file=sys.stderr)
+    if cmd in ("add", "edit"):
+        p = None
+        if cmd == "edit":
+            p = Package.get_or_none(Package.id == args.id)
+            if p is None:
+                print(f"hotspotd: no package {args.id}", file=sys.stderr)
+                return 1
+        given = {"name": args.name, "price": args.price, "minutes": args.minutes,
+                 "data_mb": args.data_mb, "rate": args.rate, "devices": args.devices}
+        values = {**(catalogue.values_of(p) if p else {}), **{k: v for k, v in given.items() if v is not None}}
+        fields, errors = catalogue.parse(values)
+        if errors:
+            for key, text in errors.items():
+                said = text if ":" in text else f"{key}: {text}"      # the number checks name their field
+                print(f"hotspotd: packages {cmd}: {said}", file=sys.stderr)
             return 2
-        if site == "all":
-            site = None
-        p = Package.create(name=args.name, price=args.price, duration_seconds=args.minutes * 60,
-                           data_cap_bytes=args.data_mb * 1024 * 1024 if args.data_mb else None,
-                           rate_limit=args.rate, devices=args.devices, created_at=clock.now(),
-                           position=(Package.select().count()), site=site, roams=args.roams)
-        print(f"added package {p.id}: {p.name}, KES {p.price}, {_sold_at(p)}")
+        if site is not None:
+            fields["site"] = None if site == "all" else site
+        if cmd == "add":
+            p = catalogue.add({**fields, "roams": args.roams})
+            print(f"added package {p.id}: {p.name}, KES {p.price}, {_sold_at(p)}")
+            return 0
+        if args.roams is not None:
+            fields["roams"] = args.roams == "yes"
+        if args.position is not None:
+            fields["position"] = args.position
+        catalogue.save(p, fields)
+        p = Package.get_by_id(p.id)
+        print(f"package {p.id}: {p.name}, KES {p.price}, {'active' if p.active else 'disabled'}, {_sold_at(p)}")
         return 0
-    if cmd in ("disable", "enable", "edit"):
+    if cmd in ("disable", "enable"):
         p = Package.get_or_none(Package.id == args.id)
         if p is None:
             print(f"hotspotd: no package {args.id}", file=sys.stderr)
             return 1
-        if cmd == "edit":
-            for field, value in (("name", args.name), ("price", args.price), ("position", args.position)):
-                if value is not None:
-                    setattr(p, field, value)
-            if args.minutes is not None:
-                p.duration_seconds = args.minutes * 60
-            if site is not None:
-                p.site = None if site == "all" else site
-            if args.roams is not None:
-                p.roams = args.roams == "yes"
-        else:
-            p.active = cmd == "enable"
-        p.save()
+        catalogue.set_active(p, cmd == "enable")
+        p = Package.get_by_id(p.id)
         print(f"package {p.id}: {p.name}, KES {p.price}, {'active' if p.active else 'disabled'}, {_sold_at(p)}")
         return 0
     print(f"{'id':>3}  {'name':<20} {'KES':>6} {'minutes':>8} {'devices':>7}  {'sold at':<16} {'roams':<5}  state")
