@@ -5,7 +5,7 @@ anyone can set the clock by hand. Paid time must survive both, so :func:`now` is
 clock: it is the wall clock as read at start (never earlier than the last time this install
 saw, see :func:`start`) advanced by the monotonic clock, which jumps never move.
 
-Jumps are dealt with by :func:`hotspotd.service.daemon.Hotspot.keep_time` (the expire job): when the wall
+Jumps are dealt with by :meth:`hotspotd.timekeeping.Timekeeper.keep` (the expire job): when the wall
 clock has jumped ahead of the timeline, the live sessions are moved forward by the jump in the
 same step as the timeline is re-anchored (a correction costs nobody paid time); when it has
 jumped back, the timeline keeps going (nobody's time left grows). :func:`synchronized` says

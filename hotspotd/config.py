@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from limits import parse_many
 
+from .storage import paths
+
 #: The venue every install has: its name is [portal] site_name and its M-Pesa account [mpesa].
 DEFAULT_SITE = "default"
 #: Safaricom's published sandbox passkey: fine for the sandbox, a mistake in production.
@@ -304,10 +306,10 @@ class Config:
     @property
     def backup_folder(self) -> str | None:
         """Where backups go; None when the database is not SQLite (PostgreSQL: pg_dump)."""
-        url = self.database.url
-        if not url.startswith("sqlite:////"):
+        path = paths.sqlite_file(self.database.url)
+        if path is None:
             return None
-        return self.backup.folder or os.path.join(os.path.dirname(url[len("sqlite:///"):]), "backups")
+        return self.backup.folder or os.path.join(os.path.dirname(path), "backups")
 
     def radius_client_secret(self, address: str) -> str | None:
         """The shared secret of the ``[[radius.clients]]`` entry covering ``address``."""
@@ -527,7 +529,7 @@ def _check_semantics(cfg: Config) -> None:
     if not (url.startswith("sqlite:///") or url.startswith(("postgresql://", "postgres://"))):
         raise ConfigError(src, "database", "url",
                           "expected sqlite:////absolute/path.db or postgresql://user@host/db")
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:" and not url.startswith("sqlite:////"):
+    if paths.sqlite_path(url) not in (None, ":memory:") and paths.sqlite_file(url) is None:
         raise ConfigError(src, "database", "url", "the SQLite path must be absolute: sqlite:////var/lib/hotspotd/hotspotd.db")
     m = cfg.mpesa
     env = m.environment

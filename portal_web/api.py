@@ -74,12 +74,12 @@ def package_json(p: Package) -> dict:
 
 def _site_id(*sources) -> str:
     """The venue a request names: ``site`` (or a CoovaChilli ``nasid``) in the query string or in
-    the JSON body or its ``login`` object (see :meth:`hotspotd.service.daemon.Hotspot.site_for`). Raises
+    the JSON body or its ``login`` object (see :meth:`hotspotd.venues.Venues.site_for`). Raises
     PaymentRefused for a venue this install does not have."""
     ctx: dict = {}
     for values in sources:
         ctx.update(router_login.router_context(values))
-    site = _hotspot().site_for(ctx)
+    site = _hotspot().venues.site_for(ctx)
     if site is None:
         raise PaymentRefused(UNKNOWN_SITE, "site")
     return site.id
@@ -231,7 +231,8 @@ def _login_form(payment, ent, hotspot) -> router_login.LoginForm | None:
     if ent is None or ent.status != "active" or not ent.login_user:
         return None
     ctx = json.loads(payment.login_context) if payment.login_context else {}
-    return router_login.login_form(ctx, ent.login_user, ent.login_password, hotspot.uamsecret_for(ctx.get("uamip")))
+    return router_login.login_form(ctx, ent.login_user, ent.login_password,
+                                   hotspot.venues.uamsecret_for(ctx.get("uamip")))
 
 
 # --- the status poll ------------------------------------------------------------------------

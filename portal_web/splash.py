@@ -53,9 +53,9 @@ def _mac(ctx: dict) -> str | None:
 
 
 def _site(ctx: dict) -> Site:
-    """The venue of this request (see :meth:`hotspotd.service.daemon.Hotspot.site_for`); a venue this
+    """The venue of this request (see :meth:`hotspotd.venues.Venues.site_for`); a venue this
     install does not have ends the request with a page that says so (nothing is sold there)."""
-    site = _hotspot().site_for(ctx)
+    site = _hotspot().venues.site_for(ctx)
     if site is None:
         abort(_render("message.html", 400, ctx=ctx, message=i18n.t(i18n.REFUSALS["unknown_site"], i18n.lang())))
     return site
@@ -68,7 +68,7 @@ def _render(template: str, status: int = 200, **values):
     ctx = values.pop("ctx", None)
     ctx = _router_context() if ctx is None else ctx
     mac = _mac(ctx)
-    site = _hotspot().site_for(ctx) or _hotspot().config.site(None)
+    site = _hotspot().venues.site_for(ctx) or _hotspot().config.site(None)
     body = render_template(template, lang=lang, ctx=ctx, site=site.name, accent=site.color,
                            multi_site=_hotspot().config.multi_site,
                            fmt=formatting,
@@ -113,7 +113,7 @@ def index():
     if grant is not None:
         # a returning device with time left: straight back online, by MAC (the router checks the
         # MAC it sees against the one in the login, so a typed-in MAC borrows nobody's time)
-        form = router_login.login_form(ctx, mac, "", _hotspot().uamsecret_for(ctx.get("uamip")))
+        form = router_login.login_form(ctx, mac, "", _hotspot().venues.uamsecret_for(ctx.get("uamip")))
         return _online_page(grant, form, WELCOME_BACK, ctx=ctx)
     return _render("splash.html", packages=_packages(site), error=None, error_field=None, phone="")
 
@@ -171,7 +171,8 @@ def already_paid():
     except DomainError as exc:      # InvalidPhone, AccessError
         return _refused("paid.html", exc, receipt=receipt, phone=phone_text)
     _hotspot().cut_off(unbound, ent.id, "moved")
-    form = router_login.login_form(ctx, ent.login_user, ent.login_password, _hotspot().uamsecret_for(ctx.get("uamip")))
+    form = router_login.login_form(ctx, ent.login_user, ent.login_password,
+                                   _hotspot().venues.uamsecret_for(ctx.get("uamip")))
     return _online_page(ent, form, ONLINE, MOVED, ctx=ctx)
 
 
@@ -187,5 +188,6 @@ def voucher():
         ent = vouchers.redeem(code, _mac(ctx), site=site.id)
     except vouchers.VoucherError as exc:
         return _refused("voucher.html", exc, code=code)
-    form = router_login.login_form(ctx, ent.login_user, ent.login_password, _hotspot().uamsecret_for(ctx.get("uamip")))
+    form = router_login.login_form(ctx, ent.login_user, ent.login_password,
+                                   _hotspot().venues.uamsecret_for(ctx.get("uamip")))
     return _online_page(ent, form, ONLINE, VOUCHER_OK, ctx=ctx)

@@ -449,7 +449,7 @@ def checks(page: str) -> dict[str, str]:
 
 def test_health_with_the_simulators(signed_in, http):
     hs = signed_in(radius=RADIUS)
-    hs.clock_synchronized = True          # what the kernel says differs between machines
+    hs.timekeeper.synchronized = True          # what the kernel says differs between machines
     page = http.get(f"{hs.portal_url}/admin/health").text
     states = checks(page)
     assert states["daraja"] == "ok" and states["callback"] == "ok" and states["router:simulated-mikrotik"] == "ok"

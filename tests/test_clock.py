@@ -34,7 +34,7 @@ def test_wall_clock_going_back_does_not_give_time(hotspot, wall):
     before = access.authorize(MAC).remaining_seconds
     wall.jump(-2 * 3600)
     assert clock.drift() < -7000
-    assert hotspot.keep_time() == 0
+    assert hotspot.timekeeper.keep() == 0
     assert access.authorize(MAC).remaining_seconds <= before
     assert clock.now() > time.time() - 5          # the timeline kept going
 
@@ -45,7 +45,7 @@ def test_wall_clock_jumping_ahead_moves_live_sessions(hotspot, wall):
     access.revoke(ended.id, "test")
     wall.jump(3 * 3600)                            # e.g. NTP correcting a stale boot clock
     assert access.authorize(MAC).remaining_seconds > 3500     # nothing happens before the job notices
-    assert hotspot.keep_time() == pytest.approx(3 * 3600, abs=2)
+    assert hotspot.timekeeper.keep() == pytest.approx(3 * 3600, abs=2)
     grant = access.authorize(MAC)
     assert grant is not None and grant.remaining_seconds > 3500
     assert abs(clock.drift()) < 1
@@ -53,19 +53,19 @@ def test_wall_clock_jumping_ahead_moves_live_sessions(hotspot, wall):
     event = Event.get(Event.kind == "clock_jump")
     assert "1 live session(s)" in event.message
     assert access.entitlement_of(ent.payment).status == "active"
-    assert hotspot.keep_time() == 0                # handled once
+    assert hotspot.timekeeper.keep() == 0                # handled once
 
 
 def test_restart_with_a_stale_clock_keeps_the_saved_time(make_hotspot, wall, caplog):
     hs = make_hotspot(scheduler={"enabled": False})
     give_time(MAC, seconds=600)
-    hs.keep_time()
+    hs.timekeeper.keep()
     saved = float(Setting.get_by_id("clock_high_water").value)
     assert saved == pytest.approx(time.time(), abs=5)
     hs.stop()
     wall.jump(-86400)                              # the Pi booted a day in the past
     Setting.put("clock_high_water", str(saved + 3600))
-    with caplog.at_level(logging.WARNING, logger="hotspotd.service.daemon"):
+    with caplog.at_level(logging.WARNING, logger="hotspotd.timekeeping"):
         make_hotspot(scheduler={"enabled": False})
     assert clock.now() >= saved + 3600
     assert access.authorize(MAC) is None           # its 10 minutes were over an hour ago
@@ -74,9 +74,9 @@ def test_restart_with_a_stale_clock_keeps_the_saved_time(make_hotspot, wall, cap
 
 def test_unsynchronised_clock_is_reported(make_hotspot, monkeypatch, caplog):
     monkeypatch.setattr(clock, "synchronized", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="hotspotd.service.daemon"):
+    with caplog.at_level(logging.WARNING, logger="hotspotd.timekeeping"):
         hs = make_hotspot(scheduler={"enabled": False})
-    assert hs.clock_synchronized is False
+    assert hs.timekeeper.synchronized is False
     assert any("not NTP-synchronised" in r.message for r in caplog.records)
 
 

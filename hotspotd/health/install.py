@@ -13,6 +13,7 @@ import socket
 import sqlite3
 
 from .. import config as config_mod
+from ..storage import paths
 from ..config import Config, parse_listen
 from . import FAIL, OK, WARN, Check
 
@@ -49,9 +50,9 @@ def _database(cfg: Config) -> list[Check]:
     from ..storage import db as db_mod
 
     url = cfg.database.url
-    if not url.startswith("sqlite:///"):
+    path = paths.sqlite_path(url)
+    if path is None:
         return [_postgres(url)]
-    path = url[len("sqlite:///"):]
     folder = os.path.dirname(path) or "."
     if not os.path.exists(path):
         if os.access(folder, os.W_OK) or (not os.path.exists(folder) and os.access(os.path.dirname(folder), os.W_OK)):

@@ -2,7 +2,7 @@
 
 :func:`run` reads what a running :class:`hotspotd.service.daemon.Hotspot` holds: ``config``,
 ``client`` and ``site_clients`` (Daraja), ``callback_url``/``callback_token``, ``routers`` and
-``api_routers``, ``radius``, ``scheduler``, ``storage_problem()`` and ``clock_synchronized``.
+``api_routers``, ``radius``, ``scheduler``, ``storage_problem()`` and ``timekeeper.synchronized``.
 """
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ def _storage_check(hotspot) -> Check:
 
 def _clock_check(hotspot, now: float) -> Check:
     local = clock.local(now)
-    if hotspot.clock_synchronized is False:
+    if hotspot.timekeeper.synchronized is False:
         return Check("clock", "Clock", "warn",
                      f"server time {local:%Y-%m-%d %H:%M} Nairobi, but the clock is not NTP-synchronised: enable "
                      "systemd-timesyncd or chrony. hotspotd keeps sessions right through clock jumps, but days, "

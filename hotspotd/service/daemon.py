@@ -6,26 +6,25 @@ only sets the stop event, and :func:`run` does the rest on the main thread.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import secrets
-import shutil
 import signal
 import ssl
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
 
-from .. import access, clock, config as config_mod, disconnects, systemd
-from ..storage import db as db_mod
+from .. import access, config as config_mod, disconnects, systemd
 from ..config import Config, Router, parse_listen
 from ..daraja.client import BASE_URLS, DarajaClient
-from ..storage.models import Event, Payment
 from ..payments import PaymentService, Policy
-from ..routers.mikrotik import MikroTikRouter, RouterError, RouterUnavailable
+from ..routers.logins import ApiLogins
+from ..routers.mikrotik import MikroTikRouter
 from ..scheduler import Scheduler
+from ..storage import db as db_mod, paths
+from ..storage.models import Payment
+from ..timekeeping import Timekeeper
+from ..venues import Venues
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +46,14 @@ class Hotspot:
         self.metrics = None
         self.routeros_sim = None
         self.routers: tuple[Router, ...] = ()
-        #: router name → the venue it serves
-        self.router_sites: dict[str, str] = {}
+        #: the venues and the routers serving them (:mod:`hotspotd.venues`); routers once started
+        self.venues = Venues(cfg)
         self.cutters: dict[str, disconnects.Cutter] = {}
         self.api_routers: list[MikroTikRouter] = []
-        self._logins: ThreadPoolExecutor | None = None
+        self.api_logins: ApiLogins | None = None
         self.callback_token = ""
         self.callback_url = ""
-        self.clock_synchronized: bool | None = None
-        self._warned_sync = self._warned_back = self._saved_high_water = 0.0
+        self.timekeeper = Timekeeper()
         self._web = None
         self._web_thread: threading.Thread | None = None
         self.stop_event = threading.Event()
@@ -64,69 +62,15 @@ class Hotspot:
     def open_database(self):
         self.db = db_mod.prepare(self.config.database.url, self.config.database.busy_timeout_ms)
         self.callback_token = db_mod.get_setting("callback_token")
-        high_water = float(db_mod.get_setting("clock_high_water") or 0)
-        behind = clock.start(high_water)
-        if behind > 1:
-            log.warning("the system clock is %.0f s behind the last time this box recorded; "
-                        "keeping time from there until it is corrected (no battery clock? no NTP yet?)", behind)
-        self._warn_unsynchronised(force=True)
+        self.timekeeper.start()
         return self.db
 
     def storage_problem(self) -> str | None:
-        """Why a payment could not be recorded safely now: the SQLite disk below ``min_free_mb``."""
-        url = self.config.database.url
-        if not url.startswith("sqlite:////"):
-            return None
-        folder = os.path.dirname(url[len("sqlite:///"):])
-        try:
-            free = shutil.disk_usage(folder).free
-        except OSError as exc:
-            return f"cannot see the database's disk ({exc})"
-        if free < self.config.database.min_free_mb * 1024 * 1024:
-            return f"only {free // (1024 * 1024)} MB free on the database's disk ({folder}); free some space"
-        return None
-
-    # --- time ------------------------------------------------------------------------------
-    JUMP_SECONDS = 2.0
-    HIGH_WATER_EVERY = 60.0
-
-    def keep_time(self) -> float:
-        """Notice wall-clock jumps (see :mod:`hotspotd.clock`); returns the jump handled (0 if none).
-
-        Ahead: live sessions move forward with the timeline, in one transaction, so a correction
-        (NTP after a boot without a battery clock, someone setting the clock) costs no paid time.
-        Back: the timeline carries on and time left never grows. The latest time is saved now and
-        then, so a restart with a stale clock does not go back either."""
-        jump = clock.drift()
-        handled = 0.0
-        if jump > self.JUMP_SECONDS:
-            with self.db.atomic():
-                moved = access.shift_active(jump, clock.now())
-                clock.advance(jump)
-            log.warning("wall clock jumped %+.0f s; %d live session(s) moved with it", jump, moved)
-            handled = jump
-        elif jump < -self.JUMP_SECONDS and clock.now() - self._warned_back > 600:
-            log.warning("wall clock is %.0f s behind hotspotd's time; keeping hotspotd's time", -jump)
-            self._warned_back = clock.now()
-        if clock.now() - self._saved_high_water >= self.HIGH_WATER_EVERY:
-            from ..storage.models import Setting
-            Setting.put("clock_high_water", f"{clock.now():.3f}")
-            self._saved_high_water = clock.now()
-        self._warn_unsynchronised()
-        return handled
-
-    def _warn_unsynchronised(self, force: bool = False) -> None:
-        if not force and clock.now() - self._warned_sync < 3600:
-            return
-        self.clock_synchronized = clock.synchronized()
-        if self.clock_synchronized is False:
-            log.warning("the system clock is not NTP-synchronised; session times rely on it "
-                        "(enable systemd-timesyncd or chrony)")
-            self._warned_sync = clock.now()
+        """Why a payment could not be recorded safely now (:func:`hotspotd.storage.paths.disk_problem`)."""
+        return paths.disk_problem(self.config.database.url, self.config.database.min_free_mb)
 
     def _daraja(self, portal_url: str) -> DarajaClient:
         """The ``[mpesa]`` account's client; :attr:`site_clients` gets every venue's."""
-        m = self.config.mpesa
         if self.config.simulated:
             from ..testing.daraja import DarajaSimulator
             host, port = parse_listen(self.config.simulator.daraja_listen)
@@ -198,53 +142,10 @@ class Hotspot:
                 self.cutters[router.name] = CoaCutter(router.name, router.address, router.coa_port, secret,
                                                       timeout=float(router.timeout_seconds) / 3, retries=2)
 
-    def site_for(self, ctx: dict) -> config_mod.Site | None:
-        """The venue a splash page request comes from: the ``site`` its router's login page names
-        (``hotspotd router-config`` writes it), else the venue of the router whose NAS-ID is
-        ``nasid`` (CoovaChilli sends it), else the default venue. None: the page names a venue
-        this install does not have (a typo at the router), where nothing may be sold."""
-        if ctx.get("site"):
-            return self.config.site(ctx["site"])
-        router = next((r for r in self.routers if r.name == ctx.get("nasid")), None) if ctx.get("nasid") else None
-        return self.config.site(router.site if router else None)
-
-    def uamsecret_for(self, uamip: str | None) -> str:
-        """The uamsecret of the CoovaChilli at ``uamip`` (or of the only CoovaChilli configured)."""
-        coova = [r for r in self.routers if r.kind == "coova"]
-        match = next((r for r in coova if r.address == uamip), None)
-        if match is None and len(coova) == 1:
-            match = coova[0]
-        return match.uamsecret if match else ""
-
     def login_at_router(self, payment: Payment) -> None:
-        """After payment: log the device in over the RouterOS API (the browser login is the other way).
-        Runs on a worker thread: a slow router never holds up the web or RADIUS paths."""
-        if self._logins is not None and self.api_routers:
-            self._logins.submit(self._api_login, payment.id)
-
-    def _api_login(self, payment_id: int) -> None:
-        payment = Payment.get_by_id(payment_id)
-        ctx = json.loads(payment.login_context) if payment.login_context else {}
-        ent = access.entitlement_of(payment)
-        mac, ip = payment.mac, ctx.get("ip")
-        if ent is None or not mac or not ip:
-            return
-        errors = []
-        for router in self.api_routers:
-            if self.router_sites.get(router.name) != payment.site:
-                continue
-            try:
-                router.login(mac, ip, ent.login_user, ent.login_password)
-            except (RouterError, RouterUnavailable) as exc:
-                errors.append(str(exc))
-                continue
-            Event.create(at=clock.now(), kind="router_login", payment=payment.id, entitlement=ent.id, mac=mac,
-                         message=f"logged in at router {router.name} over the API")
-            if self.metrics:
-                self.metrics.online(ent.id)
-            return
-        Event.create(at=clock.now(), kind="router_login_failed", payment=payment.id, entitlement=ent.id, mac=mac,
-                     message="; ".join(errors)[:500])
+        """After payment (the payment service's ``on_success``): the device's API login, queued."""
+        if self.api_logins is not None:
+            self.api_logins.submit(payment)
 
     def _callback_url(self, portal_url: str) -> str:
         configured = self.config.mpesa.callback_url
@@ -302,9 +203,9 @@ class Hotspot:
             from radius.server import RadiusServer
             self.radius = RadiusServer(self.config, on_cap_reached=self._cap_reached, metrics=self.metrics).start()
         self.routers = self._venue_routers()
-        self.router_sites = {r.name: r.site for r in self.routers}
+        self.venues = Venues(self.config, self.routers)
         self._build_cutters()
-        self._logins = ThreadPoolExecutor(max_workers=2, thread_name_prefix="router-login")
+        self.api_logins = ApiLogins(self.api_routers, self.venues.router_sites, metrics=self.metrics)
         # the portal serves last: once it answers, RADIUS, the routers and the login pool are ready
         # (a callback or a status poll never meets a half-started daemon)
         self._web_thread = threading.Thread(target=self._web.run, name="portal", daemon=True)
@@ -324,21 +225,15 @@ class Hotspot:
 
     def expire_sessions(self) -> int:
         """End what is due, queue the cuts, and work through the queue."""
-        self.keep_time()
-        ended = disconnects.expire_and_queue(self.cutters, sites=self.router_sites)
-        disconnects.run_due(self.cutters, metrics=self.metrics, sites=self.router_sites)
+        self.timekeeper.keep()
+        ended = disconnects.expire_and_queue(self.cutters, sites=self.venues.router_sites)
+        disconnects.run_due(self.cutters, metrics=self.metrics, sites=self.venues.router_sites)
         return ended
 
     def backup_if_due(self) -> str | None:
-        """The daily backup (``[backup]``): taken when the newest one is older than ``every_hours``."""
+        """The backup job (:func:`hotspotd.storage.backup.take_if_due`)."""
         from ..storage import backup
-        b = self.config.backup
-        folder = self.config.backup_folder
-        if not backup.due(folder, b.every_hours * 3600):
-            return None
-        made = backup.backup(backup.sqlite_path(self.config.database.url), folder, keep=b.keep,
-                             busy_timeout=self.config.database.busy_timeout_ms / 1000)
-        return made.path
+        return backup.take_if_due(self.config)
 
     def cut_off(self, macs: list[str], entitlement_id: int | None, reason: str) -> None:
         """Queue ``macs`` to be cut at the routers of the session's venue and run the queue soon
@@ -346,7 +241,7 @@ class Hotspot:
         caller's thread."""
         routers = list(self.cutters)
         if entitlement_id is not None:
-            routers = disconnects.routers_for([entitlement_id], routers, self.router_sites)[entitlement_id]
+            routers = disconnects.routers_for([entitlement_id], routers, self.venues.router_sites)[entitlement_id]
         for mac in macs:
             disconnects.enqueue(mac, routers, entitlement_id=entitlement_id, reason=reason)
         if macs and self.scheduler:
@@ -412,8 +307,8 @@ class Hotspot:
     def stop(self) -> None:
         if self.scheduler:
             self.scheduler.stop()
-        if self._logins:
-            self._logins.shutdown(wait=True, cancel_futures=True)
+        if self.api_logins:
+            self.api_logins.close()
         for router in self.api_routers:
             router.close()
         if self.routeros_sim:
@@ -426,8 +321,7 @@ class Hotspot:
             self._stop_web()
         if self.db is not None:
             try:
-                from ..storage.models import Setting
-                Setting.put("clock_high_water", f"{clock.now():.3f}")
+                self.timekeeper.save()
             except Exception:  # noqa: BLE001 - a full disk must not stop the shutdown
                 log.exception("could not save the time on shutdown")
             self.db.close()

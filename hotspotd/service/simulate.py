@@ -76,16 +76,7 @@ def _routeros(args) -> int:
         print("hotspotd: simulate routeros: --listen and --radius take host:port, --host AA:BB:CC:DD:EE:FF=10.5.50.2",
               file=sys.stderr)
         return 2
-    authenticate = None
-    if radius:
-        from radius.testing.probe import Timeout, ask
-
-        def authenticate(user, password, mac, ip):
-            try:
-                return ask(radius, args.secret, user, password, mac, ip)
-            except Timeout:
-                log.warning("no answer from RADIUS %s:%d for %s", *radius, user)
-                return None
+    authenticate = _asking(radius, args.secret) if radius else None
     try:
         sim = RouterOSSimulator(host, port, username=args.user, password=args.password, identity=args.identity,
                                 empty_reply=not args.no_empty, auto_hosts=True, authenticate=authenticate)
@@ -99,3 +90,16 @@ def _routeros(args) -> int:
         print(f"RouterOS API simulator listening on {address}:{bound} (user {args.user!r})", flush=True)
         wait_for_stop()
     return 0
+
+
+def _asking(radius: tuple[str, int], secret: str):
+    """A login check that asks the RADIUS server at ``radius``, as a MikroTik does."""
+    from radius.testing.probe import Timeout, ask
+
+    def authenticate(user, password, mac, ip):
+        try:
+            return ask(radius, secret, user, password, mac, ip)
+        except Timeout:
+            log.warning("no answer from RADIUS %s:%d for %s", *radius, user)
+            return None
+    return authenticate

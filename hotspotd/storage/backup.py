@@ -15,6 +15,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from . import paths
+
 log = logging.getLogger(__name__)
 
 NAME = re.compile(r"hotspotd-(\d{8}-\d{6})(?:-\d+)?\.db$")
@@ -32,9 +34,11 @@ class Backup:
 
 
 def sqlite_path(url: str) -> str:
-    if not url.startswith("sqlite:////"):
+    """The database file to back up (:func:`hotspotd.storage.paths.sqlite_file`); BackupError otherwise."""
+    path = paths.sqlite_file(url)
+    if path is None:
         raise BackupError("backups here are for SQLite; for PostgreSQL use pg_dump (see README)")
-    return url[len("sqlite:///"):]
+    return path
 
 
 def listing(folder: str) -> list[Backup]:
@@ -129,3 +133,15 @@ def due(folder: str, every_seconds: float, now: float | None = None) -> bool:
     now = time.time() if now is None else now
     newest = listing(folder)
     return not newest or now - newest[0].taken_at >= every_seconds
+
+
+def take_if_due(cfg) -> str | None:
+    """The backup job (``[backup]``): a backup of the config's SQLite database when the newest one
+    is older than ``every_hours``; returns its path, None when none was due."""
+    b = cfg.backup
+    folder = cfg.backup_folder
+    if not due(folder, b.every_hours * 3600):
+        return None
+    made = backup(sqlite_path(cfg.database.url), folder, keep=b.keep,
+                  busy_timeout=cfg.database.busy_timeout_ms / 1000)
+    return made.path

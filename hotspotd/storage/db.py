@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 import peewee as pw
 
 from .. import clock
-from . import models, postgres
+from . import models, paths, postgres
 from .models import Package, Setting, database
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,8 @@ class _SqliteDatabase(pw.SqliteDatabase):
 
 def open_database(url: str, busy_timeout_ms: int = 5000) -> pw.Database:
     """Open ``url`` and bind the models to it. Creates the SQLite file's folder."""
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
+    path = paths.sqlite_path(url)
+    if path is not None:
         if path != ":memory:":
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         db = _SqliteDatabase(path, pragmas={

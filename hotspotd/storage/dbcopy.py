@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import peewee as pw
 from playhouse.db_url import connect as connect_url
 
-from . import db as db_mod, models
+from . import db as db_mod, models, paths
 
 
 class CopyError(Exception):
@@ -26,8 +26,9 @@ class Copied:
 
 
 def _open(url: str) -> pw.Database:
-    if url.startswith("sqlite:///"):
-        return db_mod._SqliteDatabase(url[len("sqlite:///"):], pragmas={"foreign_keys": 1, "busy_timeout": 5000})
+    path = paths.sqlite_path(url)
+    if path is not None:
+        return db_mod._SqliteDatabase(path, pragmas={"foreign_keys": 1, "busy_timeout": 5000})
     return connect_url(url.replace("postgres://", "postgresql://", 1))
 
 

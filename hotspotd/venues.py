@@ -1,0 +1,39 @@
+"""Which venue a request, a router or a session belongs to (``[[sites]]``, ``[[routers]]``).
+
+The splash page and the API ask :meth:`Venues.site_for` which venue's packages to sell and which
+M-Pesa account to use, :meth:`Venues.uamsecret_for` how to encode a CoovaChilli logon; the expiry
+job and the owner's disconnect ask :attr:`Venues.router_sites` which routers serve a session.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .config import Config, Router, Site
+
+
+class Venues:
+    """The venues of ``config`` and the routers that serve them."""
+
+    def __init__(self, config: Config, routers: Iterable[Router] = ()):
+        self.config = config
+        self.routers: tuple[Router, ...] = tuple(routers)
+        #: router name → the venue it serves
+        self.router_sites: dict[str, str] = {r.name: r.site for r in self.routers}
+
+    def site_for(self, ctx: dict) -> Site | None:
+        """The venue a splash page request comes from: the ``site`` its router's login page names
+        (``hotspotd router-config`` writes it), else the venue of the router whose NAS-ID is
+        ``nasid`` (CoovaChilli sends it), else the default venue. None: the page names a venue
+        this install does not have (a typo at the router), where nothing may be sold."""
+        if ctx.get("site"):
+            return self.config.site(ctx["site"])
+        router = next((r for r in self.routers if r.name == ctx.get("nasid")), None) if ctx.get("nasid") else None
+        return self.config.site(router.site if router else None)
+
+    def uamsecret_for(self, uamip: str | None) -> str:
+        """The uamsecret of the CoovaChilli at ``uamip`` (or of the only CoovaChilli configured)."""
+        coova = [r for r in self.routers if r.kind == "coova"]
+        match = next((r for r in coova if r.address == uamip), None)
+        if match is None and len(coova) == 1:
+            match = coova[0]
+        return match.uamsecret if match else ""
