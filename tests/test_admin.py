@@ -8,29 +8,18 @@ import re
 import pytest
 
 from hotspotd import access, admins, clock, reports
-from hotspotd.service import cli
 from hotspotd.storage.models import AdminUser, Disconnect, Entitlement, Event, Package, Payment, Voucher
 
-from .conftest import give_time, wait_for
-from .test_radius import RADIUS
+from tests.helpers import attr, flashes, give_time, PASSWORD, post, RADIUS, run_cli, sign_in, token, wait_for
 
-PASSWORD = "correct horse battery"
 MAC = "AA:BB:CC:DD:EE:30"
 PAGES = ["/admin/", "/admin/sessions", "/admin/payments", "/admin/payments.csv", "/admin/payments/1",
          "/admin/packages", "/admin/packages/new", "/admin/packages/1", "/admin/vouchers",
          "/admin/vouchers/sheet?batch=x", "/admin/health"]
 
 
-def token(page: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match, page[:2000]
-    return match[1]
 
 
-def sign_in(hs, http, username="owner", password=PASSWORD, **extra):
-    page = http.get(f"{hs.portal_url}/admin/login").text
-    return http.post(f"{hs.portal_url}/admin/login",
-                     data={"csrf_token": token(page), "username": username, "password": password, **extra})
 
 
 @pytest.fixture
@@ -53,22 +42,10 @@ def signed_in(owner, http):
     return start
 
 
-def post(hs, http, page_path: str, action: str, **data):
-    """Submit a form as a browser would: the CSRF token from the page the form is on."""
-    page = http.get(f"{hs.portal_url}{page_path}").text
-    return http.post(f"{hs.portal_url}{action}", data={"csrf_token": token(page), **data})
 
 
-def attr(page: str, element_id: str, name: str) -> str:
-    match = re.search(rf'<[^>]*id="{element_id}"[^>]*>', page)
-    assert match, f"no #{element_id}"
-    value = re.search(rf'\s{name}="([^"]*)"', match[0])
-    assert value, f"#{element_id} has no {name}"
-    return html.unescape(value[1])
 
 
-def flashes(page: str) -> list[str]:
-    return [html.unescape(m) for m in re.findall(r'data-flash="\w+"[^>]*>([^<]*)<', page)]
 
 
 # --- signing in -------------------------------------------------------------------------------
@@ -473,15 +450,6 @@ def test_health_without_radius_or_scheduler(signed_in, http):
     assert states["radius"] == "warn" and states["scheduler"] == "fail"
 
 
-# --- the command line -------------------------------------------------------------------------
-def run_cli(tmp_path, capsys, monkeypatch, *args, stdin=None, config=""):
-    """``hotspotd admin ARGS`` on a config of its own (``config``: more TOML for it)."""
-    (tmp_path / "h.toml").write_text(f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n' + config)
-    if stdin is not None:
-        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    code = cli.main(["--config", str(tmp_path / "h.toml"), "admin", *args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_admin_create_list_and_set_password(tmp_path, capsys, monkeypatch):

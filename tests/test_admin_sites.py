@@ -13,8 +13,7 @@ import pytest
 from hotspotd import access, admins, clock, reports, vouchers
 from hotspotd.storage.models import AcctSession, AdminUser, Disconnect, Entitlement, Event, Package, Payment, Voucher
 
-from .test_admin import PASSWORD, attr, flashes, post, sign_in, token
-from .test_admin import run_cli as admin_cli
+from tests.helpers import attr, flashes, PASSWORD, post, run_cli as admin_cli, sign_in, token
 
 SITES = [{"id": "beach", "name": "Beach Bar Diani"},
          {"id": "town", "name": "Town Cafe Nakuru", "shortcode": "600200"}]          # its own paybill

@@ -9,7 +9,7 @@ from hotspotd.storage import backup, db
 from hotspotd.service import cli
 from hotspotd.storage.models import Event, Package, Payment
 
-from .conftest import give_time
+from tests.helpers import give_time
 
 
 def test_online_backup_while_writing_then_restore_round_trip(make_hotspot, tmp_path):

@@ -73,7 +73,6 @@ def test_simulate_routeros_serves_the_api_until_sigterm(tmp_path):
 
 
 def test_config_permissions_are_checked_at_start(tmp_path, capsys, caplog):
-    import logging
     write_config(tmp_path)
     cfg = tmp_path / "h.toml"
     cfg.write_text(cfg.read_text() + '[mpesa]\nconsumer_key = "k"\n')

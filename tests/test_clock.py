@@ -8,7 +8,7 @@ import pytest
 from hotspotd import access, clock
 from hotspotd.storage.models import Event, Setting
 
-from .conftest import give_time
+from tests.helpers import give_time
 
 MAC = "AA:BB:CC:DD:EE:80"
 

@@ -17,8 +17,7 @@ import pytest
 from hotspotd import access, clock, faults
 from hotspotd.storage.models import Callback, Entitlement, Event, Package, Payment
 
-from .conftest import wait_for
-from .test_payment_flow import MAC, final_status, pay
+from tests.helpers import final_status, pay, PAY_MAC as MAC, wait_for
 
 HARNESS = Path(__file__).resolve().parents[1] / "scripts" / "crash_harness"
 

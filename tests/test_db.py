@@ -5,7 +5,7 @@ import pytest
 from hotspotd.storage import db
 from hotspotd.storage.models import Package, Setting
 
-from .conftest import sqlite_only
+from tests.helpers import sqlite_only
 
 
 @sqlite_only("SQLite's pragmas")

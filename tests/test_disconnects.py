@@ -5,7 +5,7 @@ from hotspotd import clock, disconnects
 from hotspotd.storage.models import Disconnect, Entitlement, Event
 from hotspotd.testing.routeros import RouterOSSimulator
 
-from .conftest import give_time, wait_for
+from tests.helpers import give_time, wait_for
 
 MAC = "AA:BB:CC:DD:EE:10"
 MAC2 = "AA:BB:CC:DD:EE:11"
@@ -153,7 +153,7 @@ def test_coova_session_is_ended_by_disconnect_request(make_hotspot):
 def test_data_cap_reached_in_accounting_cuts_the_device_at_once(make_hotspot):
     from pyrad import packet
 
-    from .test_radius import RADIUS, acct, client, send
+    from tests.helpers import RADIUS, acct, client, send
     # the expire job's own interval is long: only the accounting report can have woken it
     hs = make_hotspot(radius=RADIUS, scheduler={"expire_every_seconds": 3600})
     ent = give_time("AA:BB:CC:DD:EE:01", data_cap=10_000)

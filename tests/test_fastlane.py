@@ -1,12 +1,11 @@
 """portal_web/fastlane.py answers the status poll ahead of Flask: its answers must be the Flask
 view's, byte for byte, in every state a payment can be in; and the pay endpoint's rate limits
 still hold with Flask-Limiter's app-wide hook removed."""
-import pytest
 from werkzeug.test import Client
 
 from hotspotd.storage.models import Payment
 
-from .conftest import wait_for
+from tests.helpers import wait_for
 
 PHONES = {"success": "0708374149", "cancelled": "254700001032", "insufficient": "254700000001"}
 

@@ -24,9 +24,8 @@ from hotspotd import access
 from hotspotd.storage import db
 from hotspotd.storage.models import Callback, Entitlement, Event, Package, Payment, Setting
 
-from .conftest import POSTGRES_ENV, give_time, postgres_only, sqlite_only, wait_for
-from .test_payment_flow import MAC, final_status, forged, pay
-from .test_radius import RADIUS, client as radius_client, mac_request, send
+from tests.helpers import (client as radius_client, final_status, forged, give_time, mac_request, pay,
+                           PAY_MAC as MAC, POSTGRES_ENV, postgres_only, RADIUS, send, sqlite_only, wait_for)
 
 
 def test_daraja_refusing_the_push_gateway_takes_no_money_and_says_so(hotspot, http):

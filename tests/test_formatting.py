@@ -8,8 +8,7 @@ from babel.units import format_unit
 from hotspotd import admins, clock, formatting
 from hotspotd.storage.models import Package
 
-from .conftest import give_time
-from .test_admin import PASSWORD, sign_in
+from tests.helpers import give_time, PASSWORD, sign_in
 
 MB = 1024 * 1024
 CTX = {"mac": "AA:BB:CC:DD:EE:70", "ip": "10.5.50.70", "link-login-only": "http://10.5.50.1/login"}

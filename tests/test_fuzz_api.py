@@ -24,7 +24,7 @@ from hotspotd.service.daemon import Hotspot
 from hotspotd.storage.models import Payment
 from portal_web import create_app
 
-from .conftest import make_config_dict, wait_for
+from tests.helpers import make_config_dict, wait_for
 
 OPENAPI_PATH = "/api/portal/openapi.json"
 EXAMPLES = 40   # per operation; the whole file takes about 20 s

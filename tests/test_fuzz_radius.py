@@ -15,7 +15,7 @@ from pyrad import packet
 from hotspotd.identifiers import InvalidMac, normalize_mac
 from radius.server import load_dictionary
 
-from .conftest import give_time, wait_for
+from tests.helpers import give_time, wait_for
 
 SECRET = b"testing123"      # the default [[radius.clients]] entry: 127.0.0.1, the NAS we send from
 RADIUS = {"enabled": True, "listen": "127.0.0.1", "auth_port": 0, "acct_port": 0}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_systemd import NotifySocket, launch, wait_log
+from tests.helpers import launch, NotifySocket, wait_log
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "scripts" / "install.sh"

@@ -5,10 +5,8 @@ from hotspotd import admins, vouchers
 from hotspotd.identifiers import mask_phone
 from hotspotd.storage.models import Entitlement, Package, Payment
 
-from .conftest import wait_for
-from .test_radius import RADIUS, client, mac_request, send
+from tests.helpers import client, mac_request, PHONE_FORMS, RADIUS, send, wait_for
 
-PHONE_FORMS = ("254708374149", "0708374149", "708374149")
 
 
 def test_a_day_of_work_logs_no_secret_and_no_full_phone(make_hotspot, http, caplog):

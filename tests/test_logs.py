@@ -9,8 +9,7 @@ import pytest
 from hotspotd import logs
 from hotspotd.identifiers import mask_phone
 
-from .conftest import wait_for
-from .test_log_hygiene import PHONE_FORMS
+from tests.helpers import PHONE_FORMS, wait_for
 
 
 @pytest.fixture

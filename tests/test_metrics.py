@@ -9,8 +9,7 @@ from hotspotd.daraja.client import DarajaAuthError, DarajaUnavailable
 from hotspotd.metrics import MAX_ERROR_CODES, Metrics
 from hotspotd.storage.models import Entitlement, Payment
 
-from .conftest import give_time, wait_for
-from .test_radius import MAC, RADIUS, acct, client, mac_request, send
+from tests.helpers import acct, client, give_time, mac_request, RADIUS, RADIUS_MAC as MAC, send, wait_for
 
 
 def scrape(http, hs) -> dict:

@@ -5,23 +5,15 @@ import json
 import pytest
 
 from hotspotd import access
-from hotspotd.storage.models import Callback, Entitlement, Event, Package, Payment
+from hotspotd.storage.models import Callback, Entitlement, Event, Payment
 
-from .conftest import wait_for
+from tests.helpers import final_status, forged, pay, wait_for
 
 MAC = "AA:BB:CC:00:11:22"
 
 
-def pay(http, hs, phone, mac=MAC, package=None):
-    package = package or Package.get(Package.name == "1 hour").id
-    return http.post(f"{hs.portal_url}/api/portal/pay", json={"phone": phone, "packageId": package, "macAddress": mac})
 
 
-def final_status(http, hs, checkout, timeout=15):
-    def done():
-        body = http.get(f"{hs.portal_url}/api/portal/status/{checkout}").json()
-        return body if body["status"] != "pending" else None
-    return wait_for(done, timeout)
 
 
 def test_packages_listed(hotspot, http):
@@ -123,14 +115,6 @@ def test_duplicate_callback_changes_nothing(hotspot, http):
     assert Payment.get(Payment.checkout_request_id == checkout).status == "success"
 
 
-def forged(checkout, code=0, amount=10, receipt="QWE1234567"):
-    cb = {"MerchantRequestID": "1-2-3", "CheckoutRequestID": checkout, "ResultCode": code, "ResultDesc": "x"}
-    if code == 0:
-        cb["CallbackMetadata"] = {"Item": [{"Name": "Amount", "Value": amount},
-                                           {"Name": "MpesaReceiptNumber", "Value": receipt},
-                                           {"Name": "Balance"},
-                                           {"Name": "PhoneNumber", "Value": 254708374149}]}
-    return {"Body": {"stkCallback": cb}}
 
 
 def test_wrong_amount_is_flagged_and_verified_by_query(make_hotspot, http):

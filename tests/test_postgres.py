@@ -5,7 +5,7 @@ import os
 
 import peewee as pw
 
-from .conftest import POSTGRES_ENV
+from tests.helpers import POSTGRES_ENV
 
 
 def test_the_hotspot_runs_on_the_database_the_run_asked_for(hotspot):
@@ -24,7 +24,7 @@ def test_db_copy_moves_a_venue_onto_postgresql_with_every_row_and_id(tmp_path, c
     from hotspotd.storage import db
     from hotspotd.storage.models import AcctSession, Device, Entitlement, Package, Payment, Setting, Voucher, database
 
-    from .conftest import fresh_postgres_database
+    from tests.helpers import fresh_postgres_database
 
     source = f"sqlite:///{tmp_path}/venue.db"
     db.prepare(source)
@@ -137,7 +137,7 @@ def test_two_daemons_on_one_database_make_one_session_per_payment(tmp_path):
     from hotspotd.testing.daraja import DarajaSimulator
     from hotspotd.storage.models import Callback, Entitlement, Event, JobRun, Payment, database
 
-    from .conftest import fresh_postgres_database
+    from tests.helpers import fresh_postgres_database
 
     url, drop = fresh_postgres_database(ADMIN_URL)
     sim = DarajaSimulator(callback_delay=0, final_after=0.5).start()
@@ -210,7 +210,7 @@ def test_the_jobs_carry_on_when_one_daemon_dies_in_the_middle_of_one(tmp_path):
     from hotspotd.testing.daraja import DarajaSimulator
     from hotspotd.storage.models import Entitlement, Event, Package, Payment, database
 
-    from .conftest import fresh_postgres_database
+    from tests.helpers import fresh_postgres_database
 
     url, drop = fresh_postgres_database(ADMIN_URL)
     sim = DarajaSimulator(callback_delay=0, final_after=0.5).start()
@@ -270,7 +270,7 @@ def test_a_threads_session_settings_outlive_its_connection():
     from hotspotd.storage import db
     from hotspotd.storage.models import database
 
-    from .conftest import fresh_postgres_database
+    from tests.helpers import fresh_postgres_database
 
     url, drop = fresh_postgres_database(ADMIN_URL)
     seen = {}

@@ -8,17 +8,13 @@ import time
 import peewee as pw
 import pytest
 from pyrad import packet
-from pyrad.client import Client, Timeout
+from pyrad.client import Timeout
 
 from hotspotd.storage.models import AcctSession, Entitlement
-from radius.server import load_dictionary
 
-from .conftest import give_time
+from tests.helpers import acct, client, give_time, mac_request, RADIUS, send
 
 MAC = "AA:BB:CC:DD:EE:01"
-RADIUS = {"enabled": True, "listen": "127.0.0.1", "auth_port": 0, "acct_port": 0, "idle_timeout": 600,
-          "interim_interval": 120}
-DICT = load_dictionary()
 
 
 @pytest.fixture
@@ -32,32 +28,10 @@ def coova(make_hotspot):
     return make_hotspot(radius={**RADIUS, "clients": clients}, scheduler={"enabled": False})
 
 
-def client(hs, secret=b"testing123"):
-    c = Client(server="127.0.0.1", authport=hs.radius.auth_address[1], acctport=hs.radius.acct_address[1],
-               secret=secret, dict=DICT, retries=1, timeout=1, enforce_ma=True)
-    return c
 
 
-def mac_request(c, user=MAC, password="", calling=MAC, ma=True):
-    req = c.CreateAuthPacket(code=packet.AccessRequest, message_authenticator=ma)
-    req["User-Name"] = user
-    req["User-Password"] = req.PwCrypt(password)
-    if calling:
-        req["Calling-Station-Id"] = calling
-    req["NAS-Identifier"] = "venue1"
-    req["NAS-Port-Type"] = 19
-    if ma:
-        req.add_message_authenticator()
-    return req
 
 
-def send(c, req):
-    try:
-        return c.SendPacket(req)
-    finally:
-        for sock in (c._socket,) if getattr(c, "_socket", None) else ():
-            sock.close()
-        c._socket = None
 
 
 @pytest.mark.parametrize("user, password, calling", [
@@ -166,19 +140,6 @@ def test_pap_and_chap_logins(mikrotik):
     assert send(c, mac_request(c, user="VOUCHER1", password="nope", calling="AA:BB:CC:00:00:01")).code == packet.AccessReject
 
 
-def acct(c, status, session="81000001", in_oct=0, out_oct=0, in_giga=0, ent=None):
-    req = c.CreateAcctPacket()
-    req["Acct-Status-Type"] = status
-    req["Acct-Session-Id"] = session
-    req["User-Name"] = MAC
-    req["Calling-Station-Id"] = MAC
-    req["Acct-Input-Octets"] = in_oct
-    req["Acct-Output-Octets"] = out_oct
-    req["Acct-Input-Gigawords"] = in_giga
-    req["Acct-Session-Time"] = 60
-    if ent:
-        req["Class"] = f"hotspotd:{ent.id}".encode()
-    return req
 
 
 def test_accounting_counts_64_bit_usage_once(mikrotik):

@@ -9,8 +9,7 @@ from hotspotd import clock
 from hotspotd.service import cli
 from hotspotd.storage.models import Payment
 
-from .conftest import wait_for
-from .test_payment_flow import pay
+from tests.helpers import pay, wait_for
 
 
 @pytest.fixture

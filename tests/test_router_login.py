@@ -11,8 +11,7 @@ from pyrad import packet
 from hotspotd import router_login
 from hotspotd.storage.models import Event, Payment
 
-from .conftest import wait_for
-from .test_radius import RADIUS, client, send
+from tests.helpers import chap_login, client, RADIUS, send, wait_for
 
 MAC = "AA:BB:CC:DD:EE:20"
 CHAP_ID = "\\371"
@@ -47,18 +46,6 @@ def test_credentials_only_go_to_a_local_router(url, ok):
 def test_no_router_context_no_form():
     assert router_login.login_form(None, "u", "p") is None
     assert router_login.login_form({"uamip": "10.1.0.1", "challenge": "zz"}, "u", "p") is None
-
-
-def chap_login(hs, username: str, answer_hex: str, mac: str, chap_id: str, challenge: str):
-    """What a MikroTik sends after the browser posted ``answer_hex`` (hex MD5) to its login page:
-    an Access-Request with CHAP-Password = chap-id + answer and the page's CHAP-Challenge."""
-    c = client(hs)
-    req = c.CreateAuthPacket(code=packet.AccessRequest, User_Name=username)
-    req["CHAP-Password"] = router_login.unescape_octal(chap_id) + bytes.fromhex(answer_hex)
-    req["CHAP-Challenge"] = router_login.unescape_octal(challenge)
-    req["Calling-Station-Id"] = mac
-    req.add_message_authenticator()
-    return send(c, req)
 
 
 def hidden_fields(page: str) -> tuple[str, str, dict]:

@@ -16,57 +16,19 @@ from hotspotd import access, clock, config, disconnects, vouchers
 from hotspotd.storage import db
 from hotspotd.storage.models import AcctSession, Disconnect, Entitlement, Package, Payment, Setting
 
-from .conftest import wait_for
-from .test_payment_flow import final_status
-from .test_radius import DICT, RADIUS, mac_request, send
+from tests.helpers import (ask_radius, DEFAULT_NAS, DICT, final_status, KISUMU_NAS, mac_request, SECRETS, send,
+                           start_venues, wait_for, WESTLANDS_NAS)
 
 MAC = "AA:BB:CC:00:51:01"
-WESTLANDS_NAS, KISUMU_NAS, DEFAULT_NAS = "127.0.0.2", "127.0.0.3", "127.0.0.1"
-SITES = [
-    {"id": "westlands", "name": "Java House Westlands", "color": "#7a1f5c", "shortcode": "600100",
-     "account_reference": "JAVAWEST"},
-    {"id": "kisumu", "name": "Kisumu Stage Wi-Fi"},
-]
-CLIENTS = [
-    {"address": WESTLANDS_NAS, "secret": "westlands-secret", "site": "westlands"},
-    {"address": KISUMU_NAS, "secret": "kisumu-secret", "site": "kisumu"},
-    {"address": DEFAULT_NAS, "secret": "testing123"},
-]
-SECRETS = {WESTLANDS_NAS: b"westlands-secret", KISUMU_NAS: b"kisumu-secret", DEFAULT_NAS: b"testing123"}
-
-
 @pytest.fixture
 def venues(make_hotspot):
     return start_venues(make_hotspot)
-
-
-def start_venues(make_hotspot, **tables):
-    """A hotspotd with the two venues, their NAS addresses and a package of each (and a roaming one)."""
-    hs = make_hotspot(sites=SITES, radius={**RADIUS, "clients": CLIENTS}, **tables)
-    now = clock.now()
-    hs.packages = {
-        "westlands": Package.create(name="Westlands hour", price=20, duration_seconds=3600, site="westlands",
-                                    created_at=now, position=10),
-        "kisumu": Package.create(name="Kisumu hour", price=15, duration_seconds=3600, site="kisumu",
-                                 created_at=now, position=11),
-        "roaming": Package.create(name="Roaming day", price=100, duration_seconds=86400, roams=True,
-                                  created_at=now, position=12),
-    }
-    return hs
 
 
 def pay_at(http, hs, site, package, phone="0708374149", mac=MAC):
     return http.post(f"{hs.portal_url}/api/portal/pay", json={
         "phone": phone, "packageId": hs.packages[package].id if isinstance(package, str) else package,
         "macAddress": mac, "site": site})
-
-
-def ask_radius(hs, nas, mac=MAC):
-    """An Access-Request for ``mac`` from the NAS at ``nas``: the reply's code, or None (no answer)."""
-    c = Client(server="127.0.0.1", authport=hs.radius.auth_address[1], acctport=hs.radius.acct_address[1],
-               secret=SECRETS[nas], dict=DICT, retries=1, timeout=2, enforce_ma=True)
-    c.bind((nas, 0))
-    return send(c, mac_request(c, user=mac, calling=mac)).code
 
 
 def paid(http, hs, site, package, **kw):

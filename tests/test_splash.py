@@ -6,7 +6,7 @@ import pytest
 from hotspotd import access, clock, vouchers
 from hotspotd.storage.models import Disconnect, Entitlement, Package, Payment
 
-from .conftest import give_time, wait_for
+from tests.helpers import give_time, wait_for
 
 MAC = "AA:BB:CC:DD:EE:40"
 RANDOM_MAC = "DA:BB:CC:DD:EE:41"  # locally administered: a phone's private address

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,80 +17,16 @@ import pytest
 import requests
 
 from hotspotd import systemd
+from tests.helpers import launch, NotifySocket, wait_log
 
 HOTSPOTD = str(Path(sys.executable).parent / "hotspotd")
 
-#: Exec the command with what the unit's hardening does to the process itself: umask,
-#: no_new_privs, refuse writable+executable memory; optionally as another uid/gid (argv[1:3]).
-LAUNCHER = """
-import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-uid, gid, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
-if gid >= 0:
-    os.setgroups([]); os.setgid(gid)
-if uid >= 0:
-    os.setuid(uid)
-os.umask(0o077)
-assert libc.prctl(38, 1, 0, 0, 0) == 0                   # PR_SET_NO_NEW_PRIVS
-mdwe = libc.prctl(65, 1, 0, 0, 0) == 0                  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
-os.environ["TEST_MDWE"] = "1" if mdwe else "0"
-os.execv(argv[0], argv)
-"""
 
 
-class NotifySocket:
-    """The manager's end of ``$NOTIFY_SOCKET``: every datagram received, in order."""
-
-    def __init__(self, path: str):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-        if path.startswith("\0"):        # Linux's abstract namespace: "@name" in NOTIFY_SOCKET
-            self.address = "@" + path[1:]
-        else:
-            os.chmod(path, 0o777)         # as /run/systemd/notify: any service user may send
-            self.address = path
-        self.messages: list[dict[str, str]] = []
-
-    def expect(self, key: str, value: str | None = None, timeout: float = 30.0) -> dict[str, str]:
-        """The next datagram carrying ``key`` (with ``value``); earlier ones are kept in ``messages``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {key}={value or '*'} within {timeout} s; got {self.messages}")
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            message = dict(line.split("=", 1) for line in data.decode().splitlines())
-            self.messages.append(message)
-            if key in message and (value is None or message[key] == value):
-                return message
-
-    def close(self) -> None:
-        self.sock.close()
 
 
-def launch(argv: list[str], env: dict[str, str], uid: int = -1, gid: int = -1, log: Path | None = None):
-    """Start ``argv`` through :data:`LAUNCHER`, output to ``log``."""
-    out = open(log, "wb") if log else subprocess.DEVNULL
-    try:
-        return subprocess.Popen([sys.executable, "-c", LAUNCHER, str(uid), str(gid), *argv], env=env,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    finally:
-        if log:
-            out.close()
 
 
-def wait_log(log: Path, text: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        content = log.read_text(errors="replace")
-        if text in content:
-            return content
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not in the log within {timeout} s:\n{log.read_text(errors='replace')}")
 
 
 def write_config(path: Path, db: Path, **changes: str) -> None:
@@ -247,7 +181,7 @@ def test_a_dead_part_starves_the_watchdog(tmp_path, monkeypatch):
     from hotspotd.config import from_dict
     from hotspotd.service.daemon import Hotspot
 
-    from .conftest import make_config_dict
+    from tests.helpers import make_config_dict
 
     hs = Hotspot(from_dict(make_config_dict(tmp_path), "test")).start()
     try:
@@ -272,7 +206,7 @@ def test_reload_applies_only_what_is_safe(tmp_path):
     from hotspotd.config import from_dict
     from hotspotd.service.daemon import Hotspot
 
-    from .conftest import make_config_dict
+    from tests.helpers import make_config_dict
 
     base = make_config_dict(tmp_path)
     hs = Hotspot(from_dict(base, "test"))

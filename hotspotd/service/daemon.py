@@ -279,6 +279,7 @@ class Hotspot:
                     if old != now]
         if live:
             self.config = self.config.replace(**live)
+            self.venues.config = self.config       # a venue's name ([portal] site_name) is read per request
             logging.getLogger().setLevel(self.config.logging.level)
         return [f"{t}.{k}" for t in live for k in live[t]], restart
 

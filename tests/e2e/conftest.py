@@ -27,17 +27,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.helpers import DESKTOP, PHONE, RADIUS
+
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
-ANDROID_CHROME = ("Mozilla/5.0 (Linux; Android 13; SM-A145F) AppleWebKit/537.36 "
-                  "(KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36")
-PHONE = {"viewport": {"width": 360, "height": 740}, "is_mobile": True, "has_touch": True,
-         "device_scale_factor": 2, "user_agent": ANDROID_CHROME, "locale": "en-KE"}
-DESKTOP = {"viewport": {"width": 1280, "height": 800}, "locale": "en-KE"}
-# as in tests/test_radius.py: our RADIUS server on loopback port 0
-RADIUS = {"enabled": True, "listen": "127.0.0.1", "auth_port": 0, "acct_port": 0, "idle_timeout": 600,
-          "interim_interval": 120}
 TIMEOUT_MS = 10_000   # Playwright's default of 30 s only makes a broken page slower to report
 
 
@@ -81,7 +75,7 @@ def phone(browser):
 
 @pytest.fixture
 def desktop(browser):
-    """A page on a 1280×800 desktop browser."""
+    """A page on a 1366×768 laptop browser."""
     yield from _page(browser, DESKTOP)
 
 

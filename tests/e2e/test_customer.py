@@ -9,9 +9,7 @@ from pyrad import packet
 from hotspotd import router_login
 from hotspotd.storage.models import Payment
 
-from ..conftest import wait_for
-from ..test_radius import client, mac_request, send
-from ..test_router_login import chap_login
+from tests.helpers import buy, chap_login, client, mac_request, send, wait_for
 
 MAC = "AA:BB:CC:DD:EE:60"
 ROUTER = "http://10.5.50.1"
@@ -33,12 +31,6 @@ def fake_router(page):
         route.fulfill(status=200, content_type="text/html", body="<p id='router'>You are logged in</p>")
     page.route(f"{ROUTER}/**", handle)
     return posted
-
-
-def buy(page, phone_number, package="1 hour"):
-    page.get_by_text(package, exact=False).first.click()
-    page.fill("#phone", phone_number)
-    page.get_by_role("button", name="Pay with M-Pesa").click()
 
 
 def test_customer_pays_on_a_phone_and_radius_lets_the_mac_in(daemon, phone, screenshots, record_requests):
@@ -90,7 +82,7 @@ def test_cancelled_prompt_shows_the_reason_in_kiswahili(daemon, phone, screensho
 
 
 def test_wait_screen_counts_down_with_javascript(make_hotspot, phone):
-    from .conftest import RADIUS
+    from tests.helpers import RADIUS
     hs = make_hotspot(radius=RADIUS, simulator={"callback_delay_seconds": 4, "final_after_seconds": 4})
     phone.goto(f"{hs.portal_url}/?{urlencode({'mac': 'AA:BB:CC:DD:EE:63', 'ip': '10.5.50.63'})}")
     buy(phone, "0708374149", "30 minutes")

@@ -5,7 +5,7 @@ from urllib.parse import urlencode
 from hotspotd import admins, clock
 from hotspotd.storage.models import Disconnect, Entitlement, Payment
 
-from ..conftest import wait_for
+from tests.helpers import wait_for
 
 MAC = "AA:BB:CC:DD:EE:70"
 

@@ -3,7 +3,8 @@ import re
 
 from playwright.sync_api import expect
 
-from .conftest import PHONE
+from tests.helpers import PHONE
+
 
 SUCCESS_PHONE = "0708374149"
 PAY_TIMEOUT_MS = 20_000   # simulator callback ~0.05 s here, but the wait page refreshes every 3 s
@@ -64,4 +65,4 @@ def test_works_without_javascript(daemon, new_page, record_requests):
 def test_desktop_layout_stays_narrow(daemon, desktop):
     desktop.goto(daemon.portal_url + "/")
     box = desktop.locator("form").bounding_box()
-    assert box is not None and box["width"] <= 640   # the card column, not the full 1280-px width
+    assert box is not None and box["width"] <= 640   # the card column, not the full 1366-px width

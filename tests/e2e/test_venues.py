@@ -7,8 +7,7 @@ from pyrad import packet
 
 from hotspotd.storage.models import Entitlement, Payment
 
-from ..test_sites import KISUMU_NAS, WESTLANDS_NAS, ask_radius, start_venues
-from .test_customer import buy
+from tests.helpers import ask_radius, buy, KISUMU_NAS, start_venues, WESTLANDS_NAS
 
 MAC = "AA:BB:CC:DD:EE:71"
 

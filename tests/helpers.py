@@ -1,0 +1,384 @@
+"""What several test modules share: one module, so that no test module imports another.
+
+conftest.py holds the fixtures; this holds the plain helpers and constants they and the tests use.
+"""
+from __future__ import annotations
+
+import html
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pyrad import packet
+from pyrad.client import Client
+
+from hotspotd import clock, router_login
+from hotspotd.service import cli
+from hotspotd.storage.models import Package
+from radius.server import load_dictionary
+
+RADIUS_MAC = "AA:BB:CC:DD:EE:01"
+PAY_MAC = "AA:BB:CC:00:11:22"
+
+
+# --- databases, waiting, a session to test with ------------------------------------------------
+#: a PostgreSQL server's URL (e.g. postgresql://postgres@127.0.0.1:5432/postgres): the tests that
+#: run a Hotspot then run it on a fresh database of their own there instead of SQLite
+POSTGRES_ENV = "HOTSPOTD_TEST_POSTGRES"
+
+def sqlite_only(why: str):
+    """Mark a test that fakes a fault of SQLite itself (its file, its pragmas): skipped in the
+    PostgreSQL pass, where a test of that fault's PostgreSQL counterpart runs instead."""
+    return pytest.mark.skipif(bool(os.environ.get(POSTGRES_ENV)), reason=f"SQLite only: {why}")
+
+
+def postgres_only(why: str):
+    """Mark a test of a PostgreSQL server's own fault: it runs in the PostgreSQL pass of
+    scripts/test (``HOTSPOTD_TEST_POSTGRES`` set), and is skipped in the SQLite one."""
+    return pytest.mark.skipif(not os.environ.get(POSTGRES_ENV),
+                              reason=f"PostgreSQL only ({POSTGRES_ENV} unset): {why}")
+
+
+def fresh_postgres_database(admin_url: str) -> tuple[str, "callable"]:
+    """A new, empty database on the server of ``admin_url``: its URL and a function dropping it."""
+    import uuid
+
+    import psycopg2
+    name = f"hotspotd_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(admin_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        # connections left open by the test's threads go with the database
+        with admin.cursor() as c:
+            c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
+    return admin_url.rsplit("/", 1)[0] + "/" + name, drop
+
+
+def make_config_dict(tmp_path, database_url: str | None = None, **tables) -> dict:
+    """A config for tests: everything on loopback port 0, short delays, generous rate limits."""
+    data = {
+        "portal": {"listen": "127.0.0.1:0", "pay_limit_per_client": "1000/minute",
+                   "pay_limit_per_phone": "1000/minute", "pay_limit_per_device": "1000/minute"},
+        "database": {"url": database_url or f"sqlite:///{tmp_path}/hotspotd.db"},
+        "mpesa": {"query_after_seconds": 1, "query_interval_seconds": 1, "query_max_interval_seconds": 2},
+        "simulator": {"callback_delay_seconds": 0.05, "final_after_seconds": 0.05},
+        "scheduler": {"reconcile_every_seconds": 0.2, "expire_every_seconds": 0.2},
+        "radius": {"enabled": False},
+    }
+    for table, values in tables.items():
+        if isinstance(values, list):      # arrays of tables: [[routers]]
+            data[table] = values
+        else:
+            data.setdefault(table, {}).update(values)
+    return data
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def give_time(mac: str | None, *, seconds: int = 3600, price: int = 10, data_cap: int | None = None,
+              rate: str | None = None, devices: int = 1, phone: str = "254708374149", login=None):
+    """A paid entitlement for ``mac`` as a successful payment would leave it (for RADIUS tests)."""
+    from hotspotd import access, clock
+    from hotspotd.storage.models import Package, Payment, database
+
+    now = clock.now()
+    with database.atomic():
+        package = Package.create(name=f"test {seconds}s", price=price, duration_seconds=seconds, data_cap_bytes=data_cap,
+                                 rate_limit=rate, devices=devices, created_at=now, active=False)
+        payment = Payment.create(phone=phone, amount=price, package=package.id, mac=mac, status="success",
+                                 created_at=now, completed_at=now, resolved_by="test")
+        ent = access.grant_for_payment(payment, now)
+        if login:
+            ent.login_user, ent.login_password = login
+            ent.save()
+    return ent
+
+
+
+
+# --- a NAS talking RADIUS to a running hotspot -------------------------------------------------
+RADIUS = {"enabled": True, "listen": "127.0.0.1", "auth_port": 0, "acct_port": 0, "idle_timeout": 600,
+          "interim_interval": 120}
+
+DICT = load_dictionary()
+
+def client(hs, secret=b"testing123"):
+    c = Client(server="127.0.0.1", authport=hs.radius.auth_address[1], acctport=hs.radius.acct_address[1],
+               secret=secret, dict=DICT, retries=1, timeout=1, enforce_ma=True)
+    return c
+
+
+def mac_request(c, user=RADIUS_MAC, password="", calling=RADIUS_MAC, ma=True):
+    req = c.CreateAuthPacket(code=packet.AccessRequest, message_authenticator=ma)
+    req["User-Name"] = user
+    req["User-Password"] = req.PwCrypt(password)
+    if calling:
+        req["Calling-Station-Id"] = calling
+    req["NAS-Identifier"] = "venue1"
+    req["NAS-Port-Type"] = 19
+    if ma:
+        req.add_message_authenticator()
+    return req
+
+
+def send(c, req):
+    try:
+        return c.SendPacket(req)
+    finally:
+        for sock in (c._socket,) if getattr(c, "_socket", None) else ():
+            sock.close()
+        c._socket = None
+
+
+def acct(c, status, session="81000001", in_oct=0, out_oct=0, in_giga=0, ent=None):
+    req = c.CreateAcctPacket()
+    req["Acct-Status-Type"] = status
+    req["Acct-Session-Id"] = session
+    req["User-Name"] = RADIUS_MAC
+    req["Calling-Station-Id"] = RADIUS_MAC
+    req["Acct-Input-Octets"] = in_oct
+    req["Acct-Output-Octets"] = out_oct
+    req["Acct-Input-Gigawords"] = in_giga
+    req["Acct-Session-Time"] = 60
+    if ent:
+        req["Class"] = f"hotspotd:{ent.id}".encode()
+    return req
+
+
+
+
+# --- paying through the API --------------------------------------------------------------------
+def pay(http, hs, phone, mac=PAY_MAC, package=None):
+    package = package or Package.get(Package.name == "1 hour").id
+    return http.post(f"{hs.portal_url}/api/portal/pay", json={"phone": phone, "packageId": package, "macAddress": mac})
+
+
+def final_status(http, hs, checkout, timeout=15):
+    def done():
+        body = http.get(f"{hs.portal_url}/api/portal/status/{checkout}").json()
+        return body if body["status"] != "pending" else None
+    return wait_for(done, timeout)
+
+
+def forged(checkout, code=0, amount=10, receipt="QWE1234567"):
+    cb = {"MerchantRequestID": "1-2-3", "CheckoutRequestID": checkout, "ResultCode": code, "ResultDesc": "x"}
+    if code == 0:
+        cb["CallbackMetadata"] = {"Item": [{"Name": "Amount", "Value": amount},
+                                           {"Name": "MpesaReceiptNumber", "Value": receipt},
+                                           {"Name": "Balance"},
+                                           {"Name": "PhoneNumber", "Value": 254708374149}]}
+    return {"Body": {"stkCallback": cb}}
+
+
+
+
+# --- the dashboard -----------------------------------------------------------------------------
+PASSWORD = "correct horse battery"
+
+def token(page: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, page[:2000]
+    return match[1]
+
+
+def sign_in(hs, http, username="owner", password=PASSWORD, **extra):
+    page = http.get(f"{hs.portal_url}/admin/login").text
+    return http.post(f"{hs.portal_url}/admin/login",
+                     data={"csrf_token": token(page), "username": username, "password": password, **extra})
+
+
+def post(hs, http, page_path: str, action: str, **data):
+    """Submit a form as a browser would: the CSRF token from the page the form is on."""
+    page = http.get(f"{hs.portal_url}{page_path}").text
+    return http.post(f"{hs.portal_url}{action}", data={"csrf_token": token(page), **data})
+
+
+def attr(page: str, element_id: str, name: str) -> str:
+    match = re.search(rf'<[^>]*id="{element_id}"[^>]*>', page)
+    assert match, f"no #{element_id}"
+    value = re.search(rf'\s{name}="([^"]*)"', match[0])
+    assert value, f"#{element_id} has no {name}"
+    return html.unescape(value[1])
+
+
+def flashes(page: str) -> list[str]:
+    return [html.unescape(m) for m in re.findall(r'data-flash="\w+"[^>]*>([^<]*)<', page)]
+
+
+# --- the command line -------------------------------------------------------------------------
+def run_cli(tmp_path, capsys, monkeypatch, *args, stdin=None, config=""):
+    """``hotspotd admin ARGS`` on a config of its own (``config``: more TOML for it)."""
+    (tmp_path / "h.toml").write_text(f'[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n' + config)
+    if stdin is not None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code = cli.main(["--config", str(tmp_path / "h.toml"), "admin", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+
+# --- running hotspotd as systemd does ----------------------------------------------------------
+#: Exec the command with what the unit's hardening does to the process itself: umask,
+#: no_new_privs, refuse writable+executable memory; optionally as another uid/gid (argv[1:3]).
+LAUNCHER = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+uid, gid, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+if gid >= 0:
+    os.setgroups([]); os.setgid(gid)
+if uid >= 0:
+    os.setuid(uid)
+os.umask(0o077)
+assert libc.prctl(38, 1, 0, 0, 0) == 0                   # PR_SET_NO_NEW_PRIVS
+mdwe = libc.prctl(65, 1, 0, 0, 0) == 0                  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+os.environ["TEST_MDWE"] = "1" if mdwe else "0"
+os.execv(argv[0], argv)
+"""
+
+class NotifySocket:
+    """The manager's end of ``$NOTIFY_SOCKET``: every datagram received, in order."""
+
+    def __init__(self, path: str):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        if path.startswith("\0"):        # Linux's abstract namespace: "@name" in NOTIFY_SOCKET
+            self.address = "@" + path[1:]
+        else:
+            os.chmod(path, 0o777)         # as /run/systemd/notify: any service user may send
+            self.address = path
+        self.messages: list[dict[str, str]] = []
+
+    def expect(self, key: str, value: str | None = None, timeout: float = 30.0) -> dict[str, str]:
+        """The next datagram carrying ``key`` (with ``value``); earlier ones are kept in ``messages``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {key}={value or '*'} within {timeout} s; got {self.messages}")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            message = dict(line.split("=", 1) for line in data.decode().splitlines())
+            self.messages.append(message)
+            if key in message and (value is None or message[key] == value):
+                return message
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def launch(argv: list[str], env: dict[str, str], uid: int = -1, gid: int = -1, log: Path | None = None):
+    """Start ``argv`` through :data:`LAUNCHER`, output to ``log``."""
+    out = open(log, "wb") if log else subprocess.DEVNULL
+    try:
+        return subprocess.Popen([sys.executable, "-c", LAUNCHER, str(uid), str(gid), *argv], env=env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    finally:
+        if log:
+            out.close()
+
+
+def wait_log(log: Path, text: str, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        content = log.read_text(errors="replace")
+        if text in content:
+            return content
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in the log within {timeout} s:\n{log.read_text(errors='replace')}")
+
+
+
+
+# --- logs --------------------------------------------------------------------------------------
+PHONE_FORMS = ("254708374149", "0708374149", "708374149")
+
+
+# --- two venues (westlands, kisumu) and their NAS addresses -------------------------------------
+VENUE_MAC = "AA:BB:CC:00:51:01"
+WESTLANDS_NAS, KISUMU_NAS, DEFAULT_NAS = "127.0.0.2", "127.0.0.3", "127.0.0.1"
+SITES = [
+    {"id": "westlands", "name": "Java House Westlands", "color": "#7a1f5c", "shortcode": "600100",
+     "account_reference": "JAVAWEST"},
+    {"id": "kisumu", "name": "Kisumu Stage Wi-Fi"},
+]
+CLIENTS = [
+    {"address": WESTLANDS_NAS, "secret": "westlands-secret", "site": "westlands"},
+    {"address": KISUMU_NAS, "secret": "kisumu-secret", "site": "kisumu"},
+    {"address": DEFAULT_NAS, "secret": "testing123"},
+]
+SECRETS = {WESTLANDS_NAS: b"westlands-secret", KISUMU_NAS: b"kisumu-secret", DEFAULT_NAS: b"testing123"}
+
+
+def start_venues(make_hotspot, **tables):
+    """A hotspotd with the two venues, their NAS addresses and a package of each (and a roaming one)."""
+    hs = make_hotspot(sites=SITES, radius={**RADIUS, "clients": CLIENTS}, **tables)
+    now = clock.now()
+    hs.packages = {
+        "westlands": Package.create(name="Westlands hour", price=20, duration_seconds=3600, site="westlands",
+                                    created_at=now, position=10),
+        "kisumu": Package.create(name="Kisumu hour", price=15, duration_seconds=3600, site="kisumu",
+                                 created_at=now, position=11),
+        "roaming": Package.create(name="Roaming day", price=100, duration_seconds=86400, roams=True,
+                                  created_at=now, position=12),
+    }
+    return hs
+
+
+def ask_radius(hs, nas, mac=VENUE_MAC):
+    """An Access-Request for ``mac`` from the NAS at ``nas``: the reply's code, or None (no answer)."""
+    c = Client(server="127.0.0.1", authport=hs.radius.auth_address[1], acctport=hs.radius.acct_address[1],
+               secret=SECRETS[nas], dict=DICT, retries=1, timeout=2, enforce_ma=True)
+    c.bind((nas, 0))
+    return send(c, mac_request(c, user=mac, calling=mac)).code
+
+
+# --- a router's login -------------------------------------------------------------------------
+def chap_login(hs, username: str, answer_hex: str, mac: str, chap_id: str, challenge: str):
+    """What a MikroTik sends after the browser posted ``answer_hex`` (hex MD5) to its login page:
+    an Access-Request with CHAP-Password = chap-id + answer and the page's CHAP-Challenge."""
+    c = client(hs)
+    req = c.CreateAuthPacket(code=packet.AccessRequest, User_Name=username)
+    req["CHAP-Password"] = router_login.unescape_octal(chap_id) + bytes.fromhex(answer_hex)
+    req["CHAP-Challenge"] = router_login.unescape_octal(challenge)
+    req["Calling-Station-Id"] = mac
+    req.add_message_authenticator()
+    return send(c, req)
+
+
+# --- the splash page in a browser (Playwright) ---------------------------------------------------
+def buy(page, phone_number, package="1 hour"):
+    page.get_by_text(package, exact=False).first.click()
+    page.fill("#phone", phone_number)
+    page.get_by_role("button", name="Pay with M-Pesa").click()
+
+
+#: a low-cost Android phone, as most customers hold one
+ANDROID_CHROME = ("Mozilla/5.0 (Linux; Android 13; SM-A145F) AppleWebKit/537.36 "
+                  "(KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36")
+PHONE = {"viewport": {"width": 360, "height": 740}, "is_mobile": True, "has_touch": True,
+         "device_scale_factor": 2, "user_agent": ANDROID_CHROME, "locale": "en-KE"}
+#: a laptop at the size most sold in Kenya
+DESKTOP = {"viewport": {"width": 1366, "height": 768}, "locale": "en-KE"}
