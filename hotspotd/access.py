@@ -207,7 +207,7 @@ def _grant(ent_id: int, mac: str, package_name: str, expires_at: float, cap: int
 
 
 # authorize() answers every RADIUS Access-Request and record_usage() every accounting report:
-# hand-written statements (models.execute), pinned by tests/test_radius.py and test_properties.py.
+# hand-written statements (models.execute), pinned by tests/radius/test_server.py and tests/core/test_properties.py.
 _AUTHORIZE_SQL = (
     'SELECT e.id, e.expires_at, e.data_cap_bytes, e.bytes_used, e.rate_limit, p.name'
     ' FROM "device" AS d JOIN "entitlement" AS e ON e.id = d.entitlement_id'

@@ -3,7 +3,7 @@
 Every text a customer reads (the splash page, the portal API's messages, the core's refusals and
 M-Pesa's results) is an English message id with its Kiswahili in
 ``portal_web/translations/sw/LC_MESSAGES/messages.po`` (compiled beside it to ``messages.mo``;
-``tests/test_i18n.py`` fails when a message lacks its Kiswahili or the ``.mo`` is stale). Update
+``tests/portal_web/test_i18n.py`` fails when a message lacks its Kiswahili or the ``.mo`` is stale). Update
 the catalogue with ``pybabel extract -F babel.cfg -k N_ -k t -o portal_web/translations/messages.pot .``,
 ``pybabel update -i portal_web/translations/messages.pot -d portal_web/translations`` and
 ``pybabel compile -d portal_web/translations``.

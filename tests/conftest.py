@@ -10,15 +10,6 @@ from hotspotd.config import from_dict
 from tests.helpers import fresh_postgres_database, make_config_dict, POSTGRES_ENV
 
 
-
-
-
-
-
-
-
-
-
 @pytest.fixture
 def database_url(tmp_path):
     """Where the test's Hotspot keeps its data: SQLite in tmp_path, or a fresh PostgreSQL
@@ -32,8 +23,6 @@ def database_url(tmp_path):
         yield url
     finally:
         drop()
-
-
 
 
 @pytest.fixture
@@ -61,7 +50,5 @@ def hotspot(make_hotspot):
 def http():
     with requests.Session() as session:
         yield session
-
-
 
 

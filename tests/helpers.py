@@ -23,6 +23,8 @@ from hotspotd.service import cli
 from hotspotd.storage.models import Package
 from radius.server import load_dictionary
 
+#: the checkout this suite tests
+REPO = Path(__file__).resolve().parents[1]
 RADIUS_MAC = "AA:BB:CC:DD:EE:01"
 PAY_MAC = "AA:BB:CC:00:11:22"
 
@@ -114,8 +116,6 @@ def give_time(mac: str | None, *, seconds: int = 3600, price: int = 10, data_cap
     return ent
 
 
-
-
 # --- a NAS talking RADIUS to a running hotspot -------------------------------------------------
 RADIUS = {"enabled": True, "listen": "127.0.0.1", "auth_port": 0, "acct_port": 0, "idle_timeout": 600,
           "interim_interval": 120}
@@ -165,8 +165,6 @@ def acct(c, status, session="81000001", in_oct=0, out_oct=0, in_giga=0, ent=None
     return req
 
 
-
-
 # --- paying through the API --------------------------------------------------------------------
 def pay(http, hs, phone, mac=PAY_MAC, package=None):
     package = package or Package.get(Package.name == "1 hour").id
@@ -188,8 +186,6 @@ def forged(checkout, code=0, amount=10, receipt="QWE1234567"):
                                            {"Name": "Balance"},
                                            {"Name": "PhoneNumber", "Value": 254708374149}]}
     return {"Body": {"stkCallback": cb}}
-
-
 
 
 # --- the dashboard -----------------------------------------------------------------------------
@@ -234,7 +230,6 @@ def run_cli(tmp_path, capsys, monkeypatch, *args, stdin=None, config=""):
     code = cli.main(["--config", str(tmp_path / "h.toml"), "admin", *args])
     out = capsys.readouterr()
     return code, out.out, out.err
-
 
 
 # --- running hotspotd as systemd does ----------------------------------------------------------
@@ -308,8 +303,6 @@ def wait_log(log: Path, text: str, timeout: float = 10.0) -> str:
             return content
         time.sleep(0.05)
     raise AssertionError(f"{text!r} not in the log within {timeout} s:\n{log.read_text(errors='replace')}")
-
-
 
 
 # --- logs --------------------------------------------------------------------------------------

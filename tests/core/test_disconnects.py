@@ -1,0 +1,182 @@
+"""Cutting expired devices off at a (simulated) MikroTik over the real RouterOS API."""
+import pytest
+
+from hotspotd import clock, disconnects
+from hotspotd.storage.models import Disconnect, Entitlement, Event
+from hotspotd.testing.routeros import RouterOSSimulator
+
+from tests.helpers import give_time, wait_for
+
+#: run again on PostgreSQL by scripts/test (-m postgres)
+pytestmark = pytest.mark.postgres
+
+MAC = "AA:BB:CC:DD:EE:10"
+MAC2 = "AA:BB:CC:DD:EE:11"
+
+
+@pytest.fixture
+def sim():
+    with RouterOSSimulator(username="hotspotd", password="pw") as s:
+        yield s
+
+
+def router_entry(sim, **overrides):
+    address, port = sim.address
+    return {"name": "gate", "kind": "mikrotik", "address": address, "api_port": port, "user": "hotspotd",
+            "password": "pw", **overrides}
+
+
+@pytest.fixture
+def venue(make_hotspot, sim):
+    return make_hotspot(routers=[router_entry(sim)], scheduler={"enabled": False})
+
+
+def end_now(ent):
+    Entitlement.update(expires_at=clock.now() - 1).where(Entitlement.id == ent.id).execute()
+
+
+def test_expired_session_is_removed_with_its_cookie_and_verified_gone(venue, sim):
+    ent = give_time(MAC)
+    sim.login(MAC, "10.5.50.10", "hs1", cookie=True)
+    assert sim.active_macs() == [MAC] and sim.cookies_for(MAC)
+    assert venue.expire_sessions() == 0          # still paid: nothing happens
+    assert sim.active_macs() == [MAC]
+    end_now(ent)
+    assert venue.expire_sessions() == 1
+    assert sim.active_macs() == [] and sim.cookies_for(MAC) == []
+    row = Disconnect.get()
+    assert (row.status, row.router, row.mac, row.attempts) == ("done", "gate", MAC, 1)
+    removed = [c for c in sim.commands if c.command.endswith("/remove")]
+    assert {c.command for c in removed} == {"/ip/hotspot/active/remove", "/ip/hotspot/cookie/remove"}
+    assert Event.select().where(Event.kind == "disconnected", Event.mac == MAC).count() == 1
+    assert Entitlement.get_by_id(ent.id).status == "expired"
+    # the next run has nothing to do
+    venue.expire_sessions()
+    assert Disconnect.select().count() == 1
+
+
+def test_unreachable_router_is_retried_with_backoff_then_completes(venue, sim):
+    ents = [give_time(MAC), give_time(MAC2)]
+    sim.login(MAC, "10.5.50.10", "hs1")
+    sim.login(MAC2, "10.5.50.11", "hs2")
+    sim.set_unreachable(True)
+    for ent in ents:
+        end_now(ent)
+    t0 = clock.now()
+    disconnects.expire_and_queue(venue.cutters, now=t0)
+    out = disconnects.run_due(venue.cutters, now=t0)
+    # one attempt reaches the dead router; the second device is deferred, not another timeout
+    assert out == {"failed": 1, "deferred": 1}
+    assert disconnects.run_due(venue.cutters, now=t0 + 1) == {}   # backoff: nothing due yet
+    t = t0
+    for _ in range(4):
+        t += disconnects.MAX_RETRY_SECONDS
+        disconnects.run_due(venue.cutters, now=t)
+    # five runs, one attempt each, shared by the two rows (the deferred one goes first next time)
+    rows = list(Disconnect.select().order_by(Disconnect.attempts.desc()))
+    assert [(r.status, r.attempts) for r in rows] == [("failing", 3), ("pending", 2)]
+    assert disconnects.problems() == rows[:1], "the owner must see the failing cut"
+    assert "cannot connect" in (disconnects.problems()[0].last_error or "")
+    assert Event.select().where(Event.kind == "disconnect_failed").count() >= 4
+    assert sorted(sim.active_macs()) == [MAC, MAC2]       # nothing was cut while unreachable
+    sim.set_unreachable(False)
+    out = disconnects.run_due(venue.cutters, now=t + disconnects.MAX_RETRY_SECONDS)
+    assert out == {"done": 2}
+    assert sim.active_macs() == [] and disconnects.problems() == []
+
+
+def test_cut_gives_up_after_a_day_and_stays_visible(venue, sim):
+    ent = give_time(MAC)
+    sim.set_unreachable(True)
+    end_now(ent)
+    t0 = clock.now()
+    disconnects.expire_and_queue(venue.cutters, now=t0)
+    disconnects.run_due(venue.cutters, now=t0)
+    disconnects.run_due(venue.cutters, now=t0 + disconnects.GIVE_UP_SECONDS + 1)
+    row = Disconnect.get()
+    assert row.status == "failed" and row.attempts == 2
+    assert disconnects.problems() == [row]
+
+
+def test_device_that_bought_more_time_is_not_cut(venue, sim):
+    ent = give_time(MAC)
+    sim.login(MAC, "10.5.50.10", "hs1")
+    end_now(ent)
+    t0 = clock.now()
+    disconnects.expire_and_queue(venue.cutters, now=t0)
+    give_time(MAC)                                  # paid again before the job reached the router
+    assert disconnects.run_due(venue.cutters, now=clock.now()) == {"cancelled": 1}
+    assert sim.active_macs() == [MAC]
+    assert Disconnect.get().status == "cancelled"
+
+
+def test_scheduler_cuts_off_on_time(make_hotspot, sim):
+    hs = make_hotspot(routers=[router_entry(sim)], scheduler={"expire_every_seconds": 0.2})
+    give_time(MAC, seconds=1)
+    sim.login(MAC, "10.5.50.10", "hs1")
+    wait_for(lambda: sim.active_macs() == [], timeout=10)
+    wait_for(lambda: Disconnect.get_or_none(Disconnect.status == "done"), timeout=5)
+    assert hs.scheduler.runs.get("expire", 0) >= 1
+
+
+def test_wrong_api_password_is_a_visible_failure(make_hotspot, sim):
+    hs = make_hotspot(routers=[router_entry(sim, password="wrong")], scheduler={"enabled": False})
+    ent = give_time(MAC)
+    sim.login(MAC, "10.5.50.10", "hs1")
+    end_now(ent)
+    hs.expire_sessions()
+    row = Disconnect.get()
+    assert row.status == "pending" and row.attempts == 1 and "refused" in row.last_error
+    assert sim.active_macs() == [MAC]
+
+
+def test_coova_session_is_ended_by_disconnect_request(make_hotspot):
+    from radius.testing.nas import NasSimulator
+    with NasSimulator(secret="coasecret") as nas:
+        address, port = nas.address
+        routers = [{"name": "chilli", "kind": "coova", "address": address, "coa_port": port, "secret": "coasecret"}]
+        hs = make_hotspot(routers=routers, scheduler={"enabled": False})
+        ent = give_time(MAC)
+        nas.add_session("AA-BB-CC-DD-EE-10", mac="AA-BB-CC-DD-EE-10")
+        nas.add_session("AA-BB-CC-DD-EE-99", mac="AA-BB-CC-DD-EE-99")   # someone else, still paid
+        nas.set_unreachable(True)
+        end_now(ent)
+        hs.cutters["chilli"].timeout = 0.2
+        hs.expire_sessions()
+        row = Disconnect.get()
+        assert row.status == "pending" and "no valid reply" in row.last_error
+        nas.set_unreachable(False)
+        disconnects.run_due(hs.cutters, now=clock.now() + disconnects.MAX_RETRY_SECONDS)
+        assert Disconnect.get().status == "done"
+        assert nas.online() == ["AA-BB-CC-DD-EE-99"]
+        valid = [r for r in nas.requests if r.valid]
+        assert len(valid) == 1 and valid[0].attributes["User-Name"] == ["AA-BB-CC-DD-EE-10"]
+
+
+def test_data_cap_reached_in_accounting_cuts_the_device_at_once(make_hotspot):
+    from pyrad import packet
+
+    from tests.helpers import RADIUS, acct, client, send
+    # the expire job's own interval is long: only the accounting report can have woken it
+    hs = make_hotspot(radius=RADIUS, scheduler={"expire_every_seconds": 3600})
+    ent = give_time("AA:BB:CC:DD:EE:01", data_cap=10_000)
+    hs.routeros_sim.login("AA:BB:CC:DD:EE:01", "10.5.50.40", f"hs{ent.id}")
+    c = client(hs)
+    assert send(c, acct(c, "Interim-Update", in_oct=4000, out_oct=7000, ent=ent)).code == packet.AccountingResponse
+    wait_for(lambda: hs.routeros_sim.active_macs() == [], timeout=10)
+    assert Entitlement.get_by_id(ent.id).status == "exhausted"
+    assert Disconnect.get().status == "done"
+
+
+def test_slow_router_times_out_and_the_cut_completes_later(make_hotspot, sim):
+    hs = make_hotspot(routers=[router_entry(sim, timeout_seconds=0.3)], scheduler={"enabled": False})
+    ent = give_time(MAC)
+    sim.login(MAC, "10.5.50.10", "hs1")
+    sim.set_latency(1.0)                        # every answer later than we wait
+    end_now(ent)
+    hs.expire_sessions()
+    row = Disconnect.get()
+    assert row.status == "pending" and row.attempts == 1 and "no answer in time" in row.last_error
+    sim.set_latency(0)
+    disconnects.run_due(hs.cutters, now=clock.now() + disconnects.MAX_RETRY_SECONDS)
+    assert Disconnect.get().status == "done" and sim.active_macs() == []

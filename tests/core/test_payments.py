@@ -1,0 +1,164 @@
+"""The pay-to-connect flow end to end: real HTTP to the portal, the portal to the Daraja simulator,
+the simulator's callbacks back over HTTP."""
+import json
+
+import pytest
+
+from hotspotd import access
+from hotspotd.storage.models import Callback, Entitlement, Event, Payment
+
+from tests.helpers import final_status, forged, pay, wait_for
+
+#: run again on PostgreSQL by scripts/test (-m postgres)
+pytestmark = pytest.mark.postgres
+
+MAC = "AA:BB:CC:00:11:22"
+
+
+def test_packages_listed(hotspot, http):
+    body = http.get(f"{hotspot.portal_url}/api/portal/packages").json()
+    assert body["success"] is True
+    assert [(p["name"], p["price"], p["durationSeconds"]) for p in body["packages"]] == [
+        ("30 minutes", 5, 1800), ("1 hour", 10, 3600), ("24 hours", 50, 86400)]
+
+
+def test_success_number_gets_a_session_of_the_package_length(hotspot, http):
+    r = pay(http, hotspot, "0708374149")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["success"] is True and body["amount"] == 10 and body["packageName"] == "1 hour"
+    status = final_status(http, hotspot, body["checkoutRequestId"])
+    assert status["status"] == "success"
+    session = status["session"]
+    assert 3590 <= session["remainingSeconds"] <= 3600
+    assert session["packageName"] == "1 hour" and session["expiresAt"].endswith("Z")
+    payment = Payment.get(Payment.checkout_request_id == body["checkoutRequestId"])
+    assert payment.resolved_by == "callback" and payment.receipt and payment.phone == "254708374149"
+    grant = access.authorize(MAC)
+    assert grant is not None and grant.remaining_seconds <= 3600
+    assert Entitlement.select().count() == 1
+
+
+def test_cancel_number_is_cancelled_with_its_reason(hotspot, http):
+    body = pay(http, hotspot, "254700001032").json()
+    status = final_status(http, hotspot, body["checkoutRequestId"])
+    assert status["status"] == "cancelled"
+    assert status["resultCode"] == "1032" and status["reason"] == "cancelled"
+    assert "cancel" in status["message"].lower()
+    assert status["session"] is None
+    assert access.authorize(MAC) is None
+
+
+@pytest.mark.parametrize("phone, status, reason", [
+    ("254700000001", "failed", "insufficient_funds"),
+    ("254700002001", "failed", "wrong_pin"),
+    ("254700001037", "timeout", "no_response"),
+])
+def test_failure_numbers(hotspot, http, phone, status, reason):
+    body = pay(http, hotspot, phone).json()
+    result = final_status(http, hotspot, body["checkoutRequestId"])
+    assert (result["status"], result["reason"]) == (status, reason)
+    assert Entitlement.select().count() == 0
+
+
+def test_lost_callback_is_resolved_by_reconciliation(hotspot, http):
+    body = pay(http, hotspot, "254799999999").json()
+    status = final_status(http, hotspot, body["checkoutRequestId"], timeout=20)
+    assert status["status"] == "success"
+    payment = Payment.get(Payment.checkout_request_id == body["checkoutRequestId"])
+    assert payment.resolved_by == "query"
+    assert Callback.select().count() == 0
+    assert Entitlement.select().where(Entitlement.payment == payment.id).count() == 1
+    assert access.authorize(MAC) is not None
+
+
+def test_second_pay_while_pending_returns_the_pending_one(make_hotspot, http):
+    hs = make_hotspot(simulator={"callback_delay_seconds": 30, "final_after_seconds": 30})
+    first = pay(http, hs, "0708374149").json()
+    second = pay(http, hs, "0708374149").json()
+    assert second["checkoutRequestId"] == first["checkoutRequestId"] and second["reused"] is True
+    assert len(hs.simulator.transactions) == 1
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({"phone": "0733123456", "packageId": 1, "macAddress": MAC}, "phone"),
+    ({"phone": "hello", "packageId": 1, "macAddress": MAC}, "phone"),
+    ({"phone": "0708374149", "packageId": 999, "macAddress": MAC}, "packageId"),
+    ({"phone": "0708374149", "packageId": "x", "macAddress": MAC}, "packageId"),
+    ({"phone": "0708374149", "packageId": 1, "macAddress": "zz"}, "macAddress"),
+])
+def test_bad_input_is_refused_clearly(hotspot, http, payload, field):
+    r = http.post(f"{hotspot.portal_url}/api/portal/pay", json=payload)
+    assert r.status_code in (400, 404)
+    body = r.json()
+    assert body["success"] is False and body["field"] == field and body["message"]
+    assert Payment.select().where(Payment.status != "created").count() == 0
+    assert len(hotspot.simulator.transactions) == 0
+
+
+def test_not_json_is_refused(hotspot, http):
+    r = http.post(f"{hotspot.portal_url}/api/portal/pay", data="phone=0708374149")
+    assert r.status_code == 400 and r.json()["success"] is False
+
+
+def test_duplicate_callback_changes_nothing(hotspot, http):
+    body = pay(http, hotspot, "0708374149").json()
+    checkout = body["checkoutRequestId"]
+    assert final_status(http, hotspot, checkout)["status"] == "success"
+    ent = Entitlement.get()
+    hotspot.simulator.resend_callback(checkout)
+    wait_for(lambda: Callback.select().where(Callback.checkout_request_id == checkout).count() == 2)
+    wait_for(lambda: Callback.select().where(Callback.state == "duplicate").count() == 1)
+    assert Entitlement.select().count() == 1
+    assert Entitlement.get().expires_at == ent.expires_at
+    assert Payment.get(Payment.checkout_request_id == checkout).status == "success"
+
+
+def test_wrong_amount_is_flagged_and_verified_by_query(make_hotspot, http):
+    hs = make_hotspot(simulator={"callback_delay_seconds": 60, "final_after_seconds": 60})
+    checkout = pay(http, hs, "254700001032").json()["checkoutRequestId"]  # the customer will cancel
+    r = http.post(f"{hs.portal_url}/cb/{hs.callback_token}", json=forged(checkout, amount=1))
+    assert r.json() == {"ResultCode": 0, "ResultDesc": "Accepted"}
+    cb = Callback.get()
+    assert cb.state == "flagged" and "amount" in cb.note
+    assert Entitlement.select().count() == 0
+    hs.simulator.set_delays(final_after=0)
+    assert final_status(http, hs, checkout)["status"] == "cancelled"
+    assert Entitlement.select().count() == 0
+
+
+def test_seed_path_callback_is_never_trusted_alone(make_hotspot, http):
+    hs = make_hotspot(simulator={"callback_delay_seconds": 60, "final_after_seconds": 60})
+    checkout = pay(http, hs, "254700001032").json()["checkoutRequestId"]
+    r = http.post(f"{hs.portal_url}/api/portal/mpesa/callback", json=forged(checkout))
+    assert r.json() == {"ResultCode": 0, "ResultDesc": "Accepted"}
+    assert Callback.get().state == "flagged"
+    assert Payment.get().status == "pending" and Entitlement.select().count() == 0
+    hs.simulator.set_delays(final_after=0)
+    assert final_status(http, hs, checkout)["status"] == "cancelled"
+    assert access.authorize(MAC) is None
+
+
+def test_unknown_and_malformed_callbacks_are_stored_and_flagged(hotspot, http):
+    url = f"{hotspot.portal_url}/cb/{hotspot.callback_token}"
+    assert http.post(url, json=forged("ws_CO_unknown")).json()["ResultCode"] == 0
+    assert http.post(url, data=b"{not json").json()["ResultCode"] == 0
+    assert http.post(url, json={"Body": {"stkCallback": {"ResultCode": 0}}}).json()["ResultCode"] == 0
+    states = [c.state for c in Callback.select().order_by(Callback.id)]
+    assert states == ["unmatched", "malformed", "malformed"]
+    assert Callback.select().where(Callback.body == "{not json").count() == 1
+    assert Entitlement.select().count() == 0
+
+
+def test_callback_with_a_wrong_token_is_refused_but_nothing_granted(hotspot, http):
+    r = http.post(f"{hotspot.portal_url}/cb/not-the-token", json=forged("ws_CO_x"))
+    assert r.status_code == 404
+    assert Callback.select().count() == 0
+
+
+def test_every_step_is_on_the_timeline(hotspot, http):
+    checkout = pay(http, hotspot, "0708374149").json()["checkoutRequestId"]
+    final_status(http, hotspot, checkout)
+    kinds = [e.kind for e in Event.select().order_by(Event.id)]
+    assert kinds[:5] == ["created", "pushed", "callback", "resolved", "session_created"]
+    assert json.loads(Payment.get().login_context or "null") is None

@@ -1,0 +1,166 @@
+"""The splash page over real HTTP: languages, the screens, returning devices, "Already paid?", vouchers."""
+import re
+
+import pytest
+
+from hotspotd import access, clock, vouchers
+from hotspotd.storage.models import Disconnect, Entitlement, Package, Payment
+
+from tests.helpers import give_time, wait_for
+
+#: run again on PostgreSQL by scripts/test (-m postgres)
+pytestmark = pytest.mark.postgres
+
+MAC = "AA:BB:CC:DD:EE:40"
+RANDOM_MAC = "DA:BB:CC:DD:EE:41"  # locally administered: a phone's private address
+CTX = {"mac": MAC, "ip": "10.5.50.40", "link-login-only": "http://10.5.50.1/login"}
+
+
+def status_of(page: str) -> str | None:
+    m = re.search(r'id="status" data-status="(\w+)"', page)
+    return m[1] if m else None
+
+
+def pay(hotspot, http, phone, ctx=CTX, lang="en"):
+    r = http.post(f"{hotspot.portal_url}/pay", params={"lang": lang, **ctx}, data={"phone": phone, "package": "2"})
+    assert r.history and r.history[0].status_code == 303, r.text
+    return wait_for(lambda: (lambda p: p if status_of(p) not in (None, "pending") else None)(http.get(r.url).text))
+
+
+def test_language_follows_the_browser_and_the_switch(hotspot, http):
+    page = http.get(hotspot.portal_url + "/", headers={"Accept-Language": "sw-KE,sw;q=0.9,en;q=0.5"}).text
+    assert 'lang="sw"' in page and "Lipa kwa M-Pesa" in page and "saa 1" in page
+    page = http.get(hotspot.portal_url + "/", headers={"Accept-Language": "en-US"}).text
+    assert 'lang="en"' in page and "Pay with M-Pesa" in page and "1 hour" in page
+    r = http.get(hotspot.portal_url + "/", params={"lang": "sw", **CTX})
+    assert "Chagua kifurushi" in r.text and r.cookies.get("lang") == "sw"
+    # the choice sticks (cookie) and the switch links keep the router's variables
+    assert "Chagua kifurushi" in http.get(hotspot.portal_url + "/").text
+    assert re.search(r'href="/\?[^"]*lang=en[^"]*link-login-only=http', r.text) or \
+        re.search(r'href="/\?[^"]*link-login-only=http[^"]*lang=en', r.text)
+
+
+def test_first_screen_is_self_contained_and_small(hotspot, http):
+    page = http.get(hotspot.portal_url + "/", params=CTX).text
+    for url in re.findall(r'(?:src|href|action)="([^"]+)"', page):
+        assert url.startswith("/") or url.startswith("#"), f"reference outside the portal: {url}"
+    assert "<script" not in page            # the first screen needs no JavaScript at all
+    assert "KES 5" in page and "KES 10" in page and "KES 50" in page
+    assert len(page.encode()) < 30_000
+
+
+def test_pay_success_ends_online_and_cancel_says_why(hotspot, http):
+    page = pay(hotspot, http, "0708374149")
+    assert status_of(page) == "success" and 'id="time-left"' in page and 'id="router-login"' in page
+    page = pay(hotspot, http, "254700001032", ctx={**CTX, "mac": "AA:BB:CC:DD:EE:42"})
+    assert status_of(page) == "cancelled" and 'data-reason="cancelled"' in page
+    assert "You cancelled the M-Pesa prompt." in page and 'id="try-again"' in page
+    page = pay(hotspot, http, "254700001032", ctx={**CTX, "mac": "AA:BB:CC:DD:EE:43"}, lang="sw")
+    assert "Ulighairi ombi la M-Pesa." in page and "Jaribu tena" in page
+
+
+def test_wait_page_counts_down_and_refreshes_without_javascript(make_hotspot, http):
+    hs = make_hotspot(simulator={"callback_delay_seconds": 30, "final_after_seconds": 30},
+                      mpesa={"query_after_seconds": 60})
+    r = http.post(f"{hs.portal_url}/pay", params=CTX, data={"phone": "0708374149", "package": "1"})
+    assert status_of(r.text) == "pending"
+    assert '<noscript><meta http-equiv="refresh" content="3"></noscript>' in r.text
+    seconds = int(re.search(r'id="countdown">(\d+)<', r.text)[1])
+    assert 170 <= seconds <= 180
+    assert "KES 5" in r.text and "Enter your M-Pesa PIN" in r.text
+
+
+@pytest.mark.parametrize("phone, message", [("0712", "Safaricom"), ("", "phone number"), ("07123abc", "digits")])
+def test_phone_errors_are_inline_and_keep_the_input(hotspot, http, phone, message):
+    r = http.post(f"{hotspot.portal_url}/pay", params=CTX, data={"phone": phone, "package": "2"})
+    assert r.status_code == 400 and status_of(r.text) is None
+    assert 'aria-invalid="true"' in r.text and message in r.text
+    assert f'value="{phone}"' in r.text and Payment.select().count() == 0
+
+
+def test_returning_device_with_time_skips_the_payment_screens(hotspot, http):
+    give_time(MAC, seconds=1800)
+    page = http.get(hotspot.portal_url + "/", params=CTX).text
+    assert status_of(page) == "success" and "Welcome back" in page and "Pay with M-Pesa" not in page
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+    assert fields["username"] == MAC                       # MAC login: the router vouches for the MAC
+    assert 29 <= int(re.search(r'data-seconds="(\d+)"', page)[1]) // 60 <= 30
+
+
+def test_random_mac_is_explained(hotspot, http):
+    page = http.get(hotspot.portal_url + "/", params={**CTX, "mac": RANDOM_MAC}).text
+    assert 'id="random-mac"' in page and "private (random) Wi-Fi address" in page
+    universal = {**CTX, "mac": "00:1A:2B:3C:4D:41"}      # 0x00: a burned-in, globally unique address
+    assert 'id="random-mac"' not in http.get(hotspot.portal_url + "/", params=universal).text
+
+
+def test_already_paid_moves_the_session_to_the_new_mac(hotspot, http):
+    assert status_of(pay(hotspot, http, "0708374149", ctx={**CTX, "mac": RANDOM_MAC})) == "success"
+    receipt = Payment.get().receipt
+    assert access.authorize(RANDOM_MAC) is not None
+    new_ctx = {**CTX, "mac": "AA:BB:CC:DD:EE:44"}
+    url = f"{hotspot.portal_url}/paid"
+    r = http.post(url, params=new_ctx, data={"receipt": receipt.lower(), "phone": "0700 000 000"})
+    assert r.status_code == 400 and "no payment with that M-Pesa code" in r.text
+    r = http.post(url, params=new_ctx, data={"receipt": f" {receipt.lower()} ", "phone": "+254 708 374 149"})
+    assert r.status_code == 200 and status_of(r.text) == "success" and 'id="note"' in r.text
+    assert access.authorize("AA:BB:CC:DD:EE:44") is not None
+    assert access.authorize(RANDOM_MAC) is None               # one device: the old address lost it
+    assert Disconnect.get().mac == RANDOM_MAC                  # and is cut at the router
+    assert Entitlement.select().count() == 1                   # time moved, not doubled
+    # without the router's MAC we cannot know which device to move to
+    r = http.post(url, data={"receipt": receipt, "phone": "0708374149"})
+    assert r.status_code == 400 and "Wi-Fi login screen" in r.text
+
+
+def test_voucher_gets_a_device_online_once(hotspot, http):
+    package = Package.get(Package.name == "1 hour")
+    code = vouchers.display(vouchers.generate(package.id, 1)[0].code)
+    url = f"{hotspot.portal_url}/voucher"
+    r = http.post(url, params=CTX, data={"code": "ZZZZZ-ZZZZZ"})
+    assert r.status_code == 400 and "not valid" in r.text
+    r = http.post(url, params=CTX, data={"code": code.lower()})
+    assert r.status_code == 200 and status_of(r.text) == "success" and "Voucher accepted" in r.text
+    assert access.authorize(MAC).package_name == "1 hour"
+    r = http.post(url, params={**CTX, "mac": "AA:BB:CC:DD:EE:45"}, data={"code": code}, headers={"Accept-Language": "sw"})
+    assert r.status_code == 400 and "Vocha hii imeshatumika." in r.text
+
+
+def test_json_receipt_and_voucher_endpoints(hotspot, http):
+    assert status_of(pay(hotspot, http, "0708374149")) == "success"
+    receipt = Payment.get().receipt
+    api = f"{hotspot.portal_url}/api/portal"
+    r = http.post(f"{api}/receipt", json={"receipt": receipt, "phone": "0708374149", "macAddress": "nope"})
+    assert r.status_code == 400 and r.json()["field"] == "macAddress"
+    r = http.post(f"{api}/receipt", json={"receipt": receipt, "phone": "0708374149", "macAddress": "aa-bb-cc-dd-ee-46"})
+    assert r.status_code == 200 and r.json()["session"]["remainingSeconds"] > 3500
+    code = vouchers.generate(Package.get(Package.name == "30 minutes").id, 1)[0].code
+    r = http.post(f"{api}/voucher", json={"code": code, "macAddress": "AA:BB:CC:DD:EE:47"})
+    assert r.status_code == 200 and r.json()["session"]["packageName"] == "30 minutes"
+    assert http.post(f"{api}/voucher", json={"code": code, "macAddress": "AA:BB:CC:DD:EE:48"}).status_code == 404
+
+
+def test_receipt_guessing_is_rate_limited(make_hotspot, http):
+    hs = make_hotspot(portal={"redeem_limit_per_client": "3/minute"})
+    codes = [http.post(f"{hs.portal_url}/paid", params=CTX, data={"receipt": f"SKL{i}ABCDEF", "phone": "0708374149"})
+             for i in range(4)]
+    assert [r.status_code for r in codes] == [400, 400, 400, 429]
+    assert "Too many tries" in codes[-1].text and codes[-1].headers["Content-Type"].startswith("text/html")
+
+
+def test_package_names_are_escaped(hotspot, http):
+    Package.create(name="<script>alert(1)</script>", price=20, duration_seconds=7200, created_at=clock.now())
+    page = http.get(hotspot.portal_url + "/").text
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+@pytest.mark.parametrize("path", ["/", "/paid", "/voucher", "/admin/login", "/api/portal/packages", "/nowhere",
+                                  "/static/portal.js"])
+def test_security_headers_on_every_kind_of_response(hotspot, http, path):
+    r = http.get(hotspot.portal_url + path)
+    csp = r.headers["Content-Security-Policy"]
+    # no script-src of its own: scripts fall back to default-src 'self' (no inline script, no eval)
+    assert "default-src 'self'" in csp and "script-src" not in csp and "unsafe-eval" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["X-Frame-Options"] == "DENY"
+    assert r.headers["Referrer-Policy"] in ("no-referrer", "same-origin")
