@@ -73,7 +73,10 @@ def _skip_idle_limiter_check(app: Flask) -> None:
     app sets none app-wide, yet the hook took ~100 µs of every request to find that out (7-10 % of
     the splash page's time; ~20 % more splash pages a second without it). Once any app-wide limit
     is configured, the hook stays. Flask-Limiter 4 has no public switch for this: should these
-    attributes be renamed, the app fails to start rather than limit differently."""
+    attributes be renamed, the app fails to start rather than limit differently.
+
+    PRIVATE NAMES of Flask-Limiter: ``limit_manager._blueprint_limits``, ``_meta_limits``,
+    ``_check_request_limit``. tests/test_library_internals.py fails when an upgrade changes them."""
     manager = limiter.limit_manager
     if manager.application_limits or manager.default_limits or manager._blueprint_limits or limiter._meta_limits:
         return

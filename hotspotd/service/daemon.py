@@ -331,7 +331,11 @@ class Hotspot:
     def _stop_web(self) -> None:
         """Waitress has no stop: its loop runs while any channel is open, and keep-alive
         connections stay open. So the loop's own thread is asked (through its trigger) to close
-        every channel, the listener and the trigger included; the loop then ends by itself."""
+        every channel, the listener and the trigger included; the loop then ends by itself.
+
+        PRIVATE NAME of waitress: the server's channel map ``_map`` (asyncore's socket map; the
+        trigger and the task dispatcher are its documented-by-use attributes).
+        tests/test_library_internals.py fails when an upgrade changes them."""
         web = self._web
 
         def close_all() -> None:
