@@ -87,6 +87,7 @@ from hotspotd.identifiers import mask_phone
 from hotspotd.storage.models import AdminUser, Entitlement, Package, Payment, Setting, Voucher, database
 
 from . import csrf, i18n, limiter
+from .running import hotspot as _hotspot
 
 log = logging.getLogger(__name__)
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -129,10 +130,6 @@ def configure(app, hotspot) -> None:
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=IDLE_SECONDS),
         WTF_CSRF_TIME_LIMIT=IDLE_SECONDS,
     )
-
-
-def _hotspot():
-    return current_app.config["HOTSPOT"]
 
 
 # --- who is signed in -----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from hotspotd.storage.models import Entitlement, Package, Payment, execute
 from hotspotd.payments import UNKNOWN_SITE, PaymentRefused, on_sale
 
 from . import i18n, limiter
+from .running import hotspot as _hotspot
 from .i18n import N_
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,6 @@ STATUS_OF_REFUSAL = {
     "not_a_voucher": 404, "voucher_invalid": 404, "voucher_used": 404, "voucher_other_venue": 404,
     "mpesa_unavailable": 502, "cannot_record": 503, "storage_busy": 503,
 }
-
-
-def _hotspot():
-    return current_app.config["HOTSPOT"]
 
 
 def _lang(req=request) -> str:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import ipaddress
 
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Response, abort, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hotspotd.config import metrics_allowlist
+
+from . import running
 
 bp = Blueprint("metrics", __name__)
 #: headers only a proxy adds (nginx's usual X-Real-IP, Apache's X-Forwarded-Server, Via, CDNs')
@@ -35,7 +37,7 @@ def _allowed(address: str | None, networks: tuple) -> bool:
 
 @bp.get("/metrics")
 def metrics():
-    hotspot = current_app.config["HOTSPOT"]
+    hotspot = running.hotspot()
     if hotspot.metrics is None or not hotspot.config.metrics.enabled:
         abort(404)
     if not _allowed(request.remote_addr, metrics_allowlist(hotspot.config)) or any(

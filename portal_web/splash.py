@@ -6,7 +6,7 @@ ride along in every link and form, so whichever page ends the flow can log the d
 """
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, abort, make_response, redirect, render_template, request, url_for
 
 from hotspotd import access, clock, formatting, router_login, vouchers
 from hotspotd.config import Site
@@ -15,6 +15,7 @@ from hotspotd.identifiers import InvalidMac, is_random_mac, normalize_mac, norma
 from hotspotd.payments import on_sale
 
 from . import i18n, limiter
+from .running import hotspot as _hotspot
 from .i18n import N_
 from .api import STATUS_OF, payment_status_json, router_login_form
 
@@ -35,10 +36,6 @@ def _refused(template: str, exc: DomainError, **values):
     """The form ``template`` again, saying why (in the page's language) through :data:`STATUS_OF_REFUSAL`."""
     return _render(template, STATUS_OF_REFUSAL.get(exc.code, 400), error=i18n.refusal(exc, i18n.lang()),
                    error_field=exc.field, **values)
-
-
-def _hotspot():
-    return current_app.config["HOTSPOT"]
 
 
 def _router_context() -> dict:
