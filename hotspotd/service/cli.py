@@ -414,7 +414,8 @@ def _admin(args, cfg) -> int:
         if args.admin_command == "create":
             admins.create(args.username, password, sites)
             where = "" if sites is None else f" for venue(s) {', '.join(sites)}"
-            print(f"account {args.username!r} created{where}; sign in at <portal>/admin/login")
+            print(f"account {args.username!r} created{where}; sign in at "
+                  f"{cfg.portal.public_url.rstrip('/')}/admin/login")
         else:
             admins.set_password(args.username, password)
             print(f"password of {args.username!r} changed; its other sign-ins are ended")
