@@ -131,6 +131,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "enabled": Option(True, bool, "run the background jobs"),
         "reconcile_every_seconds": Option(5, (int, float), "how often pending payments are queried"),
         "expire_every_seconds": Option(5, (int, float), "how often expired sessions are ended"),
+        "readback_every_seconds": Option(300, (int, float), "how often each MikroTik's active sessions are read "
+                                         "back and corrected against what was sold (0: never)"),
     },
     "backup": {
         "enabled": Option(True, bool, "take a backup of the SQLite database every every_hours"),

@@ -74,7 +74,8 @@ class Metrics:
     RADIUS is off); it is read at scrape time."""
 
     def __init__(self, registry: CollectorRegistry | None = None,
-                 radius_stats: Callable[[], dict | None] | None = None, process: bool = True):
+                 radius_stats: Callable[[], dict | None] | None = None, process: bool = True,
+                 readback: Callable[[], dict] | None = None):
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.payments = Counter("hotspotd_payments", "Payments that reached a final state, by outcome and "
@@ -103,7 +104,7 @@ class Metrics:
         self._codes: set[str] = set()
         self._awaiting: dict[int, float] = {}
         self._lock = threading.Lock()
-        r.register(_ScrapeTime(radius_stats))
+        r.register(_ScrapeTime(radius_stats, readback))
         if process:
             ProcessCollector(registry=r)
 
@@ -201,10 +202,11 @@ class _RadiusLatency(Collector):
 
 class _ScrapeTime(Collector):
     """Figures read when Prometheus asks: devices online and live sessions (one COUNT query each),
-    RADIUS requests from the server's own counters."""
+    RADIUS requests from the server's own counters, and each router's latest read-back."""
 
-    def __init__(self, radius_stats: Callable[[], dict | None] | None):
+    def __init__(self, radius_stats: Callable[[], dict | None] | None, readback: Callable[[], dict] | None = None):
         self.radius_stats = radius_stats
+        self.readback = readback
 
     def describe(self) -> Iterable:
         return []   # nothing to check for clashes; collect() runs only on a scrape
@@ -212,6 +214,7 @@ class _ScrapeTime(Collector):
     def collect(self) -> Iterable:
         yield from self._database()
         yield from self._radius()
+        yield from self._readback()
 
     def _database(self) -> Iterable:
         try:
@@ -237,4 +240,18 @@ class _ScrapeTime(Collector):
         for key, (kind, outcome) in RADIUS_STATS.items():
             # one get per key, no iteration: the RADIUS thread may be adding keys meanwhile
             family.add_metric([kind, outcome], stats.get(key, 0))
+        yield family
+
+    def _readback(self) -> Iterable:
+        last = self.readback() if self.readback else None
+        if not last:
+            return
+        family = GaugeMetricFamily("hotspotd_router_drift", "The latest read-back of each router (hotspotd.readback): "
+                                   "online (what it listed), cut (online without time: cut queued), logged_in (paid, "
+                                   "logged back in), ended (accounting sessions it no longer had), foreign (logged "
+                                   "in by a user hotspotd did not make)", labels=["router", "kind"])
+        for name, d in sorted(last.items()):
+            for kind, value in (("online", d.online), ("cut", len(d.cut)), ("logged_in", len(d.logged_in)),
+                                ("ended", d.ended), ("foreign", len(d.foreign))):
+                family.add_metric([name, kind], value)
         yield family

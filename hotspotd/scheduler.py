@@ -54,6 +54,10 @@ class Scheduler:
             self._woken.add(name)
             self._scheduler.modify_job(name, next_run_time=datetime.now(timezone.utc))
 
+    def has(self, name: str) -> bool:
+        """Whether a job ``name`` is scheduled."""
+        return self._scheduler.get_job(name) is not None
+
     @property
     def running(self) -> bool:
         return self._scheduler.running

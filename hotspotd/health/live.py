@@ -2,7 +2,7 @@
 
 :func:`run` reads what a running :class:`hotspotd.service.daemon.Hotspot` holds: ``config``,
 ``client`` and ``site_clients`` (Daraja), ``callback_url``/``callback_token``, ``routers`` and
-``api_routers``, ``radius``, ``scheduler``, ``storage_problem()`` and ``timekeeper.synchronized``.
+``api_routers``, ``radius``, ``scheduler``, ``storage_problem()``, ``timekeeper.synchronized`` and ``readback``.
 """
 from __future__ import annotations
 
@@ -74,6 +74,8 @@ def run(hotspot, now: float | None = None, site: Sites = None) -> list[Check]:
     checks += _router_checks(hotspot, answers, routers, ids is not None)
     checks += [_radius_check(hotspot, now), _scheduler_check(hotspot), _disconnect_check(None if ids is None else names),
                _clock_check(hotspot, now), _storage_check(hotspot)]
+    if hotspot.readback is not None and any(r.name in names for r in hotspot.api_routers):
+        checks.append(_readback_check(hotspot, names))
     return checks
 
 
@@ -224,3 +226,29 @@ def _clock_check(hotspot, now: float) -> Check:
                  f"server time {local:%Y-%m-%d %H:%M} Nairobi ({clock.iso(now)}). Days and revenue use Nairobi "
                  "time; if this is not the time on your phone, fix the server clock (NTP): session ends and "
                  "M-Pesa timestamps depend on it.")
+
+
+def _readback_check(hotspot, names: set[str]) -> Check:
+    """The routers' latest read-back (:mod:`hotspotd.readback`): what had to be put right."""
+    drifts = [d for name, d in sorted(hotspot.readback.last.items()) if name in names]
+    if not drifts:
+        return Check("readback", "Router read-back", "info", "not run yet: each MikroTik's active sessions are "
+                     "read back every few minutes (or now, with the button below)")
+    items = []
+    for d in drifts:
+        if d.error:
+            items.append(f"{d.router}: could not be read ({d.error})")
+            continue
+        bits = [f"{d.online} online"]
+        for what, macs in (("cut (no time)", d.cut), ("logged back in", d.logged_in),
+                           ("not logged back in", d.not_logged_in), ("logged in by other users", d.foreign)):
+            if macs:
+                bits.append(f"{len(macs)} {what}: " + ", ".join(macs[:5]) + ("…" if len(macs) > 5 else ""))
+        if d.ended:
+            bits.append(f"{d.ended} accounting session(s) the router no longer had, ended")
+        items.append(f"{d.router} ({_ago(max(clock.now() - d.at, 0))}): " + "; ".join(bits))
+    drifted = [d for d in drifts if d.error or d.corrections or d.not_logged_in or d.foreign]
+    if not drifted:
+        return Check("readback", "Router read-back", "ok", "the routers agree with what was sold", tuple(items))
+    return Check("readback", "Router read-back", "warn", f"{len(drifted)} router(s) differed from what was sold "
+                 "and were corrected where they could be", tuple(items))

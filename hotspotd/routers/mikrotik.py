@@ -61,6 +61,21 @@ class MikroTikRouter:
         """The ``/ip/hotspot/active`` entries of ``mac`` (values as librouteros converts them)."""
         return self._call("list active sessions", lambda api: self._find(api, "active", mac))
 
+    def active(self) -> list[dict[str, str]]:
+        """Every ``/ip/hotspot/active`` session: ``{"mac", "ip", "user"}`` (MAC in capitals with colons)."""
+        def run(api: Api) -> list[dict[str, str]]:
+            return [{"mac": str(row.get("mac-address", "")).upper().replace("-", ":"), "ip": str(row.get("address", "")),
+                     "user": str(row.get("user", ""))} for row in api.path("ip", "hotspot", "active")]
+        return self._call("list active sessions", run)
+
+    def hosts(self) -> list[dict[str, str]]:
+        """Every device the hotspot sees now (``/ip/hotspot/host``): ``{"mac", "ip", "authorized"}``."""
+        def run(api: Api) -> list[dict[str, str]]:
+            return [{"mac": str(row.get("mac-address", "")).upper().replace("-", ":"), "ip": str(row.get("address", "")),
+                     "authorized": str(row.get("authorized", "")).lower() in ("true", "yes")}
+                    for row in api.path("ip", "hotspot", "host")]
+        return self._call("list hosts", run)
+
     def is_online(self, mac: str) -> bool:
         """True when ``mac`` has an active hotspot session."""
         return bool(self._call("check session", lambda api: self._find(api, "active", mac, Key(".id"))))

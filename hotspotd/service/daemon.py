@@ -18,6 +18,7 @@ from .. import access, config as config_mod, disconnects, systemd
 from ..config import Config, Router, parse_listen
 from ..daraja.client import BASE_URLS, DarajaClient
 from ..payments import PaymentService, Policy
+from ..readback import Readback
 from ..routers.logins import ApiLogins
 from ..routers.mikrotik import MikroTikRouter
 from ..scheduler import Scheduler
@@ -51,6 +52,8 @@ class Hotspot:
         self.cutters: dict[str, disconnects.Cutter] = {}
         self.api_routers: list[MikroTikRouter] = []
         self.api_logins: ApiLogins | None = None
+        #: what the routers say is online against what was sold (:mod:`hotspotd.readback`)
+        self.readback: Readback | None = None
         self.callback_token = ""
         self.callback_url = ""
         self.timekeeper = Timekeeper()
@@ -190,7 +193,8 @@ class Hotspot:
         self.open_database()
         if self.config.metrics.enabled:
             from ..metrics import Metrics
-            self.metrics = Metrics(radius_stats=lambda: self.radius.stats if self.radius else None)
+            self.metrics = Metrics(radius_stats=lambda: self.radius.stats if self.radius else None,
+                                   readback=lambda: self.readback.last if self.readback else {})
         self.app = app = create_app(self)
         host, port = parse_listen(self.config.portal.listen)
         self._web = create_server(app, host=host, port=port, threads=self.config.portal.threads,
@@ -206,6 +210,7 @@ class Hotspot:
         self.venues = Venues(self.config, self.routers)
         self._build_cutters()
         self.api_logins = ApiLogins(self.api_routers, self.venues.router_sites, metrics=self.metrics)
+        self.readback = Readback(self.api_routers, self.venues.router_sites)
         # the portal serves last: once it answers, RADIUS, the routers and the login pool are ready
         # (a callback or a status poll never meets a half-started daemon)
         self._web_thread = threading.Thread(target=self._web.run, name="portal", daemon=True)
@@ -218,6 +223,8 @@ class Hotspot:
             s = self.config.scheduler
             self.scheduler.every(s.reconcile_every_seconds, "reconcile", self.payments.reconcile_due)
             self.scheduler.every(s.expire_every_seconds, "expire", self.expire_sessions)
+            if s.readback_every_seconds and self.api_routers:
+                self.scheduler.every(s.readback_every_seconds, "readback", self.read_back)
             if self.config.backup.enabled and self.config.backup_folder:
                 self.scheduler.every(min(3600.0, self.config.backup.every_hours * 3600), "backup", self.backup_if_due)
             self.scheduler.start()
@@ -229,6 +236,14 @@ class Hotspot:
         ended = disconnects.expire_and_queue(self.cutters, sites=self.venues.router_sites)
         disconnects.run_due(self.cutters, metrics=self.metrics, sites=self.venues.router_sites)
         return ended
+
+    def read_back(self) -> int:
+        """The read-back job (:mod:`hotspotd.readback`): correct each router, then run the cuts it
+        queued; returns the number of corrections."""
+        drifts = self.readback.run()
+        if any(d.cut for d in drifts):
+            disconnects.run_due(self.cutters, metrics=self.metrics, sites=self.venues.router_sites)
+        return sum(d.corrections for d in drifts)
 
     def backup_if_due(self) -> str | None:
         """The backup job (:func:`hotspotd.storage.backup.take_if_due`)."""

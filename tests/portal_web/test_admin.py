@@ -475,3 +475,16 @@ def test_admin_create_asks_twice_without_echo(tmp_path, capsys, monkeypatch):
     answers = iter([PASSWORD, PASSWORD])
     code, _, _ = run_cli(tmp_path, capsys, monkeypatch, "create", "owner")
     assert code == 0 and admins.authenticate("owner", PASSWORD)
+
+
+def test_the_health_page_reads_the_routers_back_on_request(signed_in, http):
+    from tests.helpers import wait_for
+    hs = signed_in(scheduler={"readback_every_seconds": 3600})       # the job would not come by itself
+    hs.routeros_sim.login("AA:BB:CC:00:71:09", "10.5.50.79", "AA:BB:CC:00:71:09")   # online, never paid
+    page = http.get(f"{hs.portal_url}/admin/health").text
+    assert 'id="readback-now"' in page and 'data-check="readback" data-state="info"' in page
+    r = post(hs, http, "/admin/health", "/admin/health/readback")
+    assert r.status_code == 200 and "Reading the routers back now" in " ".join(flashes(r.text))
+    wait_for(lambda: hs.routeros_sim.active_macs() == [], timeout=10)    # read back on the scheduler, then cut
+    page = http.get(f"{hs.portal_url}/admin/health").text
+    assert 'data-check="readback" data-state="warn"' in page and "AA:BB:CC:00:71:09" in page

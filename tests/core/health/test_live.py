@@ -52,7 +52,7 @@ def _fake_hotspot(**kw):
         client=SimpleNamespace(base_url="https://api.example", timeout=5.0, check_credentials=refuse), site_clients={},
         callback_url="http://127.0.0.1:8080/cb/SECRETTOKEN123", callback_token="SECRETTOKEN123",
         routers=(router, coova), api_routers=[SimpleNamespace(name="bar", timeout=0.5, ping=down)],
-        radius=None, scheduler=None, timekeeper=SimpleNamespace(synchronized=False),
+        radius=None, scheduler=None, timekeeper=SimpleNamespace(synchronized=False), readback=None,
         storage_problem=lambda: "only 3 MB free on the database's disk (/var/lib/hotspotd); free some space")
     base.update(kw)
     return SimpleNamespace(**base)

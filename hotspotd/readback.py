@@ -1,0 +1,115 @@
+"""The router read-back: what each router says is online, against what was sold.
+
+Every few minutes (the ``readback`` job) and when the owner asks on the health page, each router
+that can be read (a MikroTik over its API) is asked for its active sessions and the devices it
+sees, and the differences are corrected:
+
+* a device online with no time at that venue is queued for a cut (only hotspotd's own logins:
+  a MAC login or an ``hs<N>`` user; a user the owner made on the router is reported, never cut);
+* a device the router sees, with time left at that venue but no active session (the router lost
+  it: a reboot, an idle timeout, a session timeout before an extension), is logged back in with
+  its session's own username and password;
+* an accounting session still open for that router whose device the router no longer lists is
+  ended (the Stop never came).
+
+Each run's findings are kept per router (:attr:`Readback.last`) for the health page and /metrics.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from . import access, clock, disconnects
+from .routers import RouterError, RouterUnavailable
+from .storage.models import AcctSession, Entitlement, Event
+
+log = logging.getLogger(__name__)
+
+#: the usernames hotspotd gives routers: a MAC (MAC login) or a session's own login
+OURS = re.compile(r"(?i)([0-9a-f]{2}[:-]){5}[0-9a-f]{2}|[0-9a-f]{12}|hs\d+")
+EXAMPLES = 5
+
+
+@dataclass
+class Drift:
+    """One router's read-back: what it listed and what had to be put right."""
+    router: str
+    at: float
+    online: int = 0
+    cut: list[str] = field(default_factory=list)            # online without time: cut queued
+    logged_in: list[str] = field(default_factory=list)      # paid, seen, not online: logged back in
+    not_logged_in: list[str] = field(default_factory=list)  # paid, seen, the router refused the login
+    foreign: list[str] = field(default_factory=list)        # logged in by a user hotspotd did not make
+    ended: int = 0                                          # accounting sessions the router no longer has
+    error: str | None = None
+
+    @property
+    def corrections(self) -> int:
+        return len(self.cut) + len(self.logged_in) + self.ended
+
+
+class Readback:
+    """Reads back ``routers`` (objects with ``name``, ``router.address``, ``active()``, ``hosts()`` and
+    ``login()``: :class:`hotspotd.routers.mikrotik.MikroTikRouter`); ``router_sites``: name → venue."""
+
+    def __init__(self, routers: Sequence, router_sites: Mapping[str, str]):
+        self.routers = list(routers)
+        self.router_sites = dict(router_sites)
+        #: router name → its latest :class:`Drift`
+        self.last: dict[str, Drift] = {}
+
+    def run(self, now: float | None = None) -> list[Drift]:
+        """Read back every router once; a router that cannot be asked is reported, not retried here."""
+        out = [self._one(router, clock.now() if now is None else now) for router in self.routers]
+        for drift in out:
+            self.last[drift.router] = drift
+        return out
+
+    def _one(self, router, now: float) -> Drift:
+        drift = Drift(router.name, now)
+        site = self.router_sites.get(router.name)
+        try:
+            active = router.active()
+            hosts = router.hosts()
+        except (RouterUnavailable, RouterError) as exc:
+            drift.error = str(exc)
+            return drift
+        drift.online = len(active)
+        online = {a["mac"] for a in active}
+        for entry in active:
+            if access.authorize(entry["mac"], now=now, site=site) is not None:
+                continue
+            if not OURS.fullmatch(entry["user"] or ""):
+                drift.foreign.append(f"{entry['mac']} ({entry['user']})")
+                continue
+            if disconnects.enqueue(entry["mac"], [router.name], entitlement_id=None,
+                                   reason="read-back: online at the router without time", now=now):
+                drift.cut.append(entry["mac"])
+        for host in hosts:
+            if host["mac"] in online or not host["ip"]:
+                continue
+            grant = access.authorize(host["mac"], now=now, site=site)
+            if grant is None:
+                continue
+            ent = Entitlement.get_or_none(Entitlement.id == grant.entitlement_id)
+            if ent is None or not ent.login_user:
+                continue
+            try:
+                router.login(host["mac"], host["ip"], ent.login_user, ent.login_password)
+            except (RouterUnavailable, RouterError) as exc:
+                drift.not_logged_in.append(f"{host['mac']}: {exc}")
+                continue
+            drift.logged_in.append(host["mac"])
+            Event.create(at=now, kind="router_login", entitlement=ent.id, mac=host["mac"],
+                         message=f"read-back: logged back in at router {router.name}")
+        stale = (AcctSession.update(online=False, stopped_at=now, terminate_cause="Lost-Service")
+                 .where(AcctSession.online, AcctSession.nas == router.router.address,
+                        AcctSession.mac.not_in(sorted(online)) if online else AcctSession.mac.is_null(False)))
+        drift.ended = stale.execute()
+        if drift.corrections or drift.foreign:
+            log.warning("router %s read-back: %d online, %d cut queued, %d logged back in, %d accounting "
+                        "session(s) ended, %d by other users", router.name, drift.online, len(drift.cut),
+                        len(drift.logged_in), drift.ended, len(drift.foreign))
+        return drift
