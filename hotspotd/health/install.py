@@ -7,6 +7,7 @@ exit non-zero; a warning does not.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import socket
@@ -162,13 +163,19 @@ def _routers(cfg: Config, timeout: float) -> list[Check]:
             out.append(_check(OK, name, f"{r.kind} at {r.address}: cut-offs by Disconnect-Request to port {r.coa_port} "
                                         "(not probed: a NAS answers only for live sessions)"))
             continue
-        try:
-            with MikroTikRouter(r, timeout=min(timeout, float(r.timeout_seconds))) as api:
+        with MikroTikRouter(r, timeout=min(timeout, float(r.timeout_seconds))) as api:
+            try:
                 info = api.ping()
-        except (RouterUnavailable, RouterError) as exc:
-            out.append(_check(FAIL, name, str(exc)))
-            continue
-        out.append(_check(OK, name, f"API login as {r.user!r} works: {info['identity']} RouterOS {info['version']}"))
+            except (RouterUnavailable, RouterError) as exc:
+                out.append(_check(FAIL, name, str(exc)))
+                continue
+            out.append(_check(OK, name, f"API login as {r.user!r} works: {info['identity']} RouterOS {info['version']}"))
+            try:
+                ready = api.readiness()
+            except (RouterUnavailable, RouterError) as exc:
+                out.append(_check(WARN, f"{name} setup", f"its configuration could not be read: {exc}"))
+                continue
+        out += [_check(state, f"{name} setup", text) for state, text in routeros_problems(cfg, r, ready)]
     if not cfg.routers and not cfg.simulated:
         out.append(_check(WARN, "routers", "none configured: paid devices are let in by RADIUS alone and expired "
                                            "ones are not cut off before their Session-Timeout"))
@@ -222,3 +229,77 @@ def _bindable(name: str, kind: int, host: str, port: int) -> Check:
         except OSError as exc:
             return _check(FAIL, name, f"{where}: {exc.strerror} (is hotspotd already running?)")
     return _check(OK, name, f"{where} free")
+
+
+MIN_MESSAGE_AUTH = (7, 15)       # /radius require-message-auth, and Message-Authenticator sent, from 7.15
+
+
+def _version(text: str) -> tuple[int, ...]:
+    numbers = []
+    for part in text.split()[0].split(".") if text else []:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers)
+
+
+def _yes(value) -> bool:
+    return value is True or str(value).lower() in ("yes", "true")
+
+
+def routeros_problems(cfg: Config, router, ready: dict) -> list[tuple[str, str]]:
+    """What stands between this MikroTik (``ready``: :meth:`MikroTikRouter.readiness`) and hotspotd,
+    each with the command that fixes it; ``[(OK, ...)]`` when nothing does."""
+    out: list[tuple[str, str]] = []
+    version = _version(ready.get("version", ""))
+    client = next((c for c in cfg.radius_clients if _in(router.address, c.network)), None)
+    if version and version < MIN_MESSAGE_AUTH:
+        if client is None or client.require_message_authenticator:
+            out.append((FAIL, f"RouterOS {ready['version']} sends no Message-Authenticator and hotspotd drops its "
+                              "Access-Requests: upgrade (/system package update install) to 7.15 or later, or set "
+                              "require_message_authenticator = false in this router's [[radius.clients]] entry"))
+        else:
+            out.append((WARN, f"RouterOS {ready['version']} sends no Message-Authenticator (allowed for it here); "
+                              "7.15 or later closes BlastRADIUS: /system package update install"))
+    mode = ready.get("device_mode")
+    if mode is not None:
+        if "hotspot" in mode and not _yes(mode["hotspot"]):
+            out.append((FAIL, f"device-mode {mode.get('mode', '?')} has the hotspot off: /system device-mode update "
+                              "hotspot=yes, then press the mode or reset button (or cut the power) within 5 minutes"))
+        elif "hotspot" not in mode and str(mode.get("mode", "")) == "home":
+            out.append((FAIL, "device-mode home limits what the router may run: /system device-mode update "
+                              "mode=enterprise, then press the mode or reset button within 5 minutes"))
+    if not ready.get("radius"):
+        out.append((FAIL, "no /radius entry for the hotspot service: run the script from hotspotd router-config "
+                          "mikrotik (it adds /radius add service=hotspot address=… secret=…)"))
+    elif version >= MIN_MESSAGE_AUTH and client is not None and client.require_message_authenticator and not any(
+            _yes(r.get("require-message-auth", False)) for r in ready["radius"]):
+        out.append((WARN, "the /radius entry does not require Message-Authenticator in answers: "
+                          "/radius set [find service~\"hotspot\"] require-message-auth=yes"))
+    if not _yes(ready.get("radius_incoming", {}).get("accept", False)):
+        # read over the API, so its cuts go over the API too: a warning, for a change to disconnect = "coa"
+        out.append((WARN, f"/radius incoming is off: cut-offs by Disconnect-Request cannot reach it: "
+                          f"/radius incoming set accept=yes port={router.coa_port}"))
+    missing = [p for p in ("read", "write", "api") if p not in ready.get("policy", [])]
+    if missing:
+        group = ready.get("group") or "?"
+        out.append((FAIL, f"the API user {router.user!r} (group {group}) lacks the {','.join(missing)} policy: "
+                          f"/user group set [find name={group}] policy=read,write,api,... (or use a group that has them)"))
+    for profile in ready.get("profiles", []):
+        name = profile.get("name", "?")
+        if not _yes(profile.get("use-radius", False)):
+            out.append((FAIL, f"hotspot profile {name} does not use RADIUS: /ip hotspot profile set [find name={name}] "
+                              "use-radius=yes radius-accounting=yes"))
+        if "mac" not in str(profile.get("login-by", "")).split(","):
+            out.append((FAIL, f"hotspot profile {name} has no MAC login (returning devices must pay again): "
+                              f"/ip hotspot profile set [find name={name}] login-by=mac,http-chap,http-pap,cookie"))
+    return out or [(OK, f"RouterOS {ready.get('version') or '?'}, RADIUS, incoming CoA, the API user's policy and "
+                        "the hotspot profile are as hotspotd needs them")]
+
+
+def _in(address: str, network) -> bool:
+    try:
+        return ipaddress.ip_address(address) in network
+    except ValueError:
+        return False

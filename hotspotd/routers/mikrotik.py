@@ -61,6 +61,33 @@ class MikroTikRouter:
         """The ``/ip/hotspot/active`` entries of ``mac`` (values as librouteros converts them)."""
         return self._call("list active sessions", lambda api: self._find(api, "active", mac))
 
+    def readiness(self) -> dict[str, Any]:
+        """What ``hotspotd check`` reads of the router's configuration: ``version``, ``device_mode``
+        (None: no such menu, RouterOS before 7.13), ``radius_incoming``, ``radius`` (the hotspot
+        RADIUS entries), ``group`` and ``policy`` (the API user's group and its policy words),
+        ``profiles`` (the profiles of the hotspot servers). Values as librouteros gives them (``yes``/``true`` already booleans)."""
+        def menu(api: Api, *path: str) -> list[dict[str, Any]] | None:
+            try:
+                return list(api.path(*path))
+            except TrapError:           # "no such command prefix": this RouterOS has no such menu
+                return None
+
+        def run(api: Api) -> dict[str, Any]:
+            resource = next(iter(api.path("system", "resource")), {})
+            users = menu(api, "user") or []
+            groups = {g.get("name"): g for g in menu(api, "user", "group") or []}
+            me = next((u for u in users if u.get("name") == self.router.user), {})
+            policy = str(groups.get(me.get("group"), {}).get("policy", "")).split(",") if me else []
+            servers = menu(api, "ip", "hotspot") or []
+            used = {str(s.get("profile", "")) for s in servers}
+            return {"version": str(resource.get("version", "")),
+                    "device_mode": next(iter(menu(api, "system", "device-mode") or []), None),
+                    "radius_incoming": next(iter(menu(api, "radius", "incoming") or []), {}),
+                    "radius": [r for r in menu(api, "radius") or [] if "hotspot" in str(r.get("service", ""))],
+                    "group": str(me.get("group", "")), "policy": policy,
+                    "profiles": [p for p in menu(api, "ip", "hotspot", "profile") or [] if p.get("name") in used]}
+        return self._call("read the configuration", run)
+
     def active(self) -> list[dict[str, str]]:
         """Every ``/ip/hotspot/active`` session: ``{"mac", "ip", "user"}`` (MAC in capitals with colons)."""
         def run(api: Api) -> list[dict[str, str]]:

@@ -156,6 +156,30 @@ MENUS: dict[str, Menu] = {
                    "comment", "disabled"}),
         _EDIT, frozenset({"disabled"}), {"server": "all", "profile": "default", "disabled": "false"}),
     "/system/identity": Menu(("name",), frozenset({"name"}), frozenset({"print", "getall", "set"}), single=True),
+    # configuration menus, as a router looks after `hotspotd router-config mikrotik` ran on it; tests
+    # change them to what an owner may have (RouterOS's field names; a test sets what it needs)
+    "/system/device-mode": Menu(
+        ("mode", "hotspot", "container", "proxy"), frozenset({"mode", "hotspot", "container", "proxy"}),
+        frozenset({"print", "getall", "set"}), single=True),
+    "/radius/incoming": Menu(("accept", "port", "vrf"), frozenset({"accept", "port"}),
+                             frozenset({"print", "getall", "set"}), frozenset({"accept"}), single=True),
+    "/radius": Menu(
+        ("service", "address", "secret", "authentication-port", "accounting-port", "require-message-auth",
+         "comment", "disabled"),
+        frozenset({"service", "address", "secret", "authentication-port", "accounting-port",
+                   "require-message-auth", "comment", "disabled"}), _EDIT, frozenset({"disabled"})),
+    "/user": Menu(("name", "group", "address", "disabled"), frozenset({"name", "group", "address", "disabled"}),
+                  _EDIT, frozenset({"disabled"})),
+    "/user/group": Menu(("name", "policy", "skin"), frozenset({"name", "policy", "skin"}), _EDIT),
+    "/ip/hotspot": Menu(("name", "interface", "address-pool", "profile", "disabled"),
+                        frozenset({"name", "interface", "address-pool", "profile", "disabled"}), _EDIT,
+                        frozenset({"disabled"})),
+    "/ip/hotspot/profile": Menu(
+        ("name", "hotspot-address", "dns-name", "html-directory", "login-by", "use-radius", "radius-accounting",
+         "radius-interim-update", "mac-auth-mode", "radius-mac-format"),
+        frozenset({"name", "login-by", "use-radius", "radius-accounting", "radius-interim-update",
+                   "mac-auth-mode", "radius-mac-format", "html-directory"}), _EDIT,
+        frozenset({"use-radius", "radius-accounting"})),
     "/system/resource": Menu(
         ("uptime", "version", "build-time", "factory-software", "free-memory", "total-memory", "cpu",
          "cpu-count", "cpu-frequency", "cpu-load", "free-hdd-space", "total-hdd-space",
@@ -376,6 +400,16 @@ class RouterOSSimulator:
         """What ``<menu>/print`` would show now, e.g. ``rows("/ip/hotspot/host")``."""
         with self._lock:
             return [self._render(menu, item_id, row) for item_id, row in self._tables[menu].items()]
+
+    def configure(self, path: str, where: dict[str, str] | None = None, **values: str) -> None:
+        """Change the router's configuration as its owner would at the console (``path`` such as
+        ``/system/device-mode``; ``where`` picks the rows of a list menu, e.g. ``{"name": "hsprof1"}``);
+        field names with dashes are given with underscores."""
+        values = {k.replace("_", "-"): v for k, v in values.items()}
+        with self._lock:
+            for row in self._tables[path].values():
+                if all(row.get(k) == v for k, v in (where or {}).items()):
+                    row.update(values)
 
     def set_unreachable(self, flag: bool = True) -> None:
         """While set, new connections are closed at once and the open ones are dropped."""
@@ -602,6 +636,34 @@ class RouterOSSimulator:
             "cpu-frequency": "716", "cpu-load": "1", "free-hdd-space": "100532224",
             "total-hdd-space": "134217728", "architecture-name": "arm", "board-name": "hAP ac^2",
             "platform": "MikroTik", "_since": self._booted}
+        self._tables["/system/device-mode"][""] = {"mode": "advanced", "hotspot": "yes", "container": "no",
+                                                   "proxy": "yes"}
+        self._tables["/radius/incoming"][""] = {"accept": "true", "port": "3799", "vrf": "main"}
+        if self.version.split()[0] >= "7.15":   # require-message-auth is there from 7.15
+            self._insert("/radius", {"service": "hotspot", "address": "10.5.50.2", "secret": "testing123",
+                                     "authentication-port": "1812", "accounting-port": "1813",
+                                     "require-message-auth": "yes", "comment": "hotspotd", "disabled": "false"})
+        else:
+            self._insert("/radius", {"service": "hotspot", "address": "10.5.50.2", "secret": "testing123",
+                                     "authentication-port": "1812", "accounting-port": "1813",
+                                     "comment": "hotspotd", "disabled": "false"})
+        self._insert("/user/group", {"name": "full", "policy": "local,telnet,ssh,ftp,reboot,read,write,policy,test,"
+                                     "winbox,password,web,sniff,sensitive,api,romon,rest-api", "skin": "default"})
+        self._insert("/user/group", {"name": "read", "policy": "local,telnet,ssh,reboot,read,test,winbox,password,"
+                                     "web,sniff,sensitive,api,romon,rest-api,!ftp,!write,!policy", "skin": "default"})
+        self._insert("/user", {"name": self.username, "group": "full", "address": "", "disabled": "false"})
+        self._insert("/ip/hotspot", {"name": "hotspot1", "interface": "bridge-hotspot", "address-pool": "hs-pool-1",
+                                     "profile": "hsprof1", "disabled": "false"})
+        self._insert("/ip/hotspot/profile", {"name": "default", "hotspot-address": "", "dns-name": "",
+                                             "html-directory": "flash/hotspot", "login-by": "cookie,http-chap",
+                                             "use-radius": "false", "radius-accounting": "false",
+                                             "radius-interim-update": "received", "mac-auth-mode": "mac-as-username",
+                                             "radius-mac-format": "XX:XX:XX:XX:XX:XX"})
+        self._insert("/ip/hotspot/profile", {
+            "name": "hsprof1", "hotspot-address": "10.5.50.1", "dns-name": "", "html-directory": "flash/hotspot",
+            "login-by": "mac,http-chap,http-pap,cookie", "use-radius": "true", "radius-accounting": "true",
+            "radius-interim-update": "received", "mac-auth-mode": "mac-as-username",
+            "radius-mac-format": "XX:XX:XX:XX:XX:XX"})
 
     def _insert(self, path: str, values: dict) -> str:
         item_id = f"*{self._next_id[path]:X}"

@@ -168,3 +168,71 @@ secret = "s2"
         assert code == 0, out
         assert "accepted the consumer key and secret of 600100" in out
         assert "ok    venues             default (hotspotd Wi-Fi), westlands (Java House Westlands), kisumu" in out
+
+
+def _router_config(tmp_path, sim, relaxed: bool = False, disconnect: str = "api") -> str:
+    address, port = sim.address
+    return write(tmp_path, f"""
+[portal]
+listen = "127.0.0.1:{free_port()}"
+[radius]
+listen = "127.0.0.1"
+auth_port = 0
+acct_port = 0
+[[radius.clients]]
+address = "{address}"
+secret = "testing123"
+require_message_authenticator = {str(not relaxed).lower()}
+[[routers]]
+name = "gate"
+address = "{address}"
+api_port = {port}
+user = "api"
+password = "pw"
+disconnect = "{disconnect}"
+""")
+
+
+def test_a_mikrotik_set_up_by_router_config_is_ready(capsys, monkeypatch, tmp_path):
+    with RouterOSSimulator(username="api", password="pw") as sim:
+        code, out = check(capsys, monkeypatch, tmp_path, config=_router_config(tmp_path, sim))
+    assert code == 0 and "ok    router gate setup  RouterOS 7.18.2" in out, out
+
+
+@pytest.mark.parametrize("change, expected", [
+    # (what the owner has on the router, what hotspotd check says: the exact fix)
+    ({"path": "/system/device-mode", "hotspot": "no"}, "/system device-mode update hotspot=yes"),
+    ({"path": "/system/device-mode", "mode": "home", "drop": "hotspot"}, "/system device-mode update mode=enterprise"),
+    ({"path": "/user", "group": "read"}, "/user group set [find name=read] policy=read,write,api"),
+    ({"path": "/ip/hotspot/profile", "where": {"name": "hsprof1"}, "use_radius": "false"},
+     "/ip hotspot profile set [find name=hsprof1] use-radius=yes"),
+    ({"path": "/ip/hotspot/profile", "where": {"name": "hsprof1"}, "login_by": "cookie,http-chap"},
+     "/ip hotspot profile set [find name=hsprof1] login-by=mac,http-chap,http-pap,cookie"),
+])
+def test_each_mikrotik_setting_hotspotd_needs_is_checked_with_its_fix(capsys, monkeypatch, tmp_path, change, expected):
+    with RouterOSSimulator(username="api", password="pw") as sim:
+        change = dict(change)
+        path, where, drop = change.pop("path"), change.pop("where", None), change.pop("drop", None)
+        sim.configure(path, where, **change)
+        if drop:
+            sim._tables[path][""].pop(drop)        # a RouterOS before per-feature device-mode flags
+        code, out = check(capsys, monkeypatch, tmp_path, config=_router_config(tmp_path, sim))
+    line = next(line for line in out.splitlines() if line.startswith("FAIL  router gate setup"))
+    assert code == 1 and expected in line, out
+
+
+def test_routeros_before_7_15_needs_message_authenticator_relaxed(capsys, monkeypatch, tmp_path):
+    with RouterOSSimulator(username="api", password="pw", version="7.14.3 (stable)") as sim:
+        code, out = check(capsys, monkeypatch, tmp_path, config=_router_config(tmp_path, sim))
+        assert code == 1 and "FAIL  router gate setup  RouterOS 7.14.3 (stable) sends no Message-Authenticator" in out
+        assert "require_message_authenticator = false" in out
+        code, out = check(capsys, monkeypatch, tmp_path, config=_router_config(tmp_path, sim, relaxed=True))
+        assert code == 0 and "warn  router gate setup" in out and "7.15 or later closes BlastRADIUS" in out
+
+
+def test_radius_incoming_off_is_a_warning_where_cuts_go_over_the_api(capsys, monkeypatch, tmp_path):
+    with RouterOSSimulator(username="api", password="pw") as sim:
+        sim.configure("/radius/incoming", accept="false")
+        code, out = check(capsys, monkeypatch, tmp_path, config=_router_config(tmp_path, sim))
+    assert code == 0 and "warn  router gate setup  /radius incoming is off" in out
+    assert "/radius incoming set accept=yes port=3799" in out
