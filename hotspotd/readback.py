@@ -85,7 +85,7 @@ class Readback:
                 drift.foreign.append(f"{entry['mac']} ({entry['user']})")
                 continue
             if disconnects.enqueue(entry["mac"], [router.name], entitlement_id=None,
-                                   reason="read-back: online at the router without time", now=now):
+                                   reason="read-back: online, no time", now=now):
                 drift.cut.append(entry["mac"])
         for host in hosts:
             if host["mac"] in online or not host["ip"]:
