@@ -182,6 +182,9 @@ ARRAY_SCHEMA: dict[str, dict[str, Option]] = {
         "secret": Option("", str, "RADIUS secret for Disconnect-Request (empty = client's)"),
         "uamsecret": Option("", str, "CoovaChilli uamsecret"),
         "site": Option(DEFAULT_SITE, str, "the [[sites]] id of the venue this router serves"),
+        "source_address": Option("", str, "this server's address Disconnect/CoA-Requests to the router are sent from "
+                                 "(empty: [radius] listen when it is one address, else the system's choice); "
+                                 "CoovaChilli drops requests from any address but its RADIUS server's"),
     },
     "sites": {
         "id": Option(None, str, "short name (a-z, 0-9, -) used in the router's login page and the database"),
@@ -239,6 +242,7 @@ class Router:
     secret: str
     uamsecret: str
     site: str = "default"
+    source_address: str = ""
 
     @property
     def disconnect_method(self) -> str:
@@ -507,6 +511,19 @@ def _radius_client(source: str, raw: dict) -> RadiusClient:
                         values["site"])
 
 
+def coa_source(cfg: "Config", router: Router) -> str | None:
+    """The address Disconnect/CoA-Requests to ``router`` go out from: its ``source_address``, else
+    ``[radius] listen`` when that is one address (a NAS such as CoovaChilli takes them only from
+    its RADIUS server's address), else None (the system picks by route)."""
+    if router.source_address:
+        return router.source_address
+    listen = cfg.radius.listen
+    try:
+        return None if ipaddress.ip_address(listen).is_unspecified else listen
+    except ValueError:
+        return None
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     """Split ``host:port`` (``[v6]:port`` too); raise ValueError when it is not one."""
     match = re.fullmatch(r"\[?([^\]]*?)\]?:(\d{1,5})", value.strip())
@@ -593,6 +610,12 @@ def _check_semantics(cfg: Config) -> None:
         if r.name in names:
             raise ConfigError(src, "routers", "name", f"{r.name!r} is used by two [[routers]] entries")
         names.add(r.name)
+        if r.source_address:
+            try:
+                ipaddress.ip_address(r.source_address)
+            except ValueError:
+                raise ConfigError(src, "routers", "source_address", f"router {r.name!r}: {r.source_address!r} is not "
+                                  "an IP address of this server") from None
         if r.kind == "coova" and r.disconnect == "api":
             raise ConfigError(src, "routers", "disconnect", f"router {r.name!r}: CoovaChilli has no RouterOS API; use \"coa\"")
         if r.tls_ca and not os.path.isfile(r.tls_ca):

@@ -140,7 +140,8 @@ class Hotspot:
                 secret = router.secret or self.config.radius_client_secret(router.address) or ""
                 # three tries share the router's time budget
                 self.cutters[router.name] = CoaCutter(router.name, router.address, router.coa_port, secret,
-                                                      timeout=float(router.timeout_seconds) / 3, retries=2)
+                                                      timeout=float(router.timeout_seconds) / 3, retries=2,
+                                                      source=config_mod.coa_source(self.config, router))
 
     def login_at_router(self, payment: Payment) -> None:
         """After payment (the payment service's ``on_success``): the device's API login, queued."""
