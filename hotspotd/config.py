@@ -165,6 +165,8 @@ ARRAY_SCHEMA: dict[str, dict[str, Option]] = {
         "kind": Option("mikrotik", str, "mikrotik | coova", ("mikrotik", "coova")),
         "require_message_authenticator": Option(True, bool, "drop Access-Requests without one"),
         "site": Option(DEFAULT_SITE, str, "the [[sites]] id of the venue behind this NAS"),
+        "swapoctets": Option(False, bool, "coova only: chilli runs with swapoctets (its Acct-Input-Octets "
+                             "is then the client's upload, as RFC 2866 has it)"),
     },
     "routers": {
         "name": Option(None, str, "a name for the owner"),
@@ -224,6 +226,13 @@ class RadiusClient:
     kind: str
     require_message_authenticator: bool
     site: str = "default"
+    swapoctets: bool = False
+
+    @property
+    def input_is_download(self) -> bool:
+        """Whether this NAS's Acct-Input-Octets is what the client downloaded: CoovaChilli counts
+        from the client's side (the reverse of RFC 2866) unless it runs with ``swapoctets``."""
+        return self.kind == "coova" and not self.swapoctets
 
 
 @dataclass(frozen=True)
@@ -508,7 +517,7 @@ def _radius_client(source: str, raw: dict) -> RadiusClient:
     if not values["secret"]:
         raise ConfigError(source, "radius.clients", "secret", "must not be empty")
     return RadiusClient(network, values["secret"], values["kind"], values["require_message_authenticator"],
-                        values["site"])
+                        values["site"], values["swapoctets"])
 
 
 def coa_source(cfg: "Config", router: Router) -> str | None:
