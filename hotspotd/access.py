@@ -180,6 +180,11 @@ def extend(entitlement_id: int, seconds: int, why: str, now: float | None = None
     return Entitlement.get_by_id(entitlement_id)
 
 
+def macs_of(entitlement_id: int) -> list[str]:
+    """The devices bound to a session now."""
+    return [d.mac for d in Device.select(Device.mac).where(Device.entitlement == entitlement_id, Device.active)]
+
+
 def usable_at(ent: Entitlement, site: str | None) -> bool:
     """Whether ``ent`` works at ``site`` (None: anywhere)."""
     return site is None or ent.roams or ent.site == site

@@ -117,7 +117,7 @@ def expire_and_queue(routers: Iterable[str], now: float | None = None, sites: Ma
     return len(ended)
 
 
-def _target(mac: str, nas: str | None = None) -> Target:
+def target(mac: str, nas: str | None = None) -> Target:
     """What the router at ``nas`` needs to find ``mac``'s session, and what its accounting says:
     its own rows first (any router's when it has none, for the identifiers only)."""
     rows = AcctSession.select().where(AcctSession.mac == mac)
@@ -130,6 +130,19 @@ def _target(mac: str, nas: str | None = None) -> Target:
     if row is None:
         return Target(mac)
     return Target(mac, username=row.username, acct_session_id=row.acct_session_id, ip=row.ip, accounting=accounting)
+
+
+def session_use(mac: str, nas: str) -> tuple[float, int]:
+    """(seconds since it started, octets so far) of ``mac``'s open session at the router at
+    ``nas``, by accounting; (0, 0) without one. A CoA's limits count from the session's start."""
+    row = (AcctSession.select().where(AcctSession.mac == mac, AcctSession.nas == nas, AcctSession.online)
+           .order_by(AcctSession.updated_at.desc()).first())
+    if row is None:
+        return 0.0, 0
+    now = clock.now()
+    # the NAS's own count at its last report, carried on; a Start recorded late would say less
+    elapsed = max(row.session_time + now - row.updated_at, now - row.started_at, 0.0)
+    return elapsed, row.input_octets + row.output_octets
 
 
 def _backoff(attempts: int) -> float:
@@ -163,9 +176,9 @@ def run_due(cutters: dict[str, Cutter], now: float | None = None, limit: int = 2
             Disconnect.update(next_at=now + _backoff(row.attempts)).where(Disconnect.id == row.id).execute()
             outcome["deferred"] += 1
             continue
-        target = _target(row.mac, getattr(cutter, "address", None))
+        target_ = target(row.mac, getattr(cutter, "address", None))
         try:
-            gone = cutter.cut(target)
+            gone = cutter.cut(target_)
             error = None if gone else "still online after the cut"
             attempt = "done" if gone else "still_online"
         except RouterUnavailable as exc:
@@ -179,7 +192,7 @@ def run_due(cutters: dict[str, Cutter], now: float | None = None, limit: int = 2
         if gone:
             faults.crash_point("disconnect_mid")
             _finish(row, "done", now, "the router had ended the session (accounting Stop)"
-                    if target.accounting == "stopped" else None)
+                    if target_.accounting == "stopped" else None)
             outcome["done"] += 1
         else:
             _failed(row, now, error)

@@ -141,8 +141,8 @@ def _error_cause(reply: packet.Packet) -> int | None:
 
 
 class CoaCutter:
-    """The :class:`hotspotd.disconnects.Cutter` of a NAS cut off by Disconnect-Request, and its
-    :class:`hotspotd.sessions.Changer` by CoA-Request.
+    """The :class:`hotspotd.disconnects.Cutter` of a NAS cut off by Disconnect-Request; its
+    :meth:`change` (CoA-Request) gives a live session new limits (the owner's "extend").
 
     The NAS names the session by the User-Name it sent in accounting; without accounting the MAC
     in CoovaChilli's form (``AA-BB-CC-DD-EE-FF``) is what ``macauth`` uses.

@@ -122,3 +122,25 @@ def test_radclient_accounting_off_without_a_session_id_ends_the_nas_sessions(chi
                          capture_output=True, text=True, timeout=20)
     assert "Received Accounting-Response" in out.stdout + out.stderr, out.stdout + out.stderr
     assert online() == 0 and rows(MAC)[0].terminate_cause == "Accounting-Off"
+
+
+def test_extend_on_the_dashboard_reaches_chilli_as_a_coa(chilli, http):
+    from hotspotd import admins
+
+    from tests.helpers import PASSWORD, post, sign_in
+    nas, hs = chilli
+    admins.create("owner", PASSWORD)
+    assert sign_in(hs, http).status_code == 200
+    ent = give_time(MAC, seconds=600, data_cap=1_000_000, rate="1M/4M")
+    session = nas.login(MAC, cls=f"hotspotd:{ent.id}".encode(), limits={"Session-Timeout": 600})
+    session.started -= 100              # online for 100 s already
+    nas.report(session, downloaded=300_000, uploaded=100_000)
+    r = post(hs, http, "/admin/sessions", f"/admin/sessions/{ent.id}/extend", minutes="30")
+    assert r.status_code == 200
+    wait_for(lambda: nas.requests and nas.requests[-1].code == 43)
+    limits = nas.sessions()[0].limits
+    # chilli counts Session-Timeout and the octet cap from the session's start, and clears what a CoA omits
+    assert 100 + 600 + 1800 - 5 <= limits["Session-Timeout"] <= 100 + 600 + 1800 + 5
+    assert limits["ChilliSpot-Max-Total-Octets"] == 1_000_000
+    assert limits["Idle-Timeout"] == 600 and limits["WISPr-Bandwidth-Max-Down"] == 4_000_000
+    assert nas.requests[-1].reply_code == 44 and nas.online() == ["AA-BB-CC-DD-EE-20"]
