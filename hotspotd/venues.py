@@ -19,6 +19,9 @@ class Venues:
         self.routers: tuple[Router, ...] = tuple(routers)
         #: router name → the venue it serves
         self.router_sites: dict[str, str] = {r.name: r.site for r in self.routers}
+        #: addresses of routers whose customers' portal requests all come from the router itself
+        #: (CoovaChilli's NAT): per-device checks there go by the router's ``mac`` variable
+        self.nat_addresses: frozenset[str] = frozenset(r.address for r in self.routers if r.kind == "coova")
 
     def site_for(self, ctx: dict) -> Site | None:
         """The venue a splash page request comes from: the ``site`` its router's login page names
