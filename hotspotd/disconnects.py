@@ -3,7 +3,8 @@
 When an entitlement ends, :func:`enqueue` writes one :class:`~hotspotd.storage.models.Disconnect` row
 per (device, router) in the same transaction; :func:`run_due` (a scheduler job) works through
 the due rows with each router's :class:`Cutter`. A row is done only when the router confirms the
-device is gone. While a router cannot be reached the row is retried with backoff; after
+device is gone (for a router cut by Disconnect-Request, an accounting Stop already recorded is
+proof enough: CoovaChilli ends sessions itself and then answers a bare NAK). While a router cannot be reached the row is retried with backoff; after
 ``FAILING_AFTER`` failed attempts it is marked ``failing`` so the owner sees it, and it is still
 retried until ``GIVE_UP_SECONDS``. Every attempt leaves an :class:`~hotspotd.storage.models.Event`.
 
