@@ -180,6 +180,11 @@ def extend(entitlement_id: int, seconds: int, why: str, now: float | None = None
     return Entitlement.get_by_id(entitlement_id)
 
 
+def macs_of(entitlement_id: int) -> list[str]:
+    """The devices bound to a session now."""
+    return [d.mac for d in Device.select(Device.mac).where(Device.entitlement == entitlement_id, Device.active)]
+
+
 def usable_at(ent: Entitlement, site: str | None) -> bool:
     """Whether ``ent`` works at ``site`` (None: anywhere)."""
     return site is None or ent.roams or ent.site == site
@@ -342,15 +347,40 @@ class Usage:
     terminate_cause: str | None = None
 
 
+def end_nas_sessions(nas: str, cause: str, now: float | None = None) -> int:
+    """The NAS at ``nas`` says it (re)started or is stopping (Accounting-On/Off): every session of
+    it still open in accounting is over. Returns how many were ended."""
+    now = clock.now() if now is None else now
+    with database.atomic():
+        return execute('UPDATE "acct_session" SET online = ?, stopped_at = ?, terminate_cause = ?'
+                       ' WHERE nas = ? AND online', (False, now, cause[:32], nas)).rowcount
+
+
+def _same_session(u: Usage, row_ent: int | None, row_user: str | None) -> bool:
+    """Whether a Start whose Acct-Session-Id a row already has is that row's session. CoovaChilli's
+    ids have one-second resolution: two sessions of one device started within a second share
+    one, so a Start with another Class (entitlement) or User-Name is a new session."""
+    if u.entitlement_id is not None and row_ent is not None and u.entitlement_id != row_ent:
+        return False
+    return not (u.username and row_user and u.username != row_user)
+
+
 def record_usage(u: Usage, now: float | None = None) -> bool:
     """Apply an accounting report. Counters are totals for the router session, so only the
     growth since the last report is added to the entitlement: a repeated report adds nothing.
+    A Start that is another session under a reused Acct-Session-Id (:func:`_same_session`)
+    ends the old row, which keeps its figures under ``<id>#<row id>``.
     Returns True when the entitlement's data cap is now used up."""
     now = clock.now() if now is None else now
     with database.atomic():
-        row = execute('SELECT id, entitlement_id, input_octets, output_octets, session_time, stopped_at'
+        row = execute('SELECT id, entitlement_id, input_octets, output_octets, session_time, stopped_at, username'
                       ' FROM "acct_session" WHERE nas = ? AND acct_session_id = ?',
                       (u.nas, u.acct_session_id)).fetchone()
+        if row is not None and u.status == "start" and not _same_session(u, row[1], row[6]):
+            execute('UPDATE "acct_session" SET acct_session_id = ?, online = ?, stopped_at = COALESCE(stopped_at, ?),'
+                    ' terminate_cause = COALESCE(terminate_cause, ?) WHERE id = ?',
+                    (f"{u.acct_session_id[:40]}#{row[0]}", False, now, "Superseded", row[0]))
+            row = None
         ent_id = u.entitlement_id
         if ent_id is None and u.mac:
             grant = authorize(u.mac, now, u.site)
@@ -361,8 +391,8 @@ def record_usage(u: Usage, now: float | None = None) -> bool:
             created = AcctSession.create(nas=u.nas, acct_session_id=u.acct_session_id, mac=u.mac, entitlement=ent_id,
                                          ip=u.ip, username=u.username, started_at=now - u.session_time,
                                          updated_at=now, site=u.site or DEFAULT_SITE)
-            row = (created.id, ent_id, 0, 0, 0, None)
-        row_id, row_ent, row_in, row_out, row_time, stopped_at = row
+            row = (created.id, ent_id, 0, 0, 0, None, u.username)
+        row_id, row_ent, row_in, row_out, row_time, stopped_at, _ = row
         delta = max(u.input_octets + u.output_octets - (row_in + row_out), 0)
         sets, values = ["updated_at = ?", "updates = updates + 1"], [now]
         if delta or u.status != "start":

@@ -167,6 +167,8 @@ ARRAY_SCHEMA: dict[str, dict[str, Option]] = {
         "kind": Option("mikrotik", str, "mikrotik | coova", ("mikrotik", "coova")),
         "require_message_authenticator": Option(True, bool, "drop Access-Requests without one"),
         "site": Option(DEFAULT_SITE, str, "the [[sites]] id of the venue behind this NAS"),
+        "swapoctets": Option(False, bool, "coova only: chilli runs with swapoctets (its Acct-Input-Octets "
+                             "is then the client's upload, as RFC 2866 has it)"),
     },
     "routers": {
         "name": Option(None, str, "a name for the owner"),
@@ -184,6 +186,9 @@ ARRAY_SCHEMA: dict[str, dict[str, Option]] = {
         "secret": Option("", str, "RADIUS secret for Disconnect-Request (empty = client's)"),
         "uamsecret": Option("", str, "CoovaChilli uamsecret"),
         "site": Option(DEFAULT_SITE, str, "the [[sites]] id of the venue this router serves"),
+        "source_address": Option("", str, "this server's address Disconnect/CoA-Requests to the router are sent from "
+                                 "(empty: [radius] listen when it is one address, else the system's choice); "
+                                 "CoovaChilli drops requests from any address but its RADIUS server's"),
     },
     "sites": {
         "id": Option(None, str, "short name (a-z, 0-9, -) used in the router's login page and the database"),
@@ -223,6 +228,13 @@ class RadiusClient:
     kind: str
     require_message_authenticator: bool
     site: str = "default"
+    swapoctets: bool = False
+
+    @property
+    def input_is_download(self) -> bool:
+        """Whether this NAS's Acct-Input-Octets is what the client downloaded: CoovaChilli counts
+        from the client's side (the reverse of RFC 2866) unless it runs with ``swapoctets``."""
+        return self.kind == "coova" and not self.swapoctets
 
 
 @dataclass(frozen=True)
@@ -241,6 +253,7 @@ class Router:
     secret: str
     uamsecret: str
     site: str = "default"
+    source_address: str = ""
 
     @property
     def disconnect_method(self) -> str:
@@ -506,7 +519,20 @@ def _radius_client(source: str, raw: dict) -> RadiusClient:
     if not values["secret"]:
         raise ConfigError(source, "radius.clients", "secret", "must not be empty")
     return RadiusClient(network, values["secret"], values["kind"], values["require_message_authenticator"],
-                        values["site"])
+                        values["site"], values["swapoctets"])
+
+
+def coa_source(cfg: "Config", router: Router) -> str | None:
+    """The address Disconnect/CoA-Requests to ``router`` go out from: its ``source_address``, else
+    ``[radius] listen`` when that is one address (a NAS such as CoovaChilli takes them only from
+    its RADIUS server's address), else None (the system picks by route)."""
+    if router.source_address:
+        return router.source_address
+    listen = cfg.radius.listen
+    try:
+        return None if ipaddress.ip_address(listen).is_unspecified else listen
+    except ValueError:
+        return None
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -595,6 +621,12 @@ def _check_semantics(cfg: Config) -> None:
         if r.name in names:
             raise ConfigError(src, "routers", "name", f"{r.name!r} is used by two [[routers]] entries")
         names.add(r.name)
+        if r.source_address:
+            try:
+                ipaddress.ip_address(r.source_address)
+            except ValueError:
+                raise ConfigError(src, "routers", "source_address", f"router {r.name!r}: {r.source_address!r} is not "
+                                  "an IP address of this server") from None
         if r.kind == "coova" and r.disconnect == "api":
             raise ConfigError(src, "routers", "disconnect", f"router {r.name!r}: CoovaChilli has no RouterOS API; use \"coa\"")
         if r.tls_ca and not os.path.isfile(r.tls_ca):

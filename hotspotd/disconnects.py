@@ -3,7 +3,8 @@
 When an entitlement ends, :func:`enqueue` writes one :class:`~hotspotd.storage.models.Disconnect` row
 per (device, router) in the same transaction; :func:`run_due` (a scheduler job) works through
 the due rows with each router's :class:`Cutter`. A row is done only when the router confirms the
-device is gone. While a router cannot be reached the row is retried with backoff; after
+device is gone (for a router cut by Disconnect-Request, an accounting Stop already recorded is
+proof enough: CoovaChilli ends sessions itself and then answers a bare NAK). While a router cannot be reached the row is retried with backoff; after
 ``FAILING_AFTER`` failed attempts it is marked ``failing`` so the owner sees it, and it is still
 retried until ``GIVE_UP_SECONDS``. Every attempt leaves an :class:`~hotspotd.storage.models.Event`.
 
@@ -36,11 +37,15 @@ class Target:
     username: str | None = None          # the User-Name the NAS used, from accounting
     acct_session_id: str | None = None
     ip: str | None = None
+    #: what accounting from this router says: "open" (a session of the device is online),
+    #: "stopped" (its sessions there all ended with a Stop) or None (no accounting from it)
+    accounting: str | None = None
 
 
 class Cutter(Protocol):
     """One router's way of ending a device's session."""
     name: str
+    address: str     #: the router's address: its accounting comes from there (``acct_session.nas``)
 
     def cut(self, target: Target) -> bool:
         """End ``target``'s sessions. True when the router confirms none is left; False when
@@ -49,14 +54,17 @@ class Cutter(Protocol):
 
 def enqueue(mac: str, routers: Iterable[str], *, entitlement_id: int | None, reason: str,
             now: float | None = None) -> int:
-    """Queue ``mac`` to be cut off at each of ``routers``; a cut already pending is not doubled."""
-    return enqueue_many([(mac, entitlement_id)], routers, reason=reason, now=now)
+    """Queue ``mac`` to be cut off at each of ``routers`` now (the owner's "Disconnect now", a
+    session moved to another device). A cut already pending is not doubled, but it is due now
+    even if it was waiting in backoff: the owner is not kept waiting behind an older retry."""
+    return enqueue_many([(mac, entitlement_id)], routers, reason=reason, now=now, asap=True)
 
 
 def enqueue_many(devices: Iterable[tuple[str, int | None]], routers: Iterable[str], *, reason: str,
-                 now: float | None = None) -> int:
+                 now: float | None = None, asap: bool = False) -> int:
     """:func:`enqueue` for many ``(mac, entitlement_id)`` at once: one lookup of the cuts already
-    pending and one insert per 500 devices. Returns the number of cuts queued."""
+    pending and one insert per 500 devices. Returns the number of cuts queued. With ``asap`` a
+    cut already pending is brought forward to ``now``."""
     now = clock.now() if now is None else now
     routers = list(routers)
     devices = list(devices)
@@ -66,6 +74,10 @@ def enqueue_many(devices: Iterable[tuple[str, int | None]], routers: Iterable[st
             chunk_macs = [mac for mac, _ in chunk]
             pending = set(execute(f'SELECT mac, router FROM "disconnect" WHERE status IN (\'pending\', \'failing\')'
                                   f' AND mac IN ({marks(chunk_macs)})', chunk_macs))
+            if asap and pending and routers:
+                execute(f'UPDATE "disconnect" SET next_at = ? WHERE status IN (\'pending\', \'failing\')'
+                        f' AND next_at > ? AND mac IN ({marks(chunk_macs)}) AND router IN ({marks(routers)})',
+                        (now, now, *chunk_macs, *routers))
             for mac, entitlement_id in chunk:
                 for router in routers:
                     if (mac, router) not in pending:
@@ -106,12 +118,32 @@ def expire_and_queue(routers: Iterable[str], now: float | None = None, sites: Ma
     return len(ended)
 
 
-def _target(mac: str) -> Target:
-    row = (AcctSession.select().where(AcctSession.mac == mac)
-           .order_by(AcctSession.online.desc(), AcctSession.updated_at.desc()).first())
+def target(mac: str, nas: str | None = None) -> Target:
+    """What the router at ``nas`` needs to find ``mac``'s session, and what its accounting says:
+    its own rows first (any router's when it has none, for the identifiers only)."""
+    rows = AcctSession.select().where(AcctSession.mac == mac)
+    order = (AcctSession.online.desc(), AcctSession.updated_at.desc())
+    row = rows.where(AcctSession.nas == nas).order_by(*order).first() if nas else None
+    if row is not None:
+        accounting = "open" if row.online else "stopped"
+    else:
+        accounting, row = None, rows.order_by(*order).first()
     if row is None:
         return Target(mac)
-    return Target(mac, username=row.username, acct_session_id=row.acct_session_id, ip=row.ip)
+    return Target(mac, username=row.username, acct_session_id=row.acct_session_id, ip=row.ip, accounting=accounting)
+
+
+def session_use(mac: str, nas: str) -> tuple[float, int]:
+    """(seconds since it started, octets so far) of ``mac``'s open session at the router at
+    ``nas``, by accounting; (0, 0) without one. A CoA's limits count from the session's start."""
+    row = (AcctSession.select().where(AcctSession.mac == mac, AcctSession.nas == nas, AcctSession.online)
+           .order_by(AcctSession.updated_at.desc()).first())
+    if row is None:
+        return 0.0, 0
+    now = clock.now()
+    # the NAS's own count at its last report, carried on; a Start recorded late would say less
+    elapsed = max(row.session_time + now - row.updated_at, now - row.started_at, 0.0)
+    return elapsed, row.input_octets + row.output_octets
 
 
 def _backoff(attempts: int) -> float:
@@ -145,8 +177,9 @@ def run_due(cutters: dict[str, Cutter], now: float | None = None, limit: int = 2
             Disconnect.update(next_at=now + _backoff(row.attempts)).where(Disconnect.id == row.id).execute()
             outcome["deferred"] += 1
             continue
+        target_ = target(row.mac, getattr(cutter, "address", None))
         try:
-            gone = cutter.cut(_target(row.mac))
+            gone = cutter.cut(target_)
             error = None if gone else "still online after the cut"
             attempt = "done" if gone else "still_online"
         except RouterUnavailable as exc:
@@ -159,7 +192,8 @@ def run_due(cutters: dict[str, Cutter], now: float | None = None, limit: int = 2
             metrics.disconnect_attempt(row.router, attempt)
         if gone:
             faults.crash_point("disconnect_mid")
-            _finish(row, "done", now, None)
+            _finish(row, "done", now, "the router had ended the session (accounting Stop)"
+                    if target_.accounting == "stopped" else None)
             outcome["done"] += 1
         else:
             _failed(row, now, error)

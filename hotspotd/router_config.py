@@ -196,7 +196,7 @@ def coova_config(cfg: Config, *, portal_url: str | None = None, radius_address: 
         *toml_hint,
         "# RADIUS: hotspotd answers MAC authentication and the login after payment, and takes accounting.",
         f"HS_RADIUS={plan.radius_address}",
-        "# chilli falls back to HS_UAMSERVER when HS_RADIUS2 is empty: point it at hotspotd too.",
+        "# /etc/chilli/defaults sets HS_RADIUS2=localhost (used as ${HS_RADIUS2:-$HS_RADIUS}): point it at hotspotd too.",
         f"HS_RADIUS2={plan.radius_address}",
         f"HS_RADSECRET={q(plan.secret)}",
         f"HS_RADAUTH={r.auth_port}",

@@ -19,6 +19,9 @@ class Venues:
         self.routers: tuple[Router, ...] = tuple(routers)
         #: router name → the venue it serves
         self.router_sites: dict[str, str] = {r.name: r.site for r in self.routers}
+        #: addresses of routers whose customers' portal requests all come from the router itself
+        #: (CoovaChilli's NAT): per-device checks there go by the router's ``mac`` variable
+        self.nat_addresses: frozenset[str] = frozenset(r.address for r in self.routers if r.kind == "coova")
 
     def site_for(self, ctx: dict) -> Site | None:
         """The venue a splash page request comes from: the ``site`` its router's login page names
@@ -30,10 +33,14 @@ class Venues:
         router = next((r for r in self.routers if r.name == ctx.get("nasid")), None) if ctx.get("nasid") else None
         return self.config.site(router.site if router else None)
 
-    def uamsecret_for(self, uamip: str | None) -> str:
-        """The uamsecret of the CoovaChilli at ``uamip`` (or of the only CoovaChilli configured)."""
+    def uamsecret_for(self, ctx: dict) -> str:
+        """The uamsecret of the CoovaChilli the splash page's router variables ``ctx`` come from:
+        the one named by ``nasid`` (``hotspotd router-config`` sets HS_NASID to the router's name),
+        else the one at ``uamip``, else the only CoovaChilli configured; "" when none fits."""
         coova = [r for r in self.routers if r.kind == "coova"]
-        match = next((r for r in coova if r.address == uamip), None)
+        match = next((r for r in coova if r.name == ctx.get("nasid")), None) if ctx.get("nasid") else None
+        if match is None and ctx.get("uamip"):
+            match = next((r for r in coova if r.address == ctx["uamip"]), None)
         if match is None and len(coova) == 1:
             match = coova[0]
         return match.uamsecret if match else ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -18,7 +18,23 @@ from werkzeug.exceptions import HTTPException
 
 from . import i18n
 
-limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", headers_enabled=True)
+def client_key() -> str:
+    """Whom a "per client" rate limit counts: the address, and for a request from a CoovaChilli's
+    address (``[[routers]]`` kind coova) the device's MAC it names too (the router's ``mac``
+    variable, the API's ``macAddress``). Behind chilli's NAT every device's request comes from the
+    router's one address: by address alone, one busy venue's customers would share one allowance.
+    Anyone else cannot buy a fresh allowance by naming another MAC."""
+    from .running import hotspot
+
+    address = get_remote_address()
+    if address not in hotspot().venues.nat_addresses:
+        return address
+    data = request.get_json(silent=True) if request.is_json else None
+    mac = (data.get("macAddress") if isinstance(data, dict) else None) or request.values.get("mac")
+    return f"{address}|{mac[:64]}" if isinstance(mac, str) and mac else address
+
+
+limiter = Limiter(key_func=client_key, storage_uri="memory://", headers_enabled=True)
 #: CSRF tokens for the dashboard's forms only: the JSON API and Daraja's callbacks carry none, so
 #: nothing is checked by default and the admin blueprint calls ``csrf.protect()`` itself.
 csrf = CSRFProtect()

@@ -436,7 +436,7 @@ def extend(ent_id: int):
         flash("Extend by a whole number of minutes (1 to a year).", "error")
         return redirect(here("admin.sessions"), 303)
     try:
-        ent = access.extend(ent_id, minutes * 60, f"owner {g.admin.username}")
+        ent = _hotspot().extend(ent_id, minutes * 60, f"owner {g.admin.username}")
     except access.AccessError as exc:
         flash(f"Session {ent_id}: {REFUSAL_TEXT.get(exc.code, exc.code)}.", "error")
     else:

@@ -229,7 +229,7 @@ def _login_form(payment, ent, hotspot) -> router_login.LoginForm | None:
         return None
     ctx = json.loads(payment.login_context) if payment.login_context else {}
     return router_login.login_form(ctx, ent.login_user, ent.login_password,
-                                   hotspot.venues.uamsecret_for(ctx.get("uamip")))
+                                   hotspot.venues.uamsecret_for(ctx))
 
 
 # --- the status poll ------------------------------------------------------------------------

@@ -110,7 +110,7 @@ def index():
     if grant is not None:
         # a returning device with time left: straight back online, by MAC (the router checks the
         # MAC it sees against the one in the login, so a typed-in MAC borrows nobody's time)
-        form = router_login.login_form(ctx, mac, "", _hotspot().venues.uamsecret_for(ctx.get("uamip")))
+        form = router_login.login_form(ctx, mac, "", _hotspot().venues.uamsecret_for(ctx))
         return _online_page(grant, form, WELCOME_BACK, ctx=ctx)
     return _render("splash.html", packages=_packages(site), error=None, error_field=None, phone="")
 
@@ -169,7 +169,7 @@ def already_paid():
         return _refused("paid.html", exc, receipt=receipt, phone=phone_text)
     _hotspot().cut_off(unbound, ent.id, "moved")
     form = router_login.login_form(ctx, ent.login_user, ent.login_password,
-                                   _hotspot().venues.uamsecret_for(ctx.get("uamip")))
+                                   _hotspot().venues.uamsecret_for(ctx))
     return _online_page(ent, form, ONLINE, MOVED, ctx=ctx)
 
 
@@ -186,5 +186,5 @@ def voucher():
     except vouchers.VoucherError as exc:
         return _refused("voucher.html", exc, code=code)
     form = router_login.login_form(ctx, ent.login_user, ent.login_password,
-                                   _hotspot().venues.uamsecret_for(ctx.get("uamip")))
+                                   _hotspot().venues.uamsecret_for(ctx))
     return _online_page(ent, form, ONLINE, VOUCHER_OK, ctx=ctx)

@@ -1,7 +1,10 @@
-"""Asking a NAS to end a session: RFC 5176 Disconnect-Request, sent with pyrad's client.
+"""Asking a NAS to end or change a session: RFC 5176 Disconnect-Request and CoA-Request, sent
+with pyrad's client.
 
 CoovaChilli listens when ``coaport 3799`` is set, MikroTik with ``/radius incoming set accept=yes``.
 Both want User-Name; MikroTik finds the session best with Acct-Session-Id and Framed-IP-Address too.
+Chilli takes requests only from its RADIUS server's address and drops others silently: the
+socket is bound to ``source`` (``[[routers]] source_address``, else a specific ``[radius] listen``).
 
 - The Request Authenticator is computed over the packet like an Accounting-Request's
   (RFC 5176 section 3.3, pyrad's ``CoAPacket.RequestPacket``) and a Message-Authenticator is
@@ -49,50 +52,82 @@ class DisconnectResult:
         """No session is left to cut: an ACK, or a NAK saying Session-Context-Not-Found (503)."""
         return self.acked or self.error_cause == SESSION_CONTEXT_NOT_FOUND
 
+    @property
+    def bare_nak(self) -> bool:
+        """A NAK without Error-Cause: CoovaChilli's answer when it has no such session (it also
+        gives no reason for anything else, so only accounting can tell what it means)."""
+        return not self.acked and self.error_cause is None
+
 
 def send_disconnect(address: str, port: int, secret: str, *, user_name: str,
                     calling_station_id: str | None = None, acct_session_id: str | None = None,
                     framed_ip: str | None = None, nas_identifier: str | None = None,
-                    timeout: float = 2.0, retries: int = 2) -> DisconnectResult:
+                    timeout: float = 2.0, retries: int = 2, source: str | None = None) -> DisconnectResult:
     """Send a Disconnect-Request for ``user_name`` (plus whichever session identifiers are given)
-    to the NAS at ``address``:``port`` and return its answer.
+    to the NAS at ``address``:``port`` from ``source`` (None: the address the system picks) and
+    return its answer.
 
     The request goes out at most ``retries + 1`` times, waiting ``timeout`` seconds after each,
     so the call returns or raises within about ``timeout * (retries + 1)`` seconds.
     Raises :class:`hotspotd.routers.RouterUnavailable` (its ``str()`` names address:port and why) when no valid reply arrives or the socket fails,
     and ``ValueError`` for an empty ``user_name`` or a value that cannot be encoded.
     """
+    return _exchange(packet.DisconnectRequest, address, port, secret, {
+        "User-Name": user_name, "Acct-Session-Id": acct_session_id, "Calling-Station-Id": calling_station_id,
+        "Framed-IP-Address": framed_ip, "NAS-Identifier": nas_identifier}, timeout, retries, source)
+
+
+def send_coa(address: str, port: int, secret: str, *, user_name: str, attributes: dict,
+             acct_session_id: str | None = None, calling_station_id: str | None = None,
+             framed_ip: str | None = None, timeout: float = 2.0, retries: int = 2,
+             source: str | None = None) -> DisconnectResult:
+    """Send a CoA-Request (RFC 5176) changing ``user_name``'s session to ``attributes`` (by
+    dictionary name: Session-Timeout, bandwidth, quotas) and return the NAS's answer (``acked``:
+    CoA-ACK). Timeouts, errors and ``source`` as for :func:`send_disconnect`."""
+    return _exchange(packet.CoARequest, address, port, secret, {
+        "User-Name": user_name, "Acct-Session-Id": acct_session_id, "Calling-Station-Id": calling_station_id,
+        "Framed-IP-Address": framed_ip, **attributes}, timeout, retries, source)
+
+
+_NAMES = {packet.DisconnectRequest: "Disconnect-Request", packet.CoARequest: "CoA-Request"}
+_ANSWERS = {packet.DisconnectRequest: (packet.DisconnectACK, packet.DisconnectNAK),
+            packet.CoARequest: (packet.CoAACK, packet.CoANAK)}
+
+
+def _exchange(code: int, address: str, port: int, secret: str, attributes: dict, timeout: float, retries: int,
+              source: str | None) -> DisconnectResult:
+    user_name = attributes.get("User-Name")
+    what = _NAMES[code]
     if not user_name:
-        raise ValueError("a Disconnect-Request needs a User-Name")
+        raise ValueError(f"a {what} needs a User-Name")
     if retries < 0 or timeout <= 0:
         raise ValueError("retries must be >= 0 and timeout > 0")
     key = secret.encode() if isinstance(secret, str) else secret
     # pyrad's retries is the total number of sends
     client = Client(server=address, coaport=port, secret=key, dict=_dictionary(),
                     retries=retries + 1, timeout=timeout)
-    request = client.CreateCoAPacket(code=packet.DisconnectRequest, id=secrets.randbelow(256),
-                                     message_authenticator=True)
-    request["User-Name"] = user_name
-    for name, value in (("Acct-Session-Id", acct_session_id), ("Calling-Station-Id", calling_station_id),
-                        ("Framed-IP-Address", framed_ip), ("NAS-Identifier", nas_identifier)):
-        if value:
+    request = client.CreateCoAPacket(code=code, id=secrets.randbelow(256), message_authenticator=True)
+    for name, value in attributes.items():
+        if value is not None and value != "":
             request[name] = value
     where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
     try:
+        if source:
+            client.bind((source, 0))
         reply = client.SendPacket(request)
     except Timeout:
-        raise RouterUnavailable(f"{where}: no valid reply to {retries + 1} Disconnect-Request(s) within "
+        raise RouterUnavailable(f"{where}: no valid reply to {retries + 1} {what}(s) within "
                              f"{timeout:g} s each (NAS down, CoA port closed, wrong secret or source "
                              f"not allowed)") from None
     except OSError as exc:
-        raise RouterUnavailable(f"{where}: {exc.strerror or exc}") from exc
+        raise RouterUnavailable(f"{where}: {exc.strerror or exc}" + (f" (from {source})" if source else "")) from exc
     finally:
         client._CloseSocket()  # pyrad keeps the socket open for reuse; we never reuse a client
-    if reply.code not in (packet.DisconnectACK, packet.DisconnectNAK):
-        raise RouterUnavailable(f"{where}: answered a Disconnect-Request with packet code {reply.code}")
-    result = DisconnectResult(acked=reply.code == packet.DisconnectACK, code=reply.code,
-                              error_cause=_error_cause(reply))
-    log.info("Disconnect-Request for %s at %s: %s%s", user_name, where, "ACK" if result.acked else "NAK",
+    ack, nak = _ANSWERS[code]
+    if reply.code not in (ack, nak):
+        raise RouterUnavailable(f"{where}: answered a {what} with packet code {reply.code}")
+    result = DisconnectResult(acked=reply.code == ack, code=reply.code, error_cause=_error_cause(reply))
+    log.info("%s for %s at %s: %s%s", what, user_name, where, "ACK" if result.acked else "NAK",
              f" Error-Cause {result.error_cause}" if result.error_cause is not None else "")
     return result
 
@@ -106,21 +141,39 @@ def _error_cause(reply: packet.Packet) -> int | None:
 
 
 class CoaCutter:
-    """The :class:`hotspotd.disconnects.Cutter` of a NAS cut off by Disconnect-Request.
+    """The :class:`hotspotd.disconnects.Cutter` of a NAS cut off by Disconnect-Request; its
+    :meth:`change` (CoA-Request) gives a live session new limits (the owner's "extend").
 
     The NAS names the session by the User-Name it sent in accounting; without accounting the MAC
-    in CoovaChilli's form (``AA-BB-CC-DD-EE-FF``) is what ``macauth`` uses. ACK or "no such
-    session" (NAK 503) both mean the device is gone; another NAK means it is not.
+    in CoovaChilli's form (``AA-BB-CC-DD-EE-FF``) is what ``macauth`` uses.
+
+    - A session whose accounting Stop is recorded needs no cut: chilli ends sessions itself at
+      Session-Timeout and at the data cap, usually before our expiry job; nothing is sent.
+    - ACK or "no such session" (NAK 503) mean the device is gone. A NAK without Error-Cause is
+      chilli's "no such session" too, so it counts as gone unless accounting shows the session open.
     """
 
-    def __init__(self, name: str, address: str, port: int, secret: str, *, timeout: float = 2.0, retries: int = 2):
+    def __init__(self, name: str, address: str, port: int, secret: str, *, timeout: float = 2.0, retries: int = 2,
+                 source: str | None = None):
         self.name, self.address, self.port, self.secret = name, address, port, secret
-        self.timeout, self.retries = timeout, retries
+        self.timeout, self.retries, self.source = timeout, retries, source
 
     def cut(self, target: Target) -> bool:
-        result = send_disconnect(self.address, self.port, self.secret,
-                                 user_name=target.username or target.mac.replace(":", "-"),
+        if target.accounting == "stopped":
+            log.info("no Disconnect-Request for %s at %s: its accounting Stop is recorded", target.mac, self.name)
+            return True
+        result = send_disconnect(self.address, self.port, self.secret, user_name=self._user(target),
                                  calling_station_id=target.mac.replace(":", "-"),
                                  acct_session_id=target.acct_session_id, framed_ip=target.ip,
-                                 timeout=self.timeout, retries=self.retries)
-        return result.gone
+                                 timeout=self.timeout, retries=self.retries, source=self.source)
+        return result.gone or (result.bare_nak and target.accounting != "open")
+
+    def change(self, target: Target, attributes: dict) -> bool:
+        """Apply ``attributes`` to ``target``'s live session (CoA-Request): True on CoA-ACK."""
+        return send_coa(self.address, self.port, self.secret, user_name=self._user(target), attributes=attributes,
+                        acct_session_id=target.acct_session_id, calling_station_id=target.mac.replace(":", "-"),
+                        framed_ip=target.ip, timeout=self.timeout, retries=self.retries, source=self.source).acked
+
+    @staticmethod
+    def _user(target: Target) -> str:
+        return target.username or target.mac.replace(":", "-")

@@ -47,3 +47,22 @@ def accept_attributes(grant: Grant, kind: str, idle_timeout: int, interim_interv
             attrs["ChilliSpot-Max-Total-Octets"] = low
             attrs["ChilliSpot-Max-Total-Gigawords"] = high
     return attrs
+
+
+def change_attributes(grant: Grant, kind: str, idle_timeout: int, interim_interval: int,
+                      session_use: tuple[float, int]) -> dict:
+    """Attributes for a CoA-Request that gives a live session ``grant``'s limits. CoovaChilli
+    compares Session-Timeout with the time since the session started and its octet caps with the
+    octets since then, and resets whatever the CoA leaves out (``config_radius_session``), so the
+    request carries every limit of an Accept, counted from the session's start (``session_use``:
+    seconds and octets so far)."""
+    elapsed, octets = session_use
+    attrs = accept_attributes(grant, kind, idle_timeout, interim_interval)
+    attrs["Session-Timeout"] = int(elapsed) + max(grant.remaining_seconds, 1)
+    if grant.bytes_left is not None:
+        low, high = split64(grant.bytes_left + octets)
+        if kind == "mikrotik":
+            attrs["Mikrotik-Total-Limit"], attrs["Mikrotik-Total-Limit-Gigawords"] = low, high
+        else:
+            attrs["ChilliSpot-Max-Total-Octets"], attrs["ChilliSpot-Max-Total-Gigawords"] = low, high
+    return attrs

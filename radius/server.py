@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 DICTIONARY_PATH = os.path.join(os.path.dirname(__file__), "dictionary", "dictionary")
 STATUS = {1: "start", 2: "stop", 3: "interim"}
+#: Accounting-On and -Off: the NAS (re)started or is stopping; none of its sessions lives on
+NAS_STATUS = {7: "Accounting-On", 8: "Accounting-Off"}
 # attribute numbers the server reads (RFC 2865, 2866, 2869)
 USER_NAME, FRAMED_IP_ADDRESS, CLASS, CALLING_STATION_ID, NAS_IDENTIFIER = 1, 8, 25, 31, 32
 ACCT_STATUS_TYPE, ACCT_INPUT_OCTETS, ACCT_OUTPUT_OCTETS, ACCT_SESSION_ID, ACCT_SESSION_TIME = 40, 42, 43, 44, 46
@@ -299,14 +301,21 @@ class RadiusServer(Server):
             raise ServerPacketError("not an Accounting-Request")
         if not wire.accounting_authenticator_ok(req, secret):
             raise ServerPacketError("bad Request Authenticator (wrong secret?)")
-        status = STATUS.get(req.integer(ACCT_STATUS_TYPE))
+        status_type = req.integer(ACCT_STATUS_TYPE)
+        status = STATUS.get(status_type)
         session_id = req.text(ACCT_SESSION_ID)
         if status and session_id:
-            self._record(req, source, status, session_id, client.site)
+            self._record(req, source, status, session_id, client)
+        elif status_type in NAS_STATUS:
+            # after a crash chilli sends only Accounting-On: every session it had is gone
+            ended = access.end_nas_sessions(source[0], NAS_STATUS[status_type])
+            log.info("RADIUS: %s from %s: %d open accounting session(s) ended", NAS_STATUS[status_type],
+                     source[0], ended)
+            status = "on" if status_type == 7 else "off"
         self.stats[f"acct_{status or 'other'}"] += 1
         return wire.reply(req, wire.ACCOUNTING_RESPONSE, b"", secret)
 
-    def _record(self, req: wire.Request, source: tuple, status: str, session_id: str, site: str) -> None:
+    def _record(self, req: wire.Request, source: tuple, status: str, session_id: str, client: RadiusClient) -> None:
         mac = None
         for code in (CALLING_STATION_ID, USER_NAME):
             value = req.text(code)
@@ -328,11 +337,14 @@ class RadiusServer(Server):
             return (req.integer(high) or 0) << 32 | (req.integer(low) or 0)
 
         terminate = req.integer(ACCT_TERMINATE_CAUSE)
+        inbound = octets(ACCT_INPUT_OCTETS, ACCT_INPUT_GIGAWORDS)
+        outbound = octets(ACCT_OUTPUT_OCTETS, ACCT_OUTPUT_GIGAWORDS)
+        if client.input_is_download:
+            inbound, outbound = outbound, inbound     # stored as RFC 2866 has it: input = upload
         usage = Usage(nas=source[0], acct_session_id=session_id[:64], status=status, mac=mac,
                       entitlement_id=ent_id, ip=req.address(FRAMED_IP_ADDRESS),
-                      username=(req.text(USER_NAME) or "")[:64] or None, site=site,
-                      input_octets=octets(ACCT_INPUT_OCTETS, ACCT_INPUT_GIGAWORDS),
-                      output_octets=octets(ACCT_OUTPUT_OCTETS, ACCT_OUTPUT_GIGAWORDS),
+                      username=(req.text(USER_NAME) or "")[:64] or None, site=client.site,
+                      input_octets=inbound, output_octets=outbound,
                       session_time=req.integer(ACCT_SESSION_TIME) or 0,
                       terminate_cause=self._terminate_causes.get(terminate, str(terminate))
                       if terminate is not None else None)

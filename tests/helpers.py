@@ -375,3 +375,30 @@ PHONE = {"viewport": {"width": 360, "height": 740}, "is_mobile": True, "has_touc
          "device_scale_factor": 2, "user_agent": ANDROID_CHROME, "locale": "en-KE"}
 #: a laptop at the size most sold in Kenya
 DESKTOP = {"viewport": {"width": 1366, "height": 768}, "locale": "en-KE"}
+
+
+# --- a CoovaChilli (radius/testing/nas.py) talking to a running hotspot ----------------------------
+COOVA_SECRET = "testing123"
+COOVA_CLIENTS = [{"address": "127.0.0.1", "secret": COOVA_SECRET, "kind": "coova"}]
+
+
+def coova_router(nas, name: str = "chilli", **overrides) -> dict:
+    """The ``[[routers]]`` entry of the NAS simulator ``nas`` as a CoovaChilli."""
+    address, port = nas.address
+    return {"name": name, "kind": "coova", "address": address, "coa_port": port, "secret": COOVA_SECRET, **overrides}
+
+
+def start_chilli(make_hotspot, **tables):
+    """A started NAS simulator (stop it yourself) and a hotspotd whose RADIUS it sends accounting to,
+    with the simulator as its CoovaChilli router."""
+    from radius.testing.nas import NasSimulator
+
+    nas = NasSimulator(secret=COOVA_SECRET).start()
+    try:
+        hs = make_hotspot(radius={**RADIUS, "clients": COOVA_CLIENTS}, routers=[coova_router(nas)],
+                          scheduler={"enabled": False}, **tables)
+    except BaseException:
+        nas.stop()
+        raise
+    nas.radius_server = hs.radius.acct_address
+    return nas, hs

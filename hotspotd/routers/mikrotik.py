@@ -43,6 +43,11 @@ class MikroTikRouter:
         self._api: Api | None = None
         self._lock = threading.Lock()
 
+    @property
+    def address(self) -> str:
+        """The router's address (its RADIUS accounting comes from there)."""
+        return self.router.address
+
     def __repr__(self) -> str:
         return f"<MikroTikRouter {self.router.name!r} {self.router.address}:{self.router.api_port}>"
 

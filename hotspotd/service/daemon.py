@@ -143,7 +143,8 @@ class Hotspot:
                 secret = router.secret or self.config.radius_client_secret(router.address) or ""
                 # three tries share the router's time budget
                 self.cutters[router.name] = CoaCutter(router.name, router.address, router.coa_port, secret,
-                                                      timeout=float(router.timeout_seconds) / 3, retries=2)
+                                                      timeout=float(router.timeout_seconds) / 3, retries=2,
+                                                      source=config_mod.coa_source(self.config, router))
 
     def login_at_router(self, payment: Payment) -> None:
         """After payment (the payment service's ``on_success``): the device's API login, queued."""
@@ -261,6 +262,40 @@ class Hotspot:
             disconnects.enqueue(mac, routers, entitlement_id=entitlement_id, reason=reason)
         if macs and self.scheduler:
             self.scheduler.wake("expire")
+
+    def extend(self, entitlement_id: int, seconds: int, why: str):
+        """The owner's "extend" (:func:`hotspotd.access.extend`), then the new limits to the live
+        sessions at routers that take a CoA-Request, on a thread of its own (never the caller's).
+        A router left as it was still ends the session at the old Session-Timeout; the device
+        then logs in again by MAC and gets the new time: the CoA spares it that gap."""
+        ent = access.extend(entitlement_id, seconds, why)
+        changers = {name: c for name, c in self.cutters.items() if hasattr(c, "change")}
+        if changers:
+            where = disconnects.routers_for([entitlement_id], list(changers), self.venues.router_sites)[entitlement_id]
+            targets = [(changers[name], mac) for name in where for mac in access.macs_of(entitlement_id)]
+            if targets:
+                threading.Thread(target=self._push_limits, args=(targets,), name="coa", daemon=True).start()
+        return ent
+
+    def _push_limits(self, targets) -> None:
+        from radius.replies import change_attributes
+        for changer, mac in targets:
+            target = disconnects.target(mac, changer.address)
+            if target.accounting != "open":
+                continue            # no live session there: the next login gets the new time anyway
+            grant = access.authorize(mac, site=self.venues.router_sites.get(changer.name))
+            if grant is None:
+                continue
+            kind = next((r.kind for r in self.routers if r.name == changer.name), "coova")
+            attributes = change_attributes(grant, kind, self.config.radius.idle_timeout,
+                                           self.config.radius.interim_interval, disconnects.session_use(mac, changer.address))
+            try:
+                acked = changer.change(target, attributes)
+            except Exception as exc:  # noqa: BLE001 - the router's own Session-Timeout still bounds the session
+                log.warning("CoA to %s for %s failed: %s", changer.name, mac, exc)
+                continue
+            log.info("CoA to %s for %s: %s (Session-Timeout %s)", changer.name, mac, "ACK" if acked else "NAK",
+                     attributes["Session-Timeout"])
 
     def _cap_reached(self, usage) -> None:
         # called on the RADIUS thread: only wake the job, never talk to a router here

@@ -1,15 +1,28 @@
-"""A NAS for tests and the demo: answers RFC 5176 Disconnect-Requests the way CoovaChilli
-(``coaport 3799``) and MikroTik (``/radius incoming accept=yes``) do, with sessions kept in memory.
+"""A CoovaChilli for tests and the demo: its RFC 5176 end (``coaport 3799``) and the accounting it
+sends, with sessions kept in memory. Each behaviour is chilli's own, as measured against a real
+chilli (docs: ../shared/reference/routers.md, "CoovaChilli as it really behaves") and as its
+source does it (``cb_radius_coa_ind`` and ``acct_req`` in coova-chilli's ``src/chilli.c``):
 
-- A datagram from a source not in ``allowed_sources``, with a wrong Request Authenticator (wrong
-  secret) or an invalid Message-Authenticator is dropped without a word and counted in ``stats``.
-- A Disconnect-Request needs User-Name (else Disconnect-NAK, Error-Cause 402 Missing-Attribute).
-  Every session with that User-Name whose Acct-Session-Id, Calling-Station-Id and Framed-IP-Address
-  agree with those the request carries is ended: Disconnect-ACK. None: Disconnect-NAK with 503
-  Session-Context-Not-Found. A NAS-Identifier that is not ours (when we have one) gets 403.
-- CoA-Request is not supported: CoA-NAK with Error-Cause 405 Unsupported-Service.
-- Replies carry a Response Authenticator and a Message-Authenticator. A retransmitted request
-  (same source, Identifier and authenticator) gets the same reply again and is not processed twice.
+- A datagram from a source not in ``allowed_sources`` (chilli: the addresses of radiusserver1/2),
+  with a wrong Request Authenticator (wrong secret) or an invalid Message-Authenticator is dropped
+  without a word and counted in ``stats``. So is a request without User-Name.
+- A Disconnect-Request ends every session whose User-Name is the request's and, when the request
+  carries Acct-Session-Id, whose id matches it (case-insensitive); nothing else is compared. Found:
+  each gets an Accounting Stop with Admin-Reset, then the Disconnect-ACK. None: Disconnect-NAK
+  **with no attributes at all** (no Error-Cause).
+- A CoA-Request matched the same way applies Session-Timeout (counted, as chilli does, from the
+  session's start), Idle-Timeout and the bandwidth and octet limits to the live session: CoA-ACK;
+  none found: CoA-NAK without attributes. Chilli reconfigures from the whole packet, so a limit the
+  CoA leaves out is cleared (``Session.limits`` shows what the session has now).
+- Replies carry a Response Authenticator and no Message-Authenticator (chilli's reply packet has none).
+  A retransmitted request (same source, Identifier and authenticator) gets the same reply again.
+- Accounting goes to ``radius_server`` from the same socket the CoA port listens on (chilli sends
+  its RADIUS from source port 3799). :meth:`login` sends Start, :meth:`report` Interim-Update,
+  :meth:`end` Stop; :meth:`shutdown` (a graceful stop) a Stop with NAS-Reboot per session, then
+  Accounting-Off; :meth:`boot` Accounting-On; :meth:`crash` forgets every session and says nothing.
+- ``Acct-Session-Id`` is ``"%.8lld%.8x"`` of (unix second, the device's unit): two sessions of one
+  device within the same second share it. Octets are counted from the client's side:
+  Acct-Input-Octets is what the client downloaded (unless ``swapoctets``).
 """
 from __future__ import annotations
 
@@ -18,6 +31,7 @@ import logging
 import select
 import socket
 import threading
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
@@ -27,22 +41,29 @@ from radius.server import load_dictionary
 
 log = logging.getLogger(__name__)
 
-MISSING_ATTRIBUTE = 402
-NAS_IDENTIFICATION_MISMATCH = 403
-INVALID_REQUEST = 404
-UNSUPPORTED_SERVICE = 405
-SESSION_CONTEXT_NOT_FOUND = 503
 _MAX_DATAGRAM = 4096
 _DEDUPE_SIZE = 256
+#: reply attributes a CoA sets on a session (chilli's ``config_radius_session``)
+LIMITS = ("Session-Timeout", "Idle-Timeout", "Acct-Interim-Interval", "WISPr-Bandwidth-Max-Up",
+          "WISPr-Bandwidth-Max-Down", "ChilliSpot-Bandwidth-Max-Up", "ChilliSpot-Bandwidth-Max-Down",
+          "ChilliSpot-Max-Input-Octets", "ChilliSpot-Max-Output-Octets", "ChilliSpot-Max-Total-Octets",
+          "ChilliSpot-Max-Input-Gigawords", "ChilliSpot-Max-Output-Gigawords", "ChilliSpot-Max-Total-Gigawords")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Session:
     """A session the NAS has up."""
     user_name: str
     mac: str | None = None
     acct_session_id: str | None = None
     ip: str | None = None
+    cls: bytes | None = None
+    started: float = field(default_factory=time.time)
+    #: what the client downloaded and uploaded so far
+    downloaded: int = 0
+    uploaded: int = 0
+    #: the limits in force (attribute name → value), from the Accept (:meth:`NasSimulator.login`) or a CoA
+    limits: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,28 +72,34 @@ class ReceivedRequest:
     source: tuple[str, int]
     code: int                                   #: 40 Disconnect-Request, 43 CoA-Request
     attributes: dict = field(default_factory=dict)  #: decoded values by attribute name (code if unknown)
-    valid: bool = False                         #: allowed source, right authenticators
+    valid: bool = False                         #: allowed source, right authenticators, User-Name
     reply_code: int | None = None               #: None when dropped
-    error_cause: int | None = None
+    reply_attributes: tuple = ()                #: attribute numbers of the reply (chilli: none)
 
 
 class NasSimulator:
-    """The NAS end of RFC 5176 on UDP ``host``:``port`` (0: any free port, see :attr:`address`).
-    ``start()`` binds and serves in a thread, ``stop()`` ends the loop and closes the socket.
-    Usable as a context manager."""
+    """Chilli's CoA port on UDP ``host``:``port`` (0: any free port, see :attr:`address`), sending
+    accounting to ``radius_server`` ((host, acct port); None: no accounting). ``start()`` binds and
+    serves in a thread, ``stop()`` ends the loop and closes the socket. A context manager."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, secret: str = "testing123",
-                 allowed_sources=("127.0.0.1",), nas_identifier: str | None = None):
+                 allowed_sources=("127.0.0.1",), nas_identifier: str = "nas01", nas_ip: str = "10.1.0.1",
+                 radius_server: tuple[str, int] | None = None, swapoctets: bool = False):
         self.host, self.port = host, port
         self.secret = secret.encode()
         self.allowed = tuple(ipaddress.ip_network(s, strict=False) for s in allowed_sources)
-        self.nas_identifier = nas_identifier
+        self.nas_identifier, self.nas_ip = nas_identifier, nas_ip   # HS_NASID; uamlisten (sent as NAS-IP-Address)
+        self.radius_server = radius_server
+        self.swapoctets = swapoctets
         self.dict = load_dictionary()
         self.requests: list[ReceivedRequest] = []
         self.stats: Counter = Counter()
         self._sessions: list[Session] = []
+        self._units: dict[str, int] = {}
         self._lock = threading.Lock()
         self._replies: OrderedDict[tuple, bytes] = OrderedDict()
+        self._answered: dict[int, threading.Event] = {}
+        self._next_id = 0
         self._unreachable = False
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
@@ -116,12 +143,53 @@ class NasSimulator:
             raise RuntimeError("NasSimulator is not started")
         return self._sock.getsockname()[:2]
 
-    # --- controls ------------------------------------------------------------------------
+    # --- sessions ------------------------------------------------------------------------
     def add_session(self, user_name: str, *, mac: str | None = None, acct_session_id: str | None = None,
-                    ip: str | None = None) -> None:
-        """Bring a session up, as a login would."""
+                    ip: str | None = None) -> Session:
+        """Bring a session up without accounting (as if its Start went elsewhere)."""
+        session = Session(user_name, mac, acct_session_id, ip)
         with self._lock:
-            self._sessions.append(Session(user_name, mac, acct_session_id, ip))
+            self._sessions.append(session)
+        return session
+
+    def login(self, mac: str, *, user_name: str | None = None, ip: str | None = None, cls: bytes | None = None,
+              limits: dict | None = None) -> Session:
+        """A device logs in (MAC auth: User-Name is the MAC with dashes) and its Start goes out."""
+        mac = mac.upper().replace(":", "-")
+        now = time.time()
+        with self._lock:
+            unit = self._units.setdefault(mac, len(self._units) + 1)
+        session = Session(user_name or mac, mac, f"{int(now):08d}{unit:08x}", ip, cls, now, limits=dict(limits or {}))
+        with self._lock:
+            self._sessions.append(session)
+        self._accounting(1, session)
+        return session
+
+    def report(self, session: Session, *, downloaded: int, uploaded: int) -> bool:
+        """The counters grew to these totals: an Interim-Update."""
+        session.downloaded, session.uploaded = downloaded, uploaded
+        return self._accounting(3, session)
+
+    def end(self, session: Session, cause: int = 5) -> bool:
+        """Chilli ends the session itself (5 Session-Timeout: its timeout or a data cap) and sends Stop."""
+        with self._lock:
+            self._sessions = [s for s in self._sessions if s is not session]
+        return self._accounting(2, session, cause)
+
+    def shutdown(self) -> None:
+        """A graceful stop: Stop with NAS-Reboot (11) per session, then Accounting-Off."""
+        for session in self.sessions():
+            self.end(session, 11)
+        self._accounting(8)
+
+    def boot(self) -> bool:
+        """Chilli starts: Accounting-On."""
+        return self._accounting(7)
+
+    def crash(self) -> None:
+        """kill -9: every session is gone and nothing is said."""
+        with self._lock:
+            self._sessions = []
 
     def online(self) -> list[str]:
         """User names of the sessions still up, in the order they came."""
@@ -136,6 +204,48 @@ class NasSimulator:
     def set_unreachable(self, flag: bool = True) -> None:
         """While set, every datagram is dropped silently (counted as ``dropped_unreachable``)."""
         self._unreachable = flag
+
+    # --- accounting out --------------------------------------------------------------------
+    def _accounting(self, status: int, session: Session | None = None, cause: int | None = None,
+                    wait: bool = True) -> bool:
+        """Send an Accounting-Request from the CoA socket; with ``wait``, True once answered."""
+        if self.radius_server is None or self._sock is None:
+            return False
+        req = packet.AcctPacket(secret=self.secret, dict=self.dict)
+        with self._lock:
+            self._next_id = (self._next_id + 1) % 256
+            req.id = self._next_id
+        req["Acct-Status-Type"] = status
+        req["NAS-IP-Address"] = self.nas_ip
+        req["NAS-Identifier"] = self.nas_identifier
+        if session is not None:
+            inbound, outbound = session.downloaded, session.uploaded
+            if self.swapoctets:
+                inbound, outbound = outbound, inbound
+            req["User-Name"] = session.user_name
+            req["Acct-Session-Id"] = session.acct_session_id or ""
+            if session.mac:
+                req["Calling-Station-Id"] = session.mac
+            if session.ip:
+                req["Framed-IP-Address"] = session.ip
+            if session.cls:
+                req["Class"] = session.cls
+            req["Acct-Session-Time"] = int(time.time() - session.started)
+            req["Acct-Input-Octets"], req["Acct-Input-Gigawords"] = inbound & 0xFFFFFFFF, inbound >> 32
+            req["Acct-Output-Octets"], req["Acct-Output-Gigawords"] = outbound & 0xFFFFFFFF, outbound >> 32
+            if cause is not None:
+                req["Acct-Terminate-Cause"] = cause
+        raw = req.RequestPacket()
+        answered = self._answered[req.id] = threading.Event()
+        for _ in range(3 if wait else 1):
+            try:
+                self._sock.sendto(raw, self.radius_server)
+            except OSError as exc:
+                log.debug("accounting to %s not sent: %s", self.radius_server, exc)
+            if not wait or answered.wait(1.0):
+                break
+        self.stats[f"acct_sent_{status}"] += 1
+        return answered.is_set()
 
     # --- packets -------------------------------------------------------------------------
     def _serve(self) -> None:
@@ -171,6 +281,12 @@ class NasSimulator:
             self.stats["dropped_source"] += 1
             log.debug("dropping datagram from %s: not an allowed source", source[0])
             return None
+        if len(data) >= 20 and data[0] == packet.AccountingResponse and tuple(source) == tuple(self.radius_server or ()):
+            event = self._answered.get(data[1])
+            if event is not None:
+                event.set()
+            self.stats["acct_answered"] += 1
+            return None
         try:
             request = packet.CoAPacket(packet=data, secret=self.secret, dict=self.dict)
         except (packet.PacketError, ValueError, TypeError, IndexError, KeyError) as exc:
@@ -186,17 +302,15 @@ class NasSimulator:
             self.stats["duplicate"] += 1
             return cached
         record = dict(source=source, code=request.code, attributes=_attributes(request))
-        reason = self._authentic(request)
+        reason = self._authentic(request) or (None if _text(request, "User-Name") else "no_user_name")
         if reason:
             self.stats[f"dropped_{reason}"] += 1
             self.requests.append(ReceivedRequest(**record))
-            log.debug("dropping request from %s: bad %s", source[0], reason.replace("_", " "))
+            log.debug("dropping request from %s: %s", source[0], reason.replace("_", " "))
             return None
         reply = self._answer(request)
-        cause = reply.get(101)
-        error_cause = int.from_bytes(cause[0], "big") if cause else None
-        self.requests.append(ReceivedRequest(**record, valid=True, reply_code=reply.code, error_cause=error_cause))
-        reply.add_message_authenticator()
+        self.requests.append(ReceivedRequest(**record, valid=True, reply_code=reply.code,
+                                             reply_attributes=tuple(reply.keys())))
         raw = reply.ReplyPacket()
         self._replies[key] = raw
         if len(self._replies) > _DEDUPE_SIZE:
@@ -223,60 +337,39 @@ class NasSimulator:
 
     def _answer(self, request: packet.CoAPacket) -> packet.CoAPacket:
         reply = request.CreateReply()
-        if request.code == packet.CoARequest:
-            self.stats["coa_nak"] += 1
-            return _nak(reply, packet.CoANAK, UNSUPPORTED_SERVICE)
-        try:
-            wanted = {name: _one(request, name) for name in
-                      ("User-Name", "Acct-Session-Id", "Calling-Station-Id", "Framed-IP-Address", "NAS-Identifier")}
-        except (ValueError, TypeError, KeyError) as exc:  # pyrad: a value of the wrong length
-            log.debug("undecodable attribute: %s", exc)
-            wanted = None
-        if wanted is None or any(isinstance(v, bytes) for v in wanted.values()):  # bytes: not UTF-8
-            self.stats["nak"] += 1
-            return _nak(reply, packet.DisconnectNAK, INVALID_REQUEST)
-        if not wanted["User-Name"]:
-            self.stats["nak"] += 1
-            return _nak(reply, packet.DisconnectNAK, MISSING_ATTRIBUTE)
-        if self.nas_identifier and wanted["NAS-Identifier"] and wanted["NAS-Identifier"] != self.nas_identifier:
-            self.stats["nak"] += 1
-            return _nak(reply, packet.DisconnectNAK, NAS_IDENTIFICATION_MISMATCH)
+        coa = request.code == packet.CoARequest
+        user, session_id = _text(request, "User-Name"), _text(request, "Acct-Session-Id")
         with self._lock:
-            ended = [s for s in self._sessions if _matches(s, wanted)]
-            self._sessions = [s for s in self._sessions if s not in ended]
-        if not ended:
-            self.stats["nak"] += 1
-            return _nak(reply, packet.DisconnectNAK, SESSION_CONTEXT_NOT_FOUND)
-        self.stats["ack"] += 1
-        log.info("NAS simulator ended %d session(s) of %s", len(ended), wanted["User-Name"])
+            found = [s for s in self._sessions if s.user_name == user and
+                     (session_id is None or (s.acct_session_id or "").lower() == session_id.lower())]
+            if not coa:
+                self._sessions = [s for s in self._sessions if s not in found]
+        for session in found:
+            if coa:
+                session.limits = {name: _first(request, name) for name in LIMITS if _first(request, name) is not None}
+            else:
+                self._accounting(2, session, 6, wait=False)     # Admin-Reset
+        kind = "coa" if coa else "disconnect"
+        self.stats[f"{kind}_{'ack' if found else 'nak'}"] += 1
+        self.stats["ack" if found else "nak"] += 1
+        reply.code = ((packet.CoAACK if found else packet.CoANAK) if coa
+                      else (packet.DisconnectACK if found else packet.DisconnectNAK))
+        if found:
+            log.info("NAS simulator: %s for %d session(s) of %s", kind, len(found), user)
         return reply
 
 
-def _nak(reply: packet.CoAPacket, code: int, cause: int) -> packet.CoAPacket:
-    reply.code = code
-    reply["Error-Cause"] = cause
-    return reply
-
-
-def _one(request: packet.CoAPacket, name: str):
-    values = request.get(name)
+def _first(request: packet.Packet, name: str):
+    try:
+        values = request.get(name)
+    except (KeyError, ValueError, TypeError):
+        return None
     return values[0] if values else None
 
 
-def _mac(text: str) -> str:
-    return "".join(c for c in text.upper() if c in "0123456789ABCDEF")
-
-
-def _matches(session: Session, wanted: dict) -> bool:
-    if session.user_name != wanted["User-Name"]:
-        return False
-    if wanted["Acct-Session-Id"] and wanted["Acct-Session-Id"] != session.acct_session_id:
-        return False
-    if wanted["Calling-Station-Id"] and _mac(wanted["Calling-Station-Id"]) != _mac(session.mac or ""):
-        return False
-    if wanted["Framed-IP-Address"] and wanted["Framed-IP-Address"] != session.ip:
-        return False
-    return True
+def _text(request: packet.Packet, name: str) -> str | None:
+    value = _first(request, name)
+    return value if isinstance(value, str) and value else None
 
 
 def _attributes(request: packet.Packet) -> dict:

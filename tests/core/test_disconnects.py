@@ -180,3 +180,111 @@ def test_slow_router_times_out_and_the_cut_completes_later(make_hotspot, sim):
     sim.set_latency(0)
     disconnects.run_due(hs.cutters, now=clock.now() + disconnects.MAX_RETRY_SECONDS)
     assert Disconnect.get().status == "done" and sim.active_macs() == []
+
+
+# --- CoovaChilli as it really behaves (radius/testing/nas.py) ------------------------------------
+@pytest.fixture
+def chilli(make_hotspot):
+    from tests.helpers import start_chilli
+    nas, hs = start_chilli(make_hotspot)
+    yield nas, hs
+    nas.stop()
+
+
+def acct_rows(mac):
+    from hotspotd.storage.models import AcctSession
+    return list(AcctSession.select().where(AcctSession.mac == mac).order_by(AcctSession.id))
+
+
+def test_a_session_chilli_ended_itself_needs_no_cut(chilli):
+    nas, hs = chilli
+    ent = give_time(MAC)
+    session = nas.login(MAC, cls=f"hotspotd:{ent.id}".encode())
+    wait_for(lambda: acct_rows(MAC) and acct_rows(MAC)[0].online)
+    nas.end(session)                       # chilli's own Session-Timeout: Stop before our expiry runs
+    assert not acct_rows(MAC)[0].online
+    end_now(ent)
+    assert hs.expire_sessions() == 1
+    row = Disconnect.get()
+    assert (row.status, row.last_error) == ("done", None)
+    assert nas.requests == [], "no Disconnect-Request for a session whose Stop is recorded"
+    assert disconnects.problems() == []
+    assert "accounting Stop" in Event.get(Event.kind == "disconnected").message
+
+
+def test_a_bare_nak_without_an_open_session_is_gone_with_one_it_is_not(chilli):
+    nas, hs = chilli
+    other = "AA:BB:CC:DD:EE:12"
+    ents = [give_time(MAC), give_time(other)]
+    nas.login(other)                       # its Start is recorded: the session is open
+    wait_for(lambda: acct_rows(other))
+    nas.crash()                            # chilli lost it; no Accounting-On yet
+    for ent in ents:
+        end_now(ent)
+    hs.expire_sessions()
+    rows = {r.mac: r for r in Disconnect.select()}
+    # no accounting at all for MAC: chilli's NAK without Error-Cause means "no such session"
+    assert rows[MAC].status == "done"
+    assert rows[other].status == "pending" and rows[other].attempts == 1, "open in accounting: not proven gone"
+    assert [r.reply_code for r in nas.requests] == [42, 42]
+
+
+def test_disconnect_of_a_live_session_is_acked_and_chilli_sends_its_stop(chilli):
+    nas, hs = chilli
+    ent = give_time(MAC)
+    nas.login(MAC, cls=f"hotspotd:{ent.id}".encode())
+    wait_for(lambda: acct_rows(MAC))
+    end_now(ent)
+    hs.expire_sessions()
+    assert Disconnect.get().status == "done" and nas.online() == []
+    sent = nas.requests[-1]
+    assert sent.attributes["User-Name"] == ["AA-BB-CC-DD-EE-10"]
+    assert sent.attributes["Acct-Session-Id"] == [acct_rows(MAC)[0].acct_session_id]
+    wait_for(lambda: acct_rows(MAC)[0].terminate_cause == "Admin-Reset")
+
+
+def test_disconnect_now_goes_out_at_once_past_an_older_cut_in_backoff(chilli):
+    from hotspotd import access
+    nas, hs = chilli
+    end_now(give_time(MAC))
+    nas.set_unreachable(True)
+    hs.cutters["chilli"].timeout = 0.1
+    hs.expire_sessions()                                        # an older cut, now in backoff
+    assert Disconnect.get().next_at > clock.now() + 1
+    nas.set_unreachable(False)
+    ent = give_time(MAC)                                        # the customer buys again
+    nas.add_session("AA-BB-CC-DD-EE-10")
+    hs.cut_off(access.revoke(ent.id, "owner"), ent.id, "owner")  # the owner's "Disconnect now"
+    assert disconnects.run_due(hs.cutters) == {"done": 1}, "the owner's cut must not wait for the backoff"
+    assert nas.online() == [] and Disconnect.select().count() == 1
+
+
+def test_disconnect_requests_go_out_from_the_radius_listen_address(make_hotspot):
+    from radius.testing.nas import NasSimulator
+
+    from tests.helpers import COOVA_CLIENTS, RADIUS, coova_router
+    # chilli takes CoA/Disconnect only from its radiusserver's address; this host has others too
+    with NasSimulator(secret="testing123", allowed_sources=("127.0.0.2",)) as nas:
+        hs = make_hotspot(radius={**RADIUS, "listen": "127.0.0.2", "clients": COOVA_CLIENTS},
+                          routers=[coova_router(nas)], scheduler={"enabled": False})
+        ent = give_time(MAC)
+        nas.add_session("AA-BB-CC-DD-EE-10")
+        end_now(ent)
+        hs.cutters["chilli"].timeout = 0.3
+        hs.expire_sessions()
+        assert Disconnect.get().status == "done" and nas.online() == []
+        assert nas.stats["dropped_source"] == 0 and nas.requests[-1].source[0] == "127.0.0.2"
+
+
+def test_source_address_of_a_router_is_used_for_its_requests(make_hotspot):
+    from radius.testing.nas import NasSimulator
+
+    from tests.helpers import coova_router
+    with NasSimulator(secret="testing123", allowed_sources=("127.0.0.3",)) as nas:
+        hs = make_hotspot(routers=[coova_router(nas, source_address="127.0.0.3")], scheduler={"enabled": False})
+        ent = give_time(MAC)
+        nas.add_session("AA-BB-CC-DD-EE-10")
+        end_now(ent)
+        hs.cutters["chilli"].timeout = 0.3
+        hs.expire_sessions()
+        assert Disconnect.get().status == "done" and nas.requests[-1].source[0] == "127.0.0.3"

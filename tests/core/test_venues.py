@@ -375,3 +375,17 @@ def test_each_venues_routers_log_its_customers_in_and_cut_them_off(make_hotspot,
         assert hs.expire_sessions() == 1
         assert west.active_macs() == []
         assert [(d.router, d.status) for d in Disconnect.select()] == [("westlands-1", "done")]
+
+
+def test_uamsecret_is_chosen_by_nasid_then_address(tmp_path):
+    from hotspotd.venues import Venues
+    from tests.helpers import make_config_dict
+    chillis = [{"name": f"chilli-{x}", "kind": "coova", "address": f"192.168.88.{n}", "secret": "s",
+                "uamsecret": f"uam-{x}"} for n, x in ((2, "a"), (3, "b"))]
+    cfg = config.from_dict(make_config_dict(tmp_path, routers=chillis), "test")
+    venues = Venues(cfg, cfg.routers)
+    # chilli's uamip is its LAN address (10.x.1.1), never the address hotspotd reaches it at
+    assert venues.uamsecret_for({"nasid": "chilli-b", "uamip": "10.1.0.1"}) == "uam-b"
+    assert venues.uamsecret_for({"nasid": "chilli-a", "uamip": "192.168.88.3"}) == "uam-a"
+    assert venues.uamsecret_for({"uamip": "192.168.88.3"}) == "uam-b"
+    assert venues.uamsecret_for({"nasid": "nas01", "uamip": "10.1.0.1"}) == ""

@@ -164,3 +164,14 @@ def test_security_headers_on_every_kind_of_response(hotspot, http, path):
     assert "frame-ancestors 'none'" in csp
     assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["X-Frame-Options"] == "DENY"
     assert r.headers["Referrer-Policy"] in ("no-referrer", "same-origin")
+
+
+def test_per_client_limits_count_each_device_behind_chillis_nat(make_hotspot, http):
+    # behind CoovaChilli's NAT every device's request comes from one address: the router's mac tells them apart
+    chilli = {"name": "chilli", "kind": "coova", "address": "127.0.0.1", "secret": "s"}
+    hs = make_hotspot(portal={"redeem_limit_per_client": "1/minute"}, routers=[chilli])
+    codes = [http.post(f"{hs.portal_url}/voucher", data={"code": "NOPE-NOPE", "mac": mac}).status_code
+             for mac in ("00-16-3E-00-00-01", "00-16-3E-00-00-02", "00-16-3E-00-00-01")]
+    assert codes[0] != 429 and codes[1] != 429, codes
+    assert codes[2] == 429, "the same device still has its limit"
+    # from an address that is no chilli, naming another MAC buys no fresh allowance (tests/portal_web/test_fastlane.py)
