@@ -12,6 +12,11 @@ sees, and the differences are corrected:
 * an accounting session still open for that router whose device the router no longer lists is
   ended (the Stop never came).
 
+A CoovaChilli cannot be asked who is online (it has no controller API); its accounting is what it
+says. For each, the read-back takes the accounting sessions still open at its address: a device on
+one without time at that venue is queued for a cut (a Disconnect-Request), and a session no
+Interim-Update has refreshed for ``quiet_after`` seconds (missed updates: chilli lost it) is ended.
+
 Each run's findings are kept per router (:attr:`Readback.last`) for the health page and /metrics.
 """
 from __future__ import annotations
@@ -54,15 +59,29 @@ class Readback:
     """Reads back ``routers`` (objects with ``name``, ``router.address``, ``active()``, ``hosts()`` and
     ``login()``: :class:`hotspotd.routers.mikrotik.MikroTikRouter`); ``router_sites``: name → venue."""
 
-    def __init__(self, routers: Sequence, router_sites: Mapping[str, str]):
+    def __init__(self, routers: Sequence, router_sites: Mapping[str, str],
+                 accounting_routers: Sequence[tuple[str, str]] = (), quiet_after: float = 900.0):
         self.routers = list(routers)
         self.router_sites = dict(router_sites)
+        #: ``(name, address)`` of the routers read back from their accounting (CoovaChilli)
+        self.accounting_routers = list(accounting_routers)
+        self.quiet_after = quiet_after
         #: router name → its latest :class:`Drift`
         self.last: dict[str, Drift] = {}
 
+    def names(self) -> list[str]:
+        """The routers read back."""
+        return [r.name for r in self.routers] + [name for name, _ in self.accounting_routers]
+
+    def covers(self) -> bool:
+        """Whether any router is read back here."""
+        return bool(self.names())
+
     def run(self, now: float | None = None) -> list[Drift]:
         """Read back every router once; a router that cannot be asked is reported, not retried here."""
-        out = [self._one(router, clock.now() if now is None else now) for router in self.routers]
+        now = clock.now() if now is None else now
+        out = [self._one(router, now) for router in self.routers]
+        out += [self._from_accounting(name, address, now) for name, address in self.accounting_routers]
         for drift in out:
             self.last[drift.router] = drift
         return out
@@ -112,4 +131,24 @@ class Readback:
             log.warning("router %s read-back: %d online, %d cut queued, %d logged back in, %d accounting "
                         "session(s) ended, %d by other users", router.name, drift.online, len(drift.cut),
                         len(drift.logged_in), drift.ended, len(drift.foreign))
+        return drift
+
+    def _from_accounting(self, name: str, address: str, now: float) -> Drift:
+        drift = Drift(name, now)
+        site = self.router_sites.get(name)
+        rows = list(AcctSession.select(AcctSession.id, AcctSession.mac, AcctSession.updated_at)
+                    .where(AcctSession.online, AcctSession.nas == address))
+        quiet = [r.id for r in rows if now - r.updated_at > self.quiet_after]
+        if quiet:
+            drift.ended = (AcctSession.update(online=False, stopped_at=now, terminate_cause="Lost-Service")
+                           .where(AcctSession.id.in_(quiet)).execute())
+        live = [r for r in rows if r.id not in quiet and r.mac]
+        drift.online = len({r.mac for r in live})
+        for mac in sorted({r.mac for r in live}):
+            if access.authorize(mac, now=now, site=site) is None and disconnects.enqueue(
+                    mac, [name], entitlement_id=None, reason="read-back: online, no time", now=now):
+                drift.cut.append(mac)
+        if drift.corrections:
+            log.warning("router %s read-back (accounting): %d online, %d cut queued, %d quiet session(s) ended",
+                        name, drift.online, len(drift.cut), drift.ended)
         return drift

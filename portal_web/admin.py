@@ -699,7 +699,7 @@ def health():
     checks = health_live.run(_hotspot(), site=scope())
     worst = next((s for s in ("fail", "warn") if any(c.state == s for c in checks)), "ok")
     return render_template("admin/health.html", checks=checks, worst=worst,
-                           readback=_hotspot().readback is not None and bool(_hotspot().api_routers))
+                           readback=_hotspot().readback is not None and _hotspot().readback.covers())
 
 
 @bp.post("/health/readback")
@@ -707,8 +707,8 @@ def health_readback():
     """Read the routers back now: the job runs on the scheduler's thread, never on this request's."""
     hs = _hotspot()
     if hs.scheduler is None or hs.readback is None or not hs.scheduler.has("readback"):
-        flash("The read-back is not running here ([scheduler] readback_every_seconds = 0, or no MikroTik "
-              "is read over its API).", "error")
+        flash("The read-back is not running here ([scheduler] readback_every_seconds = 0, or no router to read "
+              "back: a MikroTik over its API, a CoovaChilli from its accounting).", "error")
     else:
         hs.scheduler.wake("readback")
         flash("Reading the routers back now; check again in a few seconds.", "ok")

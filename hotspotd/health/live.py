@@ -74,7 +74,7 @@ def run(hotspot, now: float | None = None, site: Sites = None) -> list[Check]:
     checks += _router_checks(hotspot, answers, routers, ids is not None)
     checks += [_radius_check(hotspot, now), _scheduler_check(hotspot), _disconnect_check(None if ids is None else names),
                _clock_check(hotspot, now), _storage_check(hotspot)]
-    if hotspot.readback is not None and any(r.name in names for r in hotspot.api_routers):
+    if hotspot.readback is not None and any(name in names for name in hotspot.readback.names()):
         checks.append(_readback_check(hotspot, names))
     return checks
 

@@ -79,3 +79,24 @@ def test_a_router_that_cannot_be_read_is_reported_and_nothing_is_changed(hs):
 def test_the_job_is_scheduled_with_its_interval(make_hotspot):
     assert make_hotspot().scheduler.has("readback")
     assert not make_hotspot(scheduler={"readback_every_seconds": 0}).scheduler.has("readback")
+
+
+COOVA = {"name": "coova-1", "kind": "coova", "address": "127.0.0.9", "coa_port": 3799, "secret": "testing123",
+         "uamsecret": "u"}
+
+
+def test_a_coovachilli_is_read_back_from_its_accounting(make_hotspot):
+    from hotspotd import clock
+    hs = make_hotspot(scheduler={"enabled": False}, routers=[COOVA])
+    assert "coova-1" in hs.readback.names()
+    now = clock.now()
+    give_time(PAID)
+    for n, (mac, updated) in enumerate(((UNPAID, now - 30), (PAID, now - 30), (GONE, now - 3600))):
+        AcctSession.create(nas="127.0.0.9", acct_session_id=f"1796{n:014d}", mac=mac, started_at=updated,
+                           updated_at=updated)
+    drift = next(d for d in hs.readback.run() if d.router == "coova-1")
+    assert drift.cut == [UNPAID] and drift.ended == 1 and drift.online == 2
+    assert Disconnect.get(Disconnect.mac == UNPAID).router == "coova-1"           # a Disconnect-Request queued
+    assert not Disconnect.select().where(Disconnect.mac == PAID).exists()         # paid: left alone
+    assert AcctSession.get(AcctSession.mac == GONE).terminate_cause == "Lost-Service"   # no Interim for an hour
+    assert make_hotspot(routers=[COOVA]).scheduler.has("readback")               # scheduled for a chilli alone
