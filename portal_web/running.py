@@ -3,7 +3,8 @@
 ``create_app(hotspot)`` keeps the :class:`hotspotd.service.daemon.Hotspot` in the app's config.
 Views use only these of it: ``config`` (read per request, so a reload reaches them), ``venues``
 (:mod:`hotspotd.venues`), ``payments`` (:class:`hotspotd.payments.PaymentService`), ``cut_off``
-(queue a cut at the routers), ``callback_token``, ``metrics``, and the health page's reading
+(queue a cut at the routers), ``opennds`` (the openNDS gateways:
+:class:`hotspotd.routers.opennds.Gateways`), ``callback_token``, ``metrics``, and the health page's reading
 (:func:`hotspotd.health.live.run`).
 """
 from __future__ import annotations
