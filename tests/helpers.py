@@ -5,6 +5,7 @@ conftest.py holds the fixtures; this holds the plain helpers and constants they 
 from __future__ import annotations
 
 import html
+import json
 import io
 import os
 import re
@@ -383,6 +384,8 @@ DESKTOP = {"viewport": {"width": 1366, "height": 768}, "locale": "en-KE"}
 NDS_CLIENT, NDS_GATEWAY, NDS_UPSTREAM = "hndscl", "hndsgw", "hndsup"
 NDS_CLIENT_IP, NDS_GW_LAN, NDS_GW_WAN, NDS_UP_IP = "10.231.1.10", "10.231.1.1", "10.231.2.1", "10.231.2.2"
 NDS_CLIENT_MAC = "02:31:01:00:00:10"
+NDS_FASKEY = "hnds0123456789abcdef0123456789ab"
+NDS_ORIGIN = f"http://{NDS_UP_IP}/page?x=1"
 UPSTREAM_BODY = "UPSTREAM-INTERNET-OK"
 _CLONE_NEWNET = 0x40000000
 _UPSTREAM_SERVER = (
@@ -500,7 +503,7 @@ class OpenNDSLab:
 
     def __init__(self, run: Path):
         self.run, self.gateway = run, None
-        self.agent = self.upstream = None
+        self.agent = self.upstream = self.keepalive = self.stop_tls = None
 
     # --- namespaces ---------------------------------------------------------------------
     @staticmethod
@@ -542,6 +545,13 @@ class OpenNDSLab:
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: self.ns(NDS_GATEWAY, "curl", "-s", "-m", "2", f"http://{NDS_UP_IP}/", check=False).stdout
                  == UPSTREAM_BODY, 10, 0.2)
+        # openNDS's watchdog (libopennds.sh gatewayroute) exits when the upstream gateway has no
+        # REACHABLE/STALE/DELAY neighbour entry ("Unable to get routing configuration"): a real WAN
+        # always has traffic; here a request a second keeps the entry fresh (no ping on this image)
+        keep = f"while sleep 1; do curl -s -m 1 -o /dev/null http://{NDS_UP_IP}/generate_204; done"
+        self.keepalive = subprocess.Popen(["ip", "netns", "exec", NDS_GATEWAY, "sh", "-c", keep],
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL)
 
     @staticmethod
     def ns(ns: str, *argv: str, timeout: float = 20, check: bool = True) -> subprocess.CompletedProcess:
@@ -628,10 +638,14 @@ class OpenNDSLab:
     def teardown(self) -> None:
         """Idempotent: everything started or made above is gone afterwards."""
         self.stop_gateway()
-        if self.upstream is not None:
-            self.upstream.kill()
-            self.upstream.wait(5)
-            self.upstream = None
+        if self.stop_tls is not None:
+            self.stop_tls()
+            self.stop_tls = None
+        for proc in (self.upstream, self.keepalive):
+            if proc is not None:
+                proc.kill()
+                proc.wait(5)
+        self.upstream = self.keepalive = None
         for ns in (NDS_CLIENT, NDS_GATEWAY, NDS_UPSTREAM):
             pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
             for pid in pids:
@@ -640,3 +654,47 @@ class OpenNDSLab:
                 except (ProcessLookupError, ValueError):
                     pass
             sh("ip", "netns", "del", ns, check=False)
+
+
+def nds_router(level: int) -> dict:
+    return {"name": "venue-1", "kind": "opennds", "address": NDS_GW_LAN, "faskey": NDS_FASKEY,
+            "fas_secure_enabled": level, "gateway_interface": "lan0", "poll_seconds": 1}
+
+
+def nds_router_config(tmp_path, level: int, public_url: str, fmt: str) -> str:
+    """What `hotspotd router-config opennds --format FMT` prints, taken as it is."""
+    r = nds_router(level)
+    toml = tmp_path / "hotspotd.toml"
+    toml.write_text(f'[portal]\npublic_url = "{public_url}"\n[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n'
+                    "[[routers]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in r.items()))
+    out = subprocess.run([sys.executable, "-c", "import sys; from hotspotd.service.cli import main; sys.exit(main())",
+                          "--config", str(toml), "router-config", "opennds", "--format", fmt],
+                         capture_output=True, text=True, timeout=60, check=True)
+    return out.stdout
+
+
+def start_opennds(lab, make_hotspot, tmp_path, level: int):
+    """A Hotspot (and at level 3 an HTTPS forwarder) in the upstream namespace, and openNDS on the
+    gateway with the Debian config (and agent) `hotspotd router-config opennds` prints. (Hotspot, portal URL)"""
+    public = f"https://{NDS_UP_IP}:8443" if level == 3 else f"http://{NDS_UP_IP}:8080"
+    hs = in_netns(NDS_UPSTREAM, lambda: make_hotspot(portal={"listen": f"{NDS_UP_IP}:8080", "public_url": public},
+                                                      routers=[nds_router(level)]))
+    ca = None
+    if level == 3:
+        cert, key = lab.certificate()
+        lab.stop_tls = in_netns(NDS_UPSTREAM, lambda: tls_forwarder((NDS_UP_IP, 8443), (NDS_UP_IP, 8080), cert, key))
+        ca = cert
+    lab.start_gateway(nds_router_config(tmp_path, level, public, "debian"),
+                      nds_router_config(tmp_path, level, public, "agent") if level == 3 else None, ca)
+    return hs, public
+
+
+def opennds_lab(tmp_path):
+    """For a fixture (``yield from``): the lab built, torn down afterwards whatever happened."""
+    OpenNDSLab.require_netns()
+    lab = OpenNDSLab(tmp_path)
+    try:
+        lab.build()
+        yield lab
+    finally:
+        lab.teardown()

@@ -7,8 +7,6 @@ and say so. Every wait is bounded; the namespaces and processes are removed afte
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from urllib.parse import unquote
 
 import pytest
@@ -16,54 +14,16 @@ import pytest
 from hotspotd import access, clock
 from hotspotd.routers import opennds
 from hotspotd.storage.models import Entitlement, Package
-from tests.helpers import (NDS_CLIENT_MAC, NDS_GW_LAN, NDS_UP_IP, NDS_UPSTREAM, OpenNDSLab, give_time, in_netns,
-                           tls_forwarder, wait_for)
+from tests.helpers import (NDS_CLIENT_MAC, NDS_FASKEY, NDS_GW_LAN, NDS_ORIGIN, NDS_UP_IP, give_time, opennds_lab,
+                           start_opennds, wait_for)
 
 pytestmark = pytest.mark.slow
-FASKEY = "hnds0123456789abcdef0123456789ab"
-ORIGIN = f"http://{NDS_UP_IP}/page?x=1"
+FASKEY, ORIGIN = NDS_FASKEY, NDS_ORIGIN
 
 
 @pytest.fixture
 def lab(tmp_path):
-    OpenNDSLab.require_netns()
-    lab = OpenNDSLab(tmp_path)
-    try:
-        lab.build()
-        yield lab
-    finally:
-        lab.teardown()
-
-
-def router(level: int) -> dict:
-    return {"name": "venue-1", "kind": "opennds", "address": NDS_GW_LAN, "faskey": FASKEY,
-            "fas_secure_enabled": level, "gateway_interface": "lan0", "poll_seconds": 1}
-
-
-def router_config(tmp_path, level: int, public_url: str, fmt: str) -> str:
-    """What `hotspotd router-config opennds --format FMT` prints, taken as it is."""
-    r = router(level)
-    toml = tmp_path / "hotspotd.toml"
-    toml.write_text(f'[portal]\npublic_url = "{public_url}"\n[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n'
-                    "[[routers]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in r.items()))
-    out = subprocess.run([sys.executable, "-c", "import sys; from hotspotd.service.cli import main; sys.exit(main())",
-                          "--config", str(toml), "router-config", "opennds", "--format", fmt],
-                         capture_output=True, text=True, timeout=60, check=True)
-    return out.stdout
-
-
-def start(lab, make_hotspot, tmp_path, level: int):
-    public = f"https://{NDS_UP_IP}:8443" if level == 3 else f"http://{NDS_UP_IP}:8080"
-    hs = in_netns(NDS_UPSTREAM, lambda: make_hotspot(portal={"listen": f"{NDS_UP_IP}:8080", "public_url": public},
-                                                      routers=[router(level)]))
-    ca = None
-    if level == 3:
-        cert, key = lab.certificate()
-        lab.stop_tls = in_netns(NDS_UPSTREAM, lambda: tls_forwarder((NDS_UP_IP, 8443), (NDS_UP_IP, 8080), cert, key))
-        ca = cert
-    lab.start_gateway(router_config(tmp_path, level, public, "debian"),
-                      router_config(tmp_path, level, public, "agent") if level == 3 else None, ca)
-    return hs, public
+    yield from opennds_lab(tmp_path)
 
 
 def to_splash(lab, public: str) -> str:
@@ -76,15 +36,8 @@ def to_splash(lab, public: str) -> str:
     return splash
 
 
-@pytest.fixture
-def stop_tls(lab):
-    yield
-    if getattr(lab, "stop_tls", None):
-        lab.stop_tls()
-
-
-def test_level3_redirect_payment_and_expiry_on_time(lab, stop_tls, make_hotspot, tmp_path):
-    hs, public = start(lab, make_hotspot, tmp_path, 3)
+def test_level3_redirect_payment_and_expiry_on_time(lab, make_hotspot, tmp_path):
+    hs, public = start_opennds(lab, make_hotspot, tmp_path, 3)
     assert not lab.online()
     splash = to_splash(lab, public)
     code, _, page = lab.curl(splash)
@@ -103,8 +56,8 @@ def test_level3_redirect_payment_and_expiry_on_time(lab, stop_tls, make_hotspot,
     assert lab.client_state() != "Authenticated"
 
 
-def test_level3_returning_device_and_owners_disconnect(lab, stop_tls, make_hotspot, tmp_path):
-    hs, public = start(lab, make_hotspot, tmp_path, 3)
+def test_level3_returning_device_and_owners_disconnect(lab, make_hotspot, tmp_path):
+    hs, public = start_opennds(lab, make_hotspot, tmp_path, 3)
     ent = give_time(NDS_CLIENT_MAC, seconds=3600)
     splash = to_splash(lab, public)
     code, _, page = lab.curl(splash)          # "welcome back": queued for authmon
@@ -120,7 +73,7 @@ def test_level3_returning_device_and_owners_disconnect(lab, stop_tls, make_hotsp
 
 
 def test_level1_redirect_and_authorisation_by_the_browser(lab, make_hotspot, tmp_path):
-    hs, public = start(lab, make_hotspot, tmp_path, 1)
+    hs, public = start_opennds(lab, make_hotspot, tmp_path, 1)
     to_splash(lab, public)
     give_time(NDS_CLIENT_MAC, seconds=600)
     code, fas_url, _ = lab.curl(ORIGIN)
