@@ -451,16 +451,20 @@ def tls_forwarder(listen: tuple[str, int], target: tuple[str, int], certfile: st
         try:
             raw.settimeout(10)
             tls = context.wrap_socket(raw, server_side=True)
-            back = socket.create_connection(target, timeout=10)
         except (OSError, ssl.SSLError):
             raw.close()
             return
+        try:
+            back = socket.create_connection(target, timeout=10)
+        except OSError:
+            tls.close()
+            return
         other = {tls: back, back: tls}
         try:
-            while not stopping.is_set():
-                ready = [tls] if tls.pending() else select.select([tls, back], [], [], 30)[0]
-                if not ready:
-                    break
+            idle = 0
+            while not stopping.is_set() and idle < 30:
+                ready = [tls] if tls.pending() else select.select([tls, back], [], [], 1)[0]
+                idle = 0 if ready else idle + 1
                 for sock in ready:
                     data = sock.recv(65536)
                     if not data:
