@@ -400,6 +400,8 @@ def opennds_config(cfg: Config, *, portal_url: str | None = None, router: str | 
         out = ["# hotspotd: openNDS settings, Debian format, as /etc/opennds/opennds.conf",
                f"# Made by hotspotd router-config from {cfg.source} for the router {chosen.name}.",
                f"# The customer's page is {root}, served by hotspotd.",
+               *(["# WARNING: level 1 has no channel back to this gateway: sessions last as long as its own",
+                  "# session setting allows, and hotspotd cannot end them early. Prefer level 3."] if level == 1 else []),
                *[f"{k} {v}" for k, v in options],
                f"#nat_traversal_poll_interval {chosen.poll_seconds}",
                "FirewallRuleSet authenticated-users {", "}",
@@ -417,8 +419,8 @@ def opennds_config(cfg: Config, *, portal_url: str | None = None, router: str | 
               "# and the deauth agent: `hotspotd router-config opennds --format agent` > /etc/opennds/hotspotd-agent.sh,",
               "# started after openNDS (e.g. from /etc/rc.local: sh /etc/opennds/hotspotd-agent.sh &)."]
              if level == 3 else
-             ["# Level 1 has no channel back to the gateway: the owner's disconnect cannot reach it, and",
-              "# sessions last the gateway's sessiontimeout. Prefer fas_secure_enabled 3."]),
+             ["# WARNING: level 1 has no channel back to the gateway: the owner's disconnect cannot reach it,",
+              "# and sessions last the gateway's sessiontimeout. Prefer fas_secure_enabled 3."]),
            "", "config opennds", "\toption enabled '1'",
            *[f"\toption {k} '{v}'" for k, v in options],
            f"\toption nat_traversal_poll_interval '{chosen.poll_seconds}'",

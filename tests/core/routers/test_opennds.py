@@ -193,3 +193,14 @@ def test_level3_needs_https(tmp_path):
     data["portal"]["public_url"] = "http://10.231.2.2:8080"
     with pytest.raises(ValueError, match="https"):
         opennds_config(from_dict(data, "t.toml"), fmt="debian")
+
+
+def test_level1_config_warns_that_hotspotd_cannot_end_sessions(tmp_path):
+    data = routers_cfg(tmp_path, fas_secure_enabled=1)
+    data["portal"]["public_url"] = "http://10.231.2.2:8080"
+    cfg = from_dict(data, "t.toml")
+    for fmt in ("debian", "uci"):
+        text = opennds_config(cfg, fmt=fmt)
+        assert "# WARNING: level 1" in text and "fas_secure_enabled" in text
+    debian = opennds_config(cfg, fmt="debian")
+    assert not any("sessiontimeout " in line for line in debian.splitlines())   # awk would read a comment
