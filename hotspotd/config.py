@@ -172,7 +172,7 @@ ARRAY_SCHEMA: dict[str, dict[str, Option]] = {
     },
     "routers": {
         "name": Option(None, str, "a name for the owner"),
-        "kind": Option("mikrotik", str, "mikrotik | coova", ("mikrotik", "coova")),
+        "kind": Option("mikrotik", str, "mikrotik | coova | opennds", ("mikrotik", "coova", "opennds")),
         "address": Option(None, str, "router address"),
         "api_port": Option(8728, int, "RouterOS API port (8729 for TLS)"),
         "user": Option("", str, "API user"),
@@ -189,6 +189,12 @@ ARRAY_SCHEMA: dict[str, dict[str, Option]] = {
         "source_address": Option("", str, "this server's address Disconnect/CoA-Requests to the router are sent from "
                                  "(empty: [radius] listen when it is one address, else the system's choice); "
                                  "CoovaChilli drops requests from any address but its RADIUS server's"),
+        "faskey": Option("", str, "openNDS: the shared faskey (16-32 letters and digits)"),
+        "fas_secure_enabled": Option(3, int, "openNDS: 3 (HTTPS FAS, authmon; production) or 1 (base64, no PHP)",
+                                     (1, 3)),
+        "fas_address": Option("", str, "openNDS: hotspotd's IP as the gateway reaches it (empty: the portal URL's host)"),
+        "gateway_interface": Option("br-lan", str, "openNDS: the interface its clients are on"),
+        "poll_seconds": Option(5, int, "openNDS: how often authmon and the deauth agent ask hotspotd (1-59)"),
     },
     "sites": {
         "id": Option(None, str, "short name (a-z, 0-9, -) used in the router's login page and the database"),
@@ -254,10 +260,18 @@ class Router:
     uamsecret: str
     site: str = "default"
     source_address: str = ""
+    faskey: str = ""
+    fas_secure_enabled: int = 3
+    fas_address: str = ""
+    gateway_interface: str = "br-lan"
+    poll_seconds: int = 5
 
     @property
     def disconnect_method(self) -> str:
-        """``api`` (RouterOS API) or ``coa`` (RFC 5176 Disconnect-Request)."""
+        """``api`` (RouterOS API), ``coa`` (RFC 5176 Disconnect-Request) or ``agent`` (openNDS:
+        hotspotd's deauth agent on the gateway)."""
+        if self.kind == "opennds":
+            return "agent"
         if self.disconnect != "auto":
             return self.disconnect
         return "api" if self.kind == "mikrotik" else "coa"
@@ -499,7 +513,7 @@ def _check_table(source: str, table: str, options: dict[str, Option], given: dic
             raise ConfigError(source, table, key,
                               f"expected {_type_word(want)}, got {value!r}; {opt.help}")
         if opt.choices and value not in opt.choices:
-            raise ConfigError(source, table, key, f"{value!r} is not one of {', '.join(opt.choices)}")
+            raise ConfigError(source, table, key, f"{value!r} is not one of {', '.join(map(str, opt.choices))}")
         values[key] = value
     return values
 
@@ -627,6 +641,9 @@ def _check_semantics(cfg: Config) -> None:
             except ValueError:
                 raise ConfigError(src, "routers", "source_address", f"router {r.name!r}: {r.source_address!r} is not "
                                   "an IP address of this server") from None
+        if r.kind == "opennds":
+            _check_opennds(src, r)
+            continue
         if r.kind == "coova" and r.disconnect == "api":
             raise ConfigError(src, "routers", "disconnect", f"router {r.name!r}: CoovaChilli has no RouterOS API; use \"coa\"")
         if r.tls_ca and not os.path.isfile(r.tls_ca):
@@ -634,6 +651,34 @@ def _check_semantics(cfg: Config) -> None:
         if r.disconnect_method == "coa" and not (r.secret or cfg.radius_client_secret(r.address)):
             raise ConfigError(src, "routers", "secret", f"router {r.name!r}: Disconnect-Request needs a secret "
                               "(here or in a [[radius.clients]] entry covering its address)")
+
+
+OPENNDS_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+FASKEY_RE = re.compile(r"[A-Za-z0-9]{16,32}")
+INTERFACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+
+
+def _check_opennds(src: str, r: Router) -> None:
+    if not OPENNDS_NAME_RE.fullmatch(r.name):
+        raise ConfigError(src, "routers", "name", f"router {r.name!r}: openNDS's gatewayname is the router's name; "
+                          "use letters, digits and - _ . only (it names the gateway in authmon's requests)")
+    if not FASKEY_RE.fullmatch(r.faskey):
+        raise ConfigError(src, "routers", "faskey", f"router {r.name!r}: openNDS needs a faskey of 16-32 letters and "
+                          "digits (the AES key and the rhid secret); e.g. the output of `openssl rand -hex 16`")
+    if r.fas_address and not _is_ip(r.fas_address):
+        raise ConfigError(src, "routers", "fas_address", f"router {r.name!r}: {r.fas_address!r} is not an IP address")
+    if not INTERFACE_RE.fullmatch(r.gateway_interface):
+        raise ConfigError(src, "routers", "gateway_interface", f"router {r.name!r}: not an interface name")
+    if not 1 <= r.poll_seconds <= 59:
+        raise ConfigError(src, "routers", "poll_seconds", f"router {r.name!r}: must be 1-59 seconds")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def callback_url_problem(url: str, environment: str) -> str | None:

@@ -354,3 +354,109 @@ def _ros(value: str) -> str:
         else:
             out.extend(f"\\{b:02X}" for b in ch.encode())
     return '"' + "".join(out) + '"'
+
+
+# --- openNDS ------------------------------------------------------------------------------
+#: what the agent and authmon read from the config with ``awk -F"<option> "``: comments in the
+#: Debian file must never hold an option name followed by a space (reference/opennds.md P5)
+OPENNDS_FORMATS = ("uci", "debian", "agent")
+
+
+def opennds_config(cfg: Config, *, portal_url: str | None = None, router: str | Router | None = None,
+                   fmt: str = "uci") -> str:
+    """openNDS settings with hotspotd as its FAS: ``uci`` (OpenWrt ``/etc/config/opennds``),
+    ``debian`` (``/etc/opennds/opennds.conf``, the legacy ``option value`` format) or ``agent``
+    (hotspotd's deauth agent, a POSIX shell script for ``/etc/opennds/hotspotd-agent.sh``)."""
+    if fmt not in OPENNDS_FORMATS:
+        raise ValueError(f"--format {fmt!r}: one of {', '.join(OPENNDS_FORMATS)}")
+    chosen = _router(cfg, "opennds", router)
+    if chosen is None:
+        raise ValueError(f'no [[routers]] entry of kind "opennds" in {cfg.source}: add one with name, address, '
+                         "faskey (e.g. `openssl rand -hex 16`) and fas_secure_enabled")
+    portal_url = portal_url or cfg.portal.public_url
+    root, host, host_ip, port = _portal(portal_url)
+    scheme = urlsplit(root).scheme
+    level = chosen.fas_secure_enabled
+    if level == 3 and scheme != "https":
+        raise ValueError(f"portal URL {portal_url}: fas_secure_enabled 3 needs an https portal URL with a "
+                         "certificate the gateway trusts (authmon's PHP checks it)")
+    if level == 1 and scheme != "http":
+        raise ValueError(f"portal URL {portal_url}: openNDS uses https only at fas_secure_enabled 3")
+    fas_ip = _ip(chosen.fas_address) if chosen.fas_address else host_ip
+    if fas_ip is None:
+        raise ValueError(f"the portal URL's host {host} is a name: set fas_address in the [[routers]] entry "
+                         f'"{chosen.name}" to the IP the gateway reaches hotspotd at (its firewall needs an IP)')
+    path = urlsplit(root).path + f"opennds/{chosen.name}/"
+    options = [("gatewayinterface", chosen.gateway_interface), ("gatewayname", chosen.name),
+               ("enable_serial_number_suffix", "0"), ("gatewayfqdn", "disable"), ("dhcp_default_url_enable", "0"),
+               ("login_option_enabled", "0"), ("fasremoteip", str(fas_ip)),
+               *([("fasremotefqdn", host)] if host_ip is None else []), ("fasport", str(port)), ("faspath", path),
+               ("fas_secure_enabled", str(level)), ("faskey", chosen.faskey), ("checkinterval", "10"),
+               ("debuglevel", "1")]
+    if fmt == "agent":
+        return _opennds_agent(chosen)
+    if fmt == "debian":
+        # no comment here may name an option: the scripts read this file with awk -F"<option> "
+        out = ["# hotspotd: openNDS settings, Debian format, as /etc/opennds/opennds.conf",
+               f"# Made by hotspotd router-config from {cfg.source} for the router {chosen.name}.",
+               f"# The customer's page is {root}, served by hotspotd.",
+               *(["# WARNING: level 1 has no channel back to this gateway: sessions last as long as its own",
+                  "# session setting allows, and hotspotd cannot end them early. Prefer level 3."] if level == 1 else []),
+               *[f"{k} {v}" for k, v in options],
+               f"#nat_traversal_poll_interval {chosen.poll_seconds}",
+               "FirewallRuleSet authenticated-users {", "}",
+               "FirewallRuleSet preauthenticated-users {", "}",
+               "FirewallRuleSet users-to-router {",
+               "    FirewallRule allow udp port 53", "    FirewallRule allow tcp port 53",
+               "    FirewallRule allow udp port 67", "}"]
+        return "\n".join(out) + "\n"
+    out = ["# hotspotd: openNDS settings for OpenWrt, /etc/config/opennds (then: service opennds restart)",
+           f"# Made by `hotspotd router-config opennds` from {cfg.source} (router \"{chosen.name}\").",
+           f"# hotspotd is openNDS's FAS at fas_secure_enabled {level}; the customer's page is {root}.",
+           "# Walled garden: openNDS lets unpaid clients reach fasremoteip:fasport (the splash page) and",
+           "# nothing else. M-Pesa needs no entry: the STK prompt reaches the phone over the mobile network.",
+           *(["# Level 3 needs php-cli and php-openssl on the router (opkg install php8-cli php8-mod-openssl),",
+              "# and the deauth agent: `hotspotd router-config opennds --format agent` > /etc/opennds/hotspotd-agent.sh,",
+              "# started after openNDS (e.g. from /etc/rc.local: sh /etc/opennds/hotspotd-agent.sh &)."]
+             if level == 3 else
+             ["# WARNING: level 1 has no channel back to the gateway: the owner's disconnect cannot reach it,",
+              "# and sessions last the gateway's sessiontimeout. Prefer fas_secure_enabled 3."]),
+           "", "config opennds", "\toption enabled '1'",
+           *[f"\toption {k} '{v}'" for k, v in options],
+           f"\toption nat_traversal_poll_interval '{chosen.poll_seconds}'",
+           "\tlist users_to_router 'allow udp port 53'", "\tlist users_to_router 'allow udp port 67'"]
+    return "\n".join(out) + "\n"
+
+
+def _opennds_agent(router: Router) -> str:
+    mac = ":".join(["[0-9a-f][0-9a-f]"] * 6)
+    return f"""#!/bin/sh
+# hotspotd's deauth agent for the openNDS gateway "{router.name}" (openNDS 9.10 has no remote deauth).
+# Every {router.poll_seconds} s it asks hotspotd, over openNDS's own level-3 channel (an HTTPS POST
+# auth_get=custom from libopennds.sh, to the FAS URL in the config), which devices to cut off,
+# runs `ndsctl deauth` for each MAC (nothing else is ever run) and reports them done.
+# Start it after openNDS, as root, e.g. from /etc/rc.local: sh /etc/opennds/hotspotd-agent.sh &
+set -f
+lib=/usr/lib/opennds/libopennds.sh
+while true; do
+    reply=$("$lib" send_to_fas_custom deauth_poll 2>/dev/null)
+    set -- $reply
+    if [ "$1" = "deauth" ]; then
+        shift
+        done_list=""
+        for mac in "$@"; do
+            case "$mac" in
+                {mac}) ;;
+                *) continue ;;
+            esac
+            out=$(ndsctl deauth "$mac" 2>&1)
+            case "$out" in
+                *locked*) continue ;;
+            esac
+            done_list="$done_list $mac"
+        done
+        [ -n "$done_list" ] && "$lib" send_to_fas_custom "deauth_done$done_list" >/dev/null 2>&1
+    fi
+    sleep {router.poll_seconds}
+done
+"""

@@ -49,7 +49,7 @@ def create_app(hotspot) -> Flask:
     # templates say _("..."): Flask-Babel, in the page's language (the splash page's choice)
     Babel(app, locale_selector=i18n.lang, default_translation_directories=str(i18n.TRANSLATIONS))
 
-    from . import admin, api, fastlane, metrics_view, splash
+    from . import admin, api, fastlane, metrics_view, opennds, splash
     admin.configure(app, hotspot)
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
@@ -58,6 +58,7 @@ def create_app(hotspot) -> Flask:
     app.register_blueprint(splash.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(metrics_view.bp)
+    app.register_blueprint(opennds.bp)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

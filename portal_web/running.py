@@ -4,7 +4,8 @@
 Views use only these of it: ``config`` (read per request, so a reload reaches them), ``venues``
 (:mod:`hotspotd.venues`), ``payments`` (:class:`hotspotd.payments.PaymentService`), ``cut_off``
 (queue a cut at the routers), ``extend`` (more time, and
-the new limits to routers that take a CoA-Request), ``callback_token``, ``metrics``, and the health page's reading
+the new limits to routers that take a CoA-Request), ``opennds`` (the openNDS gateways:
+:class:`hotspotd.routers.opennds.Gateways`), ``callback_token``, ``metrics``, and the health page's reading
 (:func:`hotspotd.health.live.run`).
 """
 from __future__ import annotations

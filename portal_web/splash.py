@@ -111,6 +111,7 @@ def index():
         # a returning device with time left: straight back online, by MAC (the router checks the
         # MAC it sees against the one in the login, so a typed-in MAC borrows nobody's time)
         form = router_login.login_form(ctx, mac, "", _hotspot().venues.uamsecret_for(ctx))
+        _hotspot().opennds.admit(mac, site.id)
         return _online_page(grant, form, WELCOME_BACK, ctx=ctx)
     return _render("splash.html", packages=_packages(site), error=None, error_field=None, phone="")
 
@@ -168,6 +169,7 @@ def already_paid():
     except DomainError as exc:      # InvalidPhone, AccessError
         return _refused("paid.html", exc, receipt=receipt, phone=phone_text)
     _hotspot().cut_off(unbound, ent.id, "moved")
+    _hotspot().opennds.admit(mac, site.id)
     form = router_login.login_form(ctx, ent.login_user, ent.login_password,
                                    _hotspot().venues.uamsecret_for(ctx))
     return _online_page(ent, form, ONLINE, MOVED, ctx=ctx)
@@ -185,6 +187,7 @@ def voucher():
         ent = vouchers.redeem(code, _mac(ctx), site=site.id)
     except vouchers.VoucherError as exc:
         return _refused("voucher.html", exc, code=code)
+    _hotspot().opennds.admit(_mac(ctx), site.id)
     form = router_login.login_form(ctx, ent.login_user, ent.login_password,
                                    _hotspot().venues.uamsecret_for(ctx))
     return _online_page(ent, form, ONLINE, VOUCHER_OK, ctx=ctx)

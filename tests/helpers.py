@@ -5,9 +5,11 @@ conftest.py holds the fixtures; this holds the plain helpers and constants they 
 from __future__ import annotations
 
 import html
+import json
 import io
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -402,3 +404,328 @@ def start_chilli(make_hotspot, **tables):
         raise
     nas.radius_server = hs.radius.acct_address
     return nas, hs
+
+
+# --- a real openNDS (Debian's 9.10) in network namespaces -------------------------------------
+# Three namespaces only this suite uses (client, gateway, upstream); every address lives inside them.
+NDS_CLIENT, NDS_GATEWAY, NDS_UPSTREAM = "hndscl", "hndsgw", "hndsup"
+NDS_CLIENT_IP, NDS_GW_LAN, NDS_GW_WAN, NDS_UP_IP = "10.231.1.10", "10.231.1.1", "10.231.2.1", "10.231.2.2"
+NDS_CLIENT_MAC = "02:31:01:00:00:10"
+NDS_FASKEY = "hnds0123456789abcdef0123456789ab"
+NDS_ORIGIN = f"http://{NDS_UP_IP}/page?x=1"
+UPSTREAM_BODY = "UPSTREAM-INTERNET-OK"
+_CLONE_NEWNET = 0x40000000
+_UPSTREAM_SERVER = (
+    "import http.server\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        body = b'' if self.path == '/generate_204' else b'" + UPSTREAM_BODY + "'\n"
+    "        self.send_response(204 if not body else 200); self.send_header('Content-Length', str(len(body)))\n"
+    "        self.end_headers(); self.wfile.write(body)\n"
+    "    def log_message(self, *a): pass\n"
+    "http.server.ThreadingHTTPServer(('" + NDS_UP_IP + "', 80), H).serve_forever()\n")
+
+
+def sh(*argv: str, timeout: float = 20, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a program (bounded); output captured as text."""
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=check)
+
+
+def in_netns(name: str, fn):
+    """Run ``fn`` on a thread that has joined network namespace ``name`` (setns affects that thread
+    only, and every thread it starts, so a Hotspot started there listens inside it). Returns fn()."""
+    import ctypes
+    import threading
+    result: list = []
+
+    def run():
+        libc = ctypes.CDLL(None, use_errno=True)
+        with open(f"/run/netns/{name}") as fh:
+            if libc.setns(fh.fileno(), _CLONE_NEWNET) != 0:
+                result.append(OSError(ctypes.get_errno(), f"setns {name}"))
+                return
+        try:
+            result.append(fn())
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            result.append(exc)
+
+    t = threading.Thread(target=run, name=f"netns-{name}")
+    t.start()
+    t.join(60)
+    if not result:
+        raise AssertionError(f"nothing came back from {name} within 60 s")
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def tls_forwarder(listen: tuple[str, int], target: tuple[str, int], certfile: str, keyfile: str):
+    """HTTPS in front of the portal (openNDS's level 3 wants an https FAS; in production a reverse
+    proxy does this). Returns a stop() callable. Start it with :func:`in_netns`."""
+    import ssl
+    import threading
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certfile, keyfile)
+    server = socket.create_server(listen, reuse_port=False)
+    server.settimeout(0.2)
+    stopping = threading.Event()
+
+    def handle(raw):
+        # one thread per connection, reading and writing both sides itself: an SSL socket must not
+        # be read and written from two threads at once
+        import select
+        try:
+            raw.settimeout(10)
+            tls = context.wrap_socket(raw, server_side=True)
+        except (OSError, ssl.SSLError):
+            raw.close()
+            return
+        try:
+            back = socket.create_connection(target, timeout=10)
+        except OSError:
+            tls.close()
+            return
+        other = {tls: back, back: tls}
+        try:
+            idle = 0
+            while not stopping.is_set() and idle < 30:
+                ready = [tls] if tls.pending() else select.select([tls, back], [], [], 1)[0]
+                idle = 0 if ready else idle + 1
+                for sock in ready:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    other[sock].sendall(data)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            tls.close()
+            back.close()
+
+    def serve():
+        while not stopping.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+        server.close()
+
+    thread = threading.Thread(target=serve, name="tls-forwarder", daemon=True)
+    thread.start()
+
+    def stop():
+        stopping.set()
+        thread.join(5)
+    return stop
+
+
+class OpenNDSLab:
+    """Client, gateway and upstream namespaces, and the real openNDS on the gateway with the
+    configuration and agent ``hotspotd router-config opennds`` printed (used unchanged).
+
+    Debian's 9.10.0-1 needs upstream's iptables-nft fix (openNDS commit 9f623b2): it is applied to a
+    private copy of libopennds.sh bind-mounted in the gateway's own mount namespace, next to its own
+    /etc/opennds, /etc/hosts and /tmp (where a dnsmasq lease line for the client is written: openNDS
+    only admits clients it finds in a lease file). Nothing of the host is changed."""
+
+    def __init__(self, run: Path):
+        self.run, self.gateway = run, None
+        self.agent = self.upstream = self.keepalive = self.stop_tls = None
+
+    # --- namespaces ---------------------------------------------------------------------
+    @staticmethod
+    def require_netns() -> None:
+        """Fail (never skip) where this cannot run: CI runs as root with network namespaces."""
+        problems = []
+        if os.geteuid() != 0:
+            problems.append("not root")
+        for prog in ("ip", "nsenter", "opennds", "ndsctl", "nft", "iptables", "php", "curl", "openssl"):
+            if shutil.which(prog) is None and not Path(f"/usr/bin/{prog}").exists():
+                problems.append(f"{prog} missing (scripts/bootstrap --test installs it)")
+        if not problems:
+            probe = sh("ip", "netns", "add", "hndsprobe", check=False)
+            sh("ip", "netns", "del", "hndsprobe", check=False)
+            if probe.returncode != 0:
+                problems.append(f"network namespaces unavailable: {probe.stderr.strip()}")
+        if problems:
+            pytest.fail("the real openNDS test needs root and network namespaces: " + "; ".join(problems))
+
+    def build(self) -> None:
+        self.teardown()
+        for ns in (NDS_CLIENT, NDS_GATEWAY, NDS_UPSTREAM):
+            sh("ip", "netns", "add", ns)
+            self.ns(ns, "ip", "link", "set", "lo", "up")
+            self.ns(ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+        sh("ip", "link", "add", "hndsc0", "netns", NDS_CLIENT, "address", NDS_CLIENT_MAC, "type", "veth",
+           "peer", "name", "lan0", "netns", NDS_GATEWAY)
+        sh("ip", "link", "add", "wan0", "netns", NDS_GATEWAY, "type", "veth", "peer", "name", "hndsu0",
+           "netns", NDS_UPSTREAM)
+        for ns, dev, addr in ((NDS_CLIENT, "hndsc0", f"{NDS_CLIENT_IP}/24"), (NDS_GATEWAY, "lan0", f"{NDS_GW_LAN}/24"),
+                              (NDS_GATEWAY, "wan0", f"{NDS_GW_WAN}/24"), (NDS_UPSTREAM, "hndsu0", f"{NDS_UP_IP}/24")):
+            self.ns(ns, "ip", "addr", "add", addr, "dev", dev)
+            self.ns(ns, "ip", "link", "set", dev, "up")
+        self.ns(NDS_CLIENT, "ip", "route", "add", "default", "via", NDS_GW_LAN)
+        self.ns(NDS_GATEWAY, "ip", "route", "add", "default", "via", NDS_UP_IP)
+        self.ns(NDS_UPSTREAM, "ip", "route", "add", "10.231.1.0/24", "via", NDS_GW_WAN)
+        self.ns(NDS_GATEWAY, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        self.upstream = subprocess.Popen(["ip", "netns", "exec", NDS_UPSTREAM, sys.executable, "-c", _UPSTREAM_SERVER],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: self.ns(NDS_GATEWAY, "curl", "-s", "-m", "2", f"http://{NDS_UP_IP}/", check=False).stdout
+                 == UPSTREAM_BODY, 10, 0.2)
+        # openNDS's watchdog (libopennds.sh gatewayroute) exits when the upstream gateway has no
+        # REACHABLE/STALE/DELAY neighbour entry ("Unable to get routing configuration"): a real WAN
+        # always has traffic; here a request a second keeps the entry fresh (no ping on this image)
+        keep = f"while sleep 1; do curl -s -m 1 -o /dev/null http://{NDS_UP_IP}/generate_204; done"
+        self.keepalive = subprocess.Popen(["ip", "netns", "exec", NDS_GATEWAY, "sh", "-c", keep],
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL)
+
+    @staticmethod
+    def ns(ns: str, *argv: str, timeout: float = 20, check: bool = True) -> subprocess.CompletedProcess:
+        return sh("ip", "netns", "exec", ns, *argv, timeout=timeout, check=check)
+
+    def certificate(self) -> tuple[str, str]:
+        """A self-signed certificate for the portal's IP (the gateway's PHP is told to trust it)."""
+        cert, key = self.run / "fas.pem", self.run / "fas.key"
+        sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", str(key),
+           "-out", str(cert), "-subj", f"/CN={NDS_UP_IP}", "-addext", f"subjectAltName=IP:{NDS_UP_IP}")
+        return str(cert), str(key)
+
+    # --- the gateway --------------------------------------------------------------------
+    def start_gateway(self, conf: str, agent: str | None = None, ca: str | None = None) -> None:
+        etc = self.run / "etc-opennds"
+        etc.mkdir(exist_ok=True)
+        (etc / "opennds.conf").write_text(conf)
+        if agent is not None:
+            (etc / "hotspotd-agent.sh").write_text(agent)
+        if ca:
+            shutil.copy(ca, etc / "fas-ca.pem")
+        (self.run / "hosts").write_text("127.0.0.1 localhost\n")
+        lib = Path("/usr/lib/opennds/libopennds.sh").read_text()
+        # upstream 9f623b2 ("compatibility with iptables-nft v1.8.8"): no nft base chains before iptables
+        fixed = lib.replace('if [ -z "$input_priority" ]; then', "if false; then").replace(
+            'if [ -z "$forward_priority" ]; then', "if false; then")
+        (self.run / "libopennds.sh").write_text(fixed)
+        (self.run / "libopennds.sh").chmod(0o755)
+        lease = f"{int(time.time()) + 86400} {NDS_CLIENT_MAC} {NDS_CLIENT_IP} hndsclient *"
+        script = (f"mount --bind {etc} /etc/opennds && mount --bind {self.run}/hosts /etc/hosts && "
+                  f"mount --bind {self.run}/libopennds.sh /usr/lib/opennds/libopennds.sh && "
+                  f"mount -t tmpfs tmpfs /tmp && echo '{lease}' > /tmp/dhcp.leases && cd / && exec /usr/bin/opennds -f")
+        env = {**os.environ, **({"SSL_CERT_FILE": "/etc/opennds/fas-ca.pem"} if ca else {})}
+        log = open(self.run / "opennds.log", "wb")
+        self.gateway = subprocess.Popen(["ip", "netns", "exec", NDS_GATEWAY, "bash", "-c", script], env=env,
+                                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_for(lambda: self.ndsctl("status", check=False).returncode == 0 or self.gateway.poll() is not None, 30, 0.3)
+        if self.gateway.poll() is not None:
+            raise AssertionError(f"openNDS exited:\n{(self.run / 'opennds.log').read_text(errors='replace')[-3000:]}")
+        if agent is not None:
+            alog = open(self.run / "agent.log", "wb")
+            self.agent = subprocess.Popen(["nsenter", "-t", str(self.gateway.pid), "-m", "-n", "sh",
+                                           "/etc/opennds/hotspotd-agent.sh"], env=env, stdin=subprocess.DEVNULL,
+                                          stdout=alog, stderr=subprocess.STDOUT)
+            alog.close()
+
+    def ndsctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return sh("nsenter", "-t", str(self.gateway.pid), "-m", "-n", "ndsctl", *args, check=check)
+
+    def client_state(self) -> str | None:
+        """The client's state in ``ndsctl json`` (Preauthenticated, Authenticated), or None."""
+        import json
+        out = self.ndsctl("json", NDS_CLIENT_MAC, check=False).stdout.strip()
+        try:
+            return json.loads(out).get("state") if out.startswith("{") else None
+        except ValueError:
+            return None
+
+    def curl(self, url: str, *extra: str) -> tuple[int, str, str]:
+        """(status, Location, body) of one request from the client, redirects not followed."""
+        r = self.ns(NDS_CLIENT, "curl", "-sS", "-k", "-m", "8", "-o", "-", "-w", "\n%{http_code} %{redirect_url}",
+                    *extra, url, check=False, timeout=15)
+        body, _, tail = r.stdout.rpartition("\n")
+        code, _, location = tail.partition(" ")
+        if not int(code or 0):         # curl's own error instead of a body, for the assertion message
+            body = f"curl exit {r.returncode}: {r.stderr.strip()}"
+        return int(code or 0), location, body
+
+    def online(self) -> bool:
+        return self.curl(f"http://{NDS_UP_IP}/page?x=1")[2] == UPSTREAM_BODY
+
+    def stop_gateway(self) -> None:
+        for proc in (self.agent, self.gateway):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        self.agent = self.gateway = None
+
+    def teardown(self) -> None:
+        """Idempotent: everything started or made above is gone afterwards."""
+        self.stop_gateway()
+        if self.stop_tls is not None:
+            self.stop_tls()
+            self.stop_tls = None
+        for proc in (self.upstream, self.keepalive):
+            if proc is not None:
+                proc.kill()
+                proc.wait(5)
+        self.upstream = self.keepalive = None
+        for ns in (NDS_CLIENT, NDS_GATEWAY, NDS_UPSTREAM):
+            pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), 9)
+                except (ProcessLookupError, ValueError):
+                    pass
+            sh("ip", "netns", "del", ns, check=False)
+
+
+def nds_router(level: int) -> dict:
+    return {"name": "venue-1", "kind": "opennds", "address": NDS_GW_LAN, "faskey": NDS_FASKEY,
+            "fas_secure_enabled": level, "gateway_interface": "lan0", "poll_seconds": 1}
+
+
+def nds_router_config(tmp_path, level: int, public_url: str, fmt: str) -> str:
+    """What `hotspotd router-config opennds --format FMT` prints, taken as it is."""
+    r = nds_router(level)
+    toml = tmp_path / "hotspotd.toml"
+    toml.write_text(f'[portal]\npublic_url = "{public_url}"\n[database]\nurl = "sqlite:///{tmp_path}/cli.db"\n'
+                    "[[routers]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in r.items()))
+    out = subprocess.run([sys.executable, "-c", "import sys; from hotspotd.service.cli import main; sys.exit(main())",
+                          "--config", str(toml), "router-config", "opennds", "--format", fmt],
+                         capture_output=True, text=True, timeout=60, check=True)
+    return out.stdout
+
+
+def start_opennds(lab, make_hotspot, tmp_path, level: int):
+    """A Hotspot (and at level 3 an HTTPS forwarder) in the upstream namespace, and openNDS on the
+    gateway with the Debian config (and agent) `hotspotd router-config opennds` prints. (Hotspot, portal URL)"""
+    public = f"https://{NDS_UP_IP}:8443" if level == 3 else f"http://{NDS_UP_IP}:8080"
+    hs = in_netns(NDS_UPSTREAM, lambda: make_hotspot(portal={"listen": f"{NDS_UP_IP}:8080", "public_url": public},
+                                                      routers=[nds_router(level)]))
+    ca = None
+    if level == 3:
+        cert, key = lab.certificate()
+        lab.stop_tls = in_netns(NDS_UPSTREAM, lambda: tls_forwarder((NDS_UP_IP, 8443), (NDS_UP_IP, 8080), cert, key))
+        ca = cert
+    lab.start_gateway(nds_router_config(tmp_path, level, public, "debian"),
+                      nds_router_config(tmp_path, level, public, "agent") if level == 3 else None, ca)
+    return hs, public
+
+
+def opennds_lab(tmp_path):
+    """For a fixture (``yield from``): the lab built, torn down afterwards whatever happened."""
+    OpenNDSLab.require_netns()
+    lab = OpenNDSLab(tmp_path)
+    try:
+        lab.build()
+        yield lab
+    finally:
+        lab.teardown()

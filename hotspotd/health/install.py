@@ -159,6 +159,11 @@ def _routers(cfg: Config, timeout: float) -> list[Check]:
     out = []
     for r in cfg.routers:
         name = f"router {r.name}"
+        if r.disconnect_method == "agent":
+            out.append(_check(OK, name, f"openNDS at {r.address}: authorised through authmon (level "
+                                        f"{r.fas_secure_enabled}), cut-offs through hotspotd's deauth agent (not probed: "
+                                        "the gateway calls hotspotd, never the reverse)"))
+            continue
         if r.disconnect_method != "api":
             out.append(_check(OK, name, f"{r.kind} at {r.address}: cut-offs by Disconnect-Request to port {r.coa_port} "
                                         "(not probed: a NAS answers only for live sessions)"))

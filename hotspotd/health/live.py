@@ -145,6 +145,10 @@ def _router_checks(hotspot, answers, routers, one_venue: bool = False) -> list[C
     for r in routers:
         key = f"router:{r.name}"
         title = f"Router {r.name}"
+        if r.kind == "opennds":
+            out.append(Check(key, title, "info", f"openNDS at {r.address}: authorised through authmon, cut-offs "
+                                                 "through hotspotd's deauth agent; the gateway calls hotspotd"))
+            continue
         if r.name not in api:
             out.append(Check(key, title, "info", f"{r.kind} at {r.address}: cut-offs by RADIUS Disconnect-Request "
                                                  f"(port {r.coa_port}); configured, not checked from here"))

@@ -83,12 +83,15 @@ def _parser() -> argparse.ArgumentParser:
     ss.add_argument("sites", metavar="ID,ID|all", help="comma-separated [[sites]] ids, or all")
     adm.add_parser("list", help="the accounts")
 
-    rc = sub.add_parser("router-config", help="print router settings for hotspotd (RouterOS script, chilli config)")
-    rc.add_argument("kind", choices=("mikrotik", "coova"))
+    rc = sub.add_parser("router-config", help="print router settings for hotspotd (RouterOS script, chilli config, openNDS config)")
+    rc.add_argument("kind", choices=("mikrotik", "coova", "opennds"))
     rc.add_argument("--router", metavar="NAME", help="a [[routers]] entry (its secret, coa_port, uamsecret)")
     rc.add_argument("--portal-url", metavar="URL", help="splash page as devices reach it (default: [portal] public_url)")
     rc.add_argument("--radius-address", metavar="IP", help="the hotspotd box's address as the router sees it")
     rc.add_argument("--login-html", metavar="FILE", help="mikrotik: also write the hotspot login.html here")
+    rc.add_argument("--format", choices=("uci", "debian", "agent"), default="uci",
+                    help="opennds: OpenWrt's /etc/config/opennds (uci), Debian's /etc/opennds/opennds.conf, "
+                         "or the deauth agent")
 
     rp = sub.add_parser("report", help="a day's revenue, payments and sessions (text, CSV or e-mail)")
     rp.add_argument("--date", default="today", help="YYYY-MM-DD, today or yesterday (Nairobi days)")
@@ -162,7 +165,10 @@ def _check(cfg, path: str | None) -> int:
 
 def _router_config(cfg, args) -> int:
     from .. import router_config
-    make = router_config.mikrotik_script if args.kind == "mikrotik" else router_config.coova_config
+    def opennds(cfg, *, portal_url, radius_address, router):
+        return router_config.opennds_config(cfg, portal_url=portal_url, router=router, fmt=args.format)
+    make = {"mikrotik": router_config.mikrotik_script, "coova": router_config.coova_config,
+            "opennds": opennds}[args.kind]
     try:
         if args.login_html and args.kind != "mikrotik":
             raise ValueError("--login-html is for mikrotik; CoovaChilli uses the portal URL directly")

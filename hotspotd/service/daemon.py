@@ -21,6 +21,7 @@ from ..payments import PaymentService, Policy
 from ..readback import Readback
 from ..routers.logins import ApiLogins
 from ..routers.mikrotik import MikroTikRouter
+from ..routers.opennds import Gateway, Gateways
 from ..scheduler import Scheduler
 from ..storage import db as db_mod, paths
 from ..storage.models import Payment
@@ -54,6 +55,8 @@ class Hotspot:
         self.api_logins: ApiLogins | None = None
         #: what the routers say is online against what was sold (:mod:`hotspotd.readback`)
         self.readback: Readback | None = None
+        #: the openNDS gateways (hotspotd is their FAS): the splash page and authmon reach them here
+        self.opennds = Gateways(())
         self.callback_token = ""
         self.callback_url = ""
         self.timekeeper = Timekeeper()
@@ -132,8 +135,14 @@ class Hotspot:
         return None if grant is None else grant.remaining_seconds
 
     def _build_cutters(self) -> None:
+        gateways = []
         for router in self.routers:
-            if router.disconnect_method == "api":
+            if router.kind == "opennds":
+                gateway = Gateway(router.name, router.faskey, router.fas_secure_enabled, router.site,
+                                  timeout=max(float(router.timeout_seconds), 3.0 * router.poll_seconds))
+                gateways.append(gateway)
+                self.cutters[router.name] = gateway
+            elif router.disconnect_method == "api":
                 context = ssl.create_default_context(cafile=router.tls_ca) if router.tls and router.tls_ca else None
                 mikrotik = MikroTikRouter(router, timeout=float(router.timeout_seconds), ssl_context=context)
                 self.api_routers.append(mikrotik)
@@ -145,11 +154,14 @@ class Hotspot:
                 self.cutters[router.name] = CoaCutter(router.name, router.address, router.coa_port, secret,
                                                       timeout=float(router.timeout_seconds) / 3, retries=2,
                                                       source=config_mod.coa_source(self.config, router))
+        self.opennds = Gateways(gateways)
 
     def login_at_router(self, payment: Payment) -> None:
-        """After payment (the payment service's ``on_success``): the device's API login, queued."""
+        """After payment (the payment service's ``on_success``): the device's API login, queued;
+        at an openNDS gateway, its authorisation for authmon's next poll."""
         if self.api_logins is not None:
             self.api_logins.submit(payment)
+        self.opennds.admit_payment(payment)
 
     def _callback_url(self, portal_url: str) -> str:
         configured = self.config.mpesa.callback_url
