@@ -23,7 +23,10 @@ from urllib.parse import urlsplit
 _OCTAL = re.compile(r"\\([0-7]{3})")
 #: the variables a router's login page hands the splash page (MikroTik and CoovaChilli names)
 ROUTER_VARS = ("mac", "ip", "link-login-only", "link-orig", "chap-id", "chap-challenge",
-               "uamip", "uamport", "challenge", "userurl", "nasid", "error", "site")
+               "uamip", "uamport", "challenge", "userurl", "nasid", "error", "site",
+               # CoovaChilli's answer to a logon, on its redirect back: res=success|already|failed|logoff|notyet,
+               # reply (the Reject's Reply-Message), timeleft (seconds), uid
+               "res", "reply", "timeleft", "uid")
 
 
 @dataclass(frozen=True)

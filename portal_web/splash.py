@@ -28,6 +28,11 @@ STATUS_OF_REFUSAL = {"mpesa_unavailable": 502, "cannot_record": 503, "storage_bu
 #: the headings of the online page
 ONLINE = N_("You are online")
 WELCOME_BACK = N_("Welcome back, you still have time")
+#: the router refused the login it was sent (CoovaChilli's res=failed, with its Reply-Message)
+REFUSED_WITH_TIME = N_("The Wi-Fi did not let this device in (it says: %(reply)s). Press \"Connect now\" to try "
+                       "again; if it keeps failing, please tell the staff.")
+REFUSED_NO_TIME = N_("The Wi-Fi did not let this device in (it says: %(reply)s). Choose a package to buy time, or "
+                     "use \"Already paid?\" if you have paid.")
 MOVED = N_("Your time is now on this device.")
 VOUCHER_OK = N_("Voucher accepted.")
 
@@ -82,7 +87,7 @@ def _packages(site: Site):
 
 
 def _online_page(grant_or_ent, form: router_login.LoginForm | None, title: str, note: str | None = None,
-                 ctx: dict | None = None):
+                 ctx: dict | None = None, refused: str | None = None):
     """``title``, ``note``: message ids (:data:`ONLINE`, :data:`MOVED`, ...)."""
     if isinstance(grant_or_ent, access.Grant):
         seconds, data_left, until = grant_or_ent.remaining_seconds, grant_or_ent.bytes_left, grant_or_ent.expires_at
@@ -93,7 +98,8 @@ def _online_page(grant_or_ent, form: router_login.LoginForm | None, title: str, 
         data_left = access.bytes_left(ent)
         package = ent.package.name
     return _render("online.html", ctx=ctx, title=title, note=note, package=package,
-                   seconds=seconds, data_left=data_left, until=clock.local(until).strftime("%H:%M"), login=form)
+                   seconds=seconds, data_left=data_left, until=clock.local(until).strftime("%H:%M"), login=form,
+                   refused=refused)
 
 
 @bp.errorhandler(429)
@@ -107,13 +113,20 @@ def index():
     site = _site(ctx)
     mac = _mac(ctx)
     grant = access.authorize(mac, site=site.id) if mac else None
+    res, lang = ctx.get("res"), i18n.lang()
+    reply = ctx.get("reply") or ctx.get("error") or i18n.t(N_("no reason given"), lang)
     if grant is not None:
+        if res in ("success", "already"):
+            # the router (CoovaChilli) says this device is logged in: no second logon from this page
+            return _online_page(grant, None, ONLINE, ctx=ctx)
         # a returning device with time left: straight back online, by MAC (the router checks the
         # MAC it sees against the one in the login, so a typed-in MAC borrows nobody's time)
         form = router_login.login_form(ctx, mac, "", _hotspot().venues.uamsecret_for(ctx))
         _hotspot().opennds.admit(mac, site.id)
-        return _online_page(grant, form, WELCOME_BACK, ctx=ctx)
-    return _render("splash.html", packages=_packages(site), error=None, error_field=None, phone="")
+        refused = i18n.t(REFUSED_WITH_TIME, lang, reply=reply) if res == "failed" else None
+        return _online_page(grant, form, WELCOME_BACK, ctx=ctx, refused=refused)
+    error = i18n.t(REFUSED_NO_TIME, lang, reply=reply) if res == "failed" else None
+    return _render("splash.html", packages=_packages(site), error=error, error_field=None, phone="")
 
 
 @bp.post("/pay")

@@ -175,3 +175,27 @@ def test_per_client_limits_count_each_device_behind_chillis_nat(make_hotspot, ht
     assert codes[0] != 429 and codes[1] != 429, codes
     assert codes[2] == 429, "the same device still has its limit"
     # from an address that is no chilli, naming another MAC buys no fresh allowance (tests/portal_web/test_fastlane.py)
+
+
+# CoovaChilli's redirect back after a logon (../shared/reference/routers.md: res=success|already|failed, reply)
+CHILLI = {"mac": "00-16-3E-11-22-44", "ip": "10.1.0.7", "uamip": "10.1.0.1", "uamport": "3990",
+          "challenge": "0123456789abcdef0123456789abcdef", "nasid": "chilli"}
+
+
+def test_chillis_answer_to_the_logon_is_read(hotspot, http):
+    # res=failed with the Reject's Reply-Message: said, with the next step; the login is offered again
+    give_time("00:16:3E:11:22:44")
+    page = http.get(f"{hotspot.portal_url}/", params={**CHILLI, "res": "failed", "reason": "reject",
+                                                       "reply": "Session limit reached", "lang": "en"}).text
+    assert 'id="router-refused"' in page and "it says: Session limit reached" in page
+    assert 'id="router-login"' in page and "Connect now" in page
+    # res=success / already: chilli has the device online; the page sends no second logon
+    for res in ("success", "already"):
+        page = http.get(f"{hotspot.portal_url}/", params={**CHILLI, "res": res, "timeleft": "3500"}).text
+        assert "You are online" in page and 'id="router-login"' not in page and 'id="router-refused"' not in page
+
+
+def test_a_refused_logon_without_time_says_so_in_kiswahili(hotspot, http):
+    page = http.get(f"{hotspot.portal_url}/", params={**CHILLI, "res": "failed", "lang": "sw"}).text
+    assert 'id="pay-error"' in page and "Wi-Fi haikuruhusu kifaa hiki kuingia (inasema: haikutoa sababu)" in page
+    assert "Umeshalipa?" in page                                       # the next step is on the page
