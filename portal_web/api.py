@@ -211,16 +211,26 @@ def voucher():
     return jsonify(_session_body(ent, i18n.t(N_("Voucher accepted."), _lang())))
 
 
-def router_login_form(payment: Payment) -> router_login.LoginForm | None:
+def router_login_form(payment: Payment, mac: str | None = None) -> router_login.LoginForm | None:
     """How the paying browser logs in at the router, for the device that paid only (the
-    credentials of a session are not for whoever learns its CheckoutRequestID)."""
-    if not _paid_from(payment, request.remote_addr):
+    credentials of a session are not for whoever learns its CheckoutRequestID); ``mac``: the
+    router's ``mac`` variable of the asking page."""
+    if not _paid_from(payment, request.remote_addr, mac, _hotspot()):
         return None
     return _login_form(payment, access.entitlement_of(payment), _hotspot())
 
 
-def _paid_from(payment, remote_addr: str | None) -> bool:
-    return payment.status == "success" and bool(payment.client_ip) and payment.client_ip == remote_addr
+def _paid_from(payment, remote_addr: str | None, mac: str | None, hotspot) -> bool:
+    """Whether the asker is the device that paid: the same address, and behind a CoovaChilli's
+    NAT (where every device has the router's address) the same MAC as well."""
+    if payment.status != "success" or not payment.client_ip or payment.client_ip != remote_addr:
+        return False
+    if remote_addr not in hotspot.venues.nat_addresses:
+        return True
+    try:
+        return bool(mac) and normalize_mac(mac) == payment.mac
+    except InvalidMac:
+        return False
 
 
 def _login_form(payment, ent, hotspot) -> router_login.LoginForm | None:
@@ -241,7 +251,7 @@ def _login_form(payment, ent, hotspot) -> router_login.LoginForm | None:
 # entitlement.payment_id are both unique).
 _STATUS_SQL = (
     'SELECT p.id, p.status, p.checkout_request_id, p.amount, p.result_code, p.result_desc, p.client_ip,'
-    ' p.login_context, pk.name,'
+    ' p.login_context, p.mac, pk.name,'
     ' e.id, e.status, e.started_at, e.expires_at, e.login_user, e.login_password, ek.name'
     ' FROM "payment" AS p LEFT JOIN "package" AS pk ON pk.id = p.package_id'
     ' LEFT JOIN "entitlement" AS e ON e.payment_id = p.id'
@@ -251,7 +261,7 @@ _STATUS_SQL = (
 #: when peewee loads a model (the JSON then has exactly the types it had)
 _STATUS_FIELDS = (
     Payment.id, Payment.status, Payment.checkout_request_id, Payment.amount, Payment.result_code,
-    Payment.result_desc, Payment.client_ip, Payment.login_context, Package.name,
+    Payment.result_desc, Payment.client_ip, Payment.login_context, Payment.mac, Package.name,
     Entitlement.id, Entitlement.status, Entitlement.started_at, Entitlement.expires_at, Entitlement.login_user,
     Entitlement.login_password, Package.name)
 
@@ -266,6 +276,7 @@ class _PaymentRow(NamedTuple):
     result_desc: str | None
     client_ip: str | None
     login_context: str | None
+    mac: str | None
     package_name: str | None
 
 
@@ -296,8 +307,8 @@ def status_body(checkout_request_id: str, req, hotspot) -> dict | None:
     if row is None:
         return None
     row = [field.python_value(value) for field, value in zip(_STATUS_FIELDS, row)]
-    payment = _PaymentRow(*row[:9])
-    ent = _SessionRow(*row[9:]) if row[9] is not None else None
+    payment = _PaymentRow(*row[:10])
+    ent = _SessionRow(*row[10:]) if row[10] is not None else None
     if payment.package_name is None or (ent is not None and ent.package_name is None):
         # a foreign key the database enforces; the models would raise this (a 500), and so do we
         raise Package.DoesNotExist(f"no package for payment {payment.id}")
@@ -305,7 +316,8 @@ def status_body(checkout_request_id: str, req, hotspot) -> dict | None:
     if ent is not None and STATUS_OF[payment.status] == "success":
         session = _session_json(ent, ent.package_name)
     body = _status_json(payment, payment.package_name, session, _lang(req))
-    form = _login_form(payment, ent, hotspot) if _paid_from(payment, req.remote_addr) else None
+    paid_here = _paid_from(payment, req.remote_addr, req.args.get("mac"), hotspot)
+    form = _login_form(payment, ent, hotspot) if paid_here else None
     body["routerLogin"] = form.as_json() if form else None
     return body
 

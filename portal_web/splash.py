@@ -155,7 +155,7 @@ def wait(checkout_request_id: str):
     if status == "success":
         ent = access.entitlement_of(payment)
         if ent is not None:
-            return _online_page(ent, router_login_form(payment), ONLINE)
+            return _online_page(ent, router_login_form(payment, _mac(_router_context())), ONLINE)
     s = payment_status_json(payment, lang)
     if status == "pending":
         lifetime = hotspot.config.mpesa.prompt_lifetime_seconds

@@ -199,3 +199,22 @@ def test_a_refused_logon_without_time_says_so_in_kiswahili(hotspot, http):
     page = http.get(f"{hotspot.portal_url}/", params={**CHILLI, "res": "failed", "lang": "sw"}).text
     assert 'id="pay-error"' in page and "Wi-Fi haikuruhusu kifaa hiki kuingia (inasema: haikutoa sababu)" in page
     assert "Umeshalipa?" in page                                       # the next step is on the page
+
+
+def test_behind_chillis_nat_only_the_paying_mac_gets_the_router_login(make_hotspot, http):
+    # every device behind a CoovaChilli reaches the portal from the router's one address (here 127.0.0.1)
+    hs = make_hotspot(routers=[{"name": "chilli", "kind": "coova", "address": "127.0.0.1", "coa_port": 3799,
+                                "secret": "testing123", "uamsecret": "u"}])
+    login = {k: v for k, v in CHILLI.items() if k != "mac"}
+    r = http.post(f"{hs.portal_url}/api/portal/pay", json={"phone": "0708374149", "packageId": 2,
+                                                          "macAddress": "00:16:3E:11:22:44", "login": login})
+    checkout = r.json()["checkoutRequestId"]
+    url = f"{hs.portal_url}/api/portal/status/{checkout}"
+    wait_for(lambda: http.get(url).json()["status"] == "success", timeout=15)
+    assert http.get(url).json()["routerLogin"] is None                                   # no MAC named
+    assert http.get(url, params={"mac": "00-16-3E-99-99-99"}).json()["routerLogin"] is None   # another device
+    assert http.get(url, params={"mac": "00-16-3E-11-22-44"}).json()["routerLogin"]["router"] == "coova"
+    page = http.get(f"{hs.portal_url}/wait/{checkout}", params={**CHILLI, "mac": "00-16-3E-99-99-99"}).text
+    assert 'id="router-login"' not in page
+    page = http.get(f"{hs.portal_url}/wait/{checkout}", params=CHILLI).text
+    assert 'id="router-login"' in page
