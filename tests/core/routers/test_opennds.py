@@ -203,3 +203,19 @@ def test_level1_config_warns_that_hotspotd_cannot_end_sessions(tmp_path):
         assert "# WARNING: level 1" in text and "fas_secure_enabled" in text
     debian = opennds_config(cfg, fmt="debian")
     assert not any("sessiontimeout " in line for line in debian.splitlines())   # awk would read a comment
+
+
+def test_the_real_openndss_lab_takes_its_names_and_addresses_from_the_environment():
+    # two runs of the suite on one machine must not share namespaces (tests/helpers.py)
+    import os
+    import subprocess
+    import sys
+    code = "from tests import helpers as h; print(h.NDS_CLIENT, h.NDS_GATEWAY, h.NDS_UPSTREAM, h.NDS_CLIENT_IP, h.NDS_UP_IP)"
+    env = {**os.environ, "HOTSPOTD_TEST_NDS_PREFIX": "hrb", "HOTSPOTD_TEST_NDS_NET": "10.233"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["hrbcl", "hrbgw", "hrbup", "10.233.1.10", "10.233.2.2"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTSPOTD_TEST_NDS_")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["hndscl", "hndsgw", "hndsup", "10.231.1.10", "10.231.2.2"]
+    env["HOTSPOTD_TEST_NDS_PREFIX"] = "x; rm"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True).returncode != 0

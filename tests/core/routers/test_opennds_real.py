@@ -7,6 +7,7 @@ and say so. Every wait is bounded; the namespaces and processes are removed afte
 from __future__ import annotations
 
 import json
+import os
 from urllib.parse import unquote
 
 import pytest
@@ -58,6 +59,8 @@ def test_level3_redirect_payment_and_expiry_on_time(lab, make_hotspot, tmp_path)
 
 def test_level3_returning_device_and_owners_disconnect(lab, make_hotspot, tmp_path):
     hs, public = start_opennds(lab, make_hotspot, tmp_path, 3)
+    # its own PID namespace: its start and stop kill every authmon they can see (reference P4)
+    assert os.readlink(f"/proc/{lab.gateway_pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
     ent = give_time(NDS_CLIENT_MAC, seconds=3600)
     splash = to_splash(lab, public)
     code, _, page = lab.curl(splash)          # "welcome back": queued for authmon
