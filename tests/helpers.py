@@ -758,3 +758,43 @@ def opennds_lab(tmp_path):
         yield lab
     finally:
         lab.teardown()
+
+
+class FakeNdsAgent:
+    """hotspotd's openNDS agent as the FAS sees it, over the real portal: polls, cuts what it is told
+    (answers ``deauth_done``) and answers a list request with ``listed`` (``auth … pre …``), signed."""
+
+    def __init__(self, hs, name: str, faskey: str, listed: str):
+        import threading
+        import requests
+        self.url, self.name, self.faskey, self.listed = f"{hs.portal_url}/opennds/{name}/", name, faskey, listed
+        self.cut: list[str] = []
+        self._session, self._stop = requests.Session(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fake-nds-agent", daemon=True)
+
+    def post(self, payload: str) -> str:
+        import base64
+        from hotspotd.routers.opennds import gatewayhash
+        body = {"auth_get": "custom", "gatewayhash": gatewayhash(self.name),
+                "payload": base64.b64encode(payload.encode()).decode()}
+        return self._session.post(self.url, data=body, timeout=5).text.strip()
+
+    def _run(self):
+        import hashlib
+        while not self._stop.wait(0.05):
+            words = self.post("deauth_poll").split()
+            if words[:1] == ["deauth"]:
+                self.cut += words[1:]
+                self.post("deauth_done " + " ".join(words[1:]))
+            elif words[:1] == ["list"]:
+                sig = hashlib.sha256(f"{words[1]} {self.listed} {self.faskey}".encode()).hexdigest()
+                self.post(f"clients {words[1]} {sig} {self.listed}")
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+        self._session.close()
