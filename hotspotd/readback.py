@@ -17,6 +17,14 @@ says. For each, the read-back takes the accounting sessions still open at its ad
 one without time at that venue is queued for a cut (a Disconnect-Request), and a session no
 Interim-Update has refreshed for ``quiet_after`` seconds (missed updates: chilli lost it) is ended.
 
+An openNDS gateway (level 3) is asked through hotspotd's agent on it, which sends the clients of
+``ndsctl json`` (:meth:`hotspotd.routers.opennds.Gateway.clients`): an Authenticated device without
+time at that venue is queued for a cut (the agent's ``ndsctl deauth``); a Preauthenticated one with
+time left (openNDS dropped it: a session it timed out before an extension, a reboot) is queued for
+authmon again, by MAC (openNDS authenticates a MAC on its client list). A device with time the
+gateway does not list at all is let in on its next visit to the splash page: authmon cannot
+authenticate a MAC openNDS has not seen.
+
 Each run's findings are kept per router (:attr:`Readback.last`) for the health page and /metrics.
 """
 from __future__ import annotations
@@ -60,8 +68,11 @@ class Readback:
     ``login()``: :class:`hotspotd.routers.mikrotik.MikroTikRouter`); ``router_sites``: name → venue."""
 
     def __init__(self, routers: Sequence, router_sites: Mapping[str, str],
-                 accounting_routers: Sequence[tuple[str, str]] = (), quiet_after: float = 900.0):
+                 accounting_routers: Sequence[tuple[str, str]] = (), quiet_after: float = 900.0,
+                 gateways: Sequence = ()):
         self.routers = list(routers)
+        #: openNDS gateways read back through their agent (:class:`hotspotd.routers.opennds.Gateway`)
+        self.gateways = list(gateways)
         self.router_sites = dict(router_sites)
         #: ``(name, address)`` of the routers read back from their accounting (CoovaChilli)
         self.accounting_routers = list(accounting_routers)
@@ -71,7 +82,8 @@ class Readback:
 
     def names(self) -> list[str]:
         """The routers read back."""
-        return [r.name for r in self.routers] + [name for name, _ in self.accounting_routers]
+        return ([r.name for r in self.routers] + [name for name, _ in self.accounting_routers]
+                + [g.name for g in self.gateways])
 
     def covers(self) -> bool:
         """Whether any router is read back here."""
@@ -82,6 +94,7 @@ class Readback:
         now = clock.now() if now is None else now
         out = [self._one(router, now) for router in self.routers]
         out += [self._from_accounting(name, address, now) for name, address in self.accounting_routers]
+        out += [self._from_gateway(gateway, now) for gateway in self.gateways]
         for drift in out:
             self.last[drift.router] = drift
         return out
@@ -151,4 +164,31 @@ class Readback:
         if drift.corrections:
             log.warning("router %s read-back (accounting): %d online, %d cut queued, %d quiet session(s) ended",
                         name, drift.online, len(drift.cut), drift.ended)
+        return drift
+
+    def _from_gateway(self, gateway, now: float) -> Drift:
+        drift = Drift(gateway.name, now)
+        site = self.router_sites.get(gateway.name, gateway.site)
+        try:
+            listed = gateway.clients()
+        except RouterUnavailable as exc:
+            drift.error = str(exc)
+            return drift
+        drift.online = len(listed.authenticated)
+        for mac in sorted(listed.authenticated):
+            if access.authorize(mac, now=now, site=site) is None and disconnects.enqueue(
+                    mac, [gateway.name], entitlement_id=None, reason="read-back: online, no time", now=now):
+                drift.cut.append(mac)
+        pending = set(gateway.pending())
+        for mac in sorted(listed.preauthenticated - pending):
+            grant = access.authorize(mac, now=now, site=site)
+            if grant is None:
+                continue
+            gateway.authorise(mac, grant)
+            drift.logged_in.append(mac)
+            Event.create(at=now, kind="router_login", entitlement=grant.entitlement_id, mac=mac,
+                         message=f"read-back: queued for authmon again at openNDS {gateway.name}")
+        if drift.corrections:
+            log.warning("openNDS %s read-back: %d authenticated, %d cut queued, %d queued for authmon again",
+                        gateway.name, drift.online, len(drift.cut), len(drift.logged_in))
         return drift

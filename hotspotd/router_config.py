@@ -430,14 +430,48 @@ def opennds_config(cfg: Config, *, portal_url: str | None = None, router: str | 
 
 def _opennds_agent(router: Router) -> str:
     mac = ":".join(["[0-9a-f][0-9a-f]"] * 6)
+    nonce = "[0-9a-f]" * 16
+    awk_mac = ":".join(["[0-9a-f][0-9a-f]"] * 6)          # no {n} intervals: older mawk lacks them
     return f"""#!/bin/sh
-# hotspotd's deauth agent for the openNDS gateway "{router.name}" (openNDS 9.10 has no remote deauth).
+# hotspotd's agent for the openNDS gateway "{router.name}" (openNDS 9.10 has no remote deauth).
 # Every {router.poll_seconds} s it asks hotspotd, over openNDS's own level-3 channel (an HTTPS POST
 # auth_get=custom from libopennds.sh, to the FAS URL in the config), which devices to cut off,
-# runs `ndsctl deauth` for each MAC (nothing else is ever run) and reports them done.
+# runs `ndsctl deauth` for each MAC (nothing else is ever run) and reports them done. When hotspotd
+# asks for the client list (its read-back), it sends the MACs `ndsctl json` lists as Authenticated
+# and Preauthenticated, signed with the faskey. Only words that are MACs go in and out.
+# It holds the faskey: keep it root's only (chmod 700).
 # Start it after openNDS, as root, e.g. from /etc/rc.local: sh /etc/opennds/hotspotd-agent.sh &
 set -f
 lib=/usr/lib/opennds/libopennds.sh
+key={router.faskey}
+clients() {{
+    # "state mac" per client, from ndsctl json's one-field-per-line output; "ok" once it was read
+    listed=$(ndsctl json 2>/dev/null | awk -F'"' '
+        NF == 5 && $2 == "client_list_length" {{ ok = 1 }}
+        NF == 5 && $2 == "mac" && $3 == ":" {{ mac = tolower($4); if (mac !~ /^{awk_mac}$/) mac = "" }}
+        NF == 5 && $2 == "state" && $3 == ":" {{ if (mac != "" && $4 ~ /^[A-Za-z]+$/) print $4, mac; mac = "" }}
+        END {{ if (ok) print "ok" }}')
+    case "$listed" in
+        *ok) ;;
+        *) return ;;
+    esac
+    auth=""
+    pre=""
+    set -- $listed
+    while [ $# -ge 2 ]; do
+        case "$2" in
+            {mac})
+                case "$1" in
+                    Authenticated) auth="$auth $2" ;;
+                    Preauthenticated) pre="$pre $2" ;;
+                esac ;;
+        esac
+        shift 2
+    done
+    body="auth$auth pre$pre"
+    sig=$(printf '%s' "$nonce $body $key" | sha256sum | cut -c1-64)
+    "$lib" send_to_fas_custom "clients $nonce $sig $body" >/dev/null 2>&1
+}}
 while true; do
     reply=$("$lib" send_to_fas_custom deauth_poll 2>/dev/null)
     set -- $reply
@@ -456,6 +490,10 @@ while true; do
             done_list="$done_list $mac"
         done
         [ -n "$done_list" ] && "$lib" send_to_fas_custom "deauth_done$done_list" >/dev/null 2>&1
+    elif [ "$1" = "list" ] && [ $# -eq 2 ]; then
+        case "$2" in
+            {nonce}) nonce=$2; clients ;;
+        esac
     fi
     sleep {router.poll_seconds}
 done

@@ -408,8 +408,17 @@ def start_chilli(make_hotspot, **tables):
 
 # --- a real openNDS (Debian's 9.10) in network namespaces -------------------------------------
 # Three namespaces only this suite uses (client, gateway, upstream); every address lives inside them.
-NDS_CLIENT, NDS_GATEWAY, NDS_UPSTREAM = "hndscl", "hndsgw", "hndsup"
-NDS_CLIENT_IP, NDS_GW_LAN, NDS_GW_WAN, NDS_UP_IP = "10.231.1.10", "10.231.1.1", "10.231.2.1", "10.231.2.2"
+# Two runs on one machine at once need their own names and addresses: HOTSPOTD_TEST_NDS_PREFIX (default
+# "hnds": hndscl, hndsgw, hndsup) and HOTSPOTD_TEST_NDS_NET (the first two octets, default "10.231").
+NDS_PREFIX = os.environ.get("HOTSPOTD_TEST_NDS_PREFIX", "hnds")
+NDS_NET = os.environ.get("HOTSPOTD_TEST_NDS_NET", "10.231")
+if not re.fullmatch(r"[a-z][a-z0-9]{0,7}", NDS_PREFIX) or not re.fullmatch(r"10\.(?:25[0-5]|2[0-4]\d|1?\d?\d)",
+                                                                          NDS_NET):
+    raise RuntimeError(f"HOTSPOTD_TEST_NDS_PREFIX={NDS_PREFIX!r} (1-8 lower-case letters and digits) or "
+                       f"HOTSPOTD_TEST_NDS_NET={NDS_NET!r} (like 10.231) is not usable")
+NDS_CLIENT, NDS_GATEWAY, NDS_UPSTREAM = f"{NDS_PREFIX}cl", f"{NDS_PREFIX}gw", f"{NDS_PREFIX}up"
+NDS_CLIENT_IP, NDS_GW_LAN, NDS_GW_WAN, NDS_UP_IP = (f"{NDS_NET}.1.10", f"{NDS_NET}.1.1", f"{NDS_NET}.2.1",
+                                                    f"{NDS_NET}.2.2")
 NDS_CLIENT_MAC = "02:31:01:00:00:10"
 NDS_FASKEY = "hnds0123456789abcdef0123456789ab"
 NDS_ORIGIN = f"http://{NDS_UP_IP}/page?x=1"
@@ -533,7 +542,7 @@ class OpenNDSLab:
     only admits clients it finds in a lease file). Nothing of the host is changed."""
 
     def __init__(self, run: Path):
-        self.run, self.gateway = run, None
+        self.run, self.gateway, self.gateway_pid = run, None, None
         self.agent = self.upstream = self.keepalive = self.stop_tls = None
 
     # --- namespaces ---------------------------------------------------------------------
@@ -547,8 +556,8 @@ class OpenNDSLab:
             if shutil.which(prog) is None and not Path(f"/usr/bin/{prog}").exists():
                 problems.append(f"{prog} missing (scripts/bootstrap --test installs it)")
         if not problems:
-            probe = sh("ip", "netns", "add", "hndsprobe", check=False)
-            sh("ip", "netns", "del", "hndsprobe", check=False)
+            probe = sh("ip", "netns", "add", f"{NDS_PREFIX}probe", check=False)
+            sh("ip", "netns", "del", f"{NDS_PREFIX}probe", check=False)
             if probe.returncode != 0:
                 problems.append(f"network namespaces unavailable: {probe.stderr.strip()}")
         if problems:
@@ -560,17 +569,17 @@ class OpenNDSLab:
             sh("ip", "netns", "add", ns)
             self.ns(ns, "ip", "link", "set", "lo", "up")
             self.ns(ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
-        sh("ip", "link", "add", "hndsc0", "netns", NDS_CLIENT, "address", NDS_CLIENT_MAC, "type", "veth",
+        sh("ip", "link", "add", f"{NDS_PREFIX}c0", "netns", NDS_CLIENT, "address", NDS_CLIENT_MAC, "type", "veth",
            "peer", "name", "lan0", "netns", NDS_GATEWAY)
-        sh("ip", "link", "add", "wan0", "netns", NDS_GATEWAY, "type", "veth", "peer", "name", "hndsu0",
+        sh("ip", "link", "add", "wan0", "netns", NDS_GATEWAY, "type", "veth", "peer", "name", f"{NDS_PREFIX}u0",
            "netns", NDS_UPSTREAM)
-        for ns, dev, addr in ((NDS_CLIENT, "hndsc0", f"{NDS_CLIENT_IP}/24"), (NDS_GATEWAY, "lan0", f"{NDS_GW_LAN}/24"),
-                              (NDS_GATEWAY, "wan0", f"{NDS_GW_WAN}/24"), (NDS_UPSTREAM, "hndsu0", f"{NDS_UP_IP}/24")):
+        for ns, dev, addr in ((NDS_CLIENT, f"{NDS_PREFIX}c0", f"{NDS_CLIENT_IP}/24"), (NDS_GATEWAY, "lan0", f"{NDS_GW_LAN}/24"),
+                              (NDS_GATEWAY, "wan0", f"{NDS_GW_WAN}/24"), (NDS_UPSTREAM, f"{NDS_PREFIX}u0", f"{NDS_UP_IP}/24")):
             self.ns(ns, "ip", "addr", "add", addr, "dev", dev)
             self.ns(ns, "ip", "link", "set", dev, "up")
         self.ns(NDS_CLIENT, "ip", "route", "add", "default", "via", NDS_GW_LAN)
         self.ns(NDS_GATEWAY, "ip", "route", "add", "default", "via", NDS_UP_IP)
-        self.ns(NDS_UPSTREAM, "ip", "route", "add", "10.231.1.0/24", "via", NDS_GW_WAN)
+        self.ns(NDS_UPSTREAM, "ip", "route", "add", f"{NDS_NET}.1.0/24", "via", NDS_GW_WAN)
         self.ns(NDS_GATEWAY, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
         self.upstream = subprocess.Popen(["ip", "netns", "exec", NDS_UPSTREAM, sys.executable, "-c", _UPSTREAM_SERVER],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -611,27 +620,41 @@ class OpenNDSLab:
             'if [ -z "$forward_priority" ]; then', "if false; then")
         (self.run / "libopennds.sh").write_text(fixed)
         (self.run / "libopennds.sh").chmod(0o755)
-        lease = f"{int(time.time()) + 86400} {NDS_CLIENT_MAC} {NDS_CLIENT_IP} hndsclient *"
+        lease = f"{int(time.time()) + 86400} {NDS_CLIENT_MAC} {NDS_CLIENT_IP} {NDS_PREFIX}client *"
         script = (f"mount --bind {etc} /etc/opennds && mount --bind {self.run}/hosts /etc/hosts && "
                   f"mount --bind {self.run}/libopennds.sh /usr/lib/opennds/libopennds.sh && "
                   f"mount -t tmpfs tmpfs /tmp && echo '{lease}' > /tmp/dhcp.leases && cd / && exec /usr/bin/opennds -f")
         env = {**os.environ, **({"SSL_CERT_FILE": "/etc/opennds/fas-ca.pem"} if ca else {})}
         log = open(self.run / "opennds.log", "wb")
-        self.gateway = subprocess.Popen(["ip", "netns", "exec", NDS_GATEWAY, "bash", "-c", script], env=env,
+        # its own PID namespace too: openNDS's start and stop run `kill $(pgrep -f …authmon.sh)`, which
+        # would otherwise end the authmon of every other openNDS on the machine (another test run's)
+        self.gateway = subprocess.Popen(["ip", "netns", "exec", NDS_GATEWAY, "unshare", "--pid", "--fork",
+                                         "--kill-child", "--mount-proc", "bash", "-c", script], env=env,
                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        wait_for(lambda: self.ndsctl("status", check=False).returncode == 0 or self.gateway.poll() is not None, 30, 0.3)
+        wait_for(lambda: self._gateway_pid() or self.gateway.poll() is not None, 10, 0.05)
+        wait_for(lambda: self.gateway.poll() is not None or self.ndsctl("status", check=False).returncode == 0, 30, 0.3)
         if self.gateway.poll() is not None:
             raise AssertionError(f"openNDS exited:\n{(self.run / 'opennds.log').read_text(errors='replace')[-3000:]}")
         if agent is not None:
             alog = open(self.run / "agent.log", "wb")
-            self.agent = subprocess.Popen(["nsenter", "-t", str(self.gateway.pid), "-m", "-n", "sh",
+            self.agent = subprocess.Popen(["nsenter", "-t", str(self._gateway_pid()), "-m", "-n", "sh",
                                            "/etc/opennds/hotspotd-agent.sh"], env=env, stdin=subprocess.DEVNULL,
                                           stdout=alog, stderr=subprocess.STDOUT)
             alog.close()
 
+    def _gateway_pid(self) -> int | None:
+        """openNDS's pid as this host sees it: unshare's child (PID 1 of the gateway's namespace)."""
+        if self.gateway_pid is None and self.gateway is not None:
+            try:
+                children = Path(f"/proc/{self.gateway.pid}/task/{self.gateway.pid}/children").read_text().split()
+            except OSError:
+                return None
+            self.gateway_pid = int(children[0]) if children else None
+        return self.gateway_pid
+
     def ndsctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return sh("nsenter", "-t", str(self.gateway.pid), "-m", "-n", "ndsctl", *args, check=check)
+        return sh("nsenter", "-t", str(self._gateway_pid()), "-m", "-n", "ndsctl", *args, check=check)
 
     def client_state(self) -> str | None:
         """The client's state in ``ndsctl json`` (Preauthenticated, Authenticated), or None."""
@@ -658,13 +681,19 @@ class OpenNDSLab:
     def stop_gateway(self) -> None:
         for proc in (self.agent, self.gateway):
             if proc is not None and proc.poll() is None:
-                proc.terminate()
+                if proc is self.gateway and self.gateway_pid:
+                    try:               # openNDS itself (unshare would only kill it, with no clean-up)
+                        os.kill(self.gateway_pid, 15)
+                    except ProcessLookupError:
+                        pass
+                else:
+                    proc.terminate()
                 try:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(5)
-        self.agent = self.gateway = None
+        self.agent = self.gateway = self.gateway_pid = None
 
     def teardown(self) -> None:
         """Idempotent: everything started or made above is gone afterwards."""
@@ -729,3 +758,43 @@ def opennds_lab(tmp_path):
         yield lab
     finally:
         lab.teardown()
+
+
+class FakeNdsAgent:
+    """hotspotd's openNDS agent as the FAS sees it, over the real portal: polls, cuts what it is told
+    (answers ``deauth_done``) and answers a list request with ``listed`` (``auth … pre …``), signed."""
+
+    def __init__(self, hs, name: str, faskey: str, listed: str):
+        import threading
+        import requests
+        self.url, self.name, self.faskey, self.listed = f"{hs.portal_url}/opennds/{name}/", name, faskey, listed
+        self.cut: list[str] = []
+        self._session, self._stop = requests.Session(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fake-nds-agent", daemon=True)
+
+    def post(self, payload: str) -> str:
+        import base64
+        from hotspotd.routers.opennds import gatewayhash
+        body = {"auth_get": "custom", "gatewayhash": gatewayhash(self.name),
+                "payload": base64.b64encode(payload.encode()).decode()}
+        return self._session.post(self.url, data=body, timeout=5).text.strip()
+
+    def _run(self):
+        import hashlib
+        while not self._stop.wait(0.05):
+            words = self.post("deauth_poll").split()
+            if words[:1] == ["deauth"]:
+                self.cut += words[1:]
+                self.post("deauth_done " + " ".join(words[1:]))
+            elif words[:1] == ["list"]:
+                sig = hashlib.sha256(f"{words[1]} {self.listed} {self.faskey}".encode()).hexdigest()
+                self.post(f"clients {words[1]} {sig} {self.listed}")
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+        self._session.close()

@@ -236,7 +236,7 @@ def _readback_check(hotspot, names: set[str]) -> Check:
     """The routers' latest read-back (:mod:`hotspotd.readback`): what had to be put right."""
     drifts = [d for name, d in sorted(hotspot.readback.last.items()) if name in names]
     if not drifts:
-        return Check("readback", "Router read-back", "info", "not run yet: each MikroTik's active sessions are "
+        return Check("readback", "Router read-back", "info", "not run yet: what each router says is online is "
                      "read back every few minutes (or now, with the button below)")
     items = []
     for d in drifts:

@@ -16,6 +16,11 @@ What openNDS sends and expects (reference/opennds.md §4):
   prints runs on the gateway and asks over openNDS's own level-3 channel (``auth_get=custom``,
   payload ``deauth_poll``) which MACs to ``ndsctl deauth``; it answers ``deauth_done mac …``. A cut
   (:meth:`Gateway.cut`) waits for that answer.
+* The client list, for the read-back (:meth:`Gateway.clients`): the poll is answered ``list <nonce>``
+  and the agent posts ``clients <nonce> <sig> auth <mac> … pre <mac> …`` (the Authenticated and
+  Preauthenticated clients of ``ndsctl json``), ``sig`` = sha256hex of ``"<nonce> auth … pre … <faskey>"``.
+  gatewayhash is no secret (sha256 of the name), so the nonce and the faskey are what make a list
+  hotspotd acts on one the gateway sent, for the question just asked. Every word is checked.
 
 State (what is pending for each gateway) is in memory: a restart forgets it, and returning devices
 are let in again when they come back to the splash page.
@@ -29,6 +34,7 @@ import ipaddress
 import logging
 import math
 import re
+import secrets
 import threading
 import time
 from collections.abc import Iterable
@@ -54,6 +60,9 @@ GATEWAY_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 MAX_FIELD = 10 ** 10 - 1          # ten digits: far beyond any session, rate or quota, and short
 AUTHLIST_BYTES = 1000             # authmon reads at most 1024 characters of the answer
 ENTRY_TTL_SECONDS = 180           # an entry the gateway never acks (device gone) is dropped
+NONCE_RE = re.compile(r"[0-9a-f]{16}")
+SIG_RE = re.compile(r"[0-9a-f]{64}")
+MAX_LISTED = 1500                 # MACs in one client list: far beyond a venue, and under the 64 KiB form limit
 
 
 class InvalidRedirect(ValueError):
@@ -177,6 +186,32 @@ def auth_entry(mac: str, grant: access.Grant) -> str:
     return entry
 
 
+@dataclass(frozen=True)
+class ClientList:
+    """What the gateway's ``ndsctl json`` listed, as its agent reported it."""
+    authenticated: frozenset[str]
+    preauthenticated: frozenset[str]
+
+
+def client_report(words: list[str], nonce: str, faskey: str) -> ClientList | None:
+    """The agent's ``clients`` words (after ``clients``: nonce, sig, ``auth`` MACs…, ``pre`` MACs…)
+    as a :class:`ClientList`, or None unless every word is what the agent sends, the nonce is the
+    one asked with and the signature is the faskey's."""
+    if len(words) < 4 or len(words) > MAX_LISTED + 4 or words[2] != "auth" or words.count("pre") != 1:
+        return None
+    given, sig, body = words[0], words[1], words[2:]
+    if not (NONCE_RE.fullmatch(given) and SIG_RE.fullmatch(sig) and nonce and secrets.compare_digest(given, nonce)):
+        return None
+    split = body.index("pre")
+    auth, pre = body[1:split], body[split + 1:]
+    if not all(MAC_RE.fullmatch(w) for w in auth + pre):
+        return None
+    expected = hashlib.sha256(" ".join([given, *body, faskey]).encode()).hexdigest()
+    if not secrets.compare_digest(sig, expected):
+        return None
+    return ClientList(frozenset(auth), frozenset(pre) - frozenset(auth))
+
+
 class Gateway:
     """One openNDS router: its pending authorisations (for authmon) and deauths (for the agent).
     Also the router's :class:`hotspotd.disconnects.Cutter`."""
@@ -188,6 +223,8 @@ class Gateway:
         self._auths: dict[str, tuple[str, float]] = {}      # mac → (entry, monotonic expiry)
         self._deauths: dict[str, float] = {}                # mac → monotonic time queued
         self._deauthed: dict[str, float] = {}               # mac → monotonic time the agent confirmed
+        self._nonce: str | None = None                      # the client list asked for, not yet given
+        self._listed: ClientList | None = None              # the answer to it
 
     # --- authorisations (authmon) -------------------------------------------------------
     def authorise(self, mac: str, grant: access.Grant) -> None:
@@ -235,10 +272,44 @@ class Gateway:
 
     # --- deauths (the agent) ------------------------------------------------------------
     def deauth_list(self) -> str:
-        """The agent's poll: ``deauth mac …`` (MACs only), or ``none``."""
+        """The agent's poll: ``deauth mac …`` (MACs only); else ``list <nonce>`` when the read-back
+        waits for the client list; else ``none``."""
         with self._lock:
             macs = [m for m in self._deauths if MAC_RE.fullmatch(m)][:40]
-        return "deauth " + " ".join(macs) if macs else "none"
+            nonce = self._nonce
+        if macs:
+            return "deauth " + " ".join(macs)
+        return f"list {nonce}" if nonce else "none"
+
+    # --- the client list (the agent, for the read-back) ----------------------------------
+    def clients(self) -> ClientList:
+        """What the gateway lists now: asked at the agent's next poll, waited for up to ``timeout``
+        (the scheduler's thread); :class:`RouterUnavailable` when no valid list comes."""
+        deadline = time.monotonic() + self.timeout
+        with self._lock:
+            self._nonce, self._listed = secrets.token_hex(8), None
+            try:
+                while self._listed is None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise RouterUnavailable(f"openNDS {self.name}: its agent sent no client list in "
+                                                f"{self.timeout:g} s")
+                    self._lock.wait(left)
+                return self._listed
+            finally:
+                self._nonce = None
+
+    def listed(self, words: list[str]) -> bool:
+        """The agent's ``clients`` report (the words after ``clients``); False when refused."""
+        with self._lock:
+            report = client_report(words, self._nonce or "", self.faskey)
+            if report is None:
+                log.warning("opennds %s: refused a client list (%d words): not the agent's answer to "
+                            "the question asked", self.name, len(words))
+                return False
+            self._listed, self._nonce = report, None
+            self._lock.notify_all()
+        return True
 
     def deauthed(self, words: Iterable[str]) -> None:
         """The agent ran ``ndsctl deauth`` for these MACs."""
@@ -344,6 +415,8 @@ class Gateways:
             if words[:1] == ["deauth_done"]:
                 gateway.deauthed(words[1:])
                 return "ok"
+            if words[:1] == ["clients"]:
+                return "ok" if gateway.listed(words[1:]) else "refused"
         if action == "deauthed":
             log.info("opennds %s: deauthed notice: %s", gateway.name, payload[:200])
             return "ok"

@@ -226,7 +226,8 @@ class Hotspot:
         # chilli's accounting is quiet when more than two Interim-Updates are missed
         self.readback = Readback(self.api_routers, self.venues.router_sites,
                                  [(r.name, r.address) for r in self.routers if r.kind == "coova"],
-                                 quiet_after=2 * max(self.config.radius.interim_interval, 60) + 60)
+                                 quiet_after=2 * max(self.config.radius.interim_interval, 60) + 60,
+                                 gateways=[g for g in self.opennds.by_name.values() if g.level == 3])
         # the portal serves last: once it answers, RADIUS, the routers and the login pool are ready
         # (a callback or a status poll never meets a half-started daemon)
         self._web_thread = threading.Thread(target=self._web.run, name="portal", daemon=True)
@@ -239,7 +240,7 @@ class Hotspot:
             s = self.config.scheduler
             self.scheduler.every(s.reconcile_every_seconds, "reconcile", self.payments.reconcile_due)
             self.scheduler.every(s.expire_every_seconds, "expire", self.expire_sessions)
-            if s.readback_every_seconds and (self.api_routers or self.readback.accounting_routers):
+            if s.readback_every_seconds and self.readback.covers():
                 self.scheduler.every(s.readback_every_seconds, "readback", self.read_back)
             if self.config.backup.enabled and self.config.backup_folder:
                 self.scheduler.every(min(3600.0, self.config.backup.every_hours * 3600), "backup", self.backup_if_due)

@@ -5,7 +5,7 @@ import pytest
 from hotspotd.health import live
 from hotspotd.storage.models import AcctSession, Disconnect, Event
 
-from tests.helpers import give_time
+from tests.helpers import FakeNdsAgent, give_time
 
 #: run again on PostgreSQL by scripts/test (-m postgres)
 pytestmark = pytest.mark.postgres
@@ -100,3 +100,43 @@ def test_a_coovachilli_is_read_back_from_its_accounting(make_hotspot):
     assert not Disconnect.select().where(Disconnect.mac == PAID).exists()         # paid: left alone
     assert AcctSession.get(AcctSession.mac == GONE).terminate_cause == "Lost-Service"   # no Interim for an hour
     assert make_hotspot(routers=[COOVA]).scheduler.has("readback")               # scheduled for a chilli alone
+
+
+NDS = {"name": "nds-1", "kind": "opennds", "address": "10.231.1.1", "faskey": "0123456789abcdef0123456789abcdef",
+       "poll_seconds": 1, "timeout_seconds": 3}
+NDS_UNPAID, NDS_PAID, NDS_BACK, NDS_STRANGER = (m.lower() for m in (UNPAID, PAID, GONE, STAFF))
+
+
+def test_an_opennds_gateway_is_read_back_through_its_agent(make_hotspot, http):
+    hs = make_hotspot(scheduler={"enabled": False}, metrics={"enabled": True}, routers=[NDS])
+    assert "nds-1" in hs.readback.names()
+    give_time(NDS_PAID)
+    back = give_time(NDS_BACK)
+    listed = f"auth {NDS_UNPAID} {NDS_PAID} pre {NDS_BACK} {NDS_STRANGER}"
+    with FakeNdsAgent(hs, "nds-1", NDS["faskey"], listed) as agent:
+        hs.read_back()
+        drift = hs.readback.last["nds-1"]
+        assert drift.online == 2 and drift.cut == [NDS_UNPAID] and not drift.error
+        assert agent.cut == [NDS_UNPAID]                               # the agent's ndsctl deauth
+        assert Disconnect.get(Disconnect.mac == NDS_UNPAID).status == "done"
+        # openNDS dropped it (Preauthenticated again) though it has time: queued for authmon, by MAC
+        assert drift.logged_in == [NDS_BACK]
+        gateway = hs.opennds.by_name["nds-1"]
+        assert gateway.pending() == [NDS_BACK]
+        assert Event.get(Event.kind == "router_login", Event.mac == NDS_BACK).entitlement_id == back.id
+        check = {c.key: c for c in live.run(hs)}["readback"]
+        assert check.state == "warn" and f"1 cut (no time): {NDS_UNPAID}" in check.items[0]
+        scrape = http.get(f"{hs.portal_url}/metrics").text
+        assert 'hotspotd_router_drift{kind="cut",router="nds-1"} 1.0' in scrape
+        assert 'hotspotd_router_drift{kind="logged_in",router="nds-1"} 1.0' in scrape
+        agent.listed = f"auth {NDS_PAID} pre {NDS_BACK}"
+        hs.read_back()                                                 # authmon has not come yet: not twice
+        assert hs.readback.last["nds-1"].corrections == 0
+
+
+def test_an_opennds_gateway_without_its_agent_is_reported_and_nothing_changed(make_hotspot):
+    hs = make_hotspot(scheduler={"enabled": False}, routers=[NDS])
+    assert hs.read_back() == 0
+    assert "no client list" in hs.readback.last["nds-1"].error
+    assert not Disconnect.select().exists()
+    assert make_hotspot(routers=[NDS]).scheduler.has("readback")        # scheduled for a gateway alone

@@ -203,3 +203,142 @@ def test_level1_config_warns_that_hotspotd_cannot_end_sessions(tmp_path):
         assert "# WARNING: level 1" in text and "fas_secure_enabled" in text
     debian = opennds_config(cfg, fmt="debian")
     assert not any("sessiontimeout " in line for line in debian.splitlines())   # awk would read a comment
+
+
+def test_the_real_openndss_lab_takes_its_names_and_addresses_from_the_environment():
+    # two runs of the suite on one machine must not share namespaces (tests/helpers.py)
+    import os
+    import subprocess
+    import sys
+    code = "from tests import helpers as h; print(h.NDS_CLIENT, h.NDS_GATEWAY, h.NDS_UPSTREAM, h.NDS_CLIENT_IP, h.NDS_UP_IP)"
+    env = {**os.environ, "HOTSPOTD_TEST_NDS_PREFIX": "hrb", "HOTSPOTD_TEST_NDS_NET": "10.233"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["hrbcl", "hrbgw", "hrbup", "10.233.1.10", "10.233.2.2"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTSPOTD_TEST_NDS_")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["hndscl", "hndsgw", "hndsup", "10.231.1.10", "10.231.2.2"]
+    env["HOTSPOTD_TEST_NDS_PREFIX"] = "x; rm"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True).returncode != 0
+
+
+# --- the client list (the read-back) ---------------------------------------------------------
+NONCE, OTHER = "0123456789abcdef", "02:31:01:00:00:11"
+
+
+def signed(nonce: str, body: str, key: str = FASKEY) -> list[str]:
+    """The agent's words after ``clients``."""
+    import hashlib
+    return [nonce, hashlib.sha256(f"{nonce} {body} {key}".encode()).hexdigest(), *body.split()]
+
+
+def test_a_client_list_is_taken_only_signed_for_the_nonce_asked_and_all_macs():
+    report = opennds.client_report(signed(NONCE, f"auth {MAC} pre {OTHER}"), NONCE, FASKEY)
+    assert report == opennds.ClientList(frozenset([MAC]), frozenset([OTHER]))
+    assert opennds.client_report(signed(NONCE, "auth pre"), NONCE, FASKEY) == opennds.ClientList(frozenset(), frozenset())
+    refused = [signed(NONCE, f"auth {MAC} pre", key="0" * 32),          # not the faskey
+               signed("fedcba9876543210", f"auth {MAC} pre"),            # not the question asked
+               signed(NONCE, "auth 0A:31:01:00:00:12 pre"), signed(NONCE, f"auth {MAC};reboot pre"),
+               signed(NONCE, f"auth $(reboot) pre"), signed(NONCE, f"auth {MAC}"), signed(NONCE, f"pre {MAC} auth"),
+               signed(NONCE, f"auth pre {MAC} pre"), signed(NONCE, "auth " + " ".join([MAC] * 1501) + " pre"),
+               signed(NONCE, f"auth {MAC} pre")[:1] + ["x" * 64] + [f"auth {MAC} pre"]]
+    for words in refused:
+        assert opennds.client_report(words, NONCE, FASKEY) is None, words
+    assert opennds.client_report(signed(NONCE, "auth pre"), "", FASKEY) is None        # nothing was asked
+
+
+def test_the_read_back_asks_at_the_next_poll_and_takes_the_agents_signed_answer(nds_hotspot, http):
+    gw = nds_hotspot.opennds.by_name["venue-1"]
+    assert authmon(http, nds_hotspot, "custom", "deauth_poll").text.strip() == "none"
+    result = []
+    t = threading.Thread(target=lambda: result.append(gw.clients()))
+    t.start()
+    asked = []
+    wait_for(lambda: asked.append(authmon(http, nds_hotspot, "custom", "deauth_poll").text.strip())
+             or asked[-1].startswith("list "), 5)
+    nonce = asked[-1].split()[1]
+    forged = signed(nonce, f"auth {MAC} pre", key="0" * 32)
+    assert authmon(http, nds_hotspot, "custom", "clients " + " ".join(forged)).text.strip() == "refused"
+    answer = "clients " + " ".join(signed(nonce, f"auth {MAC} pre {OTHER}"))
+    assert authmon(http, nds_hotspot, "custom", answer).text.strip() == "ok"
+    t.join(5)
+    assert result == [opennds.ClientList(frozenset([MAC]), frozenset([OTHER]))]
+    assert authmon(http, nds_hotspot, "custom", answer).text.strip() == "refused"    # a replay: nothing asked
+    assert authmon(http, nds_hotspot, "custom", "deauth_poll").text.strip() == "none"
+
+
+def test_no_client_list_is_router_unavailable(nds_hotspot):
+    with pytest.raises(RouterUnavailable, match="no client list"):
+        nds_hotspot.opennds.by_name["venue-1"].clients()
+
+
+def test_deauths_go_before_the_list_request():
+    gw = opennds.Gateway("venue-1", FASKEY, 3, "default")
+    gw._deauths[MAC] = 0.0
+    gw._nonce = NONCE
+    assert gw.deauth_list() == f"deauth {MAC}"
+    gw._deauths.clear()
+    assert gw.deauth_list() == f"list {NONCE}"
+
+
+NDSCTL_JSON = """{
+  "client_list_length":"4",
+  "clients":{
+    "02:31:01:00:00:10":{
+      "mac":"02:31:01:00:00:10",
+      "ip":"10.231.1.10",
+      "state":"Authenticated",
+      "custom":"\\"mac\\":\\"06:00:00:00:00:01\\""
+    },
+    "02:31:01:00:00:11":{
+      "mac":"02:31:01:00:00:11",
+      "state":"Preauthenticated"
+    },
+    "x":{
+      "mac":"02:31:01:00:00:1; reboot",
+      "state":"Authenticated"
+    },
+    "y":{
+      "mac":"0A:31:01:00:00:12",
+      "state":"Authenticated"
+    }
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("shell", [s for s in ("dash", "busybox") if shutil.which(s)] or ["sh"])
+def test_the_agent_sends_only_macs_from_ndsctl_json_signed(tmp_path, shell):
+    """The agent router-config prints, with a stand-in for openNDS's library and ndsctl."""
+    import hashlib
+    cfg = from_dict(routers_cfg(tmp_path, poll_seconds=1), "t.toml")
+    agent = opennds_config(cfg, fmt="agent")
+    assert agent.count("lib=/usr/lib/opennds/libopennds.sh") == 1
+    sent = tmp_path / "sent"
+    lib = tmp_path / "lib.sh"
+    lib.write_text(f"""#!/bin/sh
+case "$2" in
+  deauth_poll) if [ -e {tmp_path}/asked ]; then echo none; else touch {tmp_path}/asked; echo "list {NONCE}"; fi ;;
+  *) printf '%s\\n' "$2" >> {sent} ;;
+esac
+""")
+    lib.chmod(0o755)
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "ndsctl").write_text(f"#!/bin/sh\n[ \"$1\" = json ] && cat {tmp_path}/json\n")
+    (bin_ / "ndsctl").chmod(0o755)
+    (tmp_path / "json").write_text(NDSCTL_JSON)
+    script = tmp_path / "agent.sh"
+    script.write_text(agent.replace("lib=/usr/lib/opennds/libopennds.sh", f"lib={lib}"))
+    argv = [shell, "sh", str(script)] if shell == "busybox" else [shell, str(script)]
+    import os
+    proc = subprocess.Popen(argv, env={**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}"})
+    try:
+        wait_for(lambda: sent.exists() and sent.read_text().strip(), 5)
+    finally:
+        proc.kill()
+        proc.wait(5)
+    words = sent.read_text().split()
+    assert words[0] == "clients" and words[3:] == ["auth", MAC, "0a:31:01:00:00:12", "pre", OTHER]
+    assert words[1] == NONCE
+    assert words[2] == hashlib.sha256(f"{NONCE} {' '.join(words[3:])} {FASKEY}".encode()).hexdigest()
+    assert opennds.client_report(words[1:], NONCE, FASKEY) is not None

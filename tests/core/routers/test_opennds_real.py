@@ -7,13 +7,14 @@ and say so. Every wait is bounded; the namespaces and processes are removed afte
 from __future__ import annotations
 
 import json
+import os
 from urllib.parse import unquote
 
 import pytest
 
 from hotspotd import access, clock
 from hotspotd.routers import opennds
-from hotspotd.storage.models import Entitlement, Package
+from hotspotd.storage.models import Disconnect, Entitlement, Package
 from tests.helpers import (NDS_CLIENT_MAC, NDS_FASKEY, NDS_GW_LAN, NDS_ORIGIN, give_time, opennds_lab,
                            start_opennds, wait_for)
 
@@ -58,6 +59,8 @@ def test_level3_redirect_payment_and_expiry_on_time(lab, make_hotspot, tmp_path)
 
 def test_level3_returning_device_and_owners_disconnect(lab, make_hotspot, tmp_path):
     hs, public = start_opennds(lab, make_hotspot, tmp_path, 3)
+    # its own PID namespace: its start and stop kill every authmon they can see (reference P4)
+    assert os.readlink(f"/proc/{lab.gateway_pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
     ent = give_time(NDS_CLIENT_MAC, seconds=3600)
     splash = to_splash(lab, public)
     code, _, page = lab.curl(splash)          # "welcome back": queued for authmon
@@ -86,3 +89,28 @@ def test_level1_redirect_and_authorisation_by_the_browser(lab, make_hotspot, tmp
     assert code == 307 and unquote(redir) == ORIGIN, (code, redir)
     wait_for(lab.online, 10, 0.3)
     assert lab.client_state() == "Authenticated"
+
+
+def test_level3_read_back_lets_a_dropped_device_in_again_and_cuts_one_revoked_behind_its_back(lab, make_hotspot,
+                                                                                             tmp_path):
+    hs, public = start_opennds(lab, make_hotspot, tmp_path, 3)
+    ent = give_time(NDS_CLIENT_MAC, seconds=3600)
+    lab.curl(to_splash(lab, public))                                  # "welcome back": authmon
+    wait_for(lab.online, 20, 0.3)
+    assert hs.read_back() == 0                                        # the agent's list agrees
+    assert hs.readback.last["venue-1"].online == 1
+    lab.ndsctl("deauth", NDS_CLIENT_MAC)                              # the gateway drops it, hotspotd not told
+    assert not lab.online()                                           # ... and its next request makes it
+    wait_for(lambda: lab.client_state() == "Preauthenticated", 10, 0.3)  # Preauthenticated (a new token)
+    assert hs.read_back() == 1
+    assert hs.readback.last["venue-1"].logged_in == [NDS_CLIENT_MAC]
+    wait_for(lab.online, 20, 0.3)                                     # authmon's ndsctl auth, by MAC
+    assert lab.client_state() == "Authenticated"
+    access.revoke(ent.id, "ended in the database, no cut sent")       # behind the gateway's back
+    assert lab.online()
+    assert hs.read_back() == 1                                        # found: cut through the agent
+    assert hs.readback.last["venue-1"].cut == [NDS_CLIENT_MAC]
+    wait_for(lambda: not lab.online(), 20, 0.3)
+    assert lab.client_state() != "Authenticated"
+    # (the expire job may be the one running the cut: it marks it done when the agent answered)
+    wait_for(lambda: Disconnect.get(Disconnect.mac == NDS_CLIENT_MAC).status == "done", 10, 0.2)
