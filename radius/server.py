@@ -64,6 +64,10 @@ def _first(pkt: packet.Packet, name: str):
     return values[0] if values else None
 
 
+class NoMessageAuthenticator(ServerPacketError):
+    """An Access-Request without Message-Authenticator from a client that must send one (BlastRADIUS)."""
+
+
 class RadiusServer(Server):
     """Auth and accounting for the NAS clients of ``cfg``. ``start()`` binds (port 0 allowed),
     ``stop()`` ends the loop and closes the sockets."""
@@ -80,6 +84,9 @@ class RadiusServer(Server):
         self.metrics = metrics
         self.stats: Counter = Counter()
         self.last_request_at: float | None = None
+        #: NAS address → how many Access-Requests without Message-Authenticator it sent that were
+        #: dropped (RouterOS before 7.15 sends none): said once in the log, shown on the health page
+        self.no_message_authenticator: Counter = Counter()
         self._client_cache: dict[str, RadiusClient | None] = {}
         self._replies: OrderedDict[tuple, bytes] = OrderedDict()
         self._stop = threading.Event()
@@ -191,6 +198,16 @@ class RadiusServer(Server):
             req = wire.parse(data)
             secret = client.secret.encode()
             raw = self._auth(req, client, secret) if is_auth else self._acct(req, source, client, secret)
+        except NoMessageAuthenticator:
+            self.stats[f"{kind}_dropped"] += 1
+            self.stats["auth_dropped_no_message_authenticator"] += 1
+            if not self.no_message_authenticator[source[0]]:
+                log.warning("RADIUS: the router at %s sends Access-Requests without Message-Authenticator "
+                            "(RouterOS before 7.15 does); they are dropped, so its customers cannot log in: "
+                            "upgrade it to RouterOS 7.15 or later, or set require_message_authenticator = false "
+                            "in its [[radius.clients]] entry", source[0])
+            self.no_message_authenticator[source[0]] += 1
+            return
         except ServerPacketError as exc:
             self.stats[f"{kind}_dropped"] += 1
             log.debug("dropping %s packet from %s: %s", kind, source[0], exc)
@@ -226,7 +243,7 @@ class RadiusServer(Server):
             raise ServerPacketError("not an Access-Request")
         if req.ma_offset is None:
             if client.require_message_authenticator:
-                raise ServerPacketError("no Message-Authenticator")
+                raise NoMessageAuthenticator("no Message-Authenticator")
         elif not wire.message_authenticator_ok(req, secret):
             raise ServerPacketError("invalid Message-Authenticator (wrong secret?)")
         grant = self._find_grant(req, secret, client.site)

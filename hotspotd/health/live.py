@@ -175,6 +175,10 @@ def _radius_check(hotspot, now: float) -> Check:
     counts = [f"{stats.get('access_accept', 0)} accepted", f"{stats.get('access_reject', 0)} rejected",
               f"{sum(v for k, v in stats.items() if k.startswith('acct_') and not k.endswith('_seconds'))} accounting"]
     items = []
+    for address, count in sorted(server.no_message_authenticator.items()):
+        items.append(f"{count} Access-Request(s) from the router at {address} without Message-Authenticator dropped "
+                     "(RouterOS before 7.15 sends none): upgrade it to 7.15 or later, or set "
+                     "require_message_authenticator = false in its [[radius.clients]] entry")
     if stats.get("dropped_unknown_client"):
         items.append(f"{stats['dropped_unknown_client']} request(s) from unknown routers dropped: "
                      "check [[radius.clients]] addresses and secrets")

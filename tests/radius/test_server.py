@@ -1,4 +1,5 @@
 """RADIUS with two real peers: pyrad's client and FreeRADIUS radclient."""
+import logging
 import os
 import shutil
 import socket
@@ -93,6 +94,22 @@ def test_wrong_secret_and_missing_message_authenticator_get_no_answer(mikrotik):
     with pytest.raises(Timeout):
         send(c, mac_request(c, ma=False))
     assert mikrotik.radius.stats["auth_dropped"] == 2
+
+
+def test_a_router_without_message_authenticator_is_named_once_with_the_fix(mikrotik, caplog):
+    # RouterOS before 7.15 sends no Message-Authenticator: its logins are dropped, silently until now
+    from hotspotd.health import live
+    give_time(MAC)
+    with caplog.at_level(logging.WARNING, logger="radius.server"):
+        for _ in range(2):
+            c = client(mikrotik)
+            with pytest.raises(Timeout):
+                send(c, mac_request(c, ma=False))
+    said = [r.getMessage() for r in caplog.records if "without Message-Authenticator" in r.getMessage()]
+    assert len(said) == 1 and "127.0.0.1" in said[0] and "require_message_authenticator = false" in said[0]
+    assert mikrotik.radius.no_message_authenticator["127.0.0.1"] >= 2
+    check = next(c for c in live.run(mikrotik) if c.key == "radius")
+    assert check.state == "warn" and any("RouterOS before 7.15" in i and "7.15 or later" in i for i in check.items)
 
 
 def test_relaxed_client_answers_without_message_authenticator(make_hotspot):

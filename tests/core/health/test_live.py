@@ -87,12 +87,13 @@ def test_health_callback_on_loopback_is_refused_even_over_https(db):
 
 def test_health_radius_and_scheduler_when_running(db):
     radius = SimpleNamespace(stats={"access_accept": 3, "access_reject": 1, "acct_start": 2, "acct_seconds": 0.1},
-                             last_request_at=NOW - 30)
+                             last_request_at=NOW - 30, no_message_authenticator={})
     scheduler = SimpleNamespace(running=True, runs={"expire": 5, "reconcile": 4}, failures={"reconcile": 1})
     checks = {c.key: c for c in live.run(_fake_hotspot(radius=radius, scheduler=scheduler), NOW)}
     assert checks["radius"].state == "ok"
     assert "30 s ago" in checks["radius"].detail and "3 accepted, 1 rejected, 2 accounting" in checks["radius"].detail
     assert checks["scheduler"].state == "warn" and "reconcile: 4 run(s), 1 failed" in checks["scheduler"].items
-    quiet = SimpleNamespace(stats={"dropped_unknown_client": 2}, last_request_at=NOW - 3600)
+    quiet = SimpleNamespace(stats={"dropped_unknown_client": 2}, last_request_at=NOW - 3600,
+                            no_message_authenticator={})
     check = next(c for c in live.run(_fake_hotspot(radius=quiet), NOW) if c.key == "radius")
     assert check.state == "warn" and "60 min ago" in check.detail and "unknown routers" in check.items[0]
