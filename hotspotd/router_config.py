@@ -268,6 +268,10 @@ def _plan(cfg: Config, kind: str, portal_url: str | None, radius_address: str | 
     if chosen and chosen.secret and chosen.secret != client.secret:
         warnings.append(f'[[routers]] "{chosen.name}" secret differs from its [[radius.clients]] secret; '
                         "the router uses one secret for both, so make them equal")
+    if chosen is None and client.network.network_address.is_loopback:
+        warnings.append(f"hotspotd answers RADIUS from {client.network} only (this machine): a router elsewhere "
+                        "is silently ignored; add its address (or its network) to [[radius.clients]] and run "
+                        "this again")
     if chosen and _ip(chosen.address) is not None and _ip(chosen.address) not in client.network:
         warnings.append(f'hotspotd answers RADIUS from {client.network} only, not from "{chosen.name}" at '
                         f"{chosen.address}: add its address to [[radius.clients]]")

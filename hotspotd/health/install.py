@@ -31,6 +31,7 @@ def run(cfg: Config, path: str | None, daraja_timeout: float = 10.0, router_time
     results += [_daraja(cfg, daraja_timeout, site) for site in cfg.sites.values() if site.account]
     results += _venues(cfg)
     results.append(_callback(cfg))
+    results += _radius_clients(cfg)
     results += _routers(cfg, router_timeout)
     results += _ports(cfg)
     return results
@@ -151,6 +152,18 @@ def _callback(cfg: Config) -> Check:
     if problem:
         return _check(FAIL, "callback URL", problem)
     return _check(OK, "callback URL", f"{url.split('/cb/')[0]}/cb/<token>")
+
+
+def _radius_clients(cfg: Config) -> list[Check]:
+    """A router's RADIUS is answered only from [[radius.clients]]: with loopback alone (the sample
+    file), every real router's requests are dropped without a word."""
+    if not cfg.radius.enabled or cfg.simulated:
+        return []
+    if all(c.network.network_address.is_loopback for c in cfg.radius_clients):
+        networks = ", ".join(str(c.network) for c in cfg.radius_clients) or "nothing"
+        return [_check(WARN, "radius clients", f"only {networks} (this machine) may ask: add each router's address "
+                                               "to [[radius.clients]] (hotspotd router-config prints what it needs)")]
+    return []
 
 
 def _routers(cfg: Config, timeout: float) -> list[Check]:

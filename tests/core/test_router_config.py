@@ -218,3 +218,14 @@ def test_coova_allows_loopback_radius():
     text = coova_config(cfg, portal_url="http://10.1.0.2:8080")
     assert "HS_RADIUS=127.0.0.1\n" in text
     assert "[radius] listen" in text
+
+
+def test_a_config_that_answers_only_this_machine_is_warned_about(tmp_path, capsys):
+    # the sample config's one [[radius.clients]] entry is 127.0.0.1: a real router would be ignored silently
+    config = ('[portal]\npublic_url = "http://192.168.88.10:8080"\n[radius]\nlisten = "192.168.88.10"\n'
+              '[[radius.clients]]\naddress = "127.0.0.1"\nsecret = "mt-Secret.42"\nkind = "mikrotik"\n')
+    code, out, err = run(capsys, tmp_path, "mikrotik", config=config)
+    assert code == 0 and "# WARNING: hotspotd answers RADIUS from 127.0.0.1/32 only (this machine)" in out
+    assert "hotspotd: warning: hotspotd answers RADIUS from 127.0.0.1/32 only" in err
+    code, out, _ = run(capsys, tmp_path, "mikrotik", config=CONFIG)
+    assert code == 0 and "answers RADIUS from" not in out

@@ -236,3 +236,14 @@ def test_radius_incoming_off_is_a_warning_where_cuts_go_over_the_api(capsys, mon
         code, out = check(capsys, monkeypatch, tmp_path, config=_router_config(tmp_path, sim))
     assert code == 0 and "warn  router gate setup  /radius incoming is off" in out
     assert "/radius incoming set accept=yes port=3799" in out
+
+
+def test_radius_clients_of_this_machine_only_are_a_warning(capsys, monkeypatch, tmp_path):
+    with DarajaSimulator() as sim:
+        path = write(tmp_path, sandbox_config(sim, "simulator").replace("enabled = false", "enabled = true\n"
+                                                                        "auth_port = 0\nacct_port = 0"))
+        code, out = check(capsys, monkeypatch, tmp_path, config=path)
+        assert code == 0 and "warn  radius clients     only 127.0.0.1/32 (this machine) may ask" in out
+        path.write_text(path.read_text() + '[[radius.clients]]\naddress = "10.5.50.0/24"\nsecret = "s3cret-Long"\n')
+        code, out = check(capsys, monkeypatch, tmp_path, config=path)
+        assert "radius clients" not in out
