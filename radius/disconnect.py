@@ -154,16 +154,20 @@ class CoaCutter:
     """
 
     def __init__(self, name: str, address: str, port: int, secret: str, *, timeout: float = 2.0, retries: int = 2,
-                 source: str | None = None):
+                 source: str | None = None, kind: str = "coova"):
         self.name, self.address, self.port, self.secret = name, address, port, secret
         self.timeout, self.retries, self.source = timeout, retries, source
+        #: the router's own MAC notation: CoovaChilli ``AA-BB-…`` (its User-Name for MAC auth and its
+        #: Calling-Station-Id), MikroTik ``AA:BB:…`` in capitals (its Calling-Station-Id;
+        #: shared/reference/routers.md)
+        self.kind = kind
 
     def cut(self, target: Target) -> bool:
         if target.accounting == "stopped":
             log.info("no Disconnect-Request for %s at %s: its accounting Stop is recorded", target.mac, self.name)
             return True
         result = send_disconnect(self.address, self.port, self.secret, user_name=self._user(target),
-                                 calling_station_id=target.mac.replace(":", "-"),
+                                 calling_station_id=self._mac(target),
                                  acct_session_id=target.acct_session_id, framed_ip=target.ip,
                                  timeout=self.timeout, retries=self.retries, source=self.source)
         return result.gone or (result.bare_nak and target.accounting != "open")
@@ -171,9 +175,13 @@ class CoaCutter:
     def change(self, target: Target, attributes: dict) -> bool:
         """Apply ``attributes`` to ``target``'s live session (CoA-Request): True on CoA-ACK."""
         return send_coa(self.address, self.port, self.secret, user_name=self._user(target), attributes=attributes,
-                        acct_session_id=target.acct_session_id, calling_station_id=target.mac.replace(":", "-"),
+                        acct_session_id=target.acct_session_id, calling_station_id=self._mac(target),
                         framed_ip=target.ip, timeout=self.timeout, retries=self.retries, source=self.source).acked
 
-    @staticmethod
-    def _user(target: Target) -> str:
-        return target.username or target.mac.replace(":", "-")
+    def _mac(self, target: Target) -> str:
+        mac = target.mac.upper()
+        return mac if self.kind == "mikrotik" else mac.replace(":", "-")
+
+    def _user(self, target: Target) -> str:
+        """The User-Name the router used (accounting's), else its MAC-login form of the MAC."""
+        return target.username or self._mac(target)

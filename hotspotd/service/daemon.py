@@ -153,7 +153,8 @@ class Hotspot:
                 # three tries share the router's time budget
                 self.cutters[router.name] = CoaCutter(router.name, router.address, router.coa_port, secret,
                                                       timeout=float(router.timeout_seconds) / 3, retries=2,
-                                                      source=config_mod.coa_source(self.config, router))
+                                                      source=config_mod.coa_source(self.config, router),
+                                                      kind=router.kind)
         self.opennds = Gateways(gateways)
 
     def login_at_router(self, payment: Payment) -> None:

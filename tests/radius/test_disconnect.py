@@ -377,3 +377,16 @@ def test_radclient_rejects_a_reply_signed_with_another_secret(fake_nas):
     assert "Received Disconnect-ACK" not in out, out
     out = run_radclient(fake_nas("honest").address, f'User-Name = "{MAC}"\nMessage-Authenticator = 0x00\n')
     assert "Received Disconnect-ACK" in out, out
+
+
+@pytest.mark.parametrize("kind, mac", [("mikrotik", "AA:BB:CC:DD:EE:0F"), ("coova", "AA-BB-CC-DD-EE-0F")])
+def test_each_router_kind_gets_its_own_mac_notation(nas, kind, mac):
+    # MikroTik's Calling-Station-Id is the MAC in capitals with colons, chilli's with dashes
+    # (shared/reference/routers.md); a Disconnect in the other form names a device the router does not have
+    from hotspotd.disconnects import Target
+    from radius.disconnect import CoaCutter
+    host, port = nas.address
+    cutter = CoaCutter("r", host, port, SECRET, timeout=1, retries=0, kind=kind)
+    cutter.cut(Target("aa:bb:cc:dd:ee:0f"))
+    got = nas.requests[-1].attributes
+    assert got["Calling-Station-Id"] == [mac] and got["User-Name"] == [mac]
