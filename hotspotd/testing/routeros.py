@@ -307,11 +307,14 @@ class RouterOSSimulator:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, username: str = "admin", password: str = "",
                  identity: str = "hotspotd-sim", version: str = DEFAULT_VERSION, empty_reply: bool = True,
-                 ssl_context: ssl.SSLContext | None = None, auto_hosts: bool = False,
+                 ssl_context: ssl.SSLContext | None = None, auto_hosts: bool = False, host_after: float = 0.3,
                  authenticate: Callable[[str, str, str, str], float | None] | None = None):
         self.username, self.password = username, password
         #: ``/ip/hotspot/active/login`` for an unseen device adds its host first (the demo has no real traffic)
         self.auto_hosts = auto_hosts
+        #: with ``auto_hosts``: seconds from a device's first login attempt until the hotspot sees it
+        self.host_after = host_after
+        self._first_attempt: dict[str, float] = {}
         #: ``authenticate(user, password, mac, ip)`` → seconds allowed (a RADIUS Access-Accept's
         #: Session-Timeout), 0 for no limit, None to refuse; None here accepts everyone
         self.authenticate = authenticate
@@ -588,9 +591,16 @@ class RouterOSSimulator:
     def _api_hotspot_login(self, attrs: dict[str, str]) -> None:
         """``/ip/hotspot/active/login``: the device must be a known host (by ``ip``, and ``mac-address`` if given).
 
+        As real routers answer (shared/reference/routers.md, "MikroTik as public evidence shows it"):
+        ``unknown host IP <ip>`` when no host has that address yet (the race right after payment:
+        the device has not sent traffic through the hotspot), ``wrong MAC provided`` when the host
+        at that address has another MAC, ``invalid value for argument ip``. With ``auto_hosts`` (the
+        demo, where no real device sends traffic) a device is seen ``host_after`` seconds after its
+        first login attempt, so the first attempt meets the race as at a venue.
+
         When ``/ip/hotspot/user`` has entries the user and password must match one; when it is empty any
-        credentials pass (standing in for a RADIUS server that accepts). Logging in a device already
-        online is a no-op (the simulator's choice).
+        credentials pass (standing in for a RADIUS server that accepts). What RouterOS answers for a
+        device already online is not documented: here it is a no-op, and hotspotd does not rely on it.
         """
         user, ip = attrs.get("user", ""), attrs.get("ip", "")
         if not user or not ip:
@@ -602,13 +612,17 @@ class RouterOSSimulator:
         mac = attrs.get("mac-address", "")
         if mac and not _MAC.fullmatch(mac):
             raise Trap("invalid value for argument mac-address")
-        hosts = [r for r in self._tables["/ip/hotspot/host"].values()
-                 if r["address"] == ip and (not mac or _same(r["mac-address"], mac))]
-        if not hosts and mac and self.auto_hosts:
-            self.add_host(mac, ip)
-            hosts = [r for r in self._tables["/ip/hotspot/host"].values() if _same(r["mac-address"], mac)]
+        at_ip = [r for r in self._tables["/ip/hotspot/host"].values() if r["address"] == ip]
+        if not at_ip and mac and self.auto_hosts:
+            first = self._first_attempt.setdefault(mac.upper(), time.monotonic())
+            if time.monotonic() - first >= self.host_after:
+                self.add_host(mac, ip)
+                at_ip = [r for r in self._tables["/ip/hotspot/host"].values() if r["address"] == ip]
+        if not at_ip:
+            raise Trap(f"unknown host IP {ip}")
+        hosts = [r for r in at_ip if not mac or _same(r["mac-address"], mac)]
         if not hosts:
-            raise Trap(f"no such host {ip}")
+            raise Trap("wrong MAC provided")
         users = self._tables["/ip/hotspot/user"].values()
         if users and not any(u["name"] == user and u.get("password", "") == attrs.get("password", "")
                              and u["disabled"] == "false" for u in users):

@@ -140,3 +140,28 @@ def test_api_login_refused_by_radius_is_recorded(make_hotspot, http):
     assert r.status_code == 200
     wait_for(lambda: Event.get_or_none(Event.kind == "router_login_failed"), timeout=20)
     assert hs.routeros_sim.active_macs() == []
+
+
+def test_the_login_right_after_payment_waits_out_the_routers_host_race(make_hotspot, http):
+    # a real MikroTik answers "unknown host IP" until the device has sent traffic through the hotspot
+    hs = make_hotspot(radius=RADIUS)
+    hs.routeros_sim.host_after = 1.2
+    r = http.post(f"{hs.portal_url}/api/portal/pay",
+                  json={"phone": "0708374149", "packageId": 1, "macAddress": MAC, "login": {"ip": "10.5.50.32"}})
+    assert r.status_code == 200, r.text
+    wait_for(lambda: Event.get_or_none(Event.kind == "router_login"), timeout=20)
+    logins = [c for c in hs.routeros_sim.commands if c.command == "/ip/hotspot/active/login"]
+    assert len(logins) >= 2 and hs.routeros_sim.active_macs() == [MAC]         # refused first, then in
+    assert not Event.select().where(Event.kind == "router_login_failed").exists()
+
+
+def test_a_device_the_browser_logged_in_first_is_no_failure(make_hotspot, http):
+    hs = make_hotspot(radius=RADIUS)
+    hs.routeros_sim.login(MAC, "10.5.50.33", "hs-browser")                     # the splash page's login won
+    r = http.post(f"{hs.portal_url}/api/portal/pay",
+                  json={"phone": "0708374149", "packageId": 1, "macAddress": MAC, "login": {"ip": "10.5.50.33"}})
+    assert r.status_code == 200, r.text
+    event = wait_for(lambda: Event.get_or_none(Event.kind == "router_login"), timeout=20)
+    assert "the browser's own login came first" in event.message
+    assert not Event.select().where(Event.kind == "router_login_failed").exists()
+    assert not [c for c in hs.routeros_sim.commands if c.command == "/ip/hotspot/active/login"]

@@ -1,3 +1,7 @@
+import time
+
+import pytest
+
 from hotspotd.service import cli
 from hotspotd.storage import db as db_mod
 
@@ -63,6 +67,10 @@ def test_simulate_routeros_serves_the_api_until_sigterm(tmp_path):
                         tls=False, timeout_seconds=5.0, tls_ca="", disconnect="auto", coa_port=3799, secret="", uamsecret="")
         with MikroTikRouter(router, timeout=5) as r:
             assert r.ping()["version"]
+            from hotspotd.routers import RouterError
+            with pytest.raises(RouterError, match="unknown host IP 10.5.50.30"):   # not seen yet, as at a venue
+                r.login("AA:BB:CC:DD:EE:30", "10.5.50.30", "hs1", "pw")
+            time.sleep(0.4)                                                   # the device has sent traffic
             r.login("AA:BB:CC:DD:EE:30", "10.5.50.30", "hs1", "pw")      # no --radius: any login passes
             assert r.is_online("AA:BB:CC:DD:EE:30")
             assert r.cut(Target("AA:BB:CC:DD:EE:30")) is True and not r.is_online("AA:BB:CC:DD:EE:30")

@@ -85,7 +85,7 @@ def test_login_puts_the_device_online(sim, router):
 
 
 def test_refused_login_is_a_router_error_naming_the_router(sim, router):
-    with pytest.raises(RouterError, match=r"router 'gate' \(127\.0\.0\.1:\d+\): login refused: no such host"):
+    with pytest.raises(RouterError, match=r"router 'gate' \(127\.0\.0\.1:\d+\): login refused: unknown host IP 10\.5\.50\.11"):
         router.login(MAC1, "10.5.50.11", "alice", "pw")
     assert router.ping()["identity"] == "gate-1"  # a trap leaves the connection usable
     assert logins(sim) == 1

@@ -242,8 +242,10 @@ def test_quit_is_fatal(api):
 def test_api_hotspot_login_authorizes_a_known_host(sim, api):
     sim.add_host(MAC1, "10.5.50.11")
     active = api.path("ip", "hotspot", "active")
-    with pytest.raises(TrapError, match="no such host"):
+    with pytest.raises(TrapError, match=r"^unknown host IP 10\.5\.50\.99$"):    # as real routers answer
         tuple(active("login", user="alice", password="pw", **{"mac-address": MAC2, "ip": "10.5.50.99"}))
+    with pytest.raises(TrapError, match=r"^wrong MAC provided$"):          # the host at that IP is another
+        tuple(active("login", user="alice", password="pw", **{"mac-address": MAC2, "ip": "10.5.50.11"}))
     tuple(active("login", user="alice", password="pw", **{"mac-address": MAC1, "ip": "10.5.50.11"}))
     assert list(active.select(Key("user"), Key("login-by"), Key("mac-address"))) == [
         {"user": "alice", "login-by": "api", "mac-address": MAC1}]
