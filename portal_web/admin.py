@@ -104,6 +104,7 @@ REFUSAL_TEXT = {"extend_out_of_range": "extend by 1 second to a year", "not_live
 REASON_TEXT = {
     "cancelled": "Cancelled on the phone", "wrong_pin": "Wrong PIN", "insufficient_funds": "Not enough balance",
     "no_response": "No response from the phone", "expired": "Prompt expired", "busy": "M-Pesa busy",
+    "rule_limited": "Same amount again within 2 minutes (M-Pesa's rule)",
     "push_failed": "Prompt not sent", "misconfigured": "Till or paybill misconfigured", "failed": "Other failure",
 }
 

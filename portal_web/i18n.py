@@ -80,6 +80,8 @@ PAYMENT_RESULTS: dict[str, str] = {
     "paid": N_("Payment received. Thank you!"),
     "insufficient_funds": N_("Not enough M-Pesa balance. Top up and try again."),
     "busy": N_("M-Pesa is busy right now. Please try again in a minute."),
+    "rule_limited": N_("M-Pesa refuses the same amount twice within 2 minutes. Wait 2 minutes, or choose another "
+                       "package."),
     "expired": N_("The M-Pesa prompt expired. Please try again."),
     "push_failed": N_("We could not send the M-Pesa prompt to your phone. Please try again."),
     "cancelled": N_("You cancelled the M-Pesa prompt."),

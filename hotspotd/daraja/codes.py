@@ -10,7 +10,7 @@ from __future__ import annotations
 OUTCOMES: dict[str, str] = {
     "0": "success",
     "1": "failed",            # insufficient balance
-    "17": "failed",           # internal error
+    "17": "failed",           # "Rule limited": the same amount, customer and shortcode within ~2 minutes
     "26": "failed",           # system busy
     "1001": "failed",         # subscriber locked: another transaction in progress
     "1019": "timeout",        # transaction expired
@@ -29,7 +29,7 @@ OUTCOMES: dict[str, str] = {
 REASONS: dict[str, str] = {
     "0": "paid",
     "1": "insufficient_funds",
-    "17": "busy",
+    "17": "rule_limited",
     "26": "busy",
     "1001": "busy",
     "1019": "expired",

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 RESULT_DESCS = {
     "0": "The service request is processed successfully.",
     "1": "The balance is insufficient for the transaction.",
-    "17": "System internal error.",
+    "17": "Rule limited.",
     "26": "System busy. The service request is rejected.",
     "1001": "Unable to lock subscriber, a transaction is already in process for the current subscriber",
     "1019": "Transaction has expired.",

@@ -218,3 +218,13 @@ def test_behind_chillis_nat_only_the_paying_mac_gets_the_router_login(make_hotsp
     assert 'id="router-login"' not in page
     page = http.get(f"{hs.portal_url}/wait/{checkout}", params=CHILLI).text
     assert 'id="router-login"' in page
+
+
+def test_rule_limited_payment_sends_the_customer_to_other_packages(hotspot, http):
+    # 254700000017: the simulator's ResultCode 17, "Rule limited" (same amount within ~2 minutes)
+    r = http.post(f"{hotspot.portal_url}/pay", params={**CTX, "lang": "sw"}, data={"phone": "254700000017", "package": "2"})
+    checkout = re.search(r"/wait/(ws_CO_\w+)", r.url or r.text)
+    url = r.url if "/wait/" in r.url else f"{hotspot.portal_url}/wait/{checkout.group(1)}"
+    page = wait_for(lambda: (lambda t: t if 'data-status="failed"' in t else None)(http.get(url).text), timeout=20)
+    assert 'data-reason="rule_limited"' in page and "chagua kifurushi kingine" in page
+    assert 'id="try-again"' in page                                    # to the packages, not the same one again

@@ -81,3 +81,11 @@ def test_any_code_gives_a_known_outcome_and_reason(code):
     assert codes.outcome(code) in OUTCOMES
     assert codes.reason(code) in REASONS
     assert customer_message(code, "sw")
+
+
+def test_rule_17_says_wait_or_choose_another_package():
+    # ResultCode 17 is Daraja's "Rule limited": the same amount, customer and shortcode within about
+    # 2 minutes (shared/reference/daraja.md) -- trying the same package again at once fails again
+    assert codes.REASONS["17"] == "rule_limited" and codes.OUTCOMES["17"] == "failed"
+    assert "choose another package" in i18n.payment_result("rule_limited", "en")
+    assert "chagua kifurushi kingine" in i18n.payment_result("rule_limited", "sw")
