@@ -636,6 +636,10 @@ class OpenNDSLab:
         wait_for(lambda: self.gateway.poll() is not None or self.ndsctl("status", check=False).returncode == 0, 30, 0.3)
         if self.gateway.poll() is not None:
             raise AssertionError(f"openNDS exited:\n{(self.run / 'opennds.log').read_text(errors='replace')[-3000:]}")
+        # ndsctl answers before openNDS's firewall rules are in: until then a client's request gets no
+        # answer at all (curl's code 0); wait (bounded) until the gateway answers one
+        wait_for(lambda: self.gateway.poll() is not None or self.curl(f"http://{NDS_UP_IP}/page?x=1")[0] != 0,
+                 45, 0.5)
         if agent is not None:
             alog = open(self.run / "agent.log", "wb")
             self.agent = subprocess.Popen(["nsenter", "-t", str(self._gateway_pid()), "-m", "-n", "sh",
