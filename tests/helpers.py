@@ -638,8 +638,16 @@ class OpenNDSLab:
             raise AssertionError(f"openNDS exited:\n{(self.run / 'opennds.log').read_text(errors='replace')[-3000:]}")
         # ndsctl answers before openNDS's firewall rules are in: until then a client's request gets no
         # answer at all (curl's code 0); wait (bounded) until the gateway answers one
-        wait_for(lambda: self.gateway.poll() is not None or self.curl(f"http://{NDS_UP_IP}/page?x=1")[0] != 0,
-                 45, 0.5)
+        # and it may reload them once more just after: ready is three redirects in a row, a second apart
+        def redirects() -> bool:
+            for _ in range(3):
+                if self.gateway.poll() is not None:
+                    return True
+                if self.curl(NDS_ORIGIN)[0] not in (302, 307):
+                    return False
+                time.sleep(1)
+            return True
+        wait_for(redirects, 60, 0.5)
         if agent is not None:
             alog = open(self.run / "agent.log", "wb")
             self.agent = subprocess.Popen(["nsenter", "-t", str(self._gateway_pid()), "-m", "-n", "sh",
