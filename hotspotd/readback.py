@@ -116,9 +116,7 @@ class Readback:
             if not OURS.fullmatch(entry["user"] or ""):
                 drift.foreign.append(f"{entry['mac']} ({entry['user']})")
                 continue
-            if disconnects.enqueue(entry["mac"], [router.name], entitlement_id=None,
-                                   reason="read-back: online, no time", now=now):
-                drift.cut.append(entry["mac"])
+            _cut(drift, entry["mac"], router.name, now)
         for host in hosts:
             if host["mac"] in online or not host["ip"]:
                 continue
@@ -158,9 +156,8 @@ class Readback:
         live = [r for r in rows if r.id not in quiet and r.mac]
         drift.online = len({r.mac for r in live})
         for mac in sorted({r.mac for r in live}):
-            if access.authorize(mac, now=now, site=site) is None and disconnects.enqueue(
-                    mac, [name], entitlement_id=None, reason="read-back: online, no time", now=now):
-                drift.cut.append(mac)
+            if access.authorize(mac, now=now, site=site) is None:
+                _cut(drift, mac, name, now)
         if drift.corrections:
             log.warning("router %s read-back (accounting): %d online, %d cut queued, %d quiet session(s) ended",
                         name, drift.online, len(drift.cut), drift.ended)
@@ -176,9 +173,8 @@ class Readback:
             return drift
         drift.online = len(listed.authenticated)
         for mac in sorted(listed.authenticated):
-            if access.authorize(mac, now=now, site=site) is None and disconnects.enqueue(
-                    mac, [gateway.name], entitlement_id=None, reason="read-back: online, no time", now=now):
-                drift.cut.append(mac)
+            if access.authorize(mac, now=now, site=site) is None:
+                _cut(drift, mac, gateway.name, now)
         pending = set(gateway.pending())
         for mac in sorted(listed.preauthenticated - pending):
             grant = access.authorize(mac, now=now, site=site)
@@ -192,3 +188,9 @@ class Readback:
             log.warning("openNDS %s read-back: %d authenticated, %d cut queued, %d queued for authmon again",
                         gateway.name, drift.online, len(drift.cut), len(drift.logged_in))
         return drift
+
+
+def _cut(drift: Drift, mac: str, router: str, now: float) -> None:
+    """Queue the cut of ``mac``, online at ``router`` without time (one already pending is not doubled)."""
+    if disconnects.enqueue(mac, [router], entitlement_id=None, reason="read-back: online, no time", now=now):
+        drift.cut.append(mac)

@@ -68,10 +68,10 @@ class ApiLogins:
         pauses = iter(self.HOST_RACE_PAUSES)
         while True:
             try:
-                if self._online(router, mac):
+                if router.is_online(mac):
                     return "browser"
                 router.login(mac, ip, user, password)
-                if self._online(router, mac):
+                if router.is_online(mac):
                     return "api"
                 errors.append(f"router {router.name}: the login was accepted but {mac} is not online there")
                 return None
@@ -87,10 +87,6 @@ class ApiLogins:
             except RouterUnavailable as exc:
                 errors.append(str(exc))
                 return None
-
-    @staticmethod
-    def _online(router, mac: str) -> bool:
-        return router.is_online(mac)
 
     def close(self) -> None:
         """Finish the login under way, drop those queued."""
