@@ -76,6 +76,13 @@ class ApiLogins:
                 errors.append(f"router {router.name}: the login was accepted but {mac} is not online there")
                 return None
             except RouterError as exc:
+                # Whatever the refusal says (a device already online gets one whose wording RouterOS
+                # does not document), the router's active list decides: the browser may have won.
+                try:
+                    if router.is_online(mac):
+                        return "browser"
+                except (RouterError, RouterUnavailable):
+                    pass
                 pause = next(pauses, None) if "unknown host" in str(exc) else None
                 if pause is None:
                     errors.append(str(exc))

@@ -599,8 +599,10 @@ class RouterOSSimulator:
         first login attempt, so the first attempt meets the race as at a venue.
 
         When ``/ip/hotspot/user`` has entries the user and password must match one; when it is empty any
-        credentials pass (standing in for a RADIUS server that accepts). What RouterOS answers for a
-        device already online is not documented: here it is a no-op, and hotspotd does not rely on it.
+        credentials pass (standing in for a RADIUS server that accepts). A device already online is
+        refused with ``already logged in``: what RouterOS answers there is not documented
+        (routers.md), the wording is the audit's in issue 16, and hotspotd relies on neither: it reads
+        ``/ip/hotspot/active`` back after any refusal.
         """
         user, ip = attrs.get("user", ""), attrs.get("ip", "")
         if not user or not ip:
@@ -629,7 +631,7 @@ class RouterOSSimulator:
             raise Trap("invalid username or password")
         host_mac = hosts[0]["mac-address"]
         if host_mac in self.active_macs():
-            return
+            raise Trap("already logged in")
         session_time = None
         if self.authenticate is not None:
             allowed = self.authenticate(user, attrs.get("password", ""), host_mac, ip)

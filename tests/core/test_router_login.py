@@ -3,6 +3,7 @@ UAM) checked by playing the router's part against our RADIUS server, and the ser
 import hashlib
 import html
 import re
+import threading
 
 import pytest
 from hypothesis import given, strategies as st
@@ -165,3 +166,35 @@ def test_a_device_the_browser_logged_in_first_is_no_failure(make_hotspot, http):
     assert "the browser's own login came first" in event.message
     assert not Event.select().where(Event.kind == "router_login_failed").exists()
     assert not [c for c in hs.routeros_sim.commands if c.command == "/ip/hotspot/active/login"]
+
+
+def test_the_browser_winning_between_the_check_and_the_login_is_no_failure(make_hotspot, http):
+    # The device is not online when hotspotd looks, then the splash page's own login lands before
+    # hotspotd's: the router refuses the API login, and only its active list tells the truth.
+    hs = make_hotspot(radius=RADIUS)
+    sim = hs.routeros_sim
+    sim.add_host(MAC, "10.5.50.34")
+    sim.set_latency(0.4)                    # the window between hotspotd's check and its login
+    stop = threading.Event()
+
+    def browser_login_during_the_check():
+        while not stop.is_set():
+            if any(c.command == "/ip/hotspot/active/print" for c in sim.commands):
+                sim.login(MAC, "10.5.50.34", "hs-browser")
+                return
+            stop.wait(0.005)
+
+    racer = threading.Thread(target=browser_login_during_the_check)
+    racer.start()
+    try:
+        r = http.post(f"{hs.portal_url}/api/portal/pay",
+                      json={"phone": "0708374149", "packageId": 1, "macAddress": MAC, "login": {"ip": "10.5.50.34"}})
+        assert r.status_code == 200, r.text
+        event = wait_for(lambda: Event.get_or_none(Event.kind == "router_login"), timeout=20)
+    finally:
+        stop.set()
+        racer.join(5)
+    assert [c for c in sim.commands if c.command == "/ip/hotspot/active/login"]   # it did try, and was refused
+    assert "the browser's own login came first" in event.message
+    assert not Event.select().where(Event.kind == "router_login_failed").exists()
+    assert sim.active_macs() == [MAC]

@@ -250,6 +250,10 @@ def test_api_hotspot_login_authorizes_a_known_host(sim, api):
     assert list(active.select(Key("user"), Key("login-by"), Key("mac-address"))) == [
         {"user": "alice", "login-by": "api", "mac-address": MAC1}]
     assert sim.rows("/ip/hotspot/host")[0]["authorized"] == "true"
+    # a second login for a device already online is refused, and the session is left alone
+    with pytest.raises(TrapError, match=r"^already logged in$"):
+        tuple(active("login", user="bob", password="pw", **{"mac-address": MAC1, "ip": "10.5.50.11"}))
+    assert [row["user"] for row in sim.rows("/ip/hotspot/active")] == ["alice"]
 
 
 def test_hotspot_users_are_checked_when_there_are_some(sim, api):
