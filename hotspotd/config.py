@@ -40,6 +40,8 @@ ENV_OVERRIDES = {
     "MPESA_ENVIRONMENT": ("mpesa", "environment"),
     "HOTSPOTD_DATABASE_URL": ("database", "url"),
     "HOTSPOTD_PORTAL_LISTEN": ("portal", "listen"),
+    "HOTSPOTD_RADIUS_AUTH_PORT": ("radius", "auth_port"),
+    "HOTSPOTD_RADIUS_ACCT_PORT": ("radius", "acct_port"),
 }
 
 
@@ -420,7 +422,14 @@ def from_dict(data: dict, source: str = "<dict>", env: dict[str, str] | None = N
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     for var, (table, key) in ENV_OVERRIDES.items():
         if env.get(var):
-            data.setdefault(table, {})[key] = env[var]
+            value: str | int = env[var]
+            if SCHEMA[table][key].type is int:
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise ConfigError("environment", table, key,
+                                      f"{var}={env[var]!r} is not a whole number") from None
+            data.setdefault(table, {})[key] = value
     for table in data:
         if table not in SCHEMA and table not in ("routers", "sites"):
             raise ConfigError(source, table, None,

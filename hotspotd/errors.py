@@ -15,3 +15,13 @@ class DomainError(Exception):
     def __init__(self, code: str, field: str | None = None, **values):
         super().__init__(code)
         self.code, self.field, self.values = code, field, values
+
+
+class PortInUse(OSError):
+    """A listening socket could not be bound: another program holds ``proto`` ``host:port``.
+    ``setting`` says where the operator chooses another port (a config key and its environment
+    variable); the composition root adds who holds the port, when the system tells."""
+
+    def __init__(self, proto: str, host: str, port: int, what: str, setting: str):
+        super().__init__(f"{what}: {proto.upper()} port {port} on {host or '*'} is already in use")
+        self.proto, self.host, self.port, self.what, self.setting = proto, host, port, what, setting

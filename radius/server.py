@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import os
@@ -26,6 +27,7 @@ from hotspotd import access
 from hotspotd.storage import db
 from hotspotd.access import Usage
 from hotspotd.config import Config, RadiusClient
+from hotspotd.errors import PortInUse
 from hotspotd.identifiers import InvalidMac, normalize_mac
 
 from . import wire
@@ -128,7 +130,15 @@ class RadiusServer(Server):
                 # address and port) to one of them, so a retransmission meets the same duplicate cache
                 fd.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             fd.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-            fd.bind((host, port))
+            try:
+                fd.bind((host, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                key = "auth_port" if port == self.authport else "acct_port"
+                raise PortInUse("udp", host, port, "the RADIUS server",
+                                f"[radius] {key} in the config file, or HOTSPOTD_RADIUS_{key.upper()}"
+                                f"={port + 10000 if port < 50000 else port - 1000}") from exc
 
     def stop(self) -> None:
         self._stop.set()

@@ -11,8 +11,10 @@ import time
 from .. import clock, config as config_mod, logs
 from ..storage import db as db_mod
 from ..config import ConfigError
+from ..errors import PortInUse
+from ..storage.postgres import DriverMissing
 from ..identifiers import mask_phone
-from . import simulate
+from . import ports, simulate
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,25 @@ def _setup_logging(level: str = "INFO", fmt: str = "text") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``hotspotd`` command. Start-up failures an operator meets (a port in use, a PostgreSQL
+    URL without its driver) end in one line saying what to do, not a traceback; output cut short
+    by a closed pipe (``hotspotd payments list | head``) ends quietly."""
+    try:
+        return _main(argv)
+    except PortInUse as exc:
+        print(f"hotspotd: {ports.explain(exc)}", file=sys.stderr)
+        return 2
+    except DriverMissing as exc:
+        print(f"hotspotd: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # the reader went away (head, a pager quit): nothing more to say; silence the final flush too
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "simulate":
         _setup_logging()

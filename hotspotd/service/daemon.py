@@ -6,6 +6,7 @@ only sets the stop event, and :func:`run` does the rest on the main thread.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import secrets
 import signal
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .. import access, config as config_mod, disconnects, systemd
 from ..config import Config, Router, parse_listen
 from ..daraja.client import BASE_URLS, DarajaClient
+from ..errors import PortInUse
 from ..payments import PaymentService, Policy
 from ..readback import Readback
 from ..routers.logins import ApiLogins
@@ -211,8 +213,14 @@ class Hotspot:
                                    readback=lambda: self.readback.last if self.readback else {})
         self.app = app = create_app(self)
         host, port = parse_listen(self.config.portal.listen)
-        self._web = create_server(app, host=host, port=port, threads=self.config.portal.threads,
-                                  ident="hotspotd", clear_untrusted_proxy_headers=True)
+        try:
+            self._web = create_server(app, host=host, port=port, threads=self.config.portal.threads,
+                                      ident="hotspotd", clear_untrusted_proxy_headers=True)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise PortInUse("tcp", host, port, "the portal", "[portal] listen in the config file, or "
+                            f"HOTSPOTD_PORTAL_LISTEN={host or '0.0.0.0'}:{port + 1}") from exc
         self.client = self._daraja(self.portal_url)
         self.payments = PaymentService(self.client, self.callback_url, self._policy(), on_success=self.login_at_router,
                                        storage_problem=self.storage_problem, metrics=self.metrics,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import select
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -111,7 +112,18 @@ class PostgresqlDatabase(pw.PostgresqlDatabase):
             self.close()
 
 
+class DriverMissing(RuntimeError):
+    """A PostgreSQL URL, and no PostgreSQL driver in this Python: the operator installs the extra."""
+
+
 def open_url(url: str, lock_timeout_ms: int) -> PostgresqlDatabase:
-    """A :class:`PostgresqlDatabase` for a ``postgresql://`` URL (parsed as playhouse parses it)."""
+    """A :class:`PostgresqlDatabase` for a ``postgresql://`` URL (parsed as playhouse parses it).
+    Raises :class:`DriverMissing` when psycopg2 is not installed (peewee would only say so at the
+    first query, in a traceback)."""
+    if pw.psycopg2 is None:
+        raise DriverMissing(
+            "the database URL is PostgreSQL, but its driver (psycopg2) is not installed in this Python "
+            f"({sys.executable}): install hotspotd's postgres extra, e.g. `{sys.executable} -m pip install "
+            "'psycopg2-binary>=2.9,<3'` (from a checkout: `pip install -e '.[postgres]'`)")
     plain = connect_url(url)                            # the URL's checks and connect parameters
     return PostgresqlDatabase(plain.database, lock_timeout_ms=lock_timeout_ms, **plain.connect_params)
