@@ -370,3 +370,13 @@ def token_callback(token: str):
     if token != _hotspot().callback_token:
         return jsonify({"ResultCode": 1, "ResultDesc": "Rejected"}), 404
     return _take_callback()
+
+
+@bp.get("/instance")
+def instance():
+    """Which database this daemon uses (the random ``database_id`` it keeps there), for
+    ``hotspotd check`` on the same machine: answered to loopback only, 404 to anyone else."""
+    if request.remote_addr not in ("127.0.0.1", "::1"):
+        return jsonify({"success": False, "message": "Not Found"}), 404
+    from hotspotd.storage import db
+    return jsonify({"databaseId": db.get_setting("database_id")})
