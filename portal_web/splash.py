@@ -6,7 +6,7 @@ ride along in every link and form, so whichever page ends the flow can log the d
 """
 from __future__ import annotations
 
-from flask import Blueprint, abort, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, make_response, redirect, render_template, request, url_for
 
 from hotspotd import access, clock, formatting, router_login, vouchers
 from hotspotd.config import Site
@@ -33,8 +33,26 @@ REFUSED_WITH_TIME = N_("The Wi-Fi did not let this device in (it says: %(reply)s
                        "again; if it keeps failing, please tell the staff.")
 REFUSED_NO_TIME = N_("The Wi-Fi did not let this device in (it says: %(reply)s). Choose a package to buy time, or "
                      "use \"Already paid?\" if you have paid.")
+#: the heading when the router refused this device's login although it has time
+PAID_TIME = N_("You have paid time on this device")
 MOVED = N_("Your time is now on this device.")
 VOUCHER_OK = N_("Voucher accepted.")
+
+
+def _recently(name: str, window: float) -> router_login.RecentlyTried:
+    """This app's memory of devices recently sent to the router (``auto_login``: the page submits
+    a device's login by itself once in two minutes, never again, so a router that keeps refusing
+    cannot make it loop; ``refusal``: a refusal is written down for the owner once in five)."""
+    return current_app.extensions.setdefault(f"hotspotd.{name}", router_login.RecentlyTried(window=window))
+
+
+def _record_refusal(mac: str | None, entitlement_id: int | None, words: str, site: Site) -> None:
+    """Tell the owner (the payment's timeline, the health page) that the router refused a device."""
+    if mac is None or not _recently("refusal", 300.0).first(mac, clock.now()):
+        return
+    from hotspotd.storage.models import Event
+    Event.create(at=clock.now(), kind="router_login_refused", entitlement=entitlement_id, mac=mac,
+                 message=f"the router refused the login{'' if site.id == 'default' else ' at ' + site.id}: {words}")
 
 
 def _refused(template: str, exc: DomainError, **values):
@@ -97,9 +115,13 @@ def _online_page(grant_or_ent, form: router_login.LoginForm | None, title: str, 
         seconds, until = access.remaining_seconds(ent), ent.expires_at
         data_left = access.bytes_left(ent)
         package = ent.package.name
+    device = _mac(ctx if ctx is not None else _router_context())
+    key = device or (form.fields.get("username", "") if form else "")
+    # the page submits the login itself once; after a refusal, or a second time, it is the customer's tap
+    auto = form is not None and refused is None and _recently("auto_login", 120.0).first(key, clock.now())
     return _render("online.html", ctx=ctx, title=title, note=note, package=package,
                    seconds=seconds, data_left=data_left, until=clock.local(until).strftime("%H:%M"), login=form,
-                   refused=refused)
+                   refused=refused, auto_login=auto)
 
 
 @bp.errorhandler(429)
@@ -114,7 +136,10 @@ def index():
     mac = _mac(ctx)
     grant = access.authorize(mac, site=site.id) if mac else None
     res, lang = ctx.get("res"), i18n.lang()
-    reply = ctx.get("reply") or ctx.get("error") or i18n.t(N_("no reason given"), lang)
+    # the router sent the browser back with its reason (MikroTik $(error), CoovaChilli res=failed)
+    words = router_login.refusal(ctx)
+    if words == "":
+        words = i18n.t(N_("no reason given"), lang)
     if grant is not None:
         if res in ("success", "already"):
             # the router (CoovaChilli) says this device is logged in: no second logon from this page
@@ -123,9 +148,13 @@ def index():
         # MAC it sees against the one in the login, so a typed-in MAC borrows nobody's time)
         form = router_login.login_form(ctx, mac, "", _hotspot().venues.uamsecret_for(ctx))
         _hotspot().opennds.admit(mac, site.id)
-        refused = i18n.t(REFUSED_WITH_TIME, lang, reply=reply) if res == "failed" else None
-        return _online_page(grant, form, WELCOME_BACK, ctx=ctx, refused=refused)
-    error = i18n.t(REFUSED_NO_TIME, lang, reply=reply) if res == "failed" else None
+        if words:
+            _record_refusal(mac, grant.entitlement_id, words, site)
+            return _online_page(grant, form, PAID_TIME, ctx=ctx, refused=i18n.t(REFUSED_WITH_TIME, lang, reply=words))
+        return _online_page(grant, form, WELCOME_BACK, ctx=ctx)
+    if words:
+        _record_refusal(mac, None, words, site)
+    error = i18n.t(REFUSED_NO_TIME, lang, reply=words) if words else None
     return _render("splash.html", packages=_packages(site), error=error, error_field=None, phone="")
 
 

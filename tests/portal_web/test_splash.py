@@ -228,3 +228,59 @@ def test_rule_limited_payment_sends_the_customer_to_other_packages(hotspot, http
     page = wait_for(lambda: (lambda t: t if 'data-status="failed"' in t else None)(http.get(url).text), timeout=20)
     assert 'data-reason="rule_limited"' in page and "chagua kifurushi kingine" in page
     assert 'id="try-again"' in page                                    # to the packages, not the same one again
+
+
+# The router sends the browser back to its login page, which sends it here, when it refused the
+# login the success page submitted (MikroTik fills $(error); routers.md, "External splash page").
+MIKROTIK = {"mac": "AA:BB:CC:DD:EE:41", "ip": "10.5.50.41", "link-login-only": "http://10.5.50.1/login",
+            "link-orig": "http://example.com/"}
+
+
+def auto_login(page: str) -> str | None:
+    form = re.search(r'<form id="router-login"[^>]*data-auto="(\d)"', page)
+    return form[1] if form else None
+
+
+def test_a_login_the_router_refused_is_shown_and_never_submitted_again_by_itself(hotspot, http):
+    from hotspotd.storage.models import Event
+    give_time("AA:BB:CC:DD:EE:41")
+    url = f"{hotspot.portal_url}/"
+    refused = {**MIKROTIK, "error": "RADIUS server is not responding", "lang": "en"}
+    for _ in range(3):                                   # the router keeps refusing; the customer reloads
+        page = http.get(url, params=refused).text
+        assert 'id="router-refused"' in page and "it says: RADIUS server is not responding" in page
+        assert "Welcome back" not in page and "You have paid time on this device" in page
+        assert auto_login(page) == "0" and "Connect now" in page           # the customer's tap, not a loop
+    events = list(Event.select().where(Event.kind == "router_login_refused"))
+    assert len(events) == 1 and events[0].mac == "AA:BB:CC:DD:EE:41"     # once for the owner, not per reload
+    assert "RADIUS server is not responding" in events[0].message and events[0].entitlement_id is not None
+
+
+def test_the_page_submits_a_devices_login_by_itself_only_once(hotspot, http):
+    give_time("AA:BB:CC:DD:EE:41")
+    url = f"{hotspot.portal_url}/"
+    first = http.get(url, params=MIKROTIK).text
+    assert "Welcome back" in first and auto_login(first) == "1"
+    # back again at once, no error from the router: it did not keep the device; no second submission
+    again = http.get(url, params=MIKROTIK).text
+    assert auto_login(again) == "0" and 'Tap "Connect now" to go online.' in html_unescape(again)
+
+
+def test_a_refusal_reaches_the_owners_health_page(hotspot, http):
+    from hotspotd.health import live
+    give_time("AA:BB:CC:DD:EE:41")
+    http.get(f"{hotspot.portal_url}/", params={**MIKROTIK, "error": "invalid username or password"})
+    check = next(c for c in live.run(hotspot) if c.key == "router_logins")
+    assert check.state == "warn" and "1 login(s) refused by a router" in check.detail
+    assert any("invalid username or password" in item for item in check.items)
+
+
+def test_a_refusal_for_a_device_without_time_offers_the_packages(hotspot, http):
+    page = http.get(f"{hotspot.portal_url}/", params={**MIKROTIK, "error": "no more sessions are allowed"}).text
+    assert 'id="pay-error"' in page and "it says: no more sessions are allowed" in page
+    assert 'id="router-login"' not in page
+
+
+def html_unescape(page: str) -> str:
+    import html
+    return html.unescape(page)
