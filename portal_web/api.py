@@ -235,7 +235,7 @@ def _paid_from(payment, remote_addr: str | None, mac: str | None, hotspot) -> bo
 
 def _login_form(payment, ent, hotspot) -> router_login.LoginForm | None:
     """``payment``/``ent``: a Payment and its Entitlement (or None), or the status poll's rows."""
-    if ent is None or ent.status != "active" or not ent.login_user:
+    if ent is None or ent.status not in ("active", access.HELD) or not ent.login_user:
         return None
     ctx = json.loads(payment.login_context) if payment.login_context else {}
     return router_login.login_form(ctx, ent.login_user, ent.login_password,

@@ -66,7 +66,8 @@ REFUSALS: dict[str, str] = {
     "time_used_up": N_("The time bought with this payment has run out."),
     "data_used_up": N_("The data bought with this payment has been used up."),
     "other_venue": N_("This time was bought at another of our venues and works only there."),
-    "no_device": N_("Open this page from the Wi-Fi login screen so we know which device to connect."),
+    "no_device": N_("This page cannot tell which device you are using. Stay on this Wi-Fi and open any website: "
+                    "the Wi-Fi's login page opens, and there it works. Nothing was used up."),
     "not_a_voucher": N_("That is not a voucher code. It looks like ABCDE-23456."),
     "voucher_invalid": N_("This voucher code is not valid. Check it and try again."),
     "voucher_used": N_("This voucher has already been used."),

@@ -36,6 +36,7 @@ REFUSED_NO_TIME = N_("The Wi-Fi did not let this device in (it says: %(reply)s).
 #: the heading when the router refused this device's login although it has time
 PAID_TIME = N_("You have paid time on this device")
 MOVED = N_("Your time is now on this device.")
+STARTS_NOW = N_("Your paid time starts now, on this device.")
 VOUCHER_OK = N_("Voucher accepted.")
 
 
@@ -53,6 +54,16 @@ def _record_refusal(mac: str | None, entitlement_id: int | None, words: str, sit
     from hotspotd.storage.models import Event
     Event.create(at=clock.now(), kind="router_login_refused", entitlement=entitlement_id, mac=mac,
                  message=f"the router refused the login{'' if site.id == 'default' else ' at ' + site.id}: {words}")
+
+
+def _claim_held(ctx: dict, mac: str, site: Site):
+    """A purchase held for a device (bought with no router variables) claimed by the device that
+    paid, now back through the router: recognised by its address, only where that address is the
+    device's own (the router names the same ``ip``, and it is no router's NAT address)."""
+    address = request.remote_addr
+    if not address or ctx.get("ip") != address or address in _hotspot().venues.nat_addresses:
+        return None
+    return access.claim_held(address, mac, site.id)
 
 
 def _refused(template: str, exc: DomainError, **values):
@@ -154,6 +165,12 @@ def index():
         return _online_page(grant, form, WELCOME_BACK, ctx=ctx)
     if words:
         _record_refusal(mac, None, words, site)
+    elif mac and (claimed := _claim_held(ctx, mac, site)) is not None:
+        # paid earlier from this very device without the router's variables: its time starts now
+        form = router_login.login_form(ctx, claimed.login_user, claimed.login_password,
+                                       _hotspot().venues.uamsecret_for(ctx))
+        _hotspot().opennds.admit(mac, site.id)
+        return _online_page(claimed, form, ONLINE, STARTS_NOW, ctx=ctx)
     error = i18n.t(REFUSED_NO_TIME, lang, reply=words) if words else None
     return _render("splash.html", packages=_packages(site), error=error, error_field=None, phone="")
 
@@ -183,6 +200,10 @@ def wait(checkout_request_id: str):
     status = STATUS_OF[payment.status]
     if status == "success":
         ent = access.entitlement_of(payment)
+        if ent is not None and ent.status == access.HELD:
+            # paid, but no device known: say exactly how to get online, never "You are online"
+            return _render("held.html", s=payment_status_json(payment, lang), package=ent.package.name,
+                           minutes=ent.package.duration_seconds // 60, receipt=payment.receipt)
         if ent is not None:
             return _online_page(ent, router_login_form(payment, _mac(_router_context())), ONLINE)
     s = payment_status_json(payment, lang)

@@ -110,7 +110,7 @@ def test_already_paid_moves_the_session_to_the_new_mac(hotspot, http):
     assert Entitlement.select().count() == 1                   # time moved, not doubled
     # without the router's MAC we cannot know which device to move to
     r = http.post(url, data={"receipt": receipt, "phone": "0708374149"})
-    assert r.status_code == 400 and "Wi-Fi login screen" in r.text
+    assert r.status_code == 400 and "cannot tell which device you are using" in r.text
 
 
 def test_voucher_gets_a_device_online_once(hotspot, http):
@@ -284,3 +284,53 @@ def test_a_refusal_for_a_device_without_time_offers_the_packages(hotspot, http):
 def html_unescape(page: str) -> str:
     import html
     return html.unescape(page)
+
+
+# Opened by its address, a bookmark or a poster's QR code: no router variables, so no device known.
+def test_a_purchase_without_a_device_is_held_and_never_called_online(hotspot, http):
+    page = pay(hotspot, http, "0708374149", ctx={})
+    assert status_of(page) == "held"
+    assert "You are online" not in page and "Payment received" in page
+    assert "open any website" in page and "Already paid?" in html_unescape(page)
+    payment = Payment.get()
+    assert payment.receipt and payment.receipt in page                    # the code for "Already paid?"
+    ent = Entitlement.get()
+    assert ent.status == "held" and access.authorize(MAC) is None       # nobody online on it yet
+    # an hour later its time is all there: the clock waits for a device
+    later = clock.now() + 3600
+    ent, unbound = access.move_to_device(payment.receipt, "254708374149", MAC, now=later)
+    assert unbound == [] and ent.status == "active"
+    assert ent.started_at == later and ent.expires_at == later + 3600
+    assert access.authorize(MAC, now=later + 60) is not None
+
+
+def test_the_device_that_paid_without_router_variables_is_let_in_when_it_comes_back_through_the_router(hotspot, http):
+    pay(hotspot, http, "0708374149", ctx={})                               # from 127.0.0.1, no device named
+    # another device behind the router, with another address: nothing to claim
+    page = http.get(f"{hotspot.portal_url}/", params={**CTX, "mac": "AA:BB:CC:DD:EE:49", "ip": "10.5.50.49"}).text
+    assert status_of(page) is None and Entitlement.get().status == "held"
+    # the same device (its own address, which the router names too) opens any website
+    page = http.get(f"{hotspot.portal_url}/", params={**CTX, "ip": "127.0.0.1"}).text
+    assert status_of(page) == "success" and "Your paid time starts now, on this device." in page
+    assert 'id="router-login"' in page
+    ent = Entitlement.get()
+    assert ent.status == "active" and access.is_bound(ent.id, MAC) and access.authorize(MAC) is not None
+
+
+def test_a_voucher_entered_without_a_device_is_not_used_up(hotspot, http):
+    package = Package.get(Package.name == "1 hour")
+    code = vouchers.display(vouchers.generate(package.id, 1)[0].code)
+    r = http.post(f"{hotspot.portal_url}/voucher", data={"code": code})
+    assert r.status_code == 400 and "Nothing was used up" in r.text and "You are online" not in r.text
+    r = http.post(f"{hotspot.portal_url}/voucher", params=CTX, data={"code": code})    # from the login page
+    assert r.status_code == 200 and status_of(r.text) == "success" and access.authorize(MAC) is not None
+
+
+def test_a_held_purchase_starts_with_the_first_login_of_its_credentials(hotspot):
+    give_time(None)
+    ent = Entitlement.get()
+    assert ent.status == "held"
+    later = clock.now() + 600
+    grant = access.authorize_login(ent.login_user, lambda secret: secret == ent.login_password, MAC, now=later)
+    assert grant is not None and grant.remaining_seconds == 3600
+    assert Entitlement.get().status == "active" and access.is_bound(ent.id, MAC)
