@@ -112,7 +112,16 @@ def _render(template: str, status: int = 200, **values):
 
 
 def _packages(site: Site):
-    return on_sale(site.id)
+    return list(on_sale(site.id))
+
+
+def _splash(status: int = 200, *, site: Site, chosen: str = "", **values):
+    """The packages page: ``chosen`` (a package id) stays checked through errors and "Try again";
+    one no longer on sale, or none, checks the first."""
+    packages = _packages(site)
+    ids = [str(p.id) for p in packages]
+    return _render("splash.html", status, packages=packages, chosen=chosen if chosen in ids else (ids or [""])[0],
+                   **values)
 
 
 def _online_page(grant_or_ent, form: router_login.LoginForm | None, title: str, note: str | None = None,
@@ -172,7 +181,27 @@ def index():
         _hotspot().opennds.admit(mac, site.id)
         return _online_page(claimed, form, ONLINE, STARTS_NOW, ctx=ctx)
     error = i18n.t(REFUSED_NO_TIME, lang, reply=words) if words else None
-    return _render("splash.html", packages=_packages(site), error=error, error_field=None, phone="")
+    chosen, phone = _retry_values(ctx)
+    return _splash(site=site, error=error, error_field=None, phone=phone, chosen=chosen)
+
+
+def _retry_values(ctx: dict) -> tuple[str, str]:
+    """The package and phone a "Try again" brings back (``retry=<CheckoutRequestID>``, and
+    ``package`` when the customer picks one): the phone only to the device that paid, never to
+    whoever learns the id."""
+    chosen = request.args.get("package", "")[:12]
+    retry = request.args.get("retry", "")[:64]
+    payment = _hotspot().payments.status(retry) if retry else None
+    if payment is None or not _asked_by_payer(payment, ctx):
+        return chosen, ""
+    return chosen or str(payment.package_id), formatting.phone_local(payment.phone)
+
+
+def _asked_by_payer(payment, ctx: dict) -> bool:
+    """The same address as the payment; behind a CoovaChilli's NAT the same MAC as well."""
+    if not payment.client_ip or payment.client_ip != request.remote_addr:
+        return False
+    return request.remote_addr not in _hotspot().venues.nat_addresses or (_mac(ctx) or None) == payment.mac
 
 
 @bp.post("/pay")
@@ -186,7 +215,9 @@ def pay():
                                                _mac(ctx), client_ip=request.remote_addr, login_context=ctx or None,
                                                site=site.id)
     except DomainError as exc:      # PaymentRefused
-        return _refused("splash.html", exc, packages=_packages(site), phone=request.form.get("phone", "")[:20])
+        return _splash(STATUS_OF_REFUSAL.get(exc.code, 400), site=site, error=i18n.refusal(exc, lang),
+                       error_field=exc.field, phone=request.form.get("phone", "")[:20],
+                       chosen=request.form.get("package", "")[:12])
     return redirect(url_for("splash.wait", checkout_request_id=payment.checkout_request_id, lang=lang, **ctx), 303)
 
 
@@ -211,7 +242,8 @@ def wait(checkout_request_id: str):
         lifetime = hotspot.config.mpesa.prompt_lifetime_seconds
         left = int(max(lifetime - (clock.now() - (payment.pushed_at or payment.created_at)), 0))
         return _render("wait.html", s=s, seconds_left=left, checkout_request_id=payment.checkout_request_id)
-    return _render("failed.html", s=s)
+    again = {**_router_context(), "retry": payment.checkout_request_id, "package": payment.package_id}
+    return _render("failed.html", s=s, again=again)
 
 
 @bp.route("/paid", methods=["GET", "POST"])

@@ -334,3 +334,29 @@ def test_a_held_purchase_starts_with_the_first_login_of_its_credentials(hotspot)
     grant = access.authorize_login(ent.login_user, lambda secret: secret == ent.login_password, MAC, now=later)
     assert grant is not None and grant.remaining_seconds == 3600
     assert Entitlement.get().status == "active" and access.is_bound(ent.id, MAC)
+
+
+def checked_package(page: str) -> str | None:
+    m = re.search(r'<input type="radio" name="package" value="(\d+)" checked>', page)
+    return m[1] if m else None
+
+
+def test_the_chosen_package_and_the_phone_survive_a_typo(hotspot, http):
+    r = http.post(f"{hotspot.portal_url}/pay", params=CTX, data={"phone": "07O8 374 149", "package": "3"})
+    assert r.status_code == 400 and 'id="pay-error"' in r.text
+    assert checked_package(r.text) == "3" and 'value="07O8 374 149"' in r.text    # not the cheapest, not empty
+    assert len(re.findall(r'name="package" value="\d+" checked', r.text)) == 1
+
+
+def test_try_again_keeps_the_package_and_the_phone_for_the_device_that_paid(hotspot, http):
+    page = pay(hotspot, http, "254700001032", ctx=CTX)                 # the customer cancels the prompt
+    assert status_of(page) == "cancelled"
+    again = re.search(r'href="([^"]+)" id="try-again"', page)[1]
+    r = http.get(hotspot.portal_url + html_unescape(again))
+    assert checked_package(r.text) == "2" and 'value="0700 001 032"' in r.text
+    assert "mac=AA%3ABB%3ACC%3ADD%3AEE%3A40" in again or "mac=AA:BB:CC:DD:EE:40" in html_unescape(again)
+    # someone else who learns the link gets the package, never the phone number
+    payment = Payment.get()
+    Payment.update(client_ip="10.5.50.99").where(Payment.id == payment.id).execute()
+    r = http.get(hotspot.portal_url + html_unescape(again))
+    assert checked_package(r.text) == "2" and "0700 001 032" not in r.text
