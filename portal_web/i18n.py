@@ -147,3 +147,27 @@ def _best_language(header: str | None) -> str | None:
 
 
 _best_language_cached = lru_cache(maxsize=1024)(_best_language)
+
+
+#: what the M-Pesa prompt will show, said before and while it comes (hotspotd.config.Payee): a
+#: customer who reads the same name and number on the prompt knows it is this Wi-Fi's
+PAYEE_BEFORE = {
+    ("paybill", True): N_("The M-Pesa prompt will ask you to pay %(name)s, paybill %(number)s, account %(account)s."),
+    ("paybill", False): N_("The M-Pesa prompt will ask you to pay paybill %(number)s, account %(account)s."),
+    ("till", True): N_("The M-Pesa prompt will ask you to pay %(name)s, till number %(number)s."),
+    ("till", False): N_("The M-Pesa prompt will ask you to pay till number %(number)s."),
+}
+PAYEE_DURING = {
+    ("paybill", True): N_("The M-Pesa prompt asks you to pay %(amount)s to %(name)s (paybill %(number)s, "
+                          "account %(account)s)."),
+    ("paybill", False): N_("The M-Pesa prompt asks you to pay %(amount)s to paybill %(number)s, account %(account)s."),
+    ("till", True): N_("The M-Pesa prompt asks you to pay %(amount)s to %(name)s (till number %(number)s)."),
+    ("till", False): N_("The M-Pesa prompt asks you to pay %(amount)s to till number %(number)s."),
+}
+
+
+def payee(payee, language: str, amount: str | None = None) -> str:
+    """The sentence naming whom the prompt pays (``amount``: while it comes, the money too)."""
+    table = PAYEE_BEFORE if amount is None else PAYEE_DURING
+    return t(table[(payee.kind, bool(payee.business_name))], language, name=payee.business_name,
+             number=payee.number, account=payee.account_reference, amount=amount or "")

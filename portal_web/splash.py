@@ -11,7 +11,7 @@ from flask import Blueprint, abort, current_app, make_response, redirect, render
 from hotspotd import access, clock, formatting, router_login, vouchers
 from hotspotd.config import Site
 from hotspotd.errors import DomainError
-from hotspotd.identifiers import InvalidMac, is_random_mac, normalize_mac, normalize_phone
+from hotspotd.identifiers import InvalidMac, is_random_mac, mask_phone, normalize_mac, normalize_phone
 from hotspotd.payments import on_sale
 
 from . import i18n, limiter
@@ -120,8 +120,9 @@ def _splash(status: int = 200, *, site: Site, chosen: str = "", **values):
     one no longer on sale, or none, checks the first."""
     packages = _packages(site)
     ids = [str(p.id) for p in packages]
+    payee = _hotspot().config.payee(site.id)
     return _render("splash.html", status, packages=packages, chosen=chosen if chosen in ids else (ids or [""])[0],
-                   **values)
+                   payee=i18n.payee(payee, i18n.lang()), help_phone=payee.help_phone, **values)
 
 
 def _online_page(grant_or_ent, form: router_login.LoginForm | None, title: str, note: str | None = None,
@@ -241,7 +242,14 @@ def wait(checkout_request_id: str):
     if status == "pending":
         lifetime = hotspot.config.mpesa.prompt_lifetime_seconds
         left = int(max(lifetime - (clock.now() - (payment.pushed_at or payment.created_at)), 0))
-        return _render("wait.html", s=s, seconds_left=left, checkout_request_id=payment.checkout_request_id)
+        payee = hotspot.config.payee(payment.site)
+        ctx = _router_context()
+        payer = _asked_by_payer(payment, ctx)
+        change = {**ctx, "retry": payment.checkout_request_id, "package": payment.package_id}
+        return _render("wait.html", s=s, seconds_left=left, checkout_request_id=payment.checkout_request_id,
+                       payee=i18n.payee(payee, lang, formatting.money(payment.amount, lang)),
+                       help_phone=payee.help_phone, change=change,
+                       sent_to=formatting.phone_local(payment.phone) if payer else mask_phone(payment.phone))
     again = {**_router_context(), "retry": payment.checkout_request_id, "package": payment.package_id}
     return _render("failed.html", s=s, again=again)
 

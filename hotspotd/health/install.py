@@ -30,6 +30,7 @@ def run(cfg: Config, path: str | None, daraja_timeout: float = 10.0, router_time
     results.append(_daraja(cfg, daraja_timeout))
     results += [_daraja(cfg, daraja_timeout, site) for site in cfg.sites.values() if site.account]
     results += _venues(cfg)
+    results += _payees(cfg)
     results.append(_callback(cfg))
     results += _radius_clients(cfg)
     results += _routers(cfg, router_timeout)
@@ -37,6 +38,19 @@ def run(cfg: Config, path: str | None, daraja_timeout: float = 10.0, router_time
     results += _dashboard(facts, path)
     results += _ports(cfg, facts.get("database_id"))
     return results
+
+
+def _payees(cfg: Config) -> list[Check]:
+    """Outside the simulator every venue's splash page should name whom the prompt pays, as the
+    prompt itself does: a customer tells a real prompt from a scam by it."""
+    if cfg.mpesa.environment == "simulator":
+        return []
+    unnamed = [sid for sid in cfg.sites if not cfg.payee(sid).business_name]
+    if not unnamed:
+        return [_check(OK, "payee", "the splash page names whom the M-Pesa prompt pays")]
+    where = "" if unnamed == [config_mod.DEFAULT_SITE] else f" (venues: {', '.join(unnamed)})"
+    return [_check(WARN, "payee", f"no business_name{where}: set [mpesa] business_name (or the venue's) to the "
+                                  "name Safaricom registered for the paybill or till, so customers can tell a real prompt")]
 
 
 def _database_facts(cfg: Config) -> dict:

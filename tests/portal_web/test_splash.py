@@ -360,3 +360,36 @@ def test_try_again_keeps_the_package_and_the_phone_for_the_device_that_paid(hots
     Payment.update(client_ip="10.5.50.99").where(Payment.id == payment.id).execute()
     r = http.get(hotspot.portal_url + html_unescape(again))
     assert checked_package(r.text) == "2" and "0700 001 032" not in r.text
+
+
+def test_whom_the_prompt_pays_is_said_before_and_while_it_comes(make_hotspot, http):
+    hs = make_hotspot(mpesa={"business_name": "MAMA MBOGA WIFI"}, portal={"help_phone": "0722 000 111"},
+                      simulator={"callback_delay_seconds": 60, "final_after_seconds": 60})   # the prompt stays open
+    page = http.get(f"{hs.portal_url}/", params=CTX).text
+    assert "The M-Pesa prompt will ask you to pay MAMA MBOGA WIFI, paybill 174379, account WIFI." in page
+    assert 'href="tel:0722000111"' in page
+    r = http.post(f"{hs.portal_url}/pay", params=CTX, data={"phone": "0708374149", "package": "2"},
+                  allow_redirects=False)
+    page = http.get(hs.portal_url + r.headers["Location"]).text
+    assert status_of(page) == "pending"
+    assert "The M-Pesa prompt asks you to pay KES 10 to MAMA MBOGA WIFI (paybill 174379, account WIFI)." in page
+    assert "The prompt went to 0708 374 149." in page and 'id="change-number"' in page
+    assert re.search(r'<ol id="steps">\s*<li>', page) and 'href="tel:0722000111"' in page
+    # the countdown and the words under it say the same thing
+    assert re.search(r'id="countdown">(\d+)</span> seconds left to approve it', page)
+    # "Wrong number? Change it" goes back to the packages with this one chosen and the number to correct
+    change = html_unescape(re.search(r'href="([^"]+)" id="change-number"', page)[1])
+    back = http.get(hs.portal_url + change).text
+    assert checked_package(back) == "2" and 'value="0708 374 149"' in back
+
+
+def test_a_till_is_named_as_a_till_and_a_venue_has_its_own(make_hotspot, http):
+    hs = make_hotspot(mpesa={"business_name": "HQ LTD"},
+                      sites=[{"id": "kisumu", "name": "Kisumu", "shortcode": "600111", "transaction_type":
+                              "CustomerBuyGoodsOnline", "till_number": "5123456", "business_name": "LAKESIDE CAFE",
+                              "help_phone": "0733 111 222"}])
+    page = http.get(f"{hs.portal_url}/", params={**CTX, "site": "kisumu"}).text
+    assert "The M-Pesa prompt will ask you to pay LAKESIDE CAFE, till number 5123456." in page
+    assert "account" not in re.search(r'id="payee">([^<]+)<', page)[1] and 'href="tel:0733111222"' in page
+    page = http.get(f"{hs.portal_url}/", params=CTX).text
+    assert "pay HQ LTD, paybill 174379" in page
