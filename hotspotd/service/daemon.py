@@ -47,6 +47,8 @@ class Hotspot:
         #: the figures of /metrics (:class:`hotspotd.metrics.Metrics`), None when [metrics] is off
         self.metrics = None
         self.routeros_sim = None
+        #: the simulated router's RADIUS client (radius.testing.mikrotik.HotspotRadius), with RADIUS on
+        self.routeros_radius = None
         self.routers: tuple[Router, ...] = ()
         #: the venues and the routers serving them (:mod:`hotspotd.venues`); routers once started
         self.venues = Venues(cfg)
@@ -107,32 +109,26 @@ class Hotspot:
 
     def _venue_routers(self) -> tuple[Router, ...]:
         """The ``[[routers]]``; in the simulator environment with none set, a simulated MikroTik
-        whose logins are checked against our own RADIUS server, as a real one would."""
+        with its RADIUS side (radius/testing/mikrotik.py) pointed at our own RADIUS server: it
+        logs devices in by MAC and over the API through RADIUS, sends accounting and ends sessions
+        at their limits, as a real one does."""
         if self.config.routers or not self.config.simulated:
             return self.config.routers
         from ..testing.routeros import RouterOSSimulator
         host, port = parse_listen(self.config.simulator.routeros_listen)
         password = secrets.token_urlsafe(12)
         self.routeros_sim = RouterOSSimulator(host, port, username="hotspotd", password=password,
-                                              identity="simulated-venue", auto_hosts=True,
-                                              authenticate=self._simulated_router_auth).start()
+                                              identity="simulated-venue", auto_hosts=True).start()
+        if self.radius is not None:
+            from radius.testing.mikrotik import HotspotRadius
+            secret = self.config.radius_client_secret("127.0.0.1") or ""
+            self.routeros_radius = HotspotRadius(self.routeros_sim, incoming=None).start().point_at(
+                self.radius.auth_address, self.radius.acct_address, secret)
         address, port = self.routeros_sim.address
         log.info("simulated venue router (RouterOS API) at %s:%d", address, port)
         return (Router(name="simulated-mikrotik", kind="mikrotik", address=address, api_port=port, user="hotspotd",
                        password=password, tls=False, timeout_seconds=5.0, tls_ca="", disconnect="api", coa_port=3799,
                        secret="", uamsecret=""),)
-
-    def _simulated_router_auth(self, user: str, password: str, mac: str, ip: str) -> float | None:
-        if self.radius is not None:
-            from radius.testing.probe import Timeout, ask
-            secret = self.config.radius_client_secret("127.0.0.1") or ""
-            try:
-                return ask(self.radius.auth_address, secret, user, password, mac, ip)
-            except Timeout:
-                log.warning("simulated router: no RADIUS answer for %s", user)
-                return None
-        grant = access.authorize_login(user, lambda secret: secret == password, mac)
-        return None if grant is None else grant.remaining_seconds
 
     def _build_cutters(self) -> None:
         gateways = []
@@ -379,6 +375,8 @@ class Hotspot:
             self.api_logins.close()
         for router in self.api_routers:
             router.close()
+        if self.routeros_radius:
+            self.routeros_radius.stop()
         if self.routeros_sim:
             self.routeros_sim.stop()
         if self.radius:
