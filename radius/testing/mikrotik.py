@@ -114,6 +114,7 @@ class Exchange:
     message_authenticator: bool = False
     reply_code: int | None = None                    #: None: no valid answer (yet)
     reply_attributes: dict = field(default_factory=dict)
+    raw: bytes = b""                                 #: the request as sent
 
 
 @dataclass(frozen=True)
@@ -334,9 +335,10 @@ class HotspotRadius:
         self._identify(req, server, mac, ip, session_id, nas_port)
         req["Service-Type"] = "Login-User"
         req["WISPr-Logoff-URL"] = f"http://{self._profile().get('hotspot-address') or '10.5.50.1'}/logout"
-        exchange = Exchange("auth", _attributes(req), sign)
+        raw = req.RequestPacket()
+        exchange = Exchange("auth", _attributes(req), sign, raw=raw)
         self.exchanges.append(exchange)
-        reply = self._ask(req, req.RequestPacket(), radius, sign)
+        reply = self._ask(req, raw, radius, sign)
         if reply is None:
             self.stats["auth_timeout"] += 1
             log.info("simulated MikroTik: no RADIUS answer for %s", user)
@@ -451,10 +453,11 @@ class HotspotRadius:
                 self.stats["acct_no_server"] += 1
                 continue
             req = self._acct_packet(job, radius, server, ident)
-            exchange = Exchange("acct", _attributes(req))
+            raw = req.RequestPacket()
+            exchange = Exchange("acct", _attributes(req), raw=raw)
             self.exchanges.append(exchange)
             with self._lock:
-                self._pending[ident] = _Pending(exchange, req.RequestPacket(), req)
+                self._pending[ident] = _Pending(exchange, raw, req)
         with self._lock:
             due = [p for p in self._pending.values() if p.next_at <= now]
             for p in due:
