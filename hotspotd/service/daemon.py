@@ -54,6 +54,8 @@ class Hotspot:
         self.venues = Venues(cfg)
         self.cutters: dict[str, disconnects.Cutter] = {}
         self.api_routers: list[MikroTikRouter] = []
+        #: the APIs of MikroTiks cut by Disconnect-Request, asked whether a device is gone afterwards
+        self.verifiers: list[MikroTikRouter] = []
         self.api_logins: ApiLogins | None = None
         #: what the routers say is online against what was sold (:mod:`hotspotd.readback`)
         self.readback: Readback | None = None
@@ -139,19 +141,28 @@ class Hotspot:
                 gateways.append(gateway)
                 self.cutters[router.name] = gateway
             elif router.disconnect_method == "api":
-                context = ssl.create_default_context(cafile=router.tls_ca) if router.tls and router.tls_ca else None
-                mikrotik = MikroTikRouter(router, timeout=float(router.timeout_seconds), ssl_context=context)
+                mikrotik = MikroTikRouter(router, timeout=float(router.timeout_seconds), ssl_context=self._ssl(router))
                 self.api_routers.append(mikrotik)
                 self.cutters[router.name] = mikrotik
             else:
                 from radius.disconnect import CoaCutter
                 secret = router.secret or self.config.radius_client_secret(router.address) or ""
+                is_online = None
+                if router.kind == "mikrotik" and router.user:
+                    # a MikroTik's Disconnect-NAK says nothing sure: its API says whether the device is gone
+                    api = MikroTikRouter(router, timeout=float(router.timeout_seconds), ssl_context=self._ssl(router))
+                    self.verifiers.append(api)
+                    is_online = api.is_online
                 # three tries share the router's time budget
                 self.cutters[router.name] = CoaCutter(router.name, router.address, router.coa_port, secret,
                                                       timeout=float(router.timeout_seconds) / 3, retries=2,
                                                       source=config_mod.coa_source(self.config, router),
-                                                      kind=router.kind)
+                                                      kind=router.kind, is_online=is_online)
         self.opennds = Gateways(gateways)
+
+    @staticmethod
+    def _ssl(router: Router) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=router.tls_ca) if router.tls and router.tls_ca else None
 
     def login_at_router(self, payment: Payment) -> None:
         """After payment (the payment service's ``on_success``): the device's API login, queued;
@@ -373,7 +384,7 @@ class Hotspot:
             self.scheduler.stop()
         if self.api_logins:
             self.api_logins.close()
-        for router in self.api_routers:
+        for router in self.api_routers + self.verifiers:
             router.close()
         if self.routeros_radius:
             self.routeros_radius.stop()
