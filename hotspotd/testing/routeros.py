@@ -15,6 +15,12 @@ port 8728. It speaks what RouterOS 7 speaks (shared/reference/routers.md, "Route
 
 Values are strings on the wire, booleans ``true``/``false`` as RouterOS 7 prints them.
 Where RouterOS's behaviour is not documented the simulator makes a plain choice, said where it is made.
+
+The hotspot's RADIUS client is not here: radius/testing/mikrotik.py attaches itself as ``radius``
+(:class:`RadiusSide`: a host is seen, an API login, a session ended). The hotspot itself ends each
+session at its :class:`Limits` (Session-Timeout, Idle-Timeout without traffic, the byte limits), as
+RouterOS does (routers.md, "MikroTik as public evidence shows it"); ``send_traffic`` is the test
+control that moves bytes.
 """
 from __future__ import annotations
 
