@@ -754,7 +754,7 @@ class RouterOSSimulator:
         self._tables["/system/device-mode"][""] = {"mode": "advanced", "hotspot": "yes", "container": "no",
                                                    "proxy": "yes"}
         self._tables["/radius/incoming"][""] = {"accept": "true", "port": "3799", "vrf": "main"}
-        if self.version.split()[0] >= "7.15":   # require-message-auth is there from 7.15
+        if routeros_version(self.version) >= (7, 15):   # require-message-auth is there from 7.15
             self._insert("/radius", {"service": "hotspot", "address": "10.5.50.2", "secret": "testing123",
                                      "authentication-port": "1812", "accounting-port": "1813",
                                      "require-message-auth": "yes", "comment": "hotspotd", "disabled": "false"})
@@ -856,6 +856,11 @@ class RouterOSSimulator:
             elif key == menu.countdown and "_until" in row:
                 shown[key] = format_duration(row["_until"] - now)
         return shown
+
+
+def routeros_version(text: str) -> tuple[int, ...]:
+    """``7.14.3 (stable)`` → (7, 14, 3): versions compare as numbers (7.9 is before 7.15)."""
+    return tuple(int(part) for part in re.findall(r"\d+", text.split()[0])[:3])
 
 
 def _limit_reached(row: dict, now: float) -> str | None:

@@ -77,7 +77,7 @@ from dataclasses import dataclass, field
 
 from pyrad import packet
 
-from hotspotd.testing.routeros import Limits, RouterOSSimulator
+from hotspotd.testing.routeros import Limits, RouterOSSimulator, routeros_version
 from radius.server import load_dictionary
 
 log = logging.getLogger(__name__)
@@ -93,11 +93,6 @@ def mac_format(mac: str, fmt: str) -> str:
     takes the next hex digit, in capitals for ``X`` and small letters for ``x``."""
     digits = iter(re.sub(r"[^0-9A-Fa-f]", "", mac))
     return "".join(next(digits).upper() if c == "X" else next(digits).lower() if c == "x" else c for c in fmt)
-
-
-def routeros_version(text: str) -> tuple[int, ...]:
-    """``7.14.3 (stable)`` → (7, 14, 3): compared as numbers (7.9 is before 7.15)."""
-    return tuple(int(part) for part in re.findall(r"\d+", text.split()[0])[:3])
 
 
 def chap_variables(chap_id: bytes, challenge: bytes) -> dict[str, str]:
@@ -163,8 +158,9 @@ class HotspotRadius:
         self.router, self.source, self.incoming = router, source, incoming
         self.timeout, self.tries = timeout, tries
         self.dict = load_dictionary()
-        self.exchanges: list[Exchange] = []
-        self.received: list[Incoming] = []
+        #: the latest requests sent and received (bounded: the demo runs for days)
+        self.exchanges: deque[Exchange] = deque(maxlen=1000)
+        self.received: deque[Incoming] = deque(maxlen=1000)
         self.stats: Counter = Counter()
         self._sessions: dict[str, Session] = {}
         self._chap: dict[str, tuple[bytes, bytes]] = {}

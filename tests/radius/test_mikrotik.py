@@ -9,10 +9,11 @@ import pytest
 from pyrad import packet
 
 from hotspotd import router_login
-from hotspotd.routers.mikrotik import MikroTikRouter
 from hotspotd.config import from_dict
+from hotspotd.routers.mikrotik import MikroTikRouter
 from hotspotd.storage.models import AcctSession, Entitlement
-from radius.testing.mikrotik import chap_variables, mac_format, routeros_version
+from hotspotd.testing.routeros import routeros_version
+from radius.testing.mikrotik import chap_variables, mac_format
 
 from tests.helpers import DICT, MIKROTIK_SECRET, RADIUS, give_time, start_mikrotik, wait_for
 

@@ -393,3 +393,14 @@ def test_hotspotd_simulate_routeros_with_radius_asks_for_its_hosts_by_mac():
             proc.terminate()
             assert proc.wait(5) == 0
             proc.stdout.close()
+
+
+@pytest.mark.parametrize("version, has_it", [("7.9 (stable)", False), ("7.14.3 (stable)", False),
+                                             ("7.15 (stable)", True), ("7.18.2 (stable)", True)])
+def test_require_message_auth_exists_from_7_15_compared_as_numbers(version, has_it):
+    # "7.9" >= "7.15" as text: RouterOS 7.9 had it, until versions were compared as numbers
+    sim = RouterOSSimulator(version=version)
+    try:
+        assert ("require-message-auth" in sim.menu("/radius")[0]) == has_it
+    finally:
+        sim.stop()
