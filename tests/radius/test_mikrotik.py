@@ -176,6 +176,15 @@ def test_the_router_ends_a_session_at_its_total_limit_with_gigawords(mikrotik):
     assert Entitlement.get_by_id(ent.id).status == "exhausted"
 
 
+def test_a_graceful_reboot_stops_every_session_with_nas_reboot(mikrotik):
+    give_time(MAC)
+    mikrotik.router.add_host(MAC, IP)
+    wait_for(row)
+    mikrotik.radius.reboot()
+    assert mikrotik.router.active_macs() == []
+    stopped("NAS-Reboot")
+
+
 def test_routeros_before_7_15_sends_no_message_authenticator_and_is_named(make_hotspot, caplog):
     from hotspotd.health import live
     with caplog.at_level(logging.WARNING, logger="radius.server"):
