@@ -202,7 +202,7 @@ def test_routeros_before_7_15_sends_no_message_authenticator_and_is_named(make_h
             venue.stop()
     said = [r.getMessage() for r in caplog.records if "without Message-Authenticator" in r.getMessage()]
     assert len(said) == 1 and "RouterOS before 7.15" in said[0]
-    assert venue.hs.radius.no_message_authenticator["127.0.0.1"] == 3      # three sends, one warning
+    wait_for(lambda: venue.hs.radius.no_message_authenticator["127.0.0.1"] == 3)   # three sends, one warning
     assert check.state == "warn" and any("RouterOS before 7.15" in i for i in check.items)
 
 

@@ -276,12 +276,13 @@ class Told:
 
     def __init__(self, sim):
         self.sim, self.seen, self.ended = sim, [], []
+        self.limits = routeros.Limits(total=1000, recv=600)
 
     def host_seen(self, mac, ip):
         self.seen.append(mac)
 
     def login(self, user, password, mac, ip):
-        self.sim.activate(mac, ip, user, "http-chap", routeros.Limits(idle_timeout=0.3, total=1000, recv=600))
+        self.sim.activate(mac, ip, user, "http-chap", self.limits)
         return True
 
     def logged_out(self, item_id, session, cause):
@@ -302,9 +303,11 @@ def test_the_hotspot_enforces_its_session_limits_and_says_why_each_ended(sim, ap
     assert told.ended == [(MAC1, routeros.LIMIT_CAUSE, "600", "0"), (MAC2, routeros.LIMIT_CAUSE, "100", "900"),
                           (MAC3, "Admin-Reset", "0", "0")]
     sim.add_host(MAC1, "10.5.50.11")
+    told.limits = routeros.Limits(idle_timeout=0.3)
     tuple(active("login", user="u", password="p", **{"mac-address": MAC1, "ip": "10.5.50.11"}))
     time.sleep(0.35)                                      # no traffic for the Idle-Timeout
     assert sim.active_macs() == [] and told.ended[-1][:2] == (MAC1, "Idle-Timeout")
+    told.limits = routeros.Limits()
     tuple(active("login", user="u", password="p", **{"mac-address": MAC1, "ip": "10.5.50.11"}))
     assert sim.logout(MAC1) and told.ended[-1][:2] == (MAC1, "User-Request") and not sim.logout(MAC1)
 
