@@ -871,7 +871,7 @@ def _limit_reached(row: dict, now: float) -> str | None:
     if limits.idle_timeout and now - row["_seen"] >= limits.idle_timeout:
         return "Idle-Timeout"
     received, sent = int(row["bytes-in"]), int(row["bytes-out"])
-    if any(limit is not None and used >= limit
+    if any(limit and used >= limit       # 0 is no limit, as RouterOS's limit-bytes-total (a choice: not in routers.md)
            for limit, used in ((limits.total, received + sent), (limits.recv, received), (limits.xmit, sent))):
         return LIMIT_CAUSE
     return None
