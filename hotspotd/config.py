@@ -427,8 +427,8 @@ def from_dict(data: dict, source: str = "<dict>", env: dict[str, str] | None = N
                 try:
                     value = int(value)
                 except ValueError:
-                    raise ConfigError("environment", table, key,
-                                      f"{var}={env[var]!r} is not a whole number") from None
+                    raise ConfigError(source, table, key,
+                                      f"{var}={env[var]!r} (from the environment) is not a whole number") from None
             data.setdefault(table, {})[key] = value
     for table in data:
         if table not in SCHEMA and table not in ("routers", "sites"):
