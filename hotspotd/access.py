@@ -11,6 +11,7 @@ router's ``site`` variable) pass ``site``; ``site=None`` asks about anywhere.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -250,9 +251,20 @@ def _left(cap: int | None, used: int) -> int | None:
     return None if cap is None else max(cap - used, 0)
 
 
+#: an M-Pesa transaction code inside a pasted confirmation SMS: ten capitals and digits, first a
+#: letter, at least one digit ("WF0DMXF93V Confirmed. Ksh10.00 sent to …")
+_RECEIPT_IN_SMS = re.compile(r"(?<![A-Z0-9])(?=[A-Z0-9]*\d)[A-Z][A-Z0-9]{9}(?![A-Z0-9])")
+
+
 def normalize_receipt(text: str) -> str:
-    """An M-Pesa receipt as typed (``skl2 abc3de``) → as stored (``SKL2ABC3DE``)."""
-    return "".join(str(text or "").split()).upper()[:20]
+    """An M-Pesa receipt as typed (``skl2 abc3de``) → as stored (``SKL2ABC3DE``); from a pasted
+    confirmation SMS, the code it starts with (the first code-shaped word)."""
+    text = str(text or "")[:1000].upper()
+    typed = "".join(text.split())
+    if re.fullmatch(r"[A-Z0-9]{10}", typed):        # the code, typed with or without spaces
+        return typed
+    found = _RECEIPT_IN_SMS.search(text)
+    return found.group(0) if found else typed[:20]
 
 
 def _grant(ent_id: int, mac: str, package_name: str, expires_at: float, cap: int | None, used: int,

@@ -126,7 +126,7 @@ def _splash(status: int = 200, *, site: Site, chosen: str = "", **values):
 
 
 def _online_page(grant_or_ent, form: router_login.LoginForm | None, title: str, note: str | None = None,
-                 ctx: dict | None = None, refused: str | None = None):
+                 ctx: dict | None = None, refused: str | None = None, receipt: str | None = None):
     """``title``, ``note``: message ids (:data:`ONLINE`, :data:`MOVED`, ...)."""
     if isinstance(grant_or_ent, access.Grant):
         seconds, data_left, until = grant_or_ent.remaining_seconds, grant_or_ent.bytes_left, grant_or_ent.expires_at
@@ -142,7 +142,7 @@ def _online_page(grant_or_ent, form: router_login.LoginForm | None, title: str, 
     auto = form is not None and refused is None and _recently("auto_login", 120.0).first(key, clock.now())
     return _render("online.html", ctx=ctx, title=title, note=note, package=package,
                    seconds=seconds, data_left=data_left, until=clock.local(until).strftime("%H:%M"), login=form,
-                   refused=refused, auto_login=auto)
+                   refused=refused, auto_login=auto, receipt=receipt)
 
 
 @bp.errorhandler(429)
@@ -235,9 +235,12 @@ def wait(checkout_request_id: str):
         if ent is not None and ent.status == access.HELD:
             # paid, but no device known: say exactly how to get online, never "You are online"
             return _render("held.html", s=payment_status_json(payment, lang), package=ent.package.name,
-                           minutes=ent.package.duration_seconds // 60, receipt=payment.receipt)
+                           receipt=payment.receipt if _asked_by_payer(payment, _router_context()) else None)
         if ent is not None:
-            return _online_page(ent, router_login_form(payment, _mac(_router_context())), ONLINE)
+            # the M-Pesa code (with the phone it moves the time): only to the device that paid
+            payer = _asked_by_payer(payment, _router_context())
+            return _online_page(ent, router_login_form(payment, _mac(_router_context())), ONLINE,
+                                receipt=payment.receipt if payer else None)
     s = payment_status_json(payment, lang)
     if status == "pending":
         lifetime = hotspot.config.mpesa.prompt_lifetime_seconds

@@ -393,3 +393,22 @@ def test_a_till_is_named_as_a_till_and_a_venue_has_its_own(make_hotspot, http):
     assert "account" not in re.search(r'id="payee">([^<]+)<', page)[1] and 'href="tel:0733111222"' in page
     page = http.get(f"{hs.portal_url}/", params=CTX).text
     assert "pay HQ LTD, paybill 174379" in page
+
+
+def test_already_paid_takes_the_pasted_sms_and_the_success_page_shows_the_code(hotspot, http):
+    page = pay(hotspot, http, "0708374149", ctx={**CTX, "mac": RANDOM_MAC})
+    receipt = Payment.get().receipt
+    assert re.search(rf'id="receipt">[^<]*<strong>{receipt}</strong>', page)     # the code on the success page
+    sms = (f"{receipt} Confirmed. Ksh10.00 sent to MAMA MBOGA WIFI for account WIFI on 3/12/26 at 2:15 PM "
+           "New M-PESA balance is Ksh90.00. Transaction cost, Ksh0.00.")
+    r = http.post(f"{hotspot.portal_url}/paid", params={**CTX, "mac": "AA:BB:CC:DD:EE:48"},
+                  data={"receipt": sms, "phone": "0708374149"})
+    assert r.status_code == 200 and status_of(r.text) == "success", r.text[-800:]
+    assert access.authorize("AA:BB:CC:DD:EE:48") is not None
+
+
+@pytest.mark.parametrize("typed, code", [("skl2 abc3de", "SKL2ABC3DE"), ("SKL2ABC3DE", "SKL2ABC3DE"),
+                                         ("wf0dmxf93v confirmed. ksh10.00 sent to x", "WF0DMXF93V"),
+                                         ("Confirmed. Ksh10.00 sent. Code WF0DMXF93V", "WF0DMXF93V")])
+def test_receipt_codes_are_read_as_typed_or_pasted(typed, code):
+    assert access.normalize_receipt(typed) == code
