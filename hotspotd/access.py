@@ -482,3 +482,31 @@ def record_usage(u: Usage, now: float | None = None) -> bool:
             execute('UPDATE "entitlement" SET bytes_used = bytes_used + ? WHERE id = ?', (delta, ent_id))
         cap, used = execute('SELECT data_cap_bytes, bytes_used FROM "entitlement" WHERE id = ?', (ent_id,)).fetchone()
         return cap is not None and used >= cap
+
+
+def device_at(address: str, now: float | None = None) -> str | None:
+    """The MAC of the device at ``address``, as the routers last reported it (accounting's
+    Framed-IP-Address of a live session), else the device that paid from it in the last hour.
+    The caller makes sure ``address`` is the device's own, not a router's NAT address."""
+    now = clock.now() if now is None else now
+    row = (AcctSession.select(AcctSession.mac).where(AcctSession.ip == address, AcctSession.online,
+                                                     AcctSession.mac.is_null(False))
+           .order_by(AcctSession.updated_at.desc()).first())
+    if row is not None:
+        return row.mac
+    paid = (Payment.select(Payment.mac).where(Payment.client_ip == address, Payment.mac.is_null(False),
+                                              Payment.created_at >= now - 3600)
+            .order_by(Payment.created_at.desc()).first())
+    return paid.mac if paid is not None else None
+
+
+def last_ended(mac: str, site: str | None = None, now: float | None = None, within: float = 86400) -> Entitlement | None:
+    """The session of ``mac`` whose time or data ran out most recently (within a day), for
+    "your 1 hour ended at 21:37" above the packages."""
+    now = clock.now() if now is None else now
+    query = (Entitlement.select(Entitlement).join(Device, on=(Device.entitlement == Entitlement.id))
+             .where(Device.mac == mac, Entitlement.status.in_(("expired", "exhausted")),
+                    Entitlement.ended_at >= now - within)
+             .order_by(Entitlement.ended_at.desc()))
+    ent = query.first()
+    return ent if ent is not None and usable_at(ent, site) else None

@@ -13,6 +13,7 @@ from hotspotd.config import Site
 from hotspotd.errors import DomainError
 from hotspotd.identifiers import InvalidMac, is_random_mac, mask_phone, normalize_mac, normalize_phone
 from hotspotd.payments import on_sale
+from hotspotd.storage.models import Entitlement, Payment
 
 from . import i18n, limiter
 from .running import hotspot as _hotspot
@@ -37,6 +38,7 @@ REFUSED_NO_TIME = N_("The Wi-Fi did not let this device in (it says: %(reply)s).
 PAID_TIME = N_("You have paid time on this device")
 MOVED = N_("Your time is now on this device.")
 STARTS_NOW = N_("Your paid time starts now, on this device.")
+ENDED = N_("Your %(package)s ended at %(time)s.")
 VOUCHER_OK = N_("Voucher accepted.")
 
 
@@ -155,7 +157,8 @@ def index():
     ctx = _router_context()
     site = _site(ctx)
     mac = _mac(ctx)
-    grant = access.authorize(mac, site=site.id) if mac else None
+    # "buy more" (from /me): the packages, even for a device that still has time (purchases stack)
+    grant = access.authorize(mac, site=site.id) if mac and request.args.get("buy") != "1" else None
     res, lang = ctx.get("res"), i18n.lang()
     # the router sent the browser back with its reason (MikroTik $(error), CoovaChilli res=failed)
     words = router_login.refusal(ctx)
@@ -183,7 +186,43 @@ def index():
         return _online_page(claimed, form, ONLINE, STARTS_NOW, ctx=ctx)
     error = i18n.t(REFUSED_NO_TIME, lang, reply=words) if words else None
     chosen, phone = _retry_values(ctx)
-    return _splash(site=site, error=error, error_field=None, phone=phone, chosen=chosen)
+    return _splash(site=site, error=error, error_field=None, phone=phone, chosen=chosen,
+                   ended=_ended_notice(mac, site, lang) if mac and not words else None)
+
+
+def _ended_notice(mac: str, site: Site, lang: str) -> str | None:
+    """"Your 1 hour ended at 21:37." for a device back after its time or data ran out."""
+    ent = access.last_ended(mac, site.id)
+    if ent is None:
+        return None
+    return i18n.t(ENDED, lang, package=ent.package.name, time=clock.local(ent.ended_at).strftime("%H:%M"))
+
+
+@bp.get("/me")
+def me():
+    """"My time": the device's time and data left, its M-Pesa code and "buy more", at a fixed
+    address; the device is known by the router's variables, else by its own address (never a
+    router's NAT address, which many devices share)."""
+    ctx = _router_context()
+    site = _site(ctx)
+    lang = i18n.lang()
+    mac = _mac(ctx)
+    address = request.remote_addr
+    if mac is None and address and address not in _hotspot().venues.nat_addresses:
+        mac = access.device_at(address)
+    if mac is None:
+        return _render("me.html", ctx=ctx, known=False)
+    buy = {**ctx, "buy": "1"}
+    grant = access.authorize(mac, site=site.id)
+    if grant is None:
+        return _render("me.html", ctx=ctx, known=True, grant=None, buy=buy, ended=_ended_notice(mac, site, lang))
+    ent = Entitlement.get_by_id(grant.entitlement_id)
+    payment = Payment.get_or_none(Payment.id == ent.payment_id) if ent.payment_id else None
+    return _render("me.html", ctx=ctx, known=True, grant=grant, buy=buy, package=grant.package_name,
+                   seconds=grant.remaining_seconds, data_left=grant.bytes_left,
+                   until=clock.local(grant.expires_at).strftime("%H:%M"),
+                   receipt=payment.receipt if payment is not None else None,
+                   ending_soon=grant.remaining_seconds <= 600)
 
 
 def _retry_values(ctx: dict) -> tuple[str, str]:

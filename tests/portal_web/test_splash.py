@@ -412,3 +412,34 @@ def test_already_paid_takes_the_pasted_sms_and_the_success_page_shows_the_code(h
                                          ("Confirmed. Ksh10.00 sent. Code WF0DMXF93V", "WF0DMXF93V")])
 def test_receipt_codes_are_read_as_typed_or_pasted(typed, code):
     assert access.normalize_receipt(typed) == code
+
+
+# "My time" at a fixed address (/me), and a device back after its time ran out
+def test_my_time_shows_time_left_the_code_and_buy_more(hotspot, http):
+    pay(hotspot, http, "0708374149", ctx=CTX)
+    page = http.get(f"{hotspot.portal_url}/me", params=CTX).text
+    assert 'data-state="online"' in page and "1 hour" in page and 'id="time-left"' in page
+    assert f"<strong>{Payment.get().receipt}</strong>" in page
+    buy = html_unescape(re.search(r'href="([^"]+)" id="buy-more"', page)[1])
+    more = http.get(hotspot.portal_url + buy).text
+    assert 'id="pay-form"' in more and "Welcome back" not in more          # the packages, though time is left
+
+
+def test_my_time_finds_the_device_by_its_address_without_router_variables(hotspot, http):
+    pay(hotspot, http, "0708374149", ctx=CTX)          # paid from 127.0.0.1, the router named the MAC
+    page = http.get(f"{hotspot.portal_url}/me").text   # a bookmark: no variables
+    assert 'data-state="online"' in page and "1 hour" in page
+    Payment.update(client_ip="10.5.50.99").execute()   # an address nothing is known of
+    page = http.get(f"{hotspot.portal_url}/me").text
+    assert 'data-state="unknown"' in page and "open any website" in page
+
+
+def test_a_device_back_after_its_time_ended_is_told_when_it_ended(hotspot, http):
+    ent = give_time(MAC, seconds=60)
+    later = clock.now() + 120
+    access.expire_due(now=later)
+    Entitlement.update(ended_at=clock.now() - 5).where(Entitlement.id == ent.id).execute()
+    page = http.get(f"{hotspot.portal_url}/", params=CTX).text
+    ended = re.search(r'id="ended">([^<]+)<', page)
+    assert ended and ended[1].startswith("Your test 60s ended at ") and 'id="pay-form"' in page
+    assert 'data-state="none"' in http.get(f"{hotspot.portal_url}/me", params=CTX).text
