@@ -292,8 +292,12 @@ def wait(checkout_request_id: str):
                        payee=i18n.payee(payee, lang, formatting.money(payment.amount, lang)),
                        help_phone=payee.help_phone, change=change,
                        sent_to=formatting.phone_local(payment.phone) if payer else mask_phone(payment.phone))
-    again = {**_router_context(), "retry": payment.checkout_request_id, "package": payment.package_id}
-    return _render("failed.html", s=s, again=again)
+    ctx = _router_context()
+    again = {**ctx, "retry": payment.checkout_request_id, "package": payment.package_id}
+    # the earlier prompt has ended: the device that paid may send it again at once, same package and number
+    resend = {"package": payment.package_id, "phone": formatting.phone_local(payment.phone)} \
+        if _asked_by_payer(payment, ctx) else None
+    return _render("failed.html", s=s, again=again, resend=resend)
 
 
 @bp.route("/paid", methods=["GET", "POST"])

@@ -443,3 +443,21 @@ def test_a_device_back_after_its_time_ended_is_told_when_it_ended(hotspot, http)
     ended = re.search(r'id="ended">([^<]+)<', page)
     assert ended and ended[1].startswith("Your test 60s ended at ") and 'id="pay-form"' in page
     assert 'data-state="none"' in http.get(f"{hotspot.portal_url}/me", params=CTX).text
+
+
+def test_a_prompt_that_never_came_can_be_sent_again_once_it_ended(make_hotspot, http):
+    hs = make_hotspot(mpesa={"business_name": "MAMA MBOGA WIFI"})
+    page = pay(hs, http, "254700001037", ctx=CTX)                     # no response from the phone (1037)
+    assert status_of(page) == "timeout"
+    form = re.search(r'<form method="post" action="([^"]+)" id="send-again">(.*?)</form>', page, re.S)
+    assert form and "Send the prompt again to 0700 001 037" in form[2]
+    fields = dict(re.findall(r'name="(\w+)" value="([^"]*)"', form[2]))
+    assert fields == {"package": "2", "phone": "0700 001 037"}
+    r = http.post(hs.portal_url + html_unescape(form[1]), data=fields)
+    assert r.history[0].status_code == 303 and "/wait/" in r.url
+    assert Payment.select().count() == 2 and {p.package_id for p in Payment.select()} == {2}
+    # a stranger with the link sees no button with the number in it
+    first = Payment.select().order_by(Payment.id).first()
+    Payment.update(client_ip="10.5.50.99").where(Payment.id == first.id).execute()
+    page = http.get(f"{hs.portal_url}/wait/{first.checkout_request_id}", params=CTX).text
+    assert 'id="send-again"' not in page and "0700 001 037" not in page
