@@ -87,11 +87,14 @@ def test_returning_device_with_time_skips_the_payment_screens(hotspot, http):
     assert 29 <= int(re.search(r'data-seconds="(\d+)"', page)[1]) // 60 <= 30
 
 
-def test_random_mac_is_explained(hotspot, http):
-    page = http.get(hotspot.portal_url + "/", params={**CTX, "mac": RANDOM_MAC}).text
-    assert 'id="random-mac"' in page and "private (random) Wi-Fi address" in page
+def test_random_mac_is_explained_once_paid_not_before(hotspot, http):
+    # not on top of the packages (it worried customers before they paid); on the success page and /me
+    assert 'id="random-mac"' not in http.get(hotspot.portal_url + "/", params={**CTX, "mac": RANDOM_MAC}).text
+    page = pay(hotspot, http, "0708374149", ctx={**CTX, "mac": RANDOM_MAC})
+    assert 'id="random-mac"' in page and 'tap "Already paid?" and enter your M-Pesa code' in html_unescape(page)
+    assert 'id="random-mac"' in http.get(f"{hotspot.portal_url}/me", params={**CTX, "mac": RANDOM_MAC}).text
     universal = {**CTX, "mac": "00:1A:2B:3C:4D:41"}      # 0x00: a burned-in, globally unique address
-    assert 'id="random-mac"' not in http.get(hotspot.portal_url + "/", params=universal).text
+    assert 'id="random-mac"' not in pay(hotspot, http, "0708374150", ctx=universal)
 
 
 def test_already_paid_moves_the_session_to_the_new_mac(hotspot, http):
