@@ -203,9 +203,10 @@ def _router_config(cfg, args) -> int:
         print(f"hotspotd: router-config: {exc}", file=sys.stderr)
         return 2
     print(text, end="")
-    for line in text.splitlines():  # warnings also on stderr, for owners who redirect stdout to a file
-        if line.startswith("# WARNING: "):
-            print(f"hotspotd: warning: {line[11:]}", file=sys.stderr)
+    if not sys.stdout.isatty():  # warnings also on stderr for owners who redirect stdout to a file (not twice on a screen)
+        for line in text.splitlines():
+            if line.startswith("# WARNING: "):
+                print(f"hotspotd: warning: {line[11:]}", file=sys.stderr)
     return 0
 
 

@@ -82,3 +82,30 @@ def test_a_listing_cut_short_by_its_reader_ends_quietly(tmp_path):
                           shell=True, capture_output=True, text=True, env=env, timeout=60)
     assert len(done.stdout.splitlines()) == 2
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+
+
+def test_router_config_says_each_warning_once_on_a_screen_and_once_when_redirected(tmp_path):
+    import pty
+    args = [*CLI, "--config", str(tmp_path / "h.toml"), "router-config", "mikrotik", "--portal-url",
+            "http://192.168.88.2:8080", "--radius-address", "192.168.88.2", "--login-html", str(tmp_path / "login.html")]
+    hotspotd(tmp_path, "db", "migrate")                         # writes the config file
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTSPOTD_")}
+    warning = 'the RADIUS secret is the default "testing123"'
+    redirected = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
+    assert redirected.returncode == 0
+    assert redirected.stdout.count(warning) == 1 and redirected.stderr.count(warning) == 1   # the file, the screen
+    pid, fd = pty.fork()                                          # stdout and stderr both a terminal
+    if pid == 0:
+        os.execvpe(args[0], args, env)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(fd)
+    os.waitpid(pid, 0)
+    assert screen.decode().count(warning) == 1
