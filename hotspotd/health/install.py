@@ -156,14 +156,30 @@ def _callback(cfg: Config) -> Check:
 
 def _radius_clients(cfg: Config) -> list[Check]:
     """A router's RADIUS is answered only from [[radius.clients]]: with loopback alone (the sample
-    file), every real router's requests are dropped without a word."""
+    file), every real router's requests are dropped without a word; so are those of a [[routers]]
+    entry (MikroTik, CoovaChilli: openNDS asks no RADIUS) whose address no entry covers."""
     if not cfg.radius.enabled or cfg.simulated:
         return []
+    networks = ", ".join(str(c.network) for c in cfg.radius_clients) or "nothing"
+    out = []
     if all(c.network.network_address.is_loopback for c in cfg.radius_clients):
-        networks = ", ".join(str(c.network) for c in cfg.radius_clients) or "nothing"
-        return [_check(WARN, "radius clients", f"only {networks} (this machine) may ask: add each router's address "
-                                               "to [[radius.clients]] (hotspotd router-config prints what it needs)")]
-    return []
+        out.append(_check(WARN, "radius clients", f"only {networks} (this machine) may ask: add each router's address "
+                                                  "to [[radius.clients]] (hotspotd router-config prints what it needs)"))
+    for r in cfg.routers:
+        if r.kind == "opennds" or _ip(r.address) is None:   # a host name: its packets' address is not known here
+            continue
+        if not any(_in(r.address, c.network) for c in cfg.radius_clients):
+            out.append(_check(WARN, "radius clients", f"router {r.name} at {r.address} is in no [[radius.clients]] "
+                                                      f"entry ({networks}): its RADIUS requests are dropped "
+                                                      "unanswered; add its address (or network) with its secret"))
+    return out
+
+
+def _ip(text: str):
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def _routers(cfg: Config, timeout: float) -> list[Check]:
