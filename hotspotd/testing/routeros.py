@@ -755,11 +755,11 @@ class RouterOSSimulator:
         self._tables["/radius/incoming"][""] = {"accept": "true", "port": "3799", "vrf": "main"}
         if self.version.split()[0] >= "7.15":   # require-message-auth is there from 7.15
             self._insert("/radius", {"service": "hotspot", "address": "10.5.50.2", "secret": "testing123",
-                                     "authentication-port": "1812", "accounting-port": "1813", "timeout": "300ms",
+                                     "authentication-port": "1812", "accounting-port": "1813", "timeout": "3000ms",
                                      "require-message-auth": "true", "comment": "hotspotd", "disabled": "false"})
         else:
             self._insert("/radius", {"service": "hotspot", "address": "10.5.50.2", "secret": "testing123",
-                                     "authentication-port": "1812", "accounting-port": "1813", "timeout": "300ms",
+                                     "authentication-port": "1812", "accounting-port": "1813", "timeout": "3000ms",
                                      "comment": "hotspotd", "disabled": "false"})
         self._insert("/user/group", {"name": "full", "policy": "local,telnet,ssh,ftp,reboot,read,write,policy,test,"
                                      "winbox,password,web,sniff,sensitive,api,romon,rest-api", "skin": "default"})

@@ -230,6 +230,14 @@ def test_routeros_before_7_15_needs_message_authenticator_relaxed(capsys, monkey
         assert code == 0 and "warn  router gate setup" in out and "7.15 or later closes BlastRADIUS" in out
 
 
+def test_routeros_default_radius_timeout_is_a_warning(capsys, monkeypatch, tmp_path):
+    with RouterOSSimulator(username="api", password="pw") as sim:
+        sim.configure("/radius", timeout="300ms")           # RouterOS's default: router-config sets 3000ms
+        code, out = check(capsys, monkeypatch, tmp_path, config=_router_config(tmp_path, sim))
+    assert code == 0 and "warn  router gate setup  the /radius timeout is 300ms" in out
+    assert '/radius set [find service~"hotspot"] timeout=3000ms' in out
+
+
 def test_radius_incoming_off_is_a_warning_where_cuts_go_over_the_api(capsys, monkeypatch, tmp_path):
     with RouterOSSimulator(username="api", password="pw") as sim:
         sim.configure("/radius/incoming", accept="false")
