@@ -171,7 +171,11 @@ def _mikrotik_api(cfg: Config, plan: _Plan) -> tuple[list[str], list[str], list[
                 f'#   address = "{chosen.address if chosen else "ROUTER ADDRESS"}"',
                 f'#   user = "{user}"', f'#   password = "{password}"', ""]
     box = f"{plan.radius_address}/32"
-    service, port = ("api-ssl", chosen.api_port) if chosen and chosen.tls else ("api", chosen.api_port if chosen else 8728)
+    tls = bool(chosen and chosen.tls)
+    service, port = ("api-ssl" if tls else "api"), (chosen.api_port if chosen else 8728)
+    if service == "api-ssl" and port == 8728:
+        raise ValueError(f'[[routers]] "{chosen.name}" has tls = true on port 8728, the plain api\'s: '
+                         "set api_port = 8729 (api-ssl's port)")
     g, u, c = _ros(API_USER), _ros(user), _ros(COMMENT)
     lines = [
         f"# The API: hotspotd logs paid devices in and cuts expired ones off as the user {user}, whose",

@@ -275,6 +275,8 @@ def _of_kind(value: str, kind: str) -> bool:
     """A value RouterOS would take for a field of this kind (empty clears a field)."""
     if kind in ("int", "port"):
         return value.isdigit() and (kind == "int" or 0 < int(value) < 65536)
+    if not value:
+        return True
     if kind == "time":
         return bool(_TIME.fullmatch(value))
     if kind == "received-or-time":

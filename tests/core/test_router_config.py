@@ -221,6 +221,8 @@ def test_router_secret_mismatch_and_foreign_address_warn(tmp_path, capsys):
     (["coova", "--login-html", "x.html"], CONFIG, "--login-html is for mikrotik"),
     (["coova", "--hotspotd-mac", "AA:BB:CC:DD:EE:FF"], CONFIG, "--hotspotd-mac is for mikrotik"),
     (["mikrotik", "--hotspotd-mac", "box"], CONFIG, "--hotspotd-mac 'box' is not a MAC address"),
+    (["mikrotik"], CONFIG.replace('password = "api-Pass.1"', 'password = "api-Pass.1"\ntls = true'),
+     "tls = true on port 8728, the plain api's: set api_port = 8729"),
     (["mikrotik", "--portal-url", "http://127.0.0.1:8080"], CONFIG, "cannot reach 127.0.0.1"),
     (["mikrotik", "--portal-url", "http://10.0.0.1/?a=1"], CONFIG, "without query"),
     (["mikrotik", "--radius-address", "hotspotd.lan"], CONFIG, "is not an IP address"),

@@ -260,14 +260,17 @@ def test_radius_clients_of_this_machine_only_are_a_warning(capsys, monkeypatch, 
 def test_a_router_no_radius_client_covers_is_a_warning(capsys, monkeypatch, tmp_path):
     # not only the loopback-only sample: any [[routers]] address outside every [[radius.clients]] network
     with DarajaSimulator() as sim:
-        base = sandbox_config(sim, "simulator").replace("enabled = false", "enabled = true\nauth_port = 0\nacct_port = 0")
+        base = sandbox_config(sim, "simulator").replace("enabled = false",
+                                                        "enabled = true\nauth_port = 0\nacct_port = 0")
         clients = '[[radius.clients]]\naddress = "192.168.88.0/24"\nsecret = "s3cret-Long"\n'
-        router = '[[routers]]\nname = "{name}"\nkind = "mikrotik"\naddress = "{address}"\ndisconnect = "coa"\nsecret = "s"\n'
+        router = ('[[routers]]\nname = "{name}"\nkind = "mikrotik"\naddress = "{address}"\ndisconnect = "coa"\n'
+                  'secret = "s"\n')
+        nds = '[[routers]]\nname = "nds"\nkind = "opennds"\naddress = "10.9.0.1"\nfaskey = "0123456789abcdef"\n'
         path = write(tmp_path, base + clients + router.format(name="shop", address="172.16.0.1")
-                     + router.format(name="lan", address="192.168.88.1")
-                     + '[[routers]]\nname = "nds"\nkind = "opennds"\naddress = "10.9.0.1"\nfaskey = "0123456789abcdef"\n')
+                     + router.format(name="lan", address="192.168.88.1") + nds)
         code, out = check(capsys, monkeypatch, tmp_path, config=path)
         warned = [line for line in out.splitlines() if line.startswith("warn  radius clients")]
         assert code == 0 and warned == [
-            "warn  radius clients     router shop at 172.16.0.1 is in no [[radius.clients]] entry (192.168.88.0/24): "
-            "its RADIUS requests are dropped unanswered; add its address (or network) with its secret"], out
+            "warn  radius clients     router shop at 172.16.0.1 is in no [[radius.clients]] entry "
+            "(192.168.88.0/24): its RADIUS requests are dropped unanswered; add its address (or network) "
+            "with its secret"], out
