@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
     sr.add_argument("--no-empty", action="store_true", help="no !empty replies, like RouterOS before 7.18")
     sr.add_argument("--radius", metavar="HOST:PORT", help="check /ip/hotspot/active/login against this RADIUS server")
     sr.add_argument("--secret", default="testing123", help="RADIUS secret for --radius")
+    sr.add_argument("--script", action="append", default=[], metavar="FILE",
+                    help="run this RouterOS script first, as pasted into the terminal "
+                         "(e.g. hotspotd router-config mikrotik's output; repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,6 +88,16 @@ def _routeros(args) -> int:
         return 1
     for mac, ip in hosts:
         sim.add_host(mac, ip)
+    from ..testing.routeros_script import ScriptError
+    for path in args.script:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                for line in sim.run_script(fh.read()):
+                    print(line, flush=True)
+        except (OSError, ScriptError) as exc:
+            sim.stop()
+            print(f"hotspotd: simulate routeros: {path}: {exc}", file=sys.stderr)
+            return 1
     with sim:
         address, bound = sim.address
         print(f"RouterOS API simulator listening on {address}:{bound} (user {args.user!r})", flush=True)
