@@ -134,7 +134,8 @@ class Menu:
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: field → comma-separated words from these (``login-by=mac,cookie``); policy words may carry ``!``
     lists: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    #: field → "int", "port", "time" (``300ms``, ``3s``, ``1m30s``, ``00:00:03``), "ip" or "prefixes"
+    #: field → "int", "port", "ports" (``80,8000-8080``), "time" (``300ms``, ``3s``, ``1m30s``,
+    #: ``00:00:03``), "received-or-time", "ip" or "prefixes" (``10.0.0.1/32,192.168.88.0/24``)
     kinds: dict[str, str] = field(default_factory=dict)
     unique: str | None = None     # a field no two items may share (a user's name)
 
@@ -186,7 +187,8 @@ MENUS: dict[str, Menu] = {
     # routers.md "MikroTik hotspot": /radius incoming set accept=yes port=3799
     "/radius/incoming": Menu(("accept", "port", "vrf"), frozenset({"accept", "port"}), _SETTINGS,
                              frozenset({"accept"}), single=True, kinds={"port": "port"}),
-    # timeout: how long the router waits for an answer, RouterOS's default 300ms
+    # timeout: how long the router waits for an answer; 300ms is RouterOS's default (its /radius manual
+    # page; not in routers.md, and not found in the docs searched for this), router-config sets 3000ms
     "/radius": Menu(
         ("service", "address", "secret", "authentication-port", "accounting-port", "timeout",
          "require-message-auth", "comment", "disabled"),
@@ -231,7 +233,7 @@ MENUS: dict[str, Menu] = {
         frozenset({"action", "dst-address", "dst-host", "dst-port", "protocol", "server", "src-address",
                    "comment", "disabled"}), _EDIT, frozenset({"disabled"}), {"action": "accept", "disabled": "false"},
         choices={"action": ("accept", "drop", "reject"), "protocol": ("tcp", "udp", "icmp")},
-        kinds={"dst-address": "prefixes", "src-address": "prefixes", "dst-port": "port"}),
+        kinds={"dst-address": "prefixes", "src-address": "prefixes", "dst-port": "ports"}),
     "/system/resource": Menu(
         ("uptime", "version", "build-time", "factory-software", "free-memory", "total-memory", "cpu",
          "cpu-count", "cpu-frequency", "cpu-load", "free-hdd-space", "total-hdd-space",
@@ -277,6 +279,8 @@ def _of_kind(value: str, kind: str) -> bool:
         return value.isdigit() and (kind == "int" or 0 < int(value) < 65536)
     if not value:
         return True
+    if kind == "ports":
+        return all(re.fullmatch(r"\d{1,5}(-\d{1,5})?", part) for part in value.split(","))
     if kind == "time":
         return bool(_TIME.fullmatch(value))
     if kind == "received-or-time":

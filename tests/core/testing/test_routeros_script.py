@@ -79,3 +79,14 @@ def test_a_user_made_by_script_logs_in_over_the_api_only_with_the_api_policy(sim
     for user, password in (("ro", "pw"), ("hs", "wrong")):
         with pytest.raises(TrapError, match="invalid user name or password"):
             librouteros.connect(host=host, port=port, username=user, password=password, timeout=5)
+
+
+@pytest.mark.parametrize("line", [
+    "/ip hotspot walled-garden ip add action=accept dst-address=10.0.0.0/8 protocol=tcp dst-port=80,8000-8080",
+    "/radius add service=hotspot,login address=10.0.0.1 secret=s timeout=1s500ms",
+    "/ip hotspot profile set [find] radius-interim-update=5m login-by=mac,cookie mac-auth-mode=mac-as-username",
+    '/user group add name=ops policy=read,api,!write,!policy',
+    '/radius incoming set port=1700; /radius incoming set accept=yes',
+])
+def test_what_the_console_takes(sim, line):
+    sim.run_script(line)
