@@ -72,7 +72,8 @@ class Option:
 SCHEMA: dict[str, dict[str, Option]] = {
     "portal": {
         "listen": Option("0.0.0.0:8080", str, "host:port of the splash page, API and dashboard"),
-        "public_url": Option("http://10.5.50.1:8080", str, "how customers' devices reach the portal"),
+        "public_url": Option("http://192.168.88.2:8080", str, "how customers' devices reach the portal "
+                             "(the hotspotd box; not 10.5.50.1, the router's own hotspot address)"),
         "threads": Option(8, int, "WSGI worker threads"),
         "trusted_proxies": Option([], list, "addresses whose X-Forwarded-For is believed"),
         "site_name": Option("hotspotd Wi-Fi", str, "venue name shown on the splash page"),
@@ -603,7 +604,7 @@ def _check_semantics(cfg: Config) -> None:
             raise ConfigError(src, table, key, "expected host:port, e.g. \"0.0.0.0:8080\"") from None
     public = urlsplit(cfg.portal.public_url)
     if public.scheme not in ("http", "https") or not public.hostname:
-        raise ConfigError(src, "portal", "public_url", "expected an http(s) URL such as http://10.5.50.1:8080")
+        raise ConfigError(src, "portal", "public_url", "expected an http(s) URL such as http://192.168.88.2:8080")
     url = cfg.database.url
     if not (url.startswith("sqlite:///") or url.startswith(("postgresql://", "postgres://"))):
         raise ConfigError(src, "database", "url",

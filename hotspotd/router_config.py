@@ -18,9 +18,24 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .config import Config, RadiusClient, Router
+from .identifiers import InvalidMac, normalize_mac
 
 DEFAULT_SECRET = "testing123"
 COMMENT = "hotspotd"  # tag on every RouterOS entry the script adds, so a re-run replaces them
+API_USER = "hotspotd"  # the RouterOS user and group the script makes when [[routers]] names no user
+#: what the API user's group may do: the cut-offs and logins write (/ip/hotspot/active, cookie,
+#: ip-binding), `hotspotd check` reads; routers.md "RouterOS API": "the user's group needs the api policy".
+#: Policies left out are off (help.mikrotik.com/docs/display/ROS/User, "User Groups").
+API_POLICY = "read,write,api"
+#: /radius timeout. RouterOS waits 300ms by default, then the hotspot login fails; hotspotd on a Pi
+#: answers from SQLite on an SD card (synchronous=FULL: a payment's commit is an fsync) and, after a
+#: power cut, the router is up long before the Pi has booted and its disk caught up: 3s covers
+#: a slow answer without making a customer wait long when hotspotd is really down.
+RADIUS_TIMEOUT = "3000ms"
+#: routers.md "MikroTik as public evidence shows it": "/ip hotspot setup proposes 10.5.50.1/24 for the
+#: router itself"; the customers' pool is the rest of that /24
+HOTSPOT_SETUP_ROUTER = ipaddress.IPv4Address("10.5.50.1")
+HOTSPOT_SETUP_NETWORK = ipaddress.IPv4Network("10.5.50.0/24")
 #: Variables the MikroTik hotspot fills into login.html, sent to the portal under the same names.
 MIKROTIK_LOGIN_VARS = ("mac", "ip", "link-login-only", "link-orig", "chap-id", "chap-challenge", "error")
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~:/%+,=@\[\]-]+")
@@ -42,16 +57,20 @@ class _Plan:
     router: Router | None
     coa_port: int
     warnings: tuple[str, ...]
+    require_message_auth: bool = True   # the [[radius.clients]] entry drops requests without one
 
 
 def mikrotik_script(cfg: Config, *, portal_url: str | None = None, radius_address: str | None = None,
-                    router: str | Router | None = None) -> str:
-    """A RouterOS v7 script: RADIUS client, incoming CoA, hotspot profile flags, walled garden.
+                    router: str | Router | None = None, hotspotd_mac: str | None = None) -> str:
+    """A RouterOS v7 script: RADIUS client, incoming CoA, hotspot profile flags, walled garden, the
+    API user (group, user, service) hotspotd's logins and cut-offs use, and, with ``hotspotd_mac``,
+    an ip-binding that lets the hotspotd box through when it sits behind the hotspot interface.
 
     ``portal_url`` overrides ``[portal] public_url``; ``radius_address`` is the hotspotd box as the
     router sees it (default: ``[radius] listen`` when specific, else the portal host when it is an
-    IP); ``router`` is the name of a ``[[routers]]`` entry of kind mikrotik (its secret and
-    coa_port are used). Raises ValueError when the script could not work.
+    IP); ``router`` is the name of a ``[[routers]]`` entry of kind mikrotik (its secret, coa_port,
+    user, password, api_port and tls are used). Running the script twice leaves one entry of each.
+    Raises ValueError when the script could not work.
     """
     plan = _plan(cfg, "mikrotik", portal_url, radius_address, router)
     if isinstance(plan.host_ip, ipaddress.IPv6Address) or isinstance(plan.radius_address, ipaddress.IPv6Address):
@@ -59,19 +78,45 @@ def mikrotik_script(cfg: Config, *, portal_url: str | None = None, radius_addres
     if plan.radius_address.is_loopback:
         raise ValueError(f"RADIUS address {plan.radius_address} is a loopback address the router cannot reach: "
                          "pass --radius-address with the hotspotd box's LAN address")
+    if hotspotd_mac is not None:
+        try:
+            hotspotd_mac = normalize_mac(hotspotd_mac)
+        except InvalidMac:
+            raise ValueError(f"--hotspotd-mac {hotspotd_mac!r} is not a MAC address") from None
+    warnings = list(plan.warnings)
+    routers_own = [what for what, ip in (("portal", plan.host_ip), ("RADIUS", plan.radius_address))
+                   if ip == HOTSPOT_SETUP_ROUTER]
+    if routers_own:
+        warnings.append(f"the {' and '.join(routers_own)} address {HOTSPOT_SETUP_ROUTER} is the router's own "
+                        f"(/ip hotspot setup gives it {HOTSPOT_SETUP_ROUTER}/24): give the hotspotd box's address")
+    if (hotspotd_mac is None and plan.radius_address in HOTSPOT_SETUP_NETWORK
+            and plan.radius_address != HOTSPOT_SETUP_ROUTER):
+        warnings.append(f"{plan.radius_address} is in the hotspot's network {HOTSPOT_SETUP_NETWORK}: if the hotspotd "
+                        "box sits behind the hotspot interface, pass --hotspotd-mac with its MAC, or the hotspot "
+                        "holds back its API calls")
+    api_lines, api_warnings, toml_hint = _mikrotik_api(cfg, plan)
+    warnings += api_warnings
     r = cfg.radius
-    out = _header("MikroTik RouterOS v7 hotspot settings", "mikrotik", cfg, plan, "#") + [
+    message_auth = " require-message-auth=yes" if plan.require_message_auth else ""
+    out = _header("MikroTik RouterOS v7 hotspot settings", "mikrotik", cfg, plan, "#", warnings) + [
         "# Run it on a router whose hotspot already exists (IP > Hotspot > Hotspot Setup, or /ip hotspot setup):",
         "# upload it as hotspotd.rsc and run /import file-name=hotspotd.rsc, or paste it into a terminal.",
         f"# Running it again replaces what it added before (entries carry comment={COMMENT}).",
         "",
+        *toml_hint,
         "# RADIUS: the hotspot asks hotspotd about each device (MAC first, then the login after payment)",
         "# and reports usage to it. The secret must equal the one in hotspotd.toml [[radius.clients]].",
-        "# hotspotd drops Access-Requests without Message-Authenticator (BlastRADIUS): use RouterOS 7.15 or",
-        "# later, or set require_message_authenticator = false for this router in hotspotd.toml.",
+        *(["# hotspotd drops Access-Requests without Message-Authenticator (BlastRADIUS): this needs RouterOS",
+           "# 7.15 or later (require-message-auth); for an older one set require_message_authenticator = false",
+           "# for this router in hotspotd.toml and run router-config again."] if plan.require_message_auth else
+          ["# require_message_authenticator = false for this router in hotspotd.toml: upgrade to RouterOS 7.15+",
+           "# and turn it back on (BlastRADIUS)."]),
+        f"# timeout={RADIUS_TIMEOUT}: RouterOS waits 300ms by default; hotspotd on a Pi writes to an SD card and,",
+        "# after a power cut, boots long after the router: a login it answers late would fail.",
         f"/radius remove [find comment={_ros(COMMENT)}]",
         f"/radius add service=hotspot address={plan.radius_address} secret={_ros(plan.secret)}"
-        f" authentication-port={r.auth_port} accounting-port={r.acct_port} comment={_ros(COMMENT)}",
+        f" authentication-port={r.auth_port} accounting-port={r.acct_port} timeout={RADIUS_TIMEOUT}{message_auth}"
+        f" comment={_ros(COMMENT)}",
         "",
         "# Let hotspotd end a session early (Disconnect-Request, RFC 5176) when its time or data runs out.",
         f"/radius incoming set accept=yes port={plan.coa_port}",
@@ -91,12 +136,83 @@ def mikrotik_script(cfg: Config, *, portal_url: str | None = None, radius_addres
         "",
         *_walled_garden(plan, radius_address is not None),
         "",
+        *_bypass(plan, hotspotd_mac),
+        "",
+        *api_lines,
+        "",
         "# The splash page: replace login.html in that html-directory with the file written by",
         f"#   hotspotd router-config mikrotik --login-html login.html --portal-url {plan.portal_root}",
         "# (WinBox/WebFig Files: drag it into the folder; or scp login.html admin@ROUTER:HTML-DIRECTORY/login.html).",
         "# It sends the device to the portal with mac, ip, link-login-only, link-orig, chap-id and chap-challenge.",
     ]
     return "\n".join(out) + "\n"
+
+
+def _mikrotik_api(cfg: Config, plan: _Plan) -> tuple[list[str], list[str], list[str]]:
+    """The API side hotspotd's logins and cut-offs use: (script lines, warnings, hotspotd.toml hint).
+
+    A group with only ``read,write,api``; the user in it, allowed from the hotspotd box only; the
+    ``api`` service (``api-ssl`` with ``tls``) open to that box. A user the script did not make
+    (no ``comment=hotspotd``) is left as it is, so the owner's own account never loses its rights.
+    The password never reaches a warning (the CLI copies warnings to stderr, which may be logged).
+    """
+    chosen = plan.router
+    user = chosen.user if chosen and chosen.user else API_USER
+    password = chosen.password if chosen and chosen.password else ""
+    warnings, hint = [], []
+    if not password:
+        password = secrets.token_urlsafe(18)
+        where = f'the [[routers]] entry "{chosen.name}"' if chosen else 'a [[routers]] entry with kind = "mikrotik"'
+        warnings.append(f"no API password in hotspotd.toml: the /user lines below set one generated just now; "
+                        f"copy it into {where} (password = ...), or hotspotd cannot log in to the router")
+    if chosen is None or not chosen.user or not chosen.password:
+        hint = ["# For hotspotd.toml (the API user this script makes):", "#   [[routers]]",
+                f'#   name = "{chosen.name if chosen else "router"}"', '#   kind = "mikrotik"',
+                f'#   address = "{chosen.address if chosen else "ROUTER ADDRESS"}"',
+                f'#   user = "{user}"', f'#   password = "{password}"', ""]
+    box = f"{plan.radius_address}/32"
+    tls = bool(chosen and chosen.tls)
+    service, port = ("api-ssl" if tls else "api"), (chosen.api_port if chosen else 8728)
+    if service == "api-ssl" and port == 8728:
+        raise ValueError(f'[[routers]] "{chosen.name}" has tls = true on port 8728, the plain api\'s: '
+                         "set api_port = 8729 (api-ssl's port)")
+    g, u, c = _ros(API_USER), _ros(user), _ros(COMMENT)
+    lines = [
+        f"# The API: hotspotd logs paid devices in and cuts expired ones off as the user {user}, whose",
+        f"# group has only {API_POLICY} and who may log in from the hotspotd box ({plan.radius_address}) only.",
+        f":if ([:len [/user group find name={g}]] = 0) do={{ /user group add name={g} policy={API_POLICY}"
+        f" comment={c} }} else={{ /user group set [find name={g}] policy={API_POLICY} }}",
+        f":if ([:len [/user find name={u}]] = 0) do={{",
+        f"    /user add name={u} group={g} password={_ros(password)} address={box} comment={c}",
+        "} else={",
+        f"    :if ([:len [/user find name={u} comment={c}]] = 0) do={{",
+        f"        :put (\"hotspotd: the user {_ros(user)[1:-1]} was not made by this script and is left as it is:"
+        f" give it group {API_USER}, or set comment={COMMENT} on it and run this again\")",
+        "    } else={",
+        f"        /user set [find name={u} comment={c}] group={g} password={_ros(password)} address={box}",
+        "    }",
+        "}",
+        f"# The {service} service, open to the hotspotd box only (add other addresses after a comma if other",
+        "# tools of yours use it).",
+        f"/ip service set {service} disabled=no port={port} address={box}",
+    ]
+    if service == "api-ssl":
+        lines += ["# api-ssl needs a certificate hotspotd trusts ([[routers]] tls_ca), e.g.:",
+                  "#   /certificate add name=api common-name=ROUTER-ADDRESS; /certificate sign api;"
+                  " /ip service set api-ssl certificate=api"]
+    return lines, warnings, hint
+
+
+def _bypass(plan: _Plan, mac: str | None) -> list[str]:
+    lines = ["# The hotspotd box itself, when it is plugged in behind the hotspot interface: the hotspot would",
+             "# hold back its API calls to the router until it logged in. By MAC (--hotspotd-mac): a binding by",
+             "# address alone would let through any device that takes that address.",
+             f"/ip hotspot ip-binding remove [find comment={_ros(COMMENT)}]"]
+    if mac:
+        lines.append(f"/ip hotspot ip-binding add mac-address={mac} type=bypassed comment={_ros(COMMENT)}")
+    else:
+        lines.append("# (none: run router-config again with --hotspotd-mac if the box sits behind the hotspot)")
+    return lines
 
 
 def _walled_garden(plan: _Plan, radius_given: bool) -> list[str]:
@@ -279,7 +395,7 @@ def _plan(cfg: Config, kind: str, portal_url: str | None, radius_address: str | 
         warnings.append(f'the RADIUS secret is the default "{DEFAULT_SECRET}": set a long random one in '
                         "hotspotd.toml [[radius.clients]] and run this again")
     return _Plan(root, host, host_ip, port, address, origin, secret, chosen,
-                 chosen.coa_port if chosen else 3799, tuple(warnings))
+                 chosen.coa_port if chosen else 3799, tuple(warnings), client.require_message_authenticator)
 
 
 def _portal(url: str) -> tuple[str, str, _IP | None, int]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import socket
 import sqlite3
 
 from .. import config as config_mod
+from .. import router_config
 from ..storage import paths
 from ..config import Config, parse_listen
 from . import FAIL, OK, WARN, Check
@@ -209,14 +211,30 @@ def _callback(cfg: Config) -> Check:
 
 def _radius_clients(cfg: Config) -> list[Check]:
     """A router's RADIUS is answered only from [[radius.clients]]: with loopback alone (the sample
-    file), every real router's requests are dropped without a word."""
+    file), every real router's requests are dropped without a word; so are those of a [[routers]]
+    entry (MikroTik, CoovaChilli: openNDS asks no RADIUS) whose address no entry covers."""
     if not cfg.radius.enabled or cfg.simulated:
         return []
+    networks = ", ".join(str(c.network) for c in cfg.radius_clients) or "nothing"
+    out = []
     if all(c.network.network_address.is_loopback for c in cfg.radius_clients):
-        networks = ", ".join(str(c.network) for c in cfg.radius_clients) or "nothing"
-        return [_check(WARN, "radius clients", f"only {networks} (this machine) may ask: add each router's address "
-                                               "to [[radius.clients]] (hotspotd router-config prints what it needs)")]
-    return []
+        out.append(_check(WARN, "radius clients", f"only {networks} (this machine) may ask: add each router's address "
+                                                  "to [[radius.clients]] (hotspotd router-config prints what it needs)"))
+    for r in cfg.routers:
+        if r.kind == "opennds" or _ip(r.address) is None:   # a host name: its packets' address is not known here
+            continue
+        if not any(_in(r.address, c.network) for c in cfg.radius_clients):
+            out.append(_check(WARN, "radius clients", f"router {r.name} at {r.address} is in no [[radius.clients]] "
+                                                      f"entry ({networks}): its RADIUS requests are dropped "
+                                                      "unanswered; add its address (or network) with its secret"))
+    return out
+
+
+def _ip(text: str):
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def _routers(cfg: Config, timeout: float) -> list[Check]:
@@ -327,6 +345,19 @@ def _bindable(name: str, kind: int, host: str, port: int) -> Check:
 
 
 MIN_MESSAGE_AUTH = (7, 15)       # /radius require-message-auth, and Message-Authenticator sent, from 7.15
+MIN_RADIUS_TIMEOUT = 1.0         # seconds; RouterOS's default 300ms is below it (router_config.RADIUS_TIMEOUT)
+
+
+def _seconds(text: str) -> float | None:
+    """A RouterOS time (``300ms``, ``3s``, ``1m30s``, ``00:00:03``) in seconds; None if it is none."""
+    if re.fullmatch(r"\d{1,2}:\d\d:\d\d(\.\d+)?", text):
+        h, m, sec = text.split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    parts = re.findall(r"(\d+)(ms|w|d|h|m|s)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    size = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    return sum(int(n) * size[u] for n, u in parts)
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -372,6 +403,11 @@ def routeros_problems(cfg: Config, router, ready: dict) -> list[tuple[str, str]]
             _yes(r.get("require-message-auth", False)) for r in ready["radius"]):
         out.append((WARN, "the /radius entry does not require Message-Authenticator in answers: "
                           "/radius set [find service~\"hotspot\"] require-message-auth=yes"))
+    waits = [_seconds(str(r.get("timeout", ""))) for r in ready.get("radius") or []]
+    if waits and all(w is not None and w < MIN_RADIUS_TIMEOUT for w in waits):
+        out.append((WARN, f"the /radius timeout is {ready['radius'][0].get('timeout')}: a login hotspotd answers later "
+                          "(a Pi writing to its SD card, or still booting after a power cut) fails: "
+                          f"/radius set [find service~\"hotspot\"] timeout={router_config.RADIUS_TIMEOUT}"))
     if not _yes(ready.get("radius_incoming", {}).get("accept", False)):
         # read over the API, so its cuts go over the API too: a warning, for a change to disconnect = "coa"
         out.append((WARN, f"/radius incoming is off: cut-offs by Disconnect-Request cannot reach it: "

@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     rc.add_argument("--portal-url", metavar="URL", help="splash page as devices reach it (default: [portal] public_url)")
     rc.add_argument("--radius-address", metavar="IP", help="the hotspotd box's address as the router sees it")
     rc.add_argument("--login-html", metavar="FILE", help="mikrotik: also write the hotspot login.html here")
+    rc.add_argument("--hotspotd-mac", metavar="MAC",
+                    help="mikrotik: the hotspotd box's MAC, when it sits behind the hotspot interface (bypassed)")
     rc.add_argument("--format", choices=("uci", "debian", "agent"), default="uci",
                     help="opennds: OpenWrt's /etc/config/opennds (uci), Debian's /etc/opennds/opennds.conf, "
                          "or the deauth agent")
@@ -193,7 +195,10 @@ def _router_config(cfg, args) -> int:
     try:
         if args.login_html and args.kind != "mikrotik":
             raise ValueError("--login-html is for mikrotik; CoovaChilli uses the portal URL directly")
-        text = make(cfg, portal_url=args.portal_url, radius_address=args.radius_address, router=args.router)
+        if args.hotspotd_mac and args.kind != "mikrotik":
+            raise ValueError("--hotspotd-mac is for mikrotik (its hotspot ip-binding)")
+        extra = {"hotspotd_mac": args.hotspotd_mac} if args.kind == "mikrotik" else {}
+        text = make(cfg, portal_url=args.portal_url, radius_address=args.radius_address, router=args.router, **extra)
         if args.login_html:
             with open(args.login_html, "w", encoding="utf-8") as fh:
                 router = router_config._router(cfg, "mikrotik", args.router)

@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     sr.add_argument("--secret", default="testing123", help="RADIUS secret for --radius")
     sr.add_argument("--incoming", metavar="HOST:PORT", help="with --radius: answer Disconnect/CoA-Requests here "
                     "(/radius incoming; a router listens on 3799)")
+    sr.add_argument("--script", action="append", default=[], metavar="FILE",
+                    help="run this RouterOS script first, as pasted into the terminal "
+                         "(e.g. hotspotd router-config mikrotik's output; repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,6 +91,16 @@ def _routeros(args) -> int:
         print(f"hotspotd: simulate routeros: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         return 1
     side = None
+    from ..testing.routeros_script import ScriptError
+    for path in args.script:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                for line in sim.run_script(fh.read()):
+                    print(line, flush=True)
+        except (OSError, ScriptError) as exc:
+            sim.stop()
+            print(f"hotspotd: simulate routeros: {path}: {exc}", file=sys.stderr)
+            return 1
     with sim:
         if radius:
             from radius.testing.mikrotik import HotspotRadius

@@ -136,10 +136,32 @@ class Menu:
     defaults: dict[str, str] = field(default_factory=dict)
     single: bool = False          # one item without .id (/system/identity)
     countdown: str | None = None  # the field computed from the hidden "_until" deadline
+    #: field → the one value it may take from these (``type=bypassed``)
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: field → comma-separated words from these (``login-by=mac,cookie``); policy words may carry ``!``
+    lists: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: field → "int", "port", "ports" (``80,8000-8080``), "time" (``300ms``, ``3s``, ``1m30s``,
+    #: ``00:00:03``), "received-or-time", "ip" or "prefixes" (``10.0.0.1/32,192.168.88.0/24``)
+    kinds: dict[str, str] = field(default_factory=dict)
+    unique: str | None = None     # a field no two items may share (a user's name)
 
 
 _LIST = frozenset({"print", "getall", "remove"})
 _EDIT = _LIST | {"add", "set"}
+_SETTINGS = frozenset({"print", "getall", "set"})
+#: help.mikrotik.com/docs/display/ROS/User, "User Groups" (RouterOS 7's list)
+POLICIES = ("local", "telnet", "ssh", "ftp", "reboot", "read", "write", "policy", "test", "winbox", "password",
+            "web", "sniff", "sensitive", "api", "romon", "rest-api")
+#: shared/reference/routers.md "MikroTik hotspot": login-by, mac-auth-mode, radius-mac-format
+#: (https and trial from the hotspot profile's own list, RouterOS 7)
+_LOGIN_BY = ("mac", "cookie", "http-chap", "http-pap", "https", "trial", "mac-cookie")
+_MAC_FORMATS = ("XX:XX:XX:XX:XX:XX", "XX-XX-XX-XX-XX-XX", "XXXXXXXXXXXX",
+                "xx:xx:xx:xx:xx:xx", "xx-xx-xx-xx-xx-xx", "xxxxxxxxxxxx")
+#: /radius service: the RouterOS services a RADIUS entry can serve (hotspot is the one hotspotd uses)
+_RADIUS_SERVICES = ("ppp", "login", "hotspot", "wireless", "dhcp", "ipsec", "dot1x")
+#: /ip service rows as a RouterOS 7 router has them (name, port); a test disables what it needs
+IP_SERVICES = (("telnet", 23), ("ftp", 21), ("www", 80), ("ssh", 22), ("www-ssl", 443), ("api", 8728),
+               ("winbox", 8291), ("api-ssl", 8729))
 MENUS: dict[str, Menu] = {
     "/ip/hotspot/active": Menu(
         ("server", "user", "domain", "address", "mac-address", "login-by", "uptime", "idle-time",
@@ -155,7 +177,8 @@ MENUS: dict[str, Menu] = {
     "/ip/hotspot/ip-binding": Menu(
         ("mac-address", "address", "to-address", "server", "type", "comment", "disabled"),
         frozenset({"mac-address", "address", "to-address", "server", "type", "comment", "disabled"}),
-        _EDIT, frozenset({"disabled"}), {"server": "all", "type": "regular", "disabled": "false"}),
+        _EDIT, frozenset({"disabled"}), {"server": "all", "type": "regular", "disabled": "false"},
+        choices={"type": ("regular", "bypassed", "blocked")}, kinds={"address": "ip", "to-address": "ip"}),
     "/ip/hotspot/user": Menu(
         ("server", "name", "password", "address", "mac-address", "profile", "limit-uptime", "comment", "disabled"),
         frozenset({"server", "name", "password", "address", "mac-address", "profile", "limit-uptime",
@@ -167,16 +190,31 @@ MENUS: dict[str, Menu] = {
     "/system/device-mode": Menu(
         ("mode", "hotspot", "container", "proxy"), frozenset({"mode", "hotspot", "container", "proxy"}),
         frozenset({"print", "getall", "set"}), single=True),
-    "/radius/incoming": Menu(("accept", "port", "vrf"), frozenset({"accept", "port"}),
-                             frozenset({"print", "getall", "set"}), frozenset({"accept"}), single=True),
+    # routers.md "MikroTik hotspot": /radius incoming set accept=yes port=3799
+    "/radius/incoming": Menu(("accept", "port", "vrf"), frozenset({"accept", "port"}), _SETTINGS,
+                             frozenset({"accept"}), single=True, kinds={"port": "port"}),
+    # timeout: how long the router waits for an answer; 300ms is RouterOS's default (its /radius manual
+    # page; not in routers.md, and not found in the docs searched for this), router-config sets 3000ms
     "/radius": Menu(
-        ("service", "address", "secret", "authentication-port", "accounting-port", "require-message-auth",
-         "comment", "disabled"),
-        frozenset({"service", "address", "secret", "authentication-port", "accounting-port",
-                   "require-message-auth", "comment", "disabled"}), _EDIT, frozenset({"disabled"})),
-    "/user": Menu(("name", "group", "address", "disabled"), frozenset({"name", "group", "address", "disabled"}),
-                  _EDIT, frozenset({"disabled"})),
-    "/user/group": Menu(("name", "policy", "skin"), frozenset({"name", "policy", "skin"}), _EDIT),
+        ("service", "address", "secret", "authentication-port", "accounting-port", "timeout",
+         "require-message-auth", "comment", "disabled"),
+        frozenset({"service", "address", "secret", "authentication-port", "accounting-port", "timeout",
+                   "require-message-auth", "comment", "disabled"}), _EDIT,
+        frozenset({"disabled", "require-message-auth"}),
+        {"authentication-port": "1812", "accounting-port": "1813", "timeout": "300ms", "disabled": "false"},
+        lists={"service": _RADIUS_SERVICES},
+        kinds={"address": "ip", "authentication-port": "port", "accounting-port": "port", "timeout": "time"}),
+    # the password is written, never printed (as RouterOS: /user print has no password column)
+    "/user": Menu(("name", "group", "address", "comment", "disabled"),
+                  frozenset({"name", "group", "password", "address", "comment", "disabled"}),
+                  _EDIT, frozenset({"disabled"}), {"address": "", "disabled": "false"},
+                  kinds={"address": "prefixes"}, unique="name"),
+    "/user/group": Menu(("name", "policy", "skin", "comment"), frozenset({"name", "policy", "skin", "comment"}),
+                        _EDIT, defaults={"skin": "default"}, lists={"policy": POLICIES}, unique="name"),
+    # routers.md "RouterOS API": api on 8728, api-ssl on 8729; items are named, never added
+    "/ip/service": Menu(("name", "port", "address", "certificate", "disabled"),
+                        frozenset({"port", "address", "certificate", "disabled"}), _SETTINGS,
+                        frozenset({"disabled"}), kinds={"port": "port", "address": "prefixes"}),
     "/ip/hotspot": Menu(("name", "interface", "address-pool", "profile", "disabled"),
                         frozenset({"name", "interface", "address-pool", "profile", "disabled"}), _EDIT,
                         frozenset({"disabled"})),
@@ -185,15 +223,31 @@ MENUS: dict[str, Menu] = {
          "radius-interim-update", "mac-auth-mode", "radius-mac-format"),
         frozenset({"name", "login-by", "use-radius", "radius-accounting", "radius-interim-update",
                    "mac-auth-mode", "radius-mac-format", "html-directory"}), _EDIT,
-        frozenset({"use-radius", "radius-accounting"})),
+        frozenset({"use-radius", "radius-accounting"}),
+        choices={"mac-auth-mode": ("mac-as-username", "mac-as-username-and-password"),
+                 "radius-mac-format": _MAC_FORMATS},
+        lists={"login-by": _LOGIN_BY}, kinds={"radius-interim-update": "received-or-time"}),
+    # routers.md "MikroTik hotspot": walled-garden add dst-host=..., walled-garden ip add action=accept dst-address=...
+    "/ip/hotspot/walled-garden": Menu(
+        ("action", "dst-host", "dst-port", "path", "method", "server", "src-address", "comment", "disabled"),
+        frozenset({"action", "dst-host", "dst-port", "path", "method", "server", "src-address", "comment",
+                   "disabled"}), _EDIT, frozenset({"disabled"}), {"action": "allow", "disabled": "false"},
+        choices={"action": ("allow", "deny")}),
+    "/ip/hotspot/walled-garden/ip": Menu(
+        ("action", "dst-address", "dst-host", "dst-port", "protocol", "server", "src-address", "comment",
+         "disabled"),
+        frozenset({"action", "dst-address", "dst-host", "dst-port", "protocol", "server", "src-address",
+                   "comment", "disabled"}), _EDIT, frozenset({"disabled"}), {"action": "accept", "disabled": "false"},
+        choices={"action": ("accept", "drop", "reject"), "protocol": ("tcp", "udp", "icmp")},
+        kinds={"dst-address": "prefixes", "src-address": "prefixes", "dst-port": "ports"}),
     "/system/resource": Menu(
         ("uptime", "version", "build-time", "factory-software", "free-memory", "total-memory", "cpu",
          "cpu-count", "cpu-frequency", "cpu-load", "free-hdd-space", "total-hdd-space",
          "architecture-name", "board-name", "platform"),
         frozenset(), frozenset({"print", "getall"}), single=True),
 }
-_CHOICES = {"type": ("regular", "bypassed", "blocked")}
 _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+_TIME = re.compile(r"(\d+(ms|s|m|h|d|w)?)+|\d{1,2}:\d\d:\d\d")
 _TRUE, _FALSE = ("yes", "true"), ("no", "false")
 
 
@@ -250,6 +304,34 @@ def format_duration(seconds: float) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts) or "0s"
+
+
+def _words_from(value: str, allowed: tuple[str, ...], negated: bool) -> bool:
+    words = value.split(",")
+    return all(w.removeprefix("!") in allowed if negated else w in allowed for w in words)
+
+
+def _of_kind(value: str, kind: str) -> bool:
+    """A value RouterOS would take for a field of this kind (empty clears a field)."""
+    if kind in ("int", "port"):
+        return value.isdigit() and (kind == "int" or 0 < int(value) < 65536)
+    if not value:
+        return True
+    if kind == "ports":
+        return all(re.fullmatch(r"\d{1,5}(-\d{1,5})?", part) for part in value.split(","))
+    if kind == "time":
+        return bool(_TIME.fullmatch(value))
+    if kind == "received-or-time":
+        return value == "received" or bool(_TIME.fullmatch(value))
+    try:
+        if kind == "ip":
+            ipaddress.ip_address(value)
+        elif kind == "prefixes" and value:
+            for part in value.split(","):
+                ipaddress.ip_network(part, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _same(actual: str, wanted: str) -> bool:
@@ -621,8 +703,27 @@ class RouterOSSimulator:
         if attrs.get("name") == self.username and attrs.get("password", "") == self.password:
             conn.logged_in = True
             return [["!done"]]
+        if self._local_user(attrs.get("name", ""), attrs.get("password", "")):
+            conn.logged_in = True
+            return [["!done"]]
         log.info("API login refused for %r from %s", attrs.get("name"), conn.peer[0])
         raise Trap("invalid user name or password (6)")
+
+    def _local_user(self, name: str, password: str) -> bool:
+        """A ``/user`` entry (a script or an API ``add`` made it) whose group has the ``api`` policy
+        (routers.md, "RouterOS API": the user's group needs the api policy). Its ``address`` and
+        ``/ip service`` are stored, not enforced: the simulator listens on loopback."""
+        users = [u for u in self._tables["/user"].values() if u.get("name") == name and u.get("disabled") != "true"]
+        if not name or not users or "password" not in users[0] or users[0]["password"] != password:
+            return False
+        group = next((g for g in self._tables["/user/group"].values() if g.get("name") == users[0].get("group")), {})
+        return "api" in str(group.get("policy", "")).split(",")
+
+    def run_script(self, text: str) -> list[str]:
+        """Run a RouterOS CLI script (what an owner pastes into the terminal) against these menus;
+        returns what it printed. See :mod:`hotspotd.testing.routeros_script`."""
+        from .routeros_script import run_script
+        return run_script(self, text)
 
     # ---- commands (called with the lock held)
 
@@ -663,11 +764,14 @@ class RouterOSSimulator:
 
     def _add(self, path: str, menu: Menu, attrs: dict[str, str]) -> str:
         values = {**menu.defaults, **self._checked(menu, attrs)}
-        if path == "/ip/hotspot/user":
-            if not values.get("name"):
-                raise Trap("missing value(s) of argument(s) name")
-            if any(r["name"] == values["name"] for r in self._tables[path].values()):
-                raise Trap("failure: already have user with this name")
+        if path == "/ip/hotspot/user" or menu.unique:
+            key = menu.unique or "name"
+            if not values.get(key):
+                raise Trap(f"missing value(s) of argument(s) {key}")
+            if any(r.get(key) == values[key] for r in self._tables[path].values()):
+                # RouterOS's wording for a hotspot user; the simulator's choice for the other menus
+                raise Trap("failure: already have user with this name" if path == "/ip/hotspot/user"
+                           else f"failure: item with such {key} already exists")
         return self._insert(path, values)
 
     def _set(self, path: str, menu: Menu, attrs: dict[str, str]) -> None:
@@ -758,17 +862,20 @@ class RouterOSSimulator:
         self._tables["/radius/incoming"][""] = {"accept": "true", "port": "3799", "vrf": "main"}
         if routeros_version(self.version) >= (7, 15):   # require-message-auth is there from 7.15
             self._insert("/radius", {"service": "hotspot", "address": "10.5.50.2", "secret": "testing123",
-                                     "authentication-port": "1812", "accounting-port": "1813",
-                                     "require-message-auth": "yes", "comment": "hotspotd", "disabled": "false"})
+                                     "authentication-port": "1812", "accounting-port": "1813", "timeout": "3000ms",
+                                     "require-message-auth": "true", "comment": "hotspotd", "disabled": "false"})
         else:
             self._insert("/radius", {"service": "hotspot", "address": "10.5.50.2", "secret": "testing123",
-                                     "authentication-port": "1812", "accounting-port": "1813",
+                                     "authentication-port": "1812", "accounting-port": "1813", "timeout": "3000ms",
                                      "comment": "hotspotd", "disabled": "false"})
         self._insert("/user/group", {"name": "full", "policy": "local,telnet,ssh,ftp,reboot,read,write,policy,test,"
                                      "winbox,password,web,sniff,sensitive,api,romon,rest-api", "skin": "default"})
         self._insert("/user/group", {"name": "read", "policy": "local,telnet,ssh,reboot,read,test,winbox,password,"
                                      "web,sniff,sensitive,api,romon,rest-api,!ftp,!write,!policy", "skin": "default"})
         self._insert("/user", {"name": self.username, "group": "full", "address": "", "disabled": "false"})
+        for name, port in IP_SERVICES:
+            self._insert("/ip/service", {"name": name, "port": str(port), "address": "", "certificate": "none",
+                                         "disabled": "true" if name == "www-ssl" else "false"})
         self._insert("/ip/hotspot", {"name": "hotspot1", "interface": "bridge-hotspot", "address-pool": "hs-pool-1",
                                      "profile": "hsprof1", "disabled": "false"})
         self._insert("/ip/hotspot/profile", {"name": "default", "hotspot-address": "", "dns-name": "",
@@ -842,7 +949,11 @@ class RouterOSSimulator:
                 if not _MAC.fullmatch(value):
                     raise Trap("invalid value for argument mac-address")
                 value = value.upper()
-            elif key in _CHOICES and value not in _CHOICES[key]:
+            elif key in menu.choices and value not in menu.choices[key]:
+                raise Trap(f"invalid value for argument {key}")
+            elif key in menu.lists and not _words_from(value, menu.lists[key], negated=key == "policy"):
+                raise Trap(f"invalid value for argument {key}")
+            elif key in menu.kinds and not _of_kind(value, menu.kinds[key]):
                 raise Trap(f"invalid value for argument {key}")
             values[key] = value
         return values

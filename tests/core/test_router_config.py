@@ -28,6 +28,8 @@ kind = "mikrotik"
 address = "192.168.88.1"
 coa_port = 1700
 secret = "mt-Secret.42"
+user = "hotspotd"
+password = "api-Pass.1"
 
 [[routers]]
 name = "kiosk"
@@ -56,7 +58,8 @@ def test_mikrotik_script_from_config(tmp_path, capsys):
     lines = commands(out)
     radius = [line for line in lines if line.startswith("/radius add ")]
     assert radius == ['/radius add service=hotspot address=192.168.88.10 secret="mt-Secret.42" '
-                      'authentication-port=1812 accounting-port=1813 comment="hotspotd"']
+                      'authentication-port=1812 accounting-port=1813 timeout=3000ms require-message-auth=yes '
+                      'comment="hotspotd"']
     # Two [[routers]] of kind mikrotik do not exist, so "shop" was picked: its coa_port is used.
     assert "/radius incoming set accept=yes port=1700" in lines
     profile = next(line for line in lines if line.startswith("/ip hotspot profile set "))
@@ -168,15 +171,38 @@ def test_coova_without_uamsecret_gets_a_marked_random_one(tmp_path, capsys):
     assert secret not in again
 
 
-def test_defaults_give_warnings_not_silence(tmp_path, capsys):
+@pytest.mark.parametrize("login_html", [False, True])
+def test_defaults_give_warnings_not_silence(tmp_path, capsys, login_html):
     config = '[[radius.clients]]\naddress = "10.5.50.0/24"\nsecret = "testing123"\nkind = "mikrotik"\n'
-    code, out, err = run(capsys, tmp_path, "mikrotik", config=config)
+    extra = ["--login-html", str(tmp_path / "login.html")] if login_html else []
+    code, out, err = run(capsys, tmp_path, "mikrotik", *extra, config=config)
     assert code == 0
     warnings = [line for line in out.splitlines() if line.startswith("# WARNING: ")]
-    assert len(warnings) == 2
-    assert "public_url is not set" in warnings[0] and "http://10.5.50.1:8080" in warnings[0]
+    assert len(warnings) == 3
+    # the sample portal is not 10.5.50.1, the router's own address after /ip hotspot setup
+    assert "public_url is not set" in warnings[0] and "http://192.168.88.2:8080" in warnings[0]
     assert '"testing123"' in warnings[1]
-    assert err.count("hotspotd: warning: ") == 2
+    assert "no API password in hotspotd.toml" in warnings[2]
+    password = re.search(r'^#   password = "([^"]+)"$', out, re.M).group(1)
+    assert f'password="{password}"' in out             # in the script the owner pastes ...
+    assert password not in err                          # ... never on stderr, which may end in a log
+    assert err.count("hotspotd: warning: ") == 3       # each once, --login-html or not
+    for warning in warnings:
+        assert out.count(warning) == 1 and err.count(warning[len("# WARNING: "):]) == 1
+
+
+def test_the_routers_own_hotspot_address_is_warned_about(tmp_path, capsys):
+    config = CONFIG.replace("http://192.168.88.10:8080", "http://10.5.50.1:8080")
+    code, out, _ = run(capsys, tmp_path, "mikrotik", config=config)
+    assert code == 0
+    assert out.count("# WARNING: the portal and RADIUS address 10.5.50.1 is the router's own") == 1
+    code, out, _ = run(capsys, tmp_path, "mikrotik", "--radius-address", "10.5.50.9", config=config)
+    assert "# WARNING: the portal address 10.5.50.1 is the router's own" in out
+    assert "# WARNING: 10.5.50.9 is in the hotspot's network 10.5.50.0/24: if the hotspotd box sits behind" in out
+    code, out, _ = run(capsys, tmp_path, "mikrotik", "--radius-address", "10.5.50.9",
+                       "--hotspotd-mac", "aa-bb-cc-dd-ee-0f", config=config)
+    assert "hotspot's network" not in out
+    assert '/ip hotspot ip-binding add mac-address=AA:BB:CC:DD:EE:0F type=bypassed comment="hotspotd"' in out
 
 
 def test_router_secret_mismatch_and_foreign_address_warn(tmp_path, capsys):
@@ -193,6 +219,10 @@ def test_router_secret_mismatch_and_foreign_address_warn(tmp_path, capsys):
     (["mikrotik", "--router", "nope"], CONFIG, "no [[routers]] entry named 'nope'"),
     (["mikrotik", "--router", "kiosk"], CONFIG, "'kiosk' is of kind coova, not mikrotik"),
     (["coova", "--login-html", "x.html"], CONFIG, "--login-html is for mikrotik"),
+    (["coova", "--hotspotd-mac", "AA:BB:CC:DD:EE:FF"], CONFIG, "--hotspotd-mac is for mikrotik"),
+    (["mikrotik", "--hotspotd-mac", "box"], CONFIG, "--hotspotd-mac 'box' is not a MAC address"),
+    (["mikrotik"], CONFIG.replace('password = "api-Pass.1"', 'password = "api-Pass.1"\ntls = true'),
+     "tls = true on port 8728, the plain api's: set api_port = 8729"),
     (["mikrotik", "--portal-url", "http://127.0.0.1:8080"], CONFIG, "cannot reach 127.0.0.1"),
     (["mikrotik", "--portal-url", "http://10.0.0.1/?a=1"], CONFIG, "without query"),
     (["mikrotik", "--radius-address", "hotspotd.lan"], CONFIG, "is not an IP address"),

@@ -446,7 +446,7 @@ def test_health_without_radius_or_scheduler(signed_in, http):
 def test_admin_create_list_and_set_password(tmp_path, capsys, monkeypatch):
     code, out, _ = run_cli(tmp_path, capsys, monkeypatch, "create", "owner", "--password-stdin", stdin=PASSWORD + "\n")
     assert code == 0 and "account 'owner' created" in out
-    assert "sign in at http://10.5.50.1:8080/admin/login" in out          # [portal] public_url, not a placeholder
+    assert "sign in at http://192.168.88.2:8080/admin/login" in out          # [portal] public_url, not a placeholder
     user = AdminUser.get(AdminUser.username == "owner")
     assert PASSWORD not in user.password_hash and admins.authenticate("owner", PASSWORD)
     code, out, _ = run_cli(tmp_path, capsys, monkeypatch, "list")

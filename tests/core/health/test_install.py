@@ -230,6 +230,14 @@ def test_routeros_before_7_15_needs_message_authenticator_relaxed(capsys, monkey
         assert code == 0 and "warn  router gate setup" in out and "7.15 or later closes BlastRADIUS" in out
 
 
+def test_routeros_default_radius_timeout_is_a_warning(capsys, monkeypatch, tmp_path):
+    with RouterOSSimulator(username="api", password="pw") as sim:
+        sim.configure("/radius", timeout="300ms")           # RouterOS's default: router-config sets 3000ms
+        code, out = check(capsys, monkeypatch, tmp_path, config=_router_config(tmp_path, sim))
+    assert code == 0 and "warn  router gate setup  the /radius timeout is 300ms" in out
+    assert '/radius set [find service~"hotspot"] timeout=3000ms' in out
+
+
 def test_radius_incoming_off_is_a_warning_where_cuts_go_over_the_api(capsys, monkeypatch, tmp_path):
     with RouterOSSimulator(username="api", password="pw") as sim:
         sim.configure("/radius/incoming", accept="false")
@@ -260,3 +268,22 @@ def test_check_asks_for_the_business_name_outside_the_simulator(tmp_path):
     cfg = config_mod.from_dict({**base, "mpesa": {**base["mpesa"], "business_name": "MAMA MBOGA WIFI"}})
     assert [c.state for c in install._payees(cfg)] == ["ok"]
     assert install._payees(config_mod.from_dict({})) == []              # the simulator names nobody real
+
+
+def test_a_router_no_radius_client_covers_is_a_warning(capsys, monkeypatch, tmp_path):
+    # not only the loopback-only sample: any [[routers]] address outside every [[radius.clients]] network
+    with DarajaSimulator() as sim:
+        base = sandbox_config(sim, "simulator").replace("enabled = false",
+                                                        "enabled = true\nauth_port = 0\nacct_port = 0")
+        clients = '[[radius.clients]]\naddress = "192.168.88.0/24"\nsecret = "s3cret-Long"\n'
+        router = ('[[routers]]\nname = "{name}"\nkind = "mikrotik"\naddress = "{address}"\ndisconnect = "coa"\n'
+                  'secret = "s"\n')
+        nds = '[[routers]]\nname = "nds"\nkind = "opennds"\naddress = "10.9.0.1"\nfaskey = "0123456789abcdef"\n'
+        path = write(tmp_path, base + clients + router.format(name="shop", address="172.16.0.1")
+                     + router.format(name="lan", address="192.168.88.1") + nds)
+        code, out = check(capsys, monkeypatch, tmp_path, config=path)
+        warned = [line for line in out.splitlines() if line.startswith("warn  radius clients")]
+        assert code == 0 and warned == [
+            "warn  radius clients     router shop at 172.16.0.1 is in no [[radius.clients]] entry "
+            "(192.168.88.0/24): its RADIUS requests are dropped unanswered; add its address (or network) "
+            "with its secret"], out

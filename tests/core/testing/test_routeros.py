@@ -411,3 +411,21 @@ def test_require_message_auth_exists_from_7_15_compared_as_numbers(version, has_
         assert ("require-message-auth" in sim.menu("/radius")[0]) == has_it
     finally:
         sim.stop()
+
+
+def test_hotspotd_simulate_routeros_runs_a_script_first(tmp_path):
+    (tmp_path / "ok.rsc").write_text('/user group add name=hs policy=read,write,api\n'
+                                     '/user add name=hs group=hs password="pw"\n:put "configured"\n')
+    (tmp_path / "bad.rsc").write_text("/radius add colour=blue\n")
+    cmd = [sys.executable, "-m", "hotspotd.service.cli", "simulate", "routeros", "--listen", "127.0.0.1:0"]
+    refused = subprocess.run(cmd + ["--script", str(tmp_path / "bad.rsc")], capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 1 and "bad.rsc: expected end of command (line 1 column 13)" in refused.stderr
+    proc = subprocess.Popen(cmd + ["--script", str(tmp_path / "ok.rsc")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "configured\n"
+        host, port = re.search(r"listening on (\S+):(\d+)", proc.stdout.readline()).groups()
+        librouteros.connect(host, "hs", "pw", port=int(port), timeout=2).close()
+    finally:
+        proc.terminate()
+        assert proc.wait(5) == 0
+        proc.stdout.close()
