@@ -234,7 +234,7 @@ class HotspotRadius:
     # --- the router's calls (routeros.RadiusSide), its lock held ------------------------------
     def host_seen(self, mac: str, ip: str) -> None:
         profile = self._profile()
-        if "mac" in profile.get("login-by", "").split(",") and profile.get("use-radius") == "true":
+        if "mac" in profile.get("login-by", "").split(",") and profile.get("use-radius") in ("yes", "true"):
             self.mac_login(mac, ip)
 
     def login(self, user: str, password: str, mac: str, ip: str) -> bool:
@@ -609,7 +609,7 @@ class HotspotRadius:
         return (self.router.menu("/system/identity") or [{}])[0].get("name", "MikroTik")
 
     def _signs(self, radius: dict) -> bool:
-        return routeros_version(self.router.version) >= (7, 15) and radius.get("require-message-auth") == "yes"
+        return routeros_version(self.router.version) >= (7, 15) and radius.get("require-message-auth") in ("yes", "true")
 
 
 def _accepted(reply: packet.Packet) -> tuple[Limits, dict]:
