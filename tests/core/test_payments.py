@@ -72,6 +72,30 @@ def test_lost_callback_is_resolved_by_reconciliation(hotspot, http):
     assert access.authorize(MAC) is not None
 
 
+def test_a_callback_after_the_query_settled_still_records_the_receipt(make_hotspot, http):
+    # daraja.md "STK push query": the query carries no receipt; the callback that follows it does
+    # (realistic timing: success on the query after 15-30 s, the callback some seconds later)
+    hs = make_hotspot(simulator={"callback_delay_seconds": 60, "final_after_seconds": 0.05})
+    checkout = pay(http, hs, "0708374149").json()["checkoutRequestId"]
+    assert final_status(http, hs, checkout)["status"] == "success"
+    payment = Payment.get()
+    assert payment.resolved_by == "query" and payment.receipt is None
+    ent = Entitlement.get()
+    hs.simulator.set_delays(callback_delay=0)
+    receipt = hs.simulator.transactions[checkout].receipt
+    wait_for(lambda: Payment.get().receipt == receipt)
+    assert Payment.get().paid_phone == "254708374149" and Payment.get().resolved_by == "query"
+    assert Callback.get().state == "applied"
+    assert Entitlement.select().count() == 1 and Entitlement.get().expires_at == ent.expires_at
+    # the code in the customer's SMS works: "Already paid?" on another device
+    r = http.post(f"{hs.portal_url}/api/portal/receipt",
+                  json={"receipt": receipt, "phone": "0708374149", "macAddress": "AA:BB:CC:00:11:33"})
+    assert r.status_code == 200, r.text
+    hs.simulator.resend_callback(checkout)
+    wait_for(lambda: Callback.select().where(Callback.state == "duplicate").count() == 1)
+    assert Entitlement.select().count() == 1
+
+
 def test_second_pay_while_pending_returns_the_pending_one(make_hotspot, http):
     hs = make_hotspot(simulator={"callback_delay_seconds": 30, "final_after_seconds": 30})
     first = pay(http, hs, "0708374149").json()
