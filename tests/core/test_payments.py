@@ -96,6 +96,36 @@ def test_a_callback_after_the_query_settled_still_records_the_receipt(make_hotsp
     assert Entitlement.select().count() == 1
 
 
+def test_a_success_callback_after_the_payment_timed_out_still_pays_once(make_hotspot, http):
+    # the "callbacks ... arrive after hotspotd's 180 s timeout" (here 1 s): the customer paid
+    hs = make_hotspot(simulator={"callback_delay_seconds": 60, "final_after_seconds": 60},
+                      mpesa={"prompt_lifetime_seconds": 1, "query_after_seconds": 0.2, "query_interval_seconds": 0.2})
+    checkout = pay(http, hs, "0708374149").json()["checkoutRequestId"]
+    assert final_status(http, hs, checkout)["status"] == "timeout"
+    assert access.authorize(MAC) is None
+    hs.simulator.set_delays(callback_delay=0)
+    assert wait_for(lambda: final_status(http, hs, checkout)["status"] == "success")
+    payment = Payment.get()
+    assert payment.resolved_by == "callback" and payment.receipt == hs.simulator.transactions[checkout].receipt
+    assert access.authorize(MAC) is not None
+    hs.simulator.set_delays(final_after=0)              # the reconcile job's query agrees: nothing more
+    wait_for(lambda: Payment.get().next_query_at is None)
+    assert Entitlement.select().count() == 1
+
+
+def test_the_realistic_simulator_follows_the_config(make_hotspot, http):
+    hs = make_hotspot(simulator={"timing": "realistic", "seed": 3, "time_scale": 10, "lost_callback_rate": 0.2},
+                      mpesa={"prompt_lifetime_seconds": 18, "query_after_seconds": 1, "query_interval_seconds": 0.5,
+                             "query_max_interval_seconds": 6})
+    model = hs.simulator.realistic
+    assert (model.seed, model.time_scale, model.lost_rate, model.late_rate) == (3, 10, 0.2, 0.1)
+    assert model.late_after == 18                       # late means: after this install's payment timeout
+    checkout = pay(http, hs, "0708374149").json()["checkoutRequestId"]
+    assert 1.5 <= hs.simulator.transactions[checkout].final_after <= 3
+    assert final_status(http, hs, checkout)["status"] == "success"
+    assert Entitlement.select().count() == 1
+
+
 def test_second_pay_while_pending_returns_the_pending_one(make_hotspot, http):
     hs = make_hotspot(simulator={"callback_delay_seconds": 30, "final_after_seconds": 30})
     first = pay(http, hs, "0708374149").json()
