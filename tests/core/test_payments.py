@@ -7,7 +7,8 @@ import pytest
 from hotspotd import access
 from hotspotd.storage.models import Callback, Entitlement, Event, Payment
 
-from tests.helpers import INSTANT, REALISTIC, final_status, forged, pay, patience, wait_for
+from tests.helpers import (HOTSPOTD_PAYMENT_TIMINGS, INSTANT, REALISTIC, REALISTIC_LONGEST_PAYMENT, final_status,
+                           forged, pay, patience, sim_seed, wait_for)
 
 #: run again on PostgreSQL by scripts/test (-m postgres), and in the simulator's realistic timing (-m daraja_timing)
 pytestmark = [pytest.mark.postgres, pytest.mark.daraja_timing]
@@ -132,6 +133,44 @@ def test_the_realistic_simulator_follows_the_config(make_hotspot, http):
     assert 1.5 <= hs.simulator.transactions[checkout].final_after <= 3
     assert final_status(http, hs, checkout)["status"] == "success"
     assert Entitlement.select().count() == 1
+
+
+def test_many_customers_in_realistic_timing_each_end_as_they_paid(make_hotspot, http):
+    # daraja.md "Timing seen in sandbox" and "Callback" at a time scale of 20 (hotspotd's own payment
+    # timings alike), with a third of the callbacks lost and a third after hotspotd's timeout: money
+    # follows what the customer did, whichever of the query and the callback comes first, or none
+    scale = 20
+    hs = make_hotspot(simulator={"timing": "realistic", "time_scale": scale, "seed": sim_seed(),
+                                 "lost_callback_rate": 0.3, "late_callback_rate": 0.3},
+                      mpesa={key: value / scale for key, value in HOTSPOTD_PAYMENT_TIMINGS.items()},
+                      scheduler={"reconcile_every_seconds": 5 / scale})
+    codes = ["0"] * 12 + ["1032"] * 3 + ["1037"] * 3 + ["1019"] * 3 + ["1"] * 3
+    paid = {}
+    for i, code in enumerate(codes):
+        phone = f"2547081{i:05d}"              # one customer each: no rule-17 limits between them
+        hs.simulator.set_outcome(phone, code)
+        mac = f"AA:BB:CC:00:77:{i:02X}"
+        checkout = pay(http, hs, phone, mac=mac).json()["checkoutRequestId"]
+        paid[checkout] = (code, mac)
+    expected = {"0": "success", "1032": "cancelled", "1037": "timeout", "1019": "timeout", "1": "failed"}
+    txs = hs.simulator.transactions
+    assert {tx.callback_fate for tx in txs.values()} == {"on_time", "late", "lost"}
+    for checkout, (code, mac) in paid.items():
+        assert final_status(http, hs, checkout, timeout=REALISTIC_LONGEST_PAYMENT / scale)["status"] == expected[code]
+    # every callback that comes has come (the late ones after hotspotd's payment timeout)
+    wait_for(lambda: all(tx.callback_attempts for tx in txs.values() if tx.deliver_callback),
+             timeout=(180 + 60 + 20) / scale)
+    wait_for(lambda: Callback.select().where(Callback.state.in_(("received", "unmatched"))).count() == 0)
+    for checkout, (code, mac) in paid.items():
+        payment, tx = Payment.get(Payment.checkout_request_id == checkout), txs[checkout]
+        assert payment.status == expected[code], (checkout, tx)
+        grants = Entitlement.select().where(Entitlement.payment == payment.id).count()
+        if code == "0":
+            assert grants == 1 and access.authorize(mac) is not None
+            assert payment.receipt == (tx.receipt if tx.deliver_callback else None), tx
+        else:
+            assert grants == 0 and access.authorize(mac) is None
+    assert Entitlement.select().count() == codes.count("0")
 
 
 def test_second_pay_while_pending_returns_the_pending_one(make_hotspot, http):
