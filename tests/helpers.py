@@ -125,6 +125,14 @@ def patience_ms(seconds: float) -> int:
     return int(patience(seconds) * 1000)
 
 
+def realistic_timing(scale: float, **simulator) -> dict:
+    """Tables for ``make_hotspot(**…)``: the simulator in realistic timing (``simulator``: more of its
+    keys) and hotspotd's own payment timings at their defaults, all divided by ``scale``."""
+    return {"simulator": {"timing": "realistic", "time_scale": scale, "seed": sim_seed(), **simulator},
+            "mpesa": {key: value / scale for key, value in HOTSPOTD_PAYMENT_TIMINGS.items()},
+            "scheduler": {"reconcile_every_seconds": 5 / scale}}
+
+
 def _realistic(tables: dict) -> bool:
     sim = tables.get("simulator") or {}
     pinned = any(key in sim for key in ("timing", "callback_delay_seconds", "final_after_seconds"))
@@ -144,10 +152,8 @@ def make_config_dict(tmp_path, database_url: str | None = None, **tables) -> dic
         "radius": {"enabled": False},
     }
     if _realistic(tables):
-        scale = SIM_TIME_SCALE
-        data["simulator"] = {"timing": "realistic", "time_scale": scale, "seed": sim_seed()}
-        data["mpesa"] = {key: value / scale for key, value in HOTSPOTD_PAYMENT_TIMINGS.items()}
-        data["scheduler"]["reconcile_every_seconds"] = 5 / scale
+        for table, values in realistic_timing(SIM_TIME_SCALE).items():
+            data[table].update(values)
     for table, values in tables.items():
         if isinstance(values, list):      # arrays of tables: [[routers]]
             data[table] = values

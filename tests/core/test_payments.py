@@ -7,8 +7,8 @@ import pytest
 from hotspotd import access
 from hotspotd.storage.models import Callback, Entitlement, Event, Payment
 
-from tests.helpers import (HOTSPOTD_PAYMENT_TIMINGS, INSTANT, REALISTIC, REALISTIC_LONGEST_PAYMENT, final_status,
-                           forged, pay, patience, sim_seed, wait_for)
+from tests.helpers import (INSTANT, REALISTIC, REALISTIC_LONGEST_PAYMENT, final_status, forged, pay, patience,
+                           realistic_timing, wait_for)
 
 #: run again on PostgreSQL by scripts/test (-m postgres), and in the simulator's realistic timing (-m daraja_timing)
 pytestmark = [pytest.mark.postgres, pytest.mark.daraja_timing]
@@ -140,10 +140,7 @@ def test_many_customers_in_realistic_timing_each_end_as_they_paid(make_hotspot, 
     # timings alike), with a third of the callbacks lost and a third after hotspotd's timeout: money
     # follows what the customer did, whichever of the query and the callback comes first, or none
     scale = 20
-    hs = make_hotspot(simulator={"timing": "realistic", "time_scale": scale, "seed": sim_seed(),
-                                 "lost_callback_rate": 0.3, "late_callback_rate": 0.3},
-                      mpesa={key: value / scale for key, value in HOTSPOTD_PAYMENT_TIMINGS.items()},
-                      scheduler={"reconcile_every_seconds": 5 / scale})
+    hs = make_hotspot(**realistic_timing(scale, lost_callback_rate=0.3, late_callback_rate=0.3))
     codes = ["0"] * 12 + ["1032"] * 3 + ["1037"] * 3 + ["1019"] * 3 + ["1"] * 3
     paid = {}
     for i, code in enumerate(codes):

@@ -10,8 +10,8 @@ from pyrad import packet
 from hotspotd import router_login
 from hotspotd.storage.models import Payment
 
-from tests.helpers import (CALLBACKS_COME, HOTSPOTD_PAYMENT_TIMINGS, RADIUS, REALISTIC, buy, chap_login, client,
-                           customer_receipt, mac_request, patience_ms, send, sim_seed, wait_for)
+from tests.helpers import (CALLBACKS_COME, RADIUS, REALISTIC, buy, chap_login, client, customer_receipt, mac_request,
+                           patience_ms, realistic_timing, send, wait_for)
 
 #: run again in the Daraja simulator's realistic timing by scripts/test (-m daraja_timing)
 pytestmark = pytest.mark.daraja_timing
@@ -112,9 +112,7 @@ def test_a_customer_pays_at_the_real_pace(make_hotspot, phone):
     # daraja.md "Timing seen in sandbox" at 1:1 (success on the query after 15-30 s), against hotspotd's
     # own defaults (first query after 10 s, then 5, 10, 20 s apart; the reconcile job every 5 s) and
     # the wait page's own pace (a poll every 2 s): no time scale between them
-    hs = make_hotspot(radius=RADIUS, scheduler={"enabled": True, "reconcile_every_seconds": 5},
-                      simulator={"timing": "realistic", "time_scale": 1, "seed": sim_seed()},
-                      mpesa=HOTSPOTD_PAYMENT_TIMINGS)
+    hs = make_hotspot(radius=RADIUS, **realistic_timing(1))
     phone.goto(f"{hs.portal_url}/?{urlencode({'mac': 'AA:BB:CC:DD:EE:67', 'ip': '10.5.50.67'})}")
     buy(phone, "0708374149", "30 minutes")
     phone.wait_for_selector('#status[data-status="pending"]')
