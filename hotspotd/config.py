@@ -107,10 +107,10 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                 "shows it); shown on the splash page so customers can tell a real prompt"),
         "base_url": Option("", str, "override the Daraja base URL (empty = by environment)"),
         "timeout_seconds": Option(10.0, (int, float), "timeout of every Daraja call"),
-        "prompt_lifetime_seconds": Option(180, int, "after this a payment with no answer is timeout"),
-        "query_after_seconds": Option(10, int, "first STK query of a payment without callback"),
-        "query_interval_seconds": Option(5, int, "starting interval between STK queries"),
-        "query_max_interval_seconds": Option(60, int, "longest interval between STK queries"),
+        "prompt_lifetime_seconds": Option(180, (int, float), "after this a payment with no answer is timeout"),
+        "query_after_seconds": Option(10, (int, float), "first STK query of a payment without callback"),
+        "query_interval_seconds": Option(5, (int, float), "starting interval between STK queries"),
+        "query_max_interval_seconds": Option(60, (int, float), "longest interval between STK queries"),
         "query_give_up_seconds": Option(86400, int, "stop querying an unresolved payment after this"),
         "callback_allowlist": Option([], list,
                                      "source addresses/networks allowed to post callbacks; "
@@ -130,6 +130,13 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "daraja_listen": Option("127.0.0.1:0", str, "where the built-in Daraja simulator listens"),
         "callback_delay_seconds": Option(2.0, (int, float), "delay of simulated callbacks"),
         "final_after_seconds": Option(2.0, (int, float), "when the simulated query turns final"),
+        "timing": Option("instant", str, "instant (the two delays above) | realistic (sandbox timings drawn per "
+                         "payment, lost and late callbacks)", ("instant", "realistic")),
+        "time_scale": Option(1.0, (int, float), "realistic: every delay divided by this (10: a success in 1.5-3 s)"),
+        "seed": Option(0, int, "realistic: the random seed, to replay a run (0: a new one each start, logged)"),
+        "lost_callback_rate": Option(0.1, (int, float), "realistic: the fraction of callbacks that never come"),
+        "late_callback_rate": Option(0.1, (int, float), "realistic: the fraction of callbacks that come after "
+                                     "[mpesa] prompt_lifetime_seconds"),
         "routeros_listen": Option("127.0.0.1:0", str,
                                   "where the simulated venue router (RouterOS API) listens when no [[routers]] are set"),
     },
@@ -654,6 +661,11 @@ def _check_semantics(cfg: Config) -> None:
     for key in ("prompt_lifetime_seconds", "query_interval_seconds", "query_max_interval_seconds"):
         if m.values[key] <= 0:
             raise ConfigError(src, "mpesa", key, "must be greater than 0")
+    if cfg.simulator.time_scale <= 0:
+        raise ConfigError(src, "simulator", "time_scale", "must be greater than 0")
+    for key in ("lost_callback_rate", "late_callback_rate"):
+        if not 0 <= cfg.simulator.values[key] <= 1:
+            raise ConfigError(src, "simulator", key, "is a fraction from 0 to 1 (0.1: one in ten)")
     if cfg.backup.keep < 1:
         raise ConfigError(src, "backup", "keep", "keep at least 1 backup")
     if cfg.backup.every_hours <= 0:

@@ -56,10 +56,10 @@ class PaymentRefused(DomainError):
 class Policy:
     """The timing of reconciliation (from ``[mpesa]``)."""
     account_reference: str = "WIFI"
-    prompt_lifetime: int = 180
-    query_after: int = 10
-    query_interval: int = 5
-    query_max_interval: int = 60
+    prompt_lifetime: float = 180
+    query_after: float = 10
+    query_interval: float = 5
+    query_max_interval: float = 60
     give_up: int = 86400
     allowlist: tuple = ()
     callback_token: str = ""
@@ -254,9 +254,27 @@ class PaymentService:
         changed = self.apply_result(payment.id, parsed["result_code"], parsed["result_desc"], via="callback",
                                     receipt=parsed.get("receipt"), paid_phone=parsed.get("phone"),
                                     transaction_date=parsed.get("transaction_date"))
+        if not changed and self._add_receipt(payment, parsed):
+            return self._mark(cb, "applied", "receipt of a payment the STK query settled", delay)
         return self._mark(cb, "applied" if changed else "duplicate",
                           None if changed else f"payment already {Payment.get_by_id(payment.id).status}",
                           delay if changed else None)
+
+    def _add_receipt(self, payment: Payment, parsed: dict) -> bool:
+        """The STK query carries no receipt: a payment it settled gets its receipt (and the paying
+        phone, the transaction date) from the success callback that comes after it, so the code in
+        the customer's SMS works for "Already paid?". Only once, only for a success without one."""
+        if codes.outcome(parsed["result_code"]) != "success" or not parsed.get("receipt"):
+            return False
+        if not Payment.update(receipt=parsed["receipt"], paid_phone=parsed.get("phone"),
+                              transaction_date=parsed.get("transaction_date")
+                              ).where(Payment.id == payment.id, Payment.status == "success",
+                                      Payment.receipt.is_null()).execute():
+            return False
+        event("receipt", payment, f"receipt {parsed['receipt']} from the callback after the STK query", payment.mac)
+        log.info("payment %s: receipt recorded from its callback (the STK query had settled it)",
+                 payment.checkout_request_id, extra=_ids(payment.id, payment.checkout_request_id))
+        return True
 
     def _adopt(self, cb: Callback, parsed: dict) -> Payment | None:
         """The payment a paid callback for an unknown CheckoutRequestID belongs to, when Daraja's

@@ -7,7 +7,14 @@ import pytest
 import requests
 
 from hotspotd.config import from_dict
-from tests.helpers import fresh_postgres_database, make_config_dict, POSTGRES_ENV
+from tests.helpers import (REALISTIC, SIM_SEED, SIM_TIME_SCALE, fresh_postgres_database, make_config_dict,
+                           POSTGRES_ENV)
+
+
+def pytest_report_header(config):
+    if REALISTIC:
+        return (f"Daraja simulator: realistic timing, time scale {SIM_TIME_SCALE:g} "
+                f"(HOTSPOTD_SIM_SEED={SIM_SEED} replays this run)")
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from pyrad.client import Client
 
 from hotspotd import clock, router_login
 from hotspotd.service import cli
-from hotspotd.storage.models import Package
+from hotspotd.storage.models import Package, Payment
 from radius.server import load_dictionary
 
 #: the checkout this suite tests
@@ -69,8 +70,78 @@ def fresh_postgres_database(admin_url: str) -> tuple[str, "callable"]:
     return admin_url.rsplit("/", 1)[0] + "/" + name, drop
 
 
+# --- the Daraja simulator's timing, for a whole run ---------------------------------------------
+#: ``HOTSPOTD_SIM_TIMING=realistic`` (scripts/test's third pass): every Hotspot a test starts has the
+#: simulator in realistic timing (hotspotd/testing/daraja_timing.py) with hotspotd's own payment timings
+#: at their defaults, all divided by ``HOTSPOTD_SIM_TIME_SCALE``; a test that sets the simulator's
+#: delays (or its timing) keeps them. ``HOTSPOTD_SIM_SEED`` replays a run: each test's seed comes from
+#: it and the test's name (the report header says it).
+SIM_TIMING = os.environ.get("HOTSPOTD_SIM_TIMING") or "instant"
+SIM_TIME_SCALE = float(os.environ.get("HOTSPOTD_SIM_TIME_SCALE") or 1)
+SIM_SEED = int(os.environ.get("HOTSPOTD_SIM_SEED") or int.from_bytes(os.urandom(3), "big"))
+REALISTIC = SIM_TIMING == "realistic"
+if SIM_TIMING not in ("instant", "realistic") or SIM_TIME_SCALE <= 0:
+    raise RuntimeError(f"HOTSPOTD_SIM_TIMING={SIM_TIMING!r} (instant or realistic) or "
+                       f"HOTSPOTD_SIM_TIME_SCALE={SIM_TIME_SCALE!r} (above 0) is not usable")
+#: hotspotd's [mpesa] defaults (and [scheduler] reconcile_every_seconds = 5): realistic runs scale them too
+HOTSPOTD_PAYMENT_TIMINGS = {"prompt_lifetime_seconds": 180, "query_after_seconds": 10, "query_interval_seconds": 5,
+                            "query_max_interval_seconds": 60}
+#: the longest a payment takes in realistic timing, unscaled: a prompt that expires at 180 s is seen
+#: by the query at 205 s (the queries back off to a minute), and the next reconcile tick
+REALISTIC_LONGEST_PAYMENT = 240
+
+
+def sim_seed() -> int:
+    """The running test's simulator seed (never 0, which means "a new one" in the config)."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+    return (SIM_SEED ^ zlib.crc32(test.encode())) & 0x7FFFFFFF or 1
+
+
+def patience(seconds: float) -> float:
+    """How long a test waits for a payment to end: ``seconds`` as instant timing needs, and in
+    realistic timing the longest a payment can take on top (scaled)."""
+    return seconds + (REALISTIC_LONGEST_PAYMENT / SIM_TIME_SCALE if REALISTIC else 0)
+
+
+#: ``make_hotspot(simulator=INSTANT)``: a test about one exact order of events (callback, then
+#: status) keeps the simulator's instant timing in a realistic run too
+INSTANT = {"timing": "instant"}
+#: ``make_hotspot(simulator=CALLBACKS_COME)``: no callback is lost (in a realistic run some still come
+#: late), for a test that needs what only a callback carries: the receipt
+CALLBACKS_COME = {"lost_callback_rate": 0}
+
+
+def customer_receipt(hs, checkout: str | None = None, timeout: float = 5) -> str:
+    """The M-Pesa receipt in the customer's SMS for ``checkout`` (default: the only payment), once
+    hotspotd has it: from the callback, which in realistic timing may come after the query settled."""
+    payment = Payment.get() if checkout is None else Payment.get(Payment.checkout_request_id == checkout)
+    receipt = hs.simulator.transactions[payment.checkout_request_id].receipt
+    wait_for(lambda: Payment.get_by_id(payment.id).receipt == receipt, patience(timeout))
+    return receipt
+
+
+def patience_ms(seconds: float) -> int:
+    """:func:`patience` in milliseconds, for Playwright's ``timeout=``."""
+    return int(patience(seconds) * 1000)
+
+
+def realistic_timing(scale: float, **simulator) -> dict:
+    """Tables for ``make_hotspot(**…)``: the simulator in realistic timing (``simulator``: more of its
+    keys) and hotspotd's own payment timings at their defaults, all divided by ``scale``."""
+    return {"simulator": {"timing": "realistic", "time_scale": scale, "seed": sim_seed(), **simulator},
+            "mpesa": {key: value / scale for key, value in HOTSPOTD_PAYMENT_TIMINGS.items()},
+            "scheduler": {"reconcile_every_seconds": 5 / scale}}
+
+
+def _realistic(tables: dict) -> bool:
+    sim = tables.get("simulator") or {}
+    pinned = any(key in sim for key in ("timing", "callback_delay_seconds", "final_after_seconds"))
+    return REALISTIC and not pinned
+
+
 def make_config_dict(tmp_path, database_url: str | None = None, **tables) -> dict:
-    """A config for tests: everything on loopback port 0, short delays, generous rate limits."""
+    """A config for tests: everything on loopback port 0, short delays, generous rate limits (in a
+    realistic run, the realistic simulator and hotspotd's own payment timings, scaled alike)."""
     data = {
         "portal": {"listen": "127.0.0.1:0", "pay_limit_per_client": "1000/minute",
                    "pay_limit_per_phone": "1000/minute", "pay_limit_per_device": "1000/minute"},
@@ -80,6 +151,9 @@ def make_config_dict(tmp_path, database_url: str | None = None, **tables) -> dic
         "scheduler": {"reconcile_every_seconds": 0.2, "expire_every_seconds": 0.2},
         "radius": {"enabled": False},
     }
+    if _realistic(tables):
+        for table, values in realistic_timing(SIM_TIME_SCALE).items():
+            data[table].update(values)
     for table, values in tables.items():
         if isinstance(values, list):      # arrays of tables: [[routers]]
             data[table] = values
@@ -177,7 +251,7 @@ def final_status(http, hs, checkout, timeout=15):
     def done():
         body = http.get(f"{hs.portal_url}/api/portal/status/{checkout}").json()
         return body if body["status"] != "pending" else None
-    return wait_for(done, timeout)
+    return wait_for(done, patience(timeout))
 
 
 def forged(checkout, code=0, amount=10, receipt="QWE1234567"):

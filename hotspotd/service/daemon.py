@@ -86,8 +86,14 @@ class Hotspot:
         if self.config.simulated:
             from ..testing.daraja import DarajaSimulator
             host, port = parse_listen(self.config.simulator.daraja_listen)
-            self.simulator = DarajaSimulator(host, port, callback_delay=self.config.simulator.callback_delay_seconds,
-                                             final_after=self.config.simulator.final_after_seconds).start()
+            sim = self.config.simulator
+            # realistic: late callbacks come after this install's own payment timeout
+            self.simulator = DarajaSimulator(host, port, callback_delay=sim.callback_delay_seconds,
+                                             final_after=sim.final_after_seconds, timing=sim.timing,
+                                             seed=sim.seed or None, time_scale=sim.time_scale,
+                                             lost_callback_rate=sim.lost_callback_rate,
+                                             late_callback_rate=sim.late_callback_rate,
+                                             late_callback_after=self.config.mpesa.prompt_lifetime_seconds).start()
         self.callback_url = self._callback_url(portal_url)
         default = self._daraja_client(self.config.default_account)
         self.site_clients = {}

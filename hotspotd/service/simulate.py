@@ -20,6 +20,17 @@ def add_parser(sub) -> None:
     sd.add_argument("--listen", default="127.0.0.1:8900", help="host:port (port 0: any free one)")
     sd.add_argument("--callback-delay", type=float, default=2.0, help="seconds before a callback is sent")
     sd.add_argument("--final-after", type=float, default=2.0, help="seconds before the STK query gives the result")
+    sd.add_argument("--timing", choices=("instant", "realistic"), default="instant",
+                    help="realistic: the sandbox's timings drawn per payment, lost and late callbacks "
+                         "(instead of the two delays above)")
+    sd.add_argument("--seed", type=int, help="realistic: the random seed, to replay a run (default: a new one, logged)")
+    sd.add_argument("--time-scale", type=float, default=1.0, help="realistic: every delay divided by this")
+    sd.add_argument("--lost-callbacks", type=float, default=0.1, metavar="RATE",
+                    help="realistic: the fraction of callbacks that never come")
+    sd.add_argument("--late-callbacks", type=float, default=0.1, metavar="RATE",
+                    help="realistic: the fraction of callbacks that come after --late-after")
+    sd.add_argument("--late-after", type=float, metavar="SECONDS",
+                    help="realistic: the payment timeout late callbacks miss (default 180 / --time-scale)")
     sr = sim.add_parser("routeros", help="a MikroTik RouterOS API server with hotspot menus")
     sr.add_argument("--listen", default="127.0.0.1:8728", help="host:port (port 0: any free one)")
     sr.add_argument("--user", default="admin", help="API user")
@@ -59,7 +70,13 @@ def _daraja(args) -> int:
         print("hotspotd: simulate daraja: --listen takes host:port, e.g. 127.0.0.1:8900", file=sys.stderr)
         return 2
     try:
-        sim = DarajaSimulator(host, port, callback_delay=args.callback_delay, final_after=args.final_after)
+        sim = DarajaSimulator(host, port, callback_delay=args.callback_delay, final_after=args.final_after,
+                              timing=args.timing, seed=args.seed, time_scale=args.time_scale,
+                              lost_callback_rate=args.lost_callbacks, late_callback_rate=args.late_callbacks,
+                              late_callback_after=args.late_after)
+    except ValueError as exc:
+        print(f"hotspotd: simulate daraja: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"hotspotd: simulate daraja: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         return 1

@@ -12,6 +12,8 @@ to shared/reference/daraja.md, on the standard library's ``http.server``.
   seconds after the push, then 200 with ResultCode as a STRING (and Daraja's "successsfully").
 * One callback per push, POSTed once ``callback_delay`` seconds after it, never retried; ResultCode
   is a NUMBER there, as on the wire. Any other path answers a gateway ``fault`` body.
+* ``timing="realistic"`` draws each push's delays instead, seeded, from the reference's sandbox
+  timings, with lost and late callbacks (:mod:`hotspotd.testing.daraja_timing`).
 
 The outcome is chosen by phone number: ``2547000NNNNN`` where NNNNN is a known failure code gives
 that code (``254700001032`` cancelled, ``254700001037`` no response, ``254700000001`` no balance,
@@ -45,6 +47,7 @@ import requests
 from ..config import SANDBOX_PASSKEY
 from ..identifiers import mask_phone
 from ..daraja.client import NAIROBI, nairobi_timestamp, stk_password
+from .daraja_timing import INSTANT, REALISTIC, TIMINGS, Delays, RealisticTiming, instant
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,9 @@ class Transaction:
     receipt: str | None
     transaction_date: int
     pushed_at: float                      # time.monotonic()
+    final_after: float = 0.0              # seconds after the push the query gives the result
+    callback_delay: float | None = None   # seconds after the push the callback goes; None: never
+    callback_fate: str = "on_time"        # on_time | late | lost | none (see daraja_timing.Delays)
     callback_status: int | None = None    # HTTP status of the last delivery; None before or on no answer
     callback_error: str | None = None     # why the last delivery got no HTTP answer
     callback_attempts: int = 0
@@ -220,7 +226,17 @@ class DarajaSimulator:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, callback_delay: float = 2.0,
                  final_after: float = 2.0, consumer_key: str = "simulator", consumer_secret: str = "simulator",
-                 passkey: str = SANDBOX_PASSKEY, token_lifetime: int = 3599):
+                 passkey: str = SANDBOX_PASSKEY, token_lifetime: int = 3599, timing: str = INSTANT,
+                 seed: int | None = None, time_scale: float = 1.0, lost_callback_rate: float = 0.1,
+                 late_callback_rate: float = 0.1, late_callback_after: float | None = None):
+        """``timing``: ``instant`` (every push: ``final_after`` and ``callback_delay``) or ``realistic``
+        (drawn per push with ``seed``, ``time_scale``, the rates of lost and late callbacks and
+        ``late_callback_after``, wall-clock seconds: see :class:`~.daraja_timing.RealisticTiming`)."""
+        if timing not in TIMINGS:
+            raise ValueError(f"timing is one of {', '.join(TIMINGS)}, not {timing!r}")
+        #: the realistic model, or None in instant timing
+        self.realistic = RealisticTiming(seed, time_scale, lost_callback_rate, late_callback_rate,
+                                         late_callback_after) if timing == REALISTIC else None
         self.consumer_key, self.consumer_secret, self.passkey = consumer_key, consumer_secret, passkey
         self._passkeys: dict[str, str] = {}           # shortcode → passkey, for accounts added by add_account
         self.token_lifetime = token_lifetime
@@ -256,7 +272,8 @@ class DarajaSimulator:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL},
                                         name=f"daraja-sim:{self._server.server_address[1]}", daemon=True)
         self._thread.start()
-        log.info("Daraja simulator listening on %s", self.url)
+        log.info("Daraja simulator listening on %s (%s)", self.url,
+                 self.realistic.describe() if self.realistic else "instant timing")
         return self
 
     def stop(self) -> None:
@@ -298,19 +315,30 @@ class DarajaSimulator:
         with self._lock:
             self._fail.extend([status] * count)
 
+    @property
+    def timing(self) -> str:
+        return REALISTIC if self.realistic else INSTANT
+
     def set_delays(self, callback_delay: float | None = None, final_after: float | None = None) -> None:
         """Change the callback delay and when the query turns final, both counted from each push.
 
         Pushes still waiting are affected too: ``set_delays(final_after=0)`` makes every query final
         at once, and callbacks not sent yet are rescheduled (sent now if their new time has passed).
+        A test that sets delays means them: realistic timing ends here (later pushes are instant).
         """
         with self._lock:
+            if self.realistic:
+                log.info("Daraja simulator: delays set, instant timing from now on")
+                self.realistic = None
             if final_after is not None:
                 self.final_after = float(final_after)
+                for tx in self._transactions.values():
+                    tx.final_after = self.final_after
             if callback_delay is not None:
                 self.callback_delay = float(callback_delay)
                 for cid, timer in list(self._timers.items()):
                     timer.cancel()
+                    self._transactions[cid].callback_delay = self.callback_delay
                     self._schedule(self._transactions[cid])
 
     def set_quirks(self, *, single_token: bool | None = None, pending_4999: bool | None = None,
@@ -485,21 +513,24 @@ class DarajaSimulator:
             code = "SFC_IC0003"
         now = time.monotonic()
         with self._lock:
-            if self._lock_subscriber and any(t.phone == phone and now < t.pushed_at + self.final_after
+            if self._lock_subscriber and any(t.phone == phone and now < t.pushed_at + t.final_after
                                              for t in self._transactions.values()):
                 raise _Refusal(500, _envelope("500.001.1001", RESULT_DESCS["1001"]))
+            delays = self._delays(code, deliver)
             tx = Transaction(
                 checkout_request_id=self._new_checkout_id(), merchant_request_id=self._new_merchant_id(),
                 phone=phone, amount=amount, shortcode=shortcode, callback_url=callback_url,
                 account_reference=reference, result_code=code,
-                result_desc=RESULT_DESCS.get(code, "The transaction failed."), deliver_callback=deliver,
+                result_desc=RESULT_DESCS.get(code, "The transaction failed."),
+                deliver_callback=delays.callback_delay is not None,
                 receipt=self._new_receipt() if code == "0" else None,
-                transaction_date=int(nairobi_timestamp()), pushed_at=now)
+                transaction_date=int(nairobi_timestamp()), pushed_at=now, final_after=delays.final_after,
+                callback_delay=delays.callback_delay, callback_fate=delays.fate)
             self._transactions[tx.checkout_request_id] = tx
-            if deliver and not self._stopped:
+            if tx.deliver_callback and not self._stopped:
                 self._schedule(tx)
         log.info("STK push %s: %s KES %s → ResultCode %s%s", tx.checkout_request_id, mask_phone(phone), amount,
-                 code, "" if deliver else " (no callback)")
+                 code, _timing_note(delays))
         return {"MerchantRequestID": tx.merchant_request_id, "CheckoutRequestID": tx.checkout_request_id,
                 "ResponseCode": "0", "ResponseDescription": "Success. Request accepted for processing",
                 "CustomerMessage": "Success. Request accepted for processing"}
@@ -509,13 +540,13 @@ class DarajaSimulator:
         self._check_password(body, shortcode, timestamp)
         with self._lock:
             tx = self._transactions.get(_text(body["CheckoutRequestID"]))
-            pending_4999, final_after = self._pending_4999, self.final_after
+            pending_4999 = self._pending_4999
         if tx is None or tx.shortcode != shortcode:
             # a shortcode sees its own transactions only
             raise _Refusal(500, _envelope("500.001.1001", NOT_FOUND))
         answer = {"ResponseCode": "0", "ResponseDescription": "The service request has been accepted successsfully",
                   "MerchantRequestID": tx.merchant_request_id, "CheckoutRequestID": tx.checkout_request_id}
-        if time.monotonic() < tx.pushed_at + final_after:
+        if time.monotonic() < tx.pushed_at + tx.final_after:
             if not pending_4999:
                 raise _Refusal(500, _envelope("500.001.1001", PROCESSING))
             return {**answer, "ResultCode": "4999", "ResultDesc": "The transaction is still under processing"}
@@ -555,9 +586,15 @@ class DarajaSimulator:
                 self._receipts.add(receipt)
                 return receipt
 
+    def _delays(self, code: str, deliver: bool) -> Delays:
+        """Call with the lock held: a new push's timing, drawn (realistic) or fixed (instant)."""
+        if self.realistic:
+            return self.realistic.draw(code, deliver)
+        return instant(self.final_after, self.callback_delay, deliver)
+
     def _schedule(self, tx: Transaction) -> None:
-        """Call with the lock held: the callback goes ``callback_delay`` after the push."""
-        delay = max(0.0, tx.pushed_at + self.callback_delay - time.monotonic())
+        """Call with the lock held: the callback goes ``tx.callback_delay`` after the push."""
+        delay = max(0.0, tx.pushed_at + (tx.callback_delay or 0.0) - time.monotonic())
         timer = threading.Timer(delay, self._deliver_timed, args=(tx,))
         timer.daemon = True
         timer.name = f"daraja-sim-callback:{tx.checkout_request_id}"
@@ -599,6 +636,14 @@ class DarajaSimulator:
             log.warning("callback for %s not delivered (%s); Daraja does not retry", tx.checkout_request_id, error)
         else:
             log.info("callback for %s delivered: HTTP %s", tx.checkout_request_id, status)
+
+
+def _timing_note(delays: Delays) -> str:
+    """What the push log line says of its timing."""
+    when = f" (final after {delays.final_after:.1f} s, "
+    if delays.callback_delay is None:
+        return when + ("no callback)" if delays.fate == "none" else "callback lost)")
+    return when + f"callback after {delays.callback_delay:.1f} s{', late' if delays.fate == 'late' else ''})"
 
 
 def _envelope(code: str, message: str, *, request_id: str | None = None) -> dict:

@@ -72,6 +72,10 @@ PROD = {"environment": "production", "consumer_key": "k", "consumer_secret": "s"
     ({"portal": {"redeem_limit_per_client": ""}}, "portal", "redeem_limit_per_client", "not a rate limit"),
     ({"routers": [{"name": "c", "kind": "coova", "address": "10.0.0.1", "disconnect": "api"}]}, "routers",
      "disconnect", "no RouterOS API"),
+    ({"simulator": {"timing": "slow"}}, "simulator", "timing", "not one of"),
+    ({"simulator": {"time_scale": 0}}, "simulator", "time_scale", "greater than 0"),
+    ({"simulator": {"lost_callback_rate": 10}}, "simulator", "lost_callback_rate", "fraction"),
+    ({"simulator": {"late_callback_rate": -0.1}}, "simulator", "late_callback_rate", "fraction"),
 ])
 def test_each_mistake_names_table_key_and_fix(data, table, key, words):
     with pytest.raises(ConfigError) as info:

@@ -7,10 +7,11 @@ import pytest
 from hotspotd import access
 from hotspotd.storage.models import Callback, Entitlement, Event, Payment
 
-from tests.helpers import final_status, forged, pay, wait_for
+from tests.helpers import (INSTANT, REALISTIC, REALISTIC_LONGEST_PAYMENT, final_status, forged, pay, patience,
+                           realistic_timing, wait_for)
 
-#: run again on PostgreSQL by scripts/test (-m postgres)
-pytestmark = pytest.mark.postgres
+#: run again on PostgreSQL by scripts/test (-m postgres), and in the simulator's realistic timing (-m daraja_timing)
+pytestmark = [pytest.mark.postgres, pytest.mark.daraja_timing]
 
 MAC = "AA:BB:CC:00:11:22"
 
@@ -33,7 +34,14 @@ def test_success_number_gets_a_session_of_the_package_length(hotspot, http):
     assert 3590 <= session["remainingSeconds"] <= 3600
     assert session["packageName"] == "1 hour" and session["expiresAt"].endswith("Z")
     payment = Payment.get(Payment.checkout_request_id == body["checkoutRequestId"])
-    assert payment.resolved_by == "callback" and payment.receipt and payment.phone == "254708374149"
+    assert payment.phone == "254708374149"
+    tx = hotspot.simulator.transactions[payment.checkout_request_id]
+    if not REALISTIC:
+        assert payment.resolved_by == "callback" and payment.receipt == tx.receipt
+    elif tx.deliver_callback:        # the callback comes, maybe after the query settled it: its receipt too
+        wait_for(lambda: Payment.get_by_id(payment.id).receipt == tx.receipt, patience(5))
+    else:                            # lost: the query settled it, and the query carries no receipt
+        assert payment.resolved_by == "query" and payment.receipt is None
     grant = access.authorize(MAC)
     assert grant is not None and grant.remaining_seconds <= 3600
     assert Entitlement.select().count() == 1
@@ -53,6 +61,7 @@ def test_cancel_number_is_cancelled_with_its_reason(hotspot, http):
     ("254700000001", "failed", "insufficient_funds"),
     ("254700002001", "failed", "wrong_pin"),
     ("254700001037", "timeout", "no_response"),
+    ("254700001019", "timeout", "expired"),      # nobody answered: realistic timing, at the prompt's end (1-3 min)
 ])
 def test_failure_numbers(hotspot, http, phone, status, reason):
     body = pay(http, hotspot, phone).json()
@@ -70,6 +79,95 @@ def test_lost_callback_is_resolved_by_reconciliation(hotspot, http):
     assert Callback.select().count() == 0
     assert Entitlement.select().where(Entitlement.payment == payment.id).count() == 1
     assert access.authorize(MAC) is not None
+
+
+def test_a_callback_after_the_query_settled_still_records_the_receipt(make_hotspot, http):
+    # daraja.md "STK push query": the query carries no receipt; the callback that follows it does
+    # (realistic timing: success on the query after 15-30 s, the callback some seconds later)
+    hs = make_hotspot(simulator={"callback_delay_seconds": 60, "final_after_seconds": 0.05})
+    checkout = pay(http, hs, "0708374149").json()["checkoutRequestId"]
+    assert final_status(http, hs, checkout)["status"] == "success"
+    payment = Payment.get()
+    assert payment.resolved_by == "query" and payment.receipt is None
+    ent = Entitlement.get()
+    hs.simulator.set_delays(callback_delay=0)
+    receipt = hs.simulator.transactions[checkout].receipt
+    wait_for(lambda: Payment.get().receipt == receipt)
+    assert Payment.get().paid_phone == "254708374149" and Payment.get().resolved_by == "query"
+    assert Callback.get().state == "applied"
+    assert Entitlement.select().count() == 1 and Entitlement.get().expires_at == ent.expires_at
+    # the code in the customer's SMS works: "Already paid?" on another device
+    r = http.post(f"{hs.portal_url}/api/portal/receipt",
+                  json={"receipt": receipt, "phone": "0708374149", "macAddress": "AA:BB:CC:00:11:33"})
+    assert r.status_code == 200, r.text
+    hs.simulator.resend_callback(checkout)
+    wait_for(lambda: Callback.select().where(Callback.state == "duplicate").count() == 1)
+    assert Entitlement.select().count() == 1
+
+
+def test_a_success_callback_after_the_payment_timed_out_still_pays_once(make_hotspot, http):
+    # the "callbacks ... arrive after hotspotd's 180 s timeout" (here 1 s): the customer paid
+    hs = make_hotspot(simulator={"callback_delay_seconds": 60, "final_after_seconds": 60},
+                      mpesa={"prompt_lifetime_seconds": 1, "query_after_seconds": 0.2, "query_interval_seconds": 0.2})
+    checkout = pay(http, hs, "0708374149").json()["checkoutRequestId"]
+    assert final_status(http, hs, checkout)["status"] == "timeout"
+    assert access.authorize(MAC) is None
+    hs.simulator.set_delays(callback_delay=0)
+    assert wait_for(lambda: final_status(http, hs, checkout)["status"] == "success")
+    payment = Payment.get()
+    assert payment.resolved_by == "callback" and payment.receipt == hs.simulator.transactions[checkout].receipt
+    assert access.authorize(MAC) is not None
+    hs.simulator.set_delays(final_after=0)              # the reconcile job's query agrees: nothing more
+    wait_for(lambda: Payment.get().next_query_at is None)
+    assert Entitlement.select().count() == 1
+
+
+def test_the_realistic_simulator_follows_the_config(make_hotspot, http):
+    hs = make_hotspot(simulator={"timing": "realistic", "seed": 3, "time_scale": 10, "lost_callback_rate": 0.2},
+                      mpesa={"prompt_lifetime_seconds": 18, "query_after_seconds": 1, "query_interval_seconds": 0.5,
+                             "query_max_interval_seconds": 6})
+    model = hs.simulator.realistic
+    assert (model.seed, model.time_scale, model.lost_rate, model.late_rate) == (3, 10, 0.2, 0.1)
+    assert model.late_after == 18                       # late means: after this install's payment timeout
+    checkout = pay(http, hs, "0708374149").json()["checkoutRequestId"]
+    assert 1.5 <= hs.simulator.transactions[checkout].final_after <= 3
+    assert final_status(http, hs, checkout)["status"] == "success"
+    assert Entitlement.select().count() == 1
+
+
+def test_many_customers_in_realistic_timing_each_end_as_they_paid(make_hotspot, http):
+    # daraja.md "Timing seen in sandbox" and "Callback" at a time scale of 20 (hotspotd's own payment
+    # timings alike), with a third of the callbacks lost and a third after hotspotd's timeout: money
+    # follows what the customer did, whichever of the query and the callback comes first, or none
+    scale = 20
+    hs = make_hotspot(**realistic_timing(scale, lost_callback_rate=0.3, late_callback_rate=0.3))
+    codes = ["0"] * 12 + ["1032"] * 3 + ["1037"] * 3 + ["1019"] * 3 + ["1"] * 3
+    paid = {}
+    for i, code in enumerate(codes):
+        phone = f"2547081{i:05d}"              # one customer each: no rule-17 limits between them
+        hs.simulator.set_outcome(phone, code)
+        mac = f"AA:BB:CC:00:77:{i:02X}"
+        checkout = pay(http, hs, phone, mac=mac).json()["checkoutRequestId"]
+        paid[checkout] = (code, mac)
+    expected = {"0": "success", "1032": "cancelled", "1037": "timeout", "1019": "timeout", "1": "failed"}
+    txs = hs.simulator.transactions
+    assert {tx.callback_fate for tx in txs.values()} == {"on_time", "late", "lost"}
+    for checkout, (code, mac) in paid.items():
+        assert final_status(http, hs, checkout, timeout=REALISTIC_LONGEST_PAYMENT / scale)["status"] == expected[code]
+    # every callback that comes has come (the late ones after hotspotd's payment timeout)
+    wait_for(lambda: all(tx.callback_attempts for tx in txs.values() if tx.deliver_callback),
+             timeout=(180 + 60 + 20) / scale)
+    wait_for(lambda: Callback.select().where(Callback.state.in_(("received", "unmatched"))).count() == 0)
+    for checkout, (code, mac) in paid.items():
+        payment, tx = Payment.get(Payment.checkout_request_id == checkout), txs[checkout]
+        assert payment.status == expected[code], (checkout, tx)
+        grants = Entitlement.select().where(Entitlement.payment == payment.id).count()
+        if code == "0":
+            assert grants == 1 and access.authorize(mac) is not None
+            assert payment.receipt == (tx.receipt if tx.deliver_callback else None), tx
+        else:
+            assert grants == 0 and access.authorize(mac) is None
+    assert Entitlement.select().count() == codes.count("0")
 
 
 def test_second_pay_while_pending_returns_the_pending_one(make_hotspot, http):
@@ -101,7 +199,8 @@ def test_not_json_is_refused(hotspot, http):
     assert r.status_code == 400 and r.json()["success"] is False
 
 
-def test_duplicate_callback_changes_nothing(hotspot, http):
+def test_duplicate_callback_changes_nothing(make_hotspot, http):
+    hotspot = make_hotspot(simulator=INSTANT)      # the callback settles it, then comes again
     body = pay(http, hotspot, "0708374149").json()
     checkout = body["checkoutRequestId"]
     assert final_status(http, hotspot, checkout)["status"] == "success"
@@ -156,7 +255,8 @@ def test_callback_with_a_wrong_token_is_refused_but_nothing_granted(hotspot, htt
     assert Callback.select().count() == 0
 
 
-def test_every_step_is_on_the_timeline(hotspot, http):
+def test_every_step_is_on_the_timeline(make_hotspot, http):
+    hotspot = make_hotspot(simulator=INSTANT)      # in this order: the callback settles it
     checkout = pay(http, hotspot, "0708374149").json()["checkoutRequestId"]
     final_status(http, hotspot, checkout)
     kinds = [e.kind for e in Event.select().order_by(Event.id)]

@@ -12,9 +12,10 @@ from playwright.sync_api import expect
 
 from tests.e2e.conftest import CHROMIUM, TIMEOUT_MS
 from tests.helpers import (NDS_CLIENT, NDS_GW_LAN, NDS_ORIGIN, NDS_UP_IP, UPSTREAM_BODY, buy, opennds_lab,
-                           start_opennds, wait_for)
+                           patience_ms, start_opennds, wait_for)
 
-pytestmark = pytest.mark.slow
+#: run again in the Daraja simulator's realistic timing by scripts/test (-m daraja_timing)
+pytestmark = [pytest.mark.slow, pytest.mark.daraja_timing]
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def test_chromium_behind_opennds_pays_and_gets_online(lab, browser, make_hotspot
                 time.sleep(2)
         assert page.url.startswith(f"{public}/?mac="), page.url
         buy(page, "254708374149")
-        expect(page.get_by_text("You are online")).to_be_visible(timeout=20_000)
+        expect(page.get_by_text("You are online")).to_be_visible(timeout=patience_ms(20))
         wait_for(lambda: not hs.opennds.by_name["venue-1"].pending(), 20, 0.3)   # authmon took it
         wait_for(lambda: lab.client_state() == "Authenticated", 10, 0.3)
         page.goto(NDS_ORIGIN)

@@ -3,11 +3,15 @@ import re
 
 from playwright.sync_api import expect
 
-from tests.helpers import PHONE
+import pytest
 
+from tests.helpers import PHONE, patience_ms
+
+#: run again in the Daraja simulator's realistic timing by scripts/test (-m daraja_timing)
+pytestmark = pytest.mark.daraja_timing
 
 SUCCESS_PHONE = "0708374149"
-PAY_TIMEOUT_MS = 20_000   # simulator callback ~0.05 s here, but the wait page refreshes every 3 s
+PAY_TIMEOUT_MS = patience_ms(20)   # the simulator's callback (instant: ~0.05 s), and the wait page refreshes every 3 s
 
 
 #: the device's variables, as the router's login page sends them (without them a purchase is held)

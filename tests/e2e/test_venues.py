@@ -2,12 +2,16 @@
 name, colour and packages all the way through, and time that works at that venue's routers only."""
 from urllib.parse import urlencode
 
+import pytest
 from playwright.sync_api import expect
 from pyrad import packet
 
 from hotspotd.storage.models import Entitlement, Payment
 
-from tests.helpers import ask_radius, buy, KISUMU_NAS, start_venues, WESTLANDS_NAS
+from tests.helpers import ask_radius, buy, KISUMU_NAS, patience_ms, start_venues, WESTLANDS_NAS
+
+#: run again in the Daraja simulator's realistic timing by scripts/test (-m daraja_timing)
+pytestmark = pytest.mark.daraja_timing
 
 MAC = "AA:BB:CC:DD:EE:71"
 
@@ -23,7 +27,7 @@ def test_a_customer_at_westlands_sees_westlands_and_pays_for_westlands(make_hots
     assert pay_button.evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(122, 31, 92)"   # #7a1f5c
     phone.screenshot(path=str(screenshots / "splash-phone-venue.png"), full_page=True)
     buy(phone, "0708374149", package="Westlands hour")
-    phone.wait_for_selector('#status[data-status="success"]', timeout=15_000)
+    phone.wait_for_selector('#status[data-status="success"]', timeout=patience_ms(15))
     expect(phone.locator("h1")).to_have_text("Java House Westlands")       # the site rode along
     payment = Payment.get()
     assert (payment.site, payment.amount) == ("westlands", 20)

@@ -6,10 +6,10 @@ import pytest
 from hotspotd import access, clock, vouchers
 from hotspotd.storage.models import Disconnect, Entitlement, Package, Payment
 
-from tests.helpers import give_time, wait_for
+from tests.helpers import CALLBACKS_COME, customer_receipt, give_time, patience, wait_for
 
-#: run again on PostgreSQL by scripts/test (-m postgres)
-pytestmark = pytest.mark.postgres
+#: run again on PostgreSQL by scripts/test (-m postgres), and in the simulator's realistic timing (-m daraja_timing)
+pytestmark = [pytest.mark.postgres, pytest.mark.daraja_timing]
 
 MAC = "AA:BB:CC:DD:EE:40"
 RANDOM_MAC = "DA:BB:CC:DD:EE:41"  # locally administered: a phone's private address
@@ -24,7 +24,8 @@ def status_of(page: str) -> str | None:
 def pay(hotspot, http, phone, ctx=CTX, lang="en"):
     r = http.post(f"{hotspot.portal_url}/pay", params={"lang": lang, **ctx}, data={"phone": phone, "package": "2"})
     assert r.history and r.history[0].status_code == 303, r.text
-    return wait_for(lambda: (lambda p: p if status_of(p) not in (None, "pending") else None)(http.get(r.url).text))
+    return wait_for(lambda: (lambda p: p if status_of(p) not in (None, "pending") else None)(http.get(r.url).text),
+                    patience(10))
 
 
 def test_language_follows_the_browser_and_the_switch(hotspot, http):
@@ -97,9 +98,10 @@ def test_random_mac_is_explained_once_paid_not_before(hotspot, http):
     assert 'id="random-mac"' not in pay(hotspot, http, "0708374150", ctx=universal)
 
 
-def test_already_paid_moves_the_session_to_the_new_mac(hotspot, http):
+def test_already_paid_moves_the_session_to_the_new_mac(make_hotspot, http):
+    hotspot = make_hotspot(simulator=CALLBACKS_COME)      # the receipt comes with the callback only
     assert status_of(pay(hotspot, http, "0708374149", ctx={**CTX, "mac": RANDOM_MAC})) == "success"
-    receipt = Payment.get().receipt
+    receipt = customer_receipt(hotspot)
     assert access.authorize(RANDOM_MAC) is not None
     new_ctx = {**CTX, "mac": "AA:BB:CC:DD:EE:44"}
     url = f"{hotspot.portal_url}/paid"
@@ -129,9 +131,10 @@ def test_voucher_gets_a_device_online_once(hotspot, http):
     assert r.status_code == 400 and "Vocha hii imeshatumika." in r.text
 
 
-def test_json_receipt_and_voucher_endpoints(hotspot, http):
+def test_json_receipt_and_voucher_endpoints(make_hotspot, http):
+    hotspot = make_hotspot(simulator=CALLBACKS_COME)      # the receipt comes with the callback only
     assert status_of(pay(hotspot, http, "0708374149")) == "success"
-    receipt = Payment.get().receipt
+    receipt = customer_receipt(hotspot)
     api = f"{hotspot.portal_url}/api/portal"
     r = http.post(f"{api}/receipt", json={"receipt": receipt, "phone": "0708374149", "macAddress": "nope"})
     assert r.status_code == 400 and r.json()["field"] == "macAddress"
@@ -213,7 +216,7 @@ def test_behind_chillis_nat_only_the_paying_mac_gets_the_router_login(make_hotsp
                                                           "macAddress": "00:16:3E:11:22:44", "login": login})
     checkout = r.json()["checkoutRequestId"]
     url = f"{hs.portal_url}/api/portal/status/{checkout}"
-    wait_for(lambda: http.get(url).json()["status"] == "success", timeout=15)
+    wait_for(lambda: http.get(url).json()["status"] == "success", timeout=patience(15))
     assert http.get(url).json()["routerLogin"] is None                                   # no MAC named
     assert http.get(url, params={"mac": "00-16-3E-99-99-99"}).json()["routerLogin"] is None   # another device
     assert http.get(url, params={"mac": "00-16-3E-11-22-44"}).json()["routerLogin"]["router"] == "coova"
@@ -228,7 +231,8 @@ def test_rule_limited_payment_sends_the_customer_to_other_packages(hotspot, http
     r = http.post(f"{hotspot.portal_url}/pay", params={**CTX, "lang": "sw"}, data={"phone": "254700000017", "package": "2"})
     checkout = re.search(r"/wait/(ws_CO_\w+)", r.url or r.text)
     url = r.url if "/wait/" in r.url else f"{hotspot.portal_url}/wait/{checkout.group(1)}"
-    page = wait_for(lambda: (lambda t: t if 'data-status="failed"' in t else None)(http.get(url).text), timeout=20)
+    page = wait_for(lambda: (lambda t: t if 'data-status="failed"' in t else None)(http.get(url).text),
+                    timeout=patience(20))
     assert 'data-reason="rule_limited"' in page and "chagua kifurushi kingine" in page
     assert 'id="try-again"' in page                                    # to the packages, not the same one again
 

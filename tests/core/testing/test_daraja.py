@@ -411,6 +411,129 @@ def test_lock_subscriber_quirk(sim, client, web):
     assert post(sim, web, PUSH, push_body(PartyA="254711111111", PhoneNumber="254711111111"), tok).status_code == 200
 
 
+# --- realistic timing (daraja.md "Timing seen in sandbox", "Callback") ---------------------------------
+
+NOWHERE = "http://127.0.0.1:9/cb/x"     # callbacks are not the point here (and stop() cancels them)
+SILENT = "254799999999"                 # a success whose callback never comes, whatever the timing
+
+
+def realistic(**options) -> DarajaSimulator:
+    return DarajaSimulator(timing="realistic", **{"seed": 7, **options}).start()
+
+
+def push_each(sim, phones) -> list:
+    with DarajaClient(sim.url, "simulator", "simulator", SHORTCODE, SANDBOX_PASSKEY, timeout=2) as c:
+        ids = [c.stk_push(p, 10, NOWHERE, "WIFI", "Wi-Fi").checkout_request_id for p in phones]
+    return [sim.transactions[cid] for cid in ids]
+
+
+def test_realistic_timing_draws_the_sandbox_timings(caplog):
+    caplog.set_level("INFO", "hotspotd.testing.daraja")
+    sim = realistic(lost_callback_rate=0, late_callback_rate=0)
+    try:
+        assert "realistic timing, seed 7" in caplog.text          # a failing run can be replayed
+        phones = {"0": PHONE, "1032": "254700001032", "1037": "254700001037", "1019": "254700001019",
+                  "17": "254700000017"}
+        drawn = {code: push_each(sim, [phone] * 15) for code, phone in phones.items()}
+    finally:
+        sim.stop()
+
+    def finals(code):
+        return [tx.final_after for tx in drawn[code]]
+
+    def gaps(code):
+        return [tx.callback_delay - tx.final_after for tx in drawn[code]]
+    assert all(15 <= f <= 30 for f in finals("0")) and max(finals("0")) - min(finals("0")) > 5   # success ~17 s
+    assert all(22 <= f <= 32 for f in finals("1032"))                                            # cancel ~27 s
+    assert all(12 <= f <= 16 for f in finals("1037")) and all(10 <= g <= 14 for g in gaps("1037"))  # ~14, ~26 s
+    assert all(60 <= f <= 180 for f in finals("1019"))                     # the prompt lives 1-3 minutes
+    assert all(2 <= f <= 6 for f in finals("17"))                          # refused before any prompt
+    assert all(1 <= g <= 12 for code in ("0", "1032", "1019", "17") for g in gaps(code))   # after the query
+    assert {tx.callback_fate for txs in drawn.values() for tx in txs} == {"on_time"}
+
+
+def test_realistic_timing_loses_some_callbacks_and_delivers_some_late():
+    sim = realistic(lost_callback_rate=0.1, late_callback_rate=0.1, late_callback_after=180)
+    try:
+        txs = push_each(sim, [PHONE] * 200) + push_each(sim, [SILENT] * 5)
+    finally:
+        sim.stop()
+    fates = [tx.callback_fate for tx in txs[:200]]
+    assert 8 <= fates.count("lost") <= 35 and 8 <= fates.count("late") <= 35
+    for tx in txs[:200]:
+        assert tx.deliver_callback == (tx.callback_fate != "lost")
+        if tx.callback_fate == "late":                      # after hotspotd's payment timeout
+            assert 185 <= tx.callback_delay <= 240
+    assert {(tx.phone, tx.callback_fate, tx.deliver_callback) for tx in txs[200:]} == {(SILENT, "none", False)}
+
+
+def test_a_seed_replays_the_same_timings():
+    runs = []
+    for seed in (42, 42, 43):
+        sim = realistic(seed=seed)
+        try:
+            runs.append([(tx.final_after, tx.callback_delay, tx.callback_fate)
+                         for tx in push_each(sim, [PHONE, "254700001032", PHONE, "254700001037"] * 5)])
+        finally:
+            sim.stop()
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_realistic_query_and_callback_keep_to_the_drawn_times(receiver):
+    # time_scale 50: a success is final on the query after 0.3-0.6 s, its callback 0.02-0.24 s later
+    sim = realistic(time_scale=50, lost_callback_rate=0, late_callback_rate=0)
+    try:
+        with DarajaClient(sim.url, "simulator", "simulator", SHORTCODE, SANDBOX_PASSKEY, timeout=2) as c:
+            cid = c.stk_push(PHONE, 10, receiver.url, "WIFI", "Wi-Fi").checkout_request_id
+            tx = sim.transactions[cid]
+            assert 0.3 <= tx.final_after <= 0.6 and tx.final_after + 0.02 <= tx.callback_delay
+            assert c.stk_query(cid).pending
+            assert receiver.wait(1, 2)
+            assert time.monotonic() >= tx.pushed_at + tx.callback_delay
+            assert c.stk_query(cid).result_code == "0"
+    finally:
+        sim.stop()
+
+
+def test_a_late_callback_comes_after_the_payment_timeout(receiver):
+    sim = realistic(time_scale=100, lost_callback_rate=0, late_callback_rate=1, late_callback_after=2)
+    try:
+        with DarajaClient(sim.url, "simulator", "simulator", SHORTCODE, SANDBOX_PASSKEY, timeout=2) as c:
+            cid = c.stk_push(PHONE, 10, receiver.url, "WIFI", "Wi-Fi").checkout_request_id
+            tx = sim.transactions[cid]
+            assert tx.callback_fate == "late" and 2.05 <= tx.callback_delay <= 2.6
+            time.sleep(tx.final_after + 0.02)
+            assert c.stk_query(cid).result_code == "0"           # the query knows long before
+            assert receiver.received == []
+            assert sim.wait_for_callback(cid, 5).callback_status == 200
+            assert time.monotonic() >= tx.pushed_at + 2.05
+    finally:
+        sim.stop()
+
+
+def test_set_delays_ends_realistic_timing(receiver):
+    sim = realistic(time_scale=1, lost_callback_rate=0)
+    try:
+        with DarajaClient(sim.url, "simulator", "simulator", SHORTCODE, SANDBOX_PASSKEY, timeout=2) as c:
+            cid = c.stk_push(PHONE, 10, receiver.url, "WIFI", "Wi-Fi").checkout_request_id
+            assert c.stk_query(cid).pending                       # 15-30 s away
+            sim.set_delays(final_after=0, callback_delay=0)
+            assert sim.timing == "instant"
+            assert c.stk_query(cid).result_code == "0"
+            assert sim.wait_for_callback(cid, 2).callback_status == 200
+            later = c.stk_push(PHONE, 10, receiver.url, "WIFI", "Wi-Fi").checkout_request_id
+            assert (sim.transactions[later].final_after, sim.transactions[later].callback_delay) == (0, 0)
+    finally:
+        sim.stop()
+
+
+@pytest.mark.parametrize("options", [{"timing": "slow"}, {"timing": "realistic", "time_scale": 0},
+                                     {"timing": "realistic", "lost_callback_rate": 1.5}])
+def test_bad_timing_options_are_refused(options):
+    with pytest.raises(ValueError):
+        DarajaSimulator(**options)
+
+
 # --- lifecycle -----------------------------------------------------------------------------------------
 
 def test_stop_cancels_callbacks_not_yet_sent(receiver):
@@ -439,13 +562,14 @@ def test_url_and_port(sim):
 def test_hotspotd_simulate_daraja_runs_standalone():
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with subprocess.Popen([sys.executable, "-m", "hotspotd.service.cli", "simulate", "daraja", "--listen", "127.0.0.1:0",
-                           "--callback-delay", "0.1"], stderr=subprocess.PIPE, text=True, env=env) as proc:
+                           "--callback-delay", "0.1", "--timing", "realistic", "--seed", "5"], stderr=subprocess.PIPE,
+                          text=True, env=env) as proc:
         try:
             url = None
             deadline = time.monotonic() + 10
             while url is None and time.monotonic() < deadline:
                 line = proc.stderr.readline()
-                match = re.search(r"listening on (http://\S+)", line)
+                match = re.search(r"listening on (http://\S+) \(realistic timing, seed 5,", line)
                 url = match.group(1) if match else None
             assert url, "the simulator did not log its URL"
             with requests.Session() as session:
@@ -462,3 +586,9 @@ def test_hotspotd_simulate_daraja_rejects_a_bad_listen_address(capsys):
     from hotspotd.service.cli import main
     assert main(["simulate", "daraja", "--listen", "nonsense"]) == 2
     assert "host:port" in capsys.readouterr().err
+
+
+def test_hotspotd_simulate_daraja_rejects_a_bad_timing_option(capsys):
+    from hotspotd.service.cli import main
+    assert main(["simulate", "daraja", "--listen", "127.0.0.1:0", "--timing", "realistic", "--time-scale", "0"]) == 2
+    assert "time_scale" in capsys.readouterr().err
