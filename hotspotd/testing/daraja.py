@@ -187,6 +187,8 @@ class _Server(ThreadingHTTPServer):
     # Handler threads are joined on close; stop() first wakes those idling on keep-alive connections.
     daemon_threads = False
     block_on_close = True
+    # Daraja takes a burst of connections; socketserver's default backlog of 5 refuses the sixth
+    request_queue_size = 128
 
     def __init__(self, sim: "DarajaSimulator", address):
         self.sim = sim
