@@ -23,7 +23,7 @@ bp = Blueprint("splash", __name__)
 
 #: The splash page's one table of refusals: a code of the core (hotspotd.errors.DomainError) →
 #: the page's HTTP status; any other code is a 400 (the form again, with what to correct).
-STATUS_OF_REFUSAL = {"mpesa_unavailable": 502, "cannot_record": 503, "storage_busy": 503}
+STATUS_OF_REFUSAL = {"mpesa_unavailable": 502, "mpesa_busy": 503, "cannot_record": 503, "storage_busy": 503}
 
 #: the headings of the online page
 ONLINE = N_("You are online")
@@ -161,7 +161,12 @@ def wait(checkout_request_id: str):
         lifetime = hotspot.config.mpesa.prompt_lifetime_seconds
         left = int(max(lifetime - (clock.now() - (payment.pushed_at or payment.created_at)), 0))
         return _render("wait.html", s=s, seconds_left=left, checkout_request_id=payment.checkout_request_id)
-    return _render("failed.html", s=s)
+    others = None
+    if s.get("reason") == "rule_limited":
+        # M-Pesa takes the same amount from this phone again only after about 2 minutes (rule 17):
+        # offer at once what it takes now, the packages of another price
+        others = [p for p in on_sale(payment.site) if p.price != payment.amount]
+    return _render("failed.html", s=s, others=others)
 
 
 @bp.route("/paid", methods=["GET", "POST"])
