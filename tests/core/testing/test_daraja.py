@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -582,6 +583,31 @@ def test_hotspotd_simulate_daraja_runs_standalone():
                 resp = session.get(url + "/oauth/v1/generate?grant_type=client_credentials",
                                    headers={"Authorization": BASIC}, timeout=2)
                 assert resp.status_code == 200
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.stderr.read()
+            assert proc.wait(timeout=10) == 0
+
+
+def test_hotspotd_simulate_daraja_forgiving_and_without_rule_17():
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen([sys.executable, "-m", "hotspotd.service.cli", "simulate", "daraja", "--listen", "127.0.0.1:0",
+                           "--final-after", "30", "--rule-limit", "0", "--forgiving"], stderr=subprocess.PIPE,
+                          text=True, env=env) as proc:
+        try:
+            url = None
+            deadline = time.monotonic() + 10
+            while url is None and time.monotonic() < deadline:
+                match = re.search(r"listening on (http://\S+)", proc.stderr.readline())
+                url = match.group(1) if match else None
+            assert url, "the simulator did not log its URL"
+            sim = types.SimpleNamespace(url=url)          # what token() and post() need of a simulator
+            with requests.Session() as web:
+                first, second = token(sim, web), token(sim, web)
+                body = push_body(PartyA=PHONE, PhoneNumber=PHONE)
+                # the first token still works, and a second push to an open number is not locked
+                assert post(sim, web, PUSH, body, first).status_code == 200
+                assert post(sim, web, PUSH, body, second).status_code == 200
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.stderr.read()
