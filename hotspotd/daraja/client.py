@@ -180,7 +180,8 @@ class DarajaClient:
         token fetched with these very credentials and not due for renewal is proof enough (nothing
         is fetched); otherwise a new one is fetched, and shared. Raises :class:`DarajaAuthError`
         (the key or secret is wrong), :class:`DarajaConfigError` or :class:`DarajaUnavailable`."""
-        self._usable(self._tokens.load(self._account)) or self._renew(None)
+        if not self._usable(self._tokens.load(self._account)):
+            self._renew(None)
 
     def _usable(self, token: Token | None, refused: str | None = None) -> bool:
         return (token is not None and token.value != refused and token.credentials == self._credentials
@@ -207,7 +208,8 @@ class DarajaClient:
                     self._tokens.save(self._account, token)
                     return token.value
                 # another process is fetching: its token will do (meanwhile, the old one if alive)
-                if current is not None and refused is None and current.value and time.time() < current.expires_at:
+                if (current is not None and refused is None and current.credentials == self._credentials
+                        and time.time() < current.expires_at):
                     return current.value
                 if time.monotonic() > deadline:
                     raise DarajaUnavailable("another process took too long to renew the access token")

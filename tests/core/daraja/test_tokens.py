@@ -159,3 +159,27 @@ def test_a_second_process_on_the_same_database_shares_the_token(sim, database_ur
     assert len(sim.transactions) == 60
     # one fetcher at a time (the row's lease): the other process waited for its token
     assert oauth_calls(sim) == 1
+
+
+def test_the_rows_lease_lets_one_process_fetch_and_lapses_if_it_dies(database_url):
+    import time
+
+    from hotspotd.daraja.tokens import Token
+    db_mod.prepare(database_url)
+    dbs = [db_mod.unbound_database(database_url) for _ in range(2)]
+    try:
+        one, two = DatabaseTokens(dbs[0]), DatabaseTokens(dbs[1])
+        assert one.claim("acct", None, 0.3) and not two.claim("acct", None, 0.3)   # one fetcher at a time
+        time.sleep(0.35)
+        assert two.claim("acct", None, 5)                     # the first died: its lease lapsed
+        fresh = Token("T1", time.time() + 60, time.time() + 120, "creds")
+        two.save("acct", fresh)
+        assert one.load("acct") == fresh                      # the other process sees it
+        assert not one.claim("acct", None, 5)                 # replaced already: look again, no fetch
+        assert one.claim("acct", "T1", 5)                     # T1 itself was refused: renew it
+        one.abandon("acct")
+        assert two.claim("acct", "T1", 5)
+    finally:
+        for db in dbs:
+            db.close()
+        db_mod.models.database.close()
