@@ -207,7 +207,7 @@ def test_rate_limited_queries_leave_the_payment_to_a_later_reconcile(hotspot, ht
 
 def test_a_locked_subscriber_is_told_plainly_and_the_open_payment_goes_on(make_hotspot, http):
     # daraja.md, "STK push" errors: 500.001.1001 "Unable to lock subscriber": wait a minute
-    hs = make_hotspot(simulator={"callback_delay_seconds": 1.5, "final_after_seconds": 1.5})
+    hs = make_hotspot(simulator={"callback_delay_seconds": 4, "final_after_seconds": 4})
     first = pay(http, hs, "254711000023").json()
     second = pay(http, hs, "254711000023", mac="AA:BB:CC:00:11:23")     # another device, the same phone
     assert second.status_code == 400

@@ -447,7 +447,7 @@ def test_receipts_are_unique(sim, client):
 
 
 def test_subscriber_is_locked_while_a_push_is_open_by_default(sim, client, web):
-    sim.set_delays(final_after=0.3)
+    sim.set_delays(final_after=30)
     tok = token(sim, web)
     assert post(sim, web, PUSH, push_body(PartyA=PHONE, PhoneNumber=PHONE), tok).status_code == 200
     second = post(sim, web, PUSH, push_body(PartyA=PHONE, PhoneNumber=PHONE, Amount=20), tok)
@@ -455,7 +455,7 @@ def test_subscriber_is_locked_while_a_push_is_open_by_default(sim, client, web):
     assert second.json()["errorMessage"] == ("Unable to lock subscriber, a transaction is already in process for "
                                              "the current subscriber")
     assert post(sim, web, PUSH, push_body(), tok).status_code == 200          # another number
-    time.sleep(0.35)                                                          # the first is final now
+    sim.set_delays(final_after=0)                                             # the first is final now
     assert post(sim, web, PUSH, push_body(PartyA=PHONE, PhoneNumber=PHONE, Amount=20), tok).status_code == 200
     assert len(sim.transactions) == 3
 
@@ -486,7 +486,7 @@ def test_rule_17_same_amount_phone_and_shortcode_within_the_window(sim, client, 
 
 
 def test_rule_17_counts_a_cancelled_push_and_ends_with_its_window(client):
-    with DarajaSimulator(callback_delay=0.05, final_after=0.05, rule_limit_seconds=0.5) as sim, \
+    with DarajaSimulator(callback_delay=0.05, final_after=0.05, rule_limit_seconds=30) as sim, \
             DarajaClient(sim.url, "simulator", "simulator", SHORTCODE, SANDBOX_PASSKEY, timeout=2) as c:
         sim.set_outcome(PHONE, 1032)
         cancelled = c.stk_push(PHONE, 10, "http://127.0.0.1:9/cb/x", "WIFI", "Wi-Fi")
@@ -494,7 +494,8 @@ def test_rule_17_counts_a_cancelled_push_and_ends_with_its_window(client):
         sim.set_outcome(PHONE, 0)
         retry = c.stk_push(PHONE, 10, "http://127.0.0.1:9/cb/x", "WIFI", "Wi-Fi")
         assert final_result(c, retry.checkout_request_id).result_code == "17"
-        time.sleep(0.5)
+        sim.rule_limit_seconds = 0.2              # the window ends: both pushes are older than that
+        time.sleep(0.25)
         later = c.stk_push(PHONE, 10, "http://127.0.0.1:9/cb/x", "WIFI", "Wi-Fi")
         assert final_result(c, later.checkout_request_id).result_code == "0"
 
