@@ -102,7 +102,7 @@ class DatabaseTokens(Tokens):
             row = self._sql(f'SELECT token, refresh_at, expires_at, credentials FROM "{TABLE}" WHERE account = ?',
                             (account,)).fetchone()
         except pw.DatabaseError as exc:
-            log.warning("cannot read the shared Daraja token (%s); using this process's", exc)
+            log.warning("cannot read the shared Daraja token (%s); using this process's", _first_line(exc))
             return self.cached(account)
         if row is None or not row[0]:
             return self.cached(account)
@@ -120,7 +120,7 @@ class DatabaseTokens(Tokens):
                                f' AND {same}', (now + lease, account, now) + (() if stale is None else (stale,)))
             return cursor.rowcount == 1
         except pw.DatabaseError as exc:
-            log.warning("cannot claim the shared Daraja token (%s); fetching one for this process", exc)
+            log.warning("cannot claim the shared Daraja token (%s); fetching one for this process", _first_line(exc))
             return True
 
     def save(self, account: str, token: Token) -> None:
@@ -130,10 +130,16 @@ class DatabaseTokens(Tokens):
                       ' renewing_until = 0 WHERE account = ?',
                       (token.value, token.refresh_at, token.expires_at, token.credentials, account))
         except pw.DatabaseError as exc:
-            log.warning("cannot store the shared Daraja token (%s); other processes will fetch their own", exc)
+            log.warning("cannot store the shared Daraja token (%s); other processes will fetch their own",
+                        _first_line(exc))
 
     def abandon(self, account: str) -> None:
         try:
             self._sql(f'UPDATE "{TABLE}" SET renewing_until = 0 WHERE account = ?', (account,))
         except pw.DatabaseError:
             pass
+
+
+def _first_line(exc: Exception) -> str:
+    """What a log line says of a database error: its first line (later ones may quote the SQL's values)."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]

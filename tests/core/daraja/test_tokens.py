@@ -183,3 +183,17 @@ def test_the_rows_lease_lets_one_process_fetch_and_lapses_if_it_dies(database_ur
         for db in dbs:
             db.close()
         db_mod.models.database.close()
+
+
+def test_a_token_table_that_cannot_be_used_fails_no_payment(sim, tmp_path, caplog):
+    broken = db_mod.unbound_database(f"sqlite:///{tmp_path}/empty.db")    # no daraja_token table
+    try:
+        client = DarajaClient(sim.url, "simulator", "simulator", "174379", SANDBOX_PASSKEY, timeout=2,
+                              tokens=DatabaseTokens(broken))
+        with client:
+            accepted = client.stk_push("254711000701", 10, "http://127.0.0.1:9/cb/t", "WIFI", "Wi-Fi")
+            client.stk_query(accepted.checkout_request_id)
+    finally:
+        broken.close()
+    assert accepted.checkout_request_id in sim.transactions and oauth_calls(sim) == 1
+    assert "cannot claim the shared Daraja token (no such table: daraja_token)" in caplog.text
