@@ -413,7 +413,8 @@ def test_sessions_the_server_ended_are_replaced_by_every_part(make_hotspot, http
     assert final_status(http, hs, first)["status"] == "success"
     assert _radius_accepts(hs, MAC)                     # every part now holds a connection
     ending = give_time("AA:BB:CC:00:55:03", seconds=3)
-    in_flight = pay(http, hs, "0708374149", mac="AA:BB:CC:00:55:02").json()["checkoutRequestId"]
+    # other customers: the same number and package again within 2 minutes would be rule-limited (17)
+    in_flight = pay(http, hs, "0711000801", mac="AA:BB:CC:00:55:02").json()["checkoutRequestId"]
     runs = dict(hs.scheduler.runs)
 
     with caplog.at_level(logging.WARNING, logger="hotspotd.storage.postgres"):
@@ -425,7 +426,7 @@ def test_sessions_the_server_ended_are_replaced_by_every_part(make_hotspot, http
         # RADIUS answers its very first request
         assert _radius_accepts(hs, "AA:BB:CC:00:55:02")
         # the next payment goes all the way
-        r = pay(http, hs, "0708374149", mac="AA:BB:CC:00:55:04")
+        r = pay(http, hs, "0711000802", mac="AA:BB:CC:00:55:04")
         assert r.status_code == 200, r.text
         assert final_status(http, hs, r.json()["checkoutRequestId"])["status"] == "success"
         # the jobs carry on: the expire job ends the session that ran out
