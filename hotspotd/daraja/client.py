@@ -326,12 +326,12 @@ class DarajaClient:
             code, message = _envelope(body)
             if _invalid_token(resp.status_code, body):
                 refused.append(token)
-                newer = self._tokens.load(self._account)
-                if not refused[:-1]:
+                if len(refused) == 1:
                     log.info("Daraja refused the access token on %s (%s); renewing it, retrying", what, code)
                     token = self._renew(token)
                     continue
-                if len(refused) < 3 and self._usable(newer) and newer.value not in refused:
+                newer = self._tokens.load(self._account)
+                if len(refused) == 2 and self._usable(newer) and newer.value not in refused:
                     token = newer.value      # replaced again meanwhile, by someone else: no fetch of ours
                     continue
                 # a fresh token refused too: Daraja's trouble, not the key and secret (OAuth took them)
