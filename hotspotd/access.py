@@ -70,18 +70,17 @@ def grant(package: Package, mac: str | None, now: float, *, phone: str | None, p
 
     It starts after the device's live time only where that time works everywhere the new one
     does (a roaming purchase after roaming time; a venue's after that venue's or roaming time):
-    stacked behind time that does not work here, the customer would wait offline for it."""
-    start = now
-    if mac:
-        usable_here = Entitlement.roams if package.roams else (Entitlement.roams | (Entitlement.site == site))
-        latest = (Entitlement.select(pw.fn.MAX(Entitlement.expires_at))
-                  .join(Device).where(Device.mac == mac, Device.active, Entitlement.status == "active",
-                                      Entitlement.expires_at > now, usable_here).scalar())
-        start = max(now, latest or now)
+    stacked behind time that does not work here, the customer would wait offline for it.
+
+    Bought with no device known (the portal opened by its address, a bookmark, a poster's QR
+    code: no router variables), it is ``held``: its clock does not run until the first device is
+    bound to it (:func:`start_held`), by "Already paid?", a login with its credentials, or the
+    same device coming back through the router (:func:`claim_held`)."""
+    start = _start_for(package, mac, now, site) if mac else now
     ent = Entitlement.create(
         payment=payment.id if payment else None, package=package.id, phone=phone, started_at=start,
         expires_at=start + package.duration_seconds, data_cap_bytes=package.data_cap_bytes,
-        rate_limit=package.rate_limit, devices=package.devices, status="active", site=site,
+        rate_limit=package.rate_limit, devices=package.devices, status="active" if mac else HELD, site=site,
         roams=bool(package.roams))
     faults.crash_point("grant_mid")
     # credentials for the router login after payment (see router_login); the id keeps them unique
@@ -90,11 +89,59 @@ def grant(package: Package, mac: str | None, now: float, *, phone: str | None, p
     if mac:
         Device.create(mac=mac, entitlement=ent.id, bound_at=now)
     Event.create(at=now, kind="session_created", payment=payment.id if payment else None, entitlement=ent.id,
-                 mac=mac, message=f"{package.name} until {clock.iso(ent.expires_at)}")
+                 mac=mac, message=f"{package.name} until {clock.iso(ent.expires_at)}" if mac else
+                 f"{package.name}, held: its time starts when a device is let in with it")
     checkout = payment.checkout_request_id if payment else None
     log.info("session %s created (%s, %ss)%s", ent.id, package.name, package.duration_seconds,
              f" for {checkout}" if checkout else "", extra={"checkout_request_id": checkout, "entitlement_id": ent.id})
     return ent
+
+
+#: the status of an entitlement bought with no device known: its clock waits for the first one
+HELD = "held"
+#: how long after the purchase the device that paid without router variables is recognised by
+#: its address when it comes back through the router (later: "Already paid?" with the receipt)
+CLAIM_BY_ADDRESS_SECONDS = 1800
+
+
+def _start_for(package: Package, mac: str, now: float, site: str) -> float:
+    usable_here = Entitlement.roams if package.roams else (Entitlement.roams | (Entitlement.site == site))
+    latest = (Entitlement.select(pw.fn.MAX(Entitlement.expires_at))
+              .join(Device).where(Device.mac == mac, Device.active, Entitlement.status == "active",
+                                  Entitlement.expires_at > now, usable_here).scalar())
+    return max(now, latest or now)
+
+
+def start_held(ent: Entitlement, mac: str, now: float, why: str) -> Entitlement:
+    """Bind the first device to a held entitlement and start its clock now (after that device's
+    own live time, as :func:`grant` stacks). Returns the entitlement as it is now; one that is no
+    longer held (another request bound it first) is returned unchanged."""
+    with database.atomic():
+        package = Package.get_by_id(ent.package_id)
+        start = _start_for(package, mac, now, ent.site)
+        updated = (Entitlement.update(status="active", started_at=start, expires_at=start + package.duration_seconds)
+                   .where(Entitlement.id == ent.id, Entitlement.status == HELD).execute())
+        if updated:
+            Device.create(mac=mac, entitlement=ent.id, bound_at=now)
+            Event.create(at=now, kind="device_bound", entitlement=ent.id, mac=mac,
+                         message=f"{why}; its time starts now, until {clock.iso(start + package.duration_seconds)}")
+    return Entitlement.get_by_id(ent.id)
+
+
+def claim_held(address: str, mac: str, site: str, now: float | None = None) -> Entitlement | None:
+    """The device at ``address`` came back through the router (which named its ``mac``): if a
+    purchase with no device was paid from that same address at ``site`` in the last
+    :data:`CLAIM_BY_ADDRESS_SECONDS`, it is this device's, and its time starts now. The caller
+    makes sure ``address`` is the device's own (not a router's NAT address shared by many)."""
+    now = clock.now() if now is None else now
+    ent = (Entitlement.select(Entitlement).join(Payment, on=(Entitlement.payment == Payment.id))
+           .where(Entitlement.status == HELD, Payment.client_ip == address, Payment.status == "success",
+                  Payment.created_at >= now - CLAIM_BY_ADDRESS_SECONDS)
+           .order_by(Payment.created_at.desc()).first())
+    if ent is None or not usable_at(ent, site):
+        return None
+    ent = start_held(ent, mac, now, f"came back from {address} through the router")
+    return ent if ent.status == "active" and is_bound(ent.id, mac) else None
 
 
 def is_bound(entitlement_id: int, mac: str) -> bool:
@@ -130,6 +177,10 @@ def move_to_device(receipt: str, phone: str, mac: str, now: float | None = None,
     if payment is None or phone not in (payment.phone, payment.paid_phone):
         raise AccessError("receipt_not_found")
     ent = Entitlement.get_or_none(Entitlement.payment == payment.id)
+    if ent is not None and ent.status == HELD:
+        if not usable_at(ent, site):
+            raise AccessError("other_venue")
+        return start_held(ent, mac, now, f"receipt {payment.receipt}"), []
     if ent is None or ent.status != "active" or ent.expires_at <= now:
         raise AccessError("time_used_up")
     if ent.data_cap_bytes is not None and ent.bytes_used >= ent.data_cap_bytes:
@@ -314,6 +365,10 @@ def authorize_login(username: str, password_ok, mac: str | None, now: float | No
            .where(Entitlement.login_user == username).objects().first())
     if ent is None or ent.login_password is None or not password_ok(ent.login_password):
         return None
+    if ent.status == HELD and mac and usable_at(ent, site):
+        package_name = ent.package_name
+        ent = start_held(ent, mac, now, "login")
+        ent.package_name = package_name
     if ent.status != "active" or ent.expires_at <= now or ent.started_at > now or not usable_at(ent, site):
         return None
     if ent.data_cap_bytes is not None and ent.bytes_used >= ent.data_cap_bytes:

@@ -81,6 +81,7 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "pay_limit_per_device": Option("5/minute", str, "pay requests per device (MAC)"),
         "redeem_limit_per_client": Option("10/minute;30/hour", str,
                                           "receipt (\"Already paid?\") and voucher tries per client address"),
+        "help_phone": Option("", str, "a number customers can call or text for help, shown on the splash page"),
     },
     "database": {
         "url": Option("sqlite:////var/lib/hotspotd/hotspotd.db", str,
@@ -101,6 +102,8 @@ SCHEMA: dict[str, dict[str, Option]] = {
                                    ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")),
         "till_number": Option("", str, "PartyB for CustomerBuyGoodsOnline"),
         "account_reference": Option("WIFI", str, "shown to the payer (at most 12 characters)"),
+        "business_name": Option("", str, "the paybill's or till's name as Safaricom registered it (the prompt "
+                                "shows it); shown on the splash page so customers can tell a real prompt"),
         "base_url": Option("", str, "override the Daraja base URL (empty = by environment)"),
         "timeout_seconds": Option(10.0, (int, float), "timeout of every Daraja call"),
         "prompt_lifetime_seconds": Option(180, int, "after this a payment with no answer is timeout"),
@@ -210,6 +213,8 @@ ARRAY_SCHEMA: dict[str, dict[str, Option]] = {
                                    ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")),
         "till_number": Option("", str, "PartyB for CustomerBuyGoodsOnline"),
         "account_reference": Option("", str, "shown to the payer (empty: [mpesa] account_reference)"),
+        "business_name": Option("", str, "its paybill's or till's registered name (empty: [mpesa] business_name)"),
+        "help_phone": Option("", str, "the venue's help number (empty: [portal] help_phone)"),
     },
 }
 DEFAULT_RADIUS_CLIENTS = [{"address": "127.0.0.1", "secret": "testing123", "kind": "mikrotik"}]
@@ -289,6 +294,19 @@ class MpesaAccount:
     transaction_type: str
     till_number: str
     account_reference: str
+    business_name: str = ""
+
+
+@dataclass(frozen=True)
+class Payee:
+    """What the M-Pesa prompt will show the customer, said on the splash page before and while it
+    comes, so a real prompt can be told from a scam: the registered name, paybill or till, the
+    account (a paybill's only; a till has none) and where to ask for help."""
+    business_name: str
+    kind: str               # "paybill" | "till"
+    number: str
+    account_reference: str  # "" for a till
+    help_phone: str
 
 
 @dataclass(frozen=True)
@@ -299,6 +317,7 @@ class Site:
     name: str
     color: str = ""
     account: MpesaAccount | None = None
+    help_phone: str = ""
 
 
 @dataclass(frozen=True)
@@ -367,7 +386,16 @@ class Config:
     def default_account(self) -> MpesaAccount:
         m = self.mpesa
         return MpesaAccount(m.shortcode, m.consumer_key, m.consumer_secret, m.passkey, m.transaction_type,
-                            m.till_number, m.account_reference)
+                            m.till_number, m.account_reference, m.business_name)
+
+    def payee(self, site_id: str | None) -> Payee:
+        """Whom a payment at venue ``site_id`` goes to, as the customer's prompt names it."""
+        site = self.site(site_id) or self.site(None)
+        account = site.account or self.default_account
+        till = account.transaction_type == "CustomerBuyGoodsOnline"
+        return Payee(account.business_name or self.mpesa.business_name, "till" if till else "paybill",
+                     account.till_number if till else account.shortcode, "" if till else account.account_reference,
+                     site.help_phone or self.portal.help_phone)
 
 
 def load(path: str | os.PathLike | None, env: dict[str, str] | None = None) -> Config:
@@ -427,8 +455,8 @@ def from_dict(data: dict, source: str = "<dict>", env: dict[str, str] | None = N
                 try:
                     value = int(value)
                 except ValueError:
-                    raise ConfigError("environment", table, key,
-                                      f"{var}={env[var]!r} is not a whole number") from None
+                    raise ConfigError(source, table, key,
+                                      f"{var}={env[var]!r} (from the environment) is not a whole number") from None
             data.setdefault(table, {})[key] = value
     for table in data:
         if table not in SCHEMA and table not in ("routers", "sites"):
@@ -465,7 +493,7 @@ def _sites(source: str, portal: Section, mpesa: Section, raw: list[dict]) -> dic
         declared.add(sid)
         if v["color"] and not re.fullmatch(r"#[0-9a-fA-F]{6}", v["color"]):
             raise ConfigError(source, "sites", "color", f"site {sid!r}: {v['color']!r} is not a #RRGGBB colour")
-        own = ("consumer_key", "consumer_secret", "passkey", "till_number", "account_reference")
+        own = ("consumer_key", "consumer_secret", "passkey", "till_number", "account_reference", "business_name")
         account = None
         if v["shortcode"]:
             account = _site_account(source, sid, v, mpesa)
@@ -473,7 +501,7 @@ def _sites(source: str, portal: Section, mpesa: Section, raw: list[dict]) -> dic
             key = next(k for k in own if v[k])
             raise ConfigError(source, "sites", key, f"site {sid!r}: set shortcode too (its own paybill or store "
                               "number), or remove the site's M-Pesa keys to use the [mpesa] account")
-        sites[sid] = Site(sid, v["name"], v["color"], account)
+        sites[sid] = Site(sid, v["name"], v["color"], account, v["help_phone"])
     return sites
 
 
@@ -495,7 +523,7 @@ def _site_account(source: str, sid: str, v: dict, mpesa: Section) -> MpesaAccoun
     if env == "production" and v["passkey"] == SANDBOX_PASSKEY:
         raise ConfigError(source, "sites", "passkey", f"site {sid!r}: this is the public sandbox passkey")
     return MpesaAccount(v["shortcode"], v["consumer_key"], v["consumer_secret"], v["passkey"], v["transaction_type"],
-                        v["till_number"], reference)
+                        v["till_number"], reference, v["business_name"])
 
 
 def _array(source: str, name: str, value: Any) -> list[dict]:

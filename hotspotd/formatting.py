@@ -116,3 +116,11 @@ def speed(rate_limit: str | None, lang: str = "en") -> str:
         value, symbol = down / 1_000, "kbps"
     text = _number(value, lang) if value == int(value) or value >= 10 else _number(value, lang, 1)
     return _with_symbol(text, symbol, lang)
+
+
+def phone_local(phone: str | None) -> str:
+    """A stored ``2547…`` number as a customer types it: ``0708 374 149``."""
+    if not phone or not phone.startswith("254") or len(phone) != 12:
+        return phone or ""
+    local = "0" + phone[3:]
+    return f"{local[:4]} {local[4:7]} {local[7:]}"

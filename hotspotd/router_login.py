@@ -125,3 +125,40 @@ def login_form(ctx: dict | None, username: str, password: str, uamsecret: str = 
             fields["userurl"] = ctx["userurl"]
         return LoginForm(f"http://{host}:{port}/logon", "GET", fields, "coova")
     return None
+
+
+def refusal(ctx: Mapping[str, Any] | None) -> str | None:
+    """The router's words when it sent the browser back because it refused a login ("" when it
+    gave none), else None: MikroTik fills ``$(error)`` on its login page (e.g. "RADIUS server is
+    not responding"), CoovaChilli redirects with ``res=failed`` and the Reject's ``reply``."""
+    ctx = ctx or {}
+    text = (ctx.get("error") or "").strip()
+    if ctx.get("res") == "failed":
+        return ((ctx.get("reply") or "").strip() or text)[:200]
+    return text[:200] or None
+
+
+class RecentlyTried:
+    """Which devices were sent to the router's login in the last ``window`` seconds: the splash
+    page submits a login by itself once, never again for the same device within the window, so a
+    router that keeps refusing cannot make the page loop (it was counted: 175 page loads in 8 s).
+    Bounded to ``size`` devices, the oldest forgotten first. Thread-safe."""
+
+    def __init__(self, window: float = 120.0, size: int = 4096):
+        import threading
+        from collections import OrderedDict
+        self.window, self.size = window, size
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first(self, key: str, now: float) -> bool:
+        """True (and remembered) when ``key`` was not tried within the window."""
+        with self._lock:
+            at = self._seen.get(key)
+            if at is not None and now - at < self.window:
+                return False
+            self._seen[key] = now
+            self._seen.move_to_end(key)
+            while len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+            return True

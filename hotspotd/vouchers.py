@@ -22,7 +22,7 @@ MAX_BATCH = 500
 
 class VoucherError(DomainError, ValueError):
     """The code cannot be used; ``code`` says why: ``not_a_voucher``, ``voucher_invalid``,
-    ``voucher_other_venue``, ``voucher_used``; for the owner's batches ``batch_size`` (with
+    ``voucher_other_venue``, ``voucher_used``, ``no_device`` (nothing consumed); for the owner's batches ``batch_size`` (with
     ``most``) and ``no_such_package``."""
 
 
@@ -63,6 +63,10 @@ def redeem(text: str, mac: str | None, now: float | None = None, site: str = DEF
     code = normalize(text)
     if not re.fullmatch(f"[{ALPHABET}]{{{LENGTH}}}", code):
         raise VoucherError("not_a_voucher")
+    if not mac:
+        # no device to put the time on (the page was opened without the router's variables): the
+        # voucher stays unused, for the customer to enter again from the Wi-Fi's login page
+        raise VoucherError("no_device")
     with database.atomic():
         voucher = Voucher.get_or_none(Voucher.code == code)
         if voucher is None or voucher.revoked:

@@ -235,7 +235,7 @@ def _paid_from(payment, remote_addr: str | None, mac: str | None, hotspot) -> bo
 
 def _login_form(payment, ent, hotspot) -> router_login.LoginForm | None:
     """``payment``/``ent``: a Payment and its Entitlement (or None), or the status poll's rows."""
-    if ent is None or ent.status != "active" or not ent.login_user:
+    if ent is None or ent.status not in ("active", access.HELD) or not ent.login_user:
         return None
     ctx = json.loads(payment.login_context) if payment.login_context else {}
     return router_login.login_form(ctx, ent.login_user, ent.login_password,
@@ -370,3 +370,13 @@ def token_callback(token: str):
     if token != _hotspot().callback_token:
         return jsonify({"ResultCode": 1, "ResultDesc": "Rejected"}), 404
     return _take_callback()
+
+
+@bp.get("/instance")
+def instance():
+    """Which database this daemon uses (the random ``database_id`` it keeps there), for
+    ``hotspotd check`` on the same machine: answered to loopback only, 404 to anyone else."""
+    if request.remote_addr not in ("127.0.0.1", "::1"):
+        return jsonify({"success": False, "message": "Not Found"}), 404
+    from hotspotd.storage import db
+    return jsonify({"databaseId": db.get_setting("database_id")})

@@ -69,7 +69,8 @@ REFUSALS: dict[str, str] = {
     "time_used_up": N_("The time bought with this payment has run out."),
     "data_used_up": N_("The data bought with this payment has been used up."),
     "other_venue": N_("This time was bought at another of our venues and works only there."),
-    "no_device": N_("Open this page from the Wi-Fi login screen so we know which device to connect."),
+    "no_device": N_("This page cannot tell which device you are using. Stay on this Wi-Fi and open any website: "
+                    "the Wi-Fi's login page opens, and there it works. Nothing was used up."),
     "not_a_voucher": N_("That is not a voucher code. It looks like ABCDE-23456."),
     "voucher_invalid": N_("This voucher code is not valid. Check it and try again."),
     "voucher_used": N_("This voucher has already been used."),
@@ -149,3 +150,27 @@ def _best_language(header: str | None) -> str | None:
 
 
 _best_language_cached = lru_cache(maxsize=1024)(_best_language)
+
+
+#: what the M-Pesa prompt will show, said before and while it comes (hotspotd.config.Payee): a
+#: customer who reads the same name and number on the prompt knows it is this Wi-Fi's
+PAYEE_BEFORE = {
+    ("paybill", True): N_("The M-Pesa prompt will ask you to pay %(name)s, paybill %(number)s, account %(account)s."),
+    ("paybill", False): N_("The M-Pesa prompt will ask you to pay paybill %(number)s, account %(account)s."),
+    ("till", True): N_("The M-Pesa prompt will ask you to pay %(name)s, till number %(number)s."),
+    ("till", False): N_("The M-Pesa prompt will ask you to pay till number %(number)s."),
+}
+PAYEE_DURING = {
+    ("paybill", True): N_("The M-Pesa prompt asks you to pay %(amount)s to %(name)s (paybill %(number)s, "
+                          "account %(account)s)."),
+    ("paybill", False): N_("The M-Pesa prompt asks you to pay %(amount)s to paybill %(number)s, account %(account)s."),
+    ("till", True): N_("The M-Pesa prompt asks you to pay %(amount)s to %(name)s (till number %(number)s)."),
+    ("till", False): N_("The M-Pesa prompt asks you to pay %(amount)s to till number %(number)s."),
+}
+
+
+def payee(payee, language: str, amount: str | None = None) -> str:
+    """The sentence naming whom the prompt pays (``amount``: while it comes, the money too)."""
+    table = PAYEE_BEFORE if amount is None else PAYEE_DURING
+    return t(table[(payee.kind, bool(payee.business_name))], language, name=payee.business_name,
+             number=payee.number, account=payee.account_reference, amount=amount or "")

@@ -6,12 +6,12 @@ ride along in every link and form, so whichever page ends the flow can log the d
 """
 from __future__ import annotations
 
-from flask import Blueprint, abort, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, make_response, redirect, render_template, request, url_for
 
 from hotspotd import access, clock, formatting, router_login, vouchers
 from hotspotd.config import Site
 from hotspotd.errors import DomainError
-from hotspotd.identifiers import InvalidMac, is_random_mac, normalize_mac, normalize_phone
+from hotspotd.identifiers import InvalidMac, is_random_mac, mask_phone, normalize_mac, normalize_phone
 from hotspotd.payments import on_sale
 
 from . import i18n, limiter
@@ -33,8 +33,37 @@ REFUSED_WITH_TIME = N_("The Wi-Fi did not let this device in (it says: %(reply)s
                        "again; if it keeps failing, please tell the staff.")
 REFUSED_NO_TIME = N_("The Wi-Fi did not let this device in (it says: %(reply)s). Choose a package to buy time, or "
                      "use \"Already paid?\" if you have paid.")
+#: the heading when the router refused this device's login although it has time
+PAID_TIME = N_("You have paid time on this device")
 MOVED = N_("Your time is now on this device.")
+STARTS_NOW = N_("Your paid time starts now, on this device.")
 VOUCHER_OK = N_("Voucher accepted.")
+
+
+def _recently(name: str, window: float) -> router_login.RecentlyTried:
+    """This app's memory of devices recently sent to the router (``auto_login``: the page submits
+    a device's login by itself once in two minutes, never again, so a router that keeps refusing
+    cannot make it loop; ``refusal``: a refusal is written down for the owner once in five)."""
+    return current_app.extensions.setdefault(f"hotspotd.{name}", router_login.RecentlyTried(window=window))
+
+
+def _record_refusal(mac: str | None, entitlement_id: int | None, words: str, site: Site) -> None:
+    """Tell the owner (the payment's timeline, the health page) that the router refused a device."""
+    if mac is None or not _recently("refusal", 300.0).first(mac, clock.now()):
+        return
+    from hotspotd.storage.models import Event
+    Event.create(at=clock.now(), kind="router_login_refused", entitlement=entitlement_id, mac=mac,
+                 message=f"the router refused the login{'' if site.id == 'default' else ' at ' + site.id}: {words}")
+
+
+def _claim_held(ctx: dict, mac: str, site: Site):
+    """A purchase held for a device (bought with no router variables) claimed by the device that
+    paid, now back through the router: recognised by its address, only where that address is the
+    device's own (the router names the same ``ip``, and it is no router's NAT address)."""
+    address = request.remote_addr
+    if not address or ctx.get("ip") != address or address in _hotspot().venues.nat_addresses:
+        return None
+    return access.claim_held(address, mac, site.id)
 
 
 def _refused(template: str, exc: DomainError, **values):
@@ -83,7 +112,17 @@ def _render(template: str, status: int = 200, **values):
 
 
 def _packages(site: Site):
-    return on_sale(site.id)
+    return list(on_sale(site.id))
+
+
+def _splash(status: int = 200, *, site: Site, chosen: str = "", **values):
+    """The packages page: ``chosen`` (a package id) stays checked through errors and "Try again";
+    one no longer on sale, or none, checks the first."""
+    packages = _packages(site)
+    ids = [str(p.id) for p in packages]
+    payee = _hotspot().config.payee(site.id)
+    return _render("splash.html", status, packages=packages, chosen=chosen if chosen in ids else (ids or [""])[0],
+                   payee=i18n.payee(payee, i18n.lang()), help_phone=payee.help_phone, **values)
 
 
 def _online_page(grant_or_ent, form: router_login.LoginForm | None, title: str, note: str | None = None,
@@ -97,9 +136,13 @@ def _online_page(grant_or_ent, form: router_login.LoginForm | None, title: str, 
         seconds, until = access.remaining_seconds(ent), ent.expires_at
         data_left = access.bytes_left(ent)
         package = ent.package.name
+    device = _mac(ctx if ctx is not None else _router_context())
+    key = device or (form.fields.get("username", "") if form else "")
+    # the page submits the login itself once; after a refusal, or a second time, it is the customer's tap
+    auto = form is not None and refused is None and _recently("auto_login", 120.0).first(key, clock.now())
     return _render("online.html", ctx=ctx, title=title, note=note, package=package,
                    seconds=seconds, data_left=data_left, until=clock.local(until).strftime("%H:%M"), login=form,
-                   refused=refused)
+                   refused=refused, auto_login=auto)
 
 
 @bp.errorhandler(429)
@@ -114,7 +157,10 @@ def index():
     mac = _mac(ctx)
     grant = access.authorize(mac, site=site.id) if mac else None
     res, lang = ctx.get("res"), i18n.lang()
-    reply = ctx.get("reply") or ctx.get("error") or i18n.t(N_("no reason given"), lang)
+    # the router sent the browser back with its reason (MikroTik $(error), CoovaChilli res=failed)
+    words = router_login.refusal(ctx)
+    if words == "":
+        words = i18n.t(N_("no reason given"), lang)
     if grant is not None:
         if res in ("success", "already"):
             # the router (CoovaChilli) says this device is logged in: no second logon from this page
@@ -123,10 +169,40 @@ def index():
         # MAC it sees against the one in the login, so a typed-in MAC borrows nobody's time)
         form = router_login.login_form(ctx, mac, "", _hotspot().venues.uamsecret_for(ctx))
         _hotspot().opennds.admit(mac, site.id)
-        refused = i18n.t(REFUSED_WITH_TIME, lang, reply=reply) if res == "failed" else None
-        return _online_page(grant, form, WELCOME_BACK, ctx=ctx, refused=refused)
-    error = i18n.t(REFUSED_NO_TIME, lang, reply=reply) if res == "failed" else None
-    return _render("splash.html", packages=_packages(site), error=error, error_field=None, phone="")
+        if words:
+            _record_refusal(mac, grant.entitlement_id, words, site)
+            return _online_page(grant, form, PAID_TIME, ctx=ctx, refused=i18n.t(REFUSED_WITH_TIME, lang, reply=words))
+        return _online_page(grant, form, WELCOME_BACK, ctx=ctx)
+    if words:
+        _record_refusal(mac, None, words, site)
+    elif mac and (claimed := _claim_held(ctx, mac, site)) is not None:
+        # paid earlier from this very device without the router's variables: its time starts now
+        form = router_login.login_form(ctx, claimed.login_user, claimed.login_password,
+                                       _hotspot().venues.uamsecret_for(ctx))
+        _hotspot().opennds.admit(mac, site.id)
+        return _online_page(claimed, form, ONLINE, STARTS_NOW, ctx=ctx)
+    error = i18n.t(REFUSED_NO_TIME, lang, reply=words) if words else None
+    chosen, phone = _retry_values(ctx)
+    return _splash(site=site, error=error, error_field=None, phone=phone, chosen=chosen)
+
+
+def _retry_values(ctx: dict) -> tuple[str, str]:
+    """The package and phone a "Try again" brings back (``retry=<CheckoutRequestID>``, and
+    ``package`` when the customer picks one): the phone only to the device that paid, never to
+    whoever learns the id."""
+    chosen = request.args.get("package", "")[:12]
+    retry = request.args.get("retry", "")[:64]
+    payment = _hotspot().payments.status(retry) if retry else None
+    if payment is None or not _asked_by_payer(payment, ctx):
+        return chosen, ""
+    return chosen or str(payment.package_id), formatting.phone_local(payment.phone)
+
+
+def _asked_by_payer(payment, ctx: dict) -> bool:
+    """The same address as the payment; behind a CoovaChilli's NAT the same MAC as well."""
+    if not payment.client_ip or payment.client_ip != request.remote_addr:
+        return False
+    return request.remote_addr not in _hotspot().venues.nat_addresses or (_mac(ctx) or None) == payment.mac
 
 
 @bp.post("/pay")
@@ -140,7 +216,9 @@ def pay():
                                                _mac(ctx), client_ip=request.remote_addr, login_context=ctx or None,
                                                site=site.id)
     except DomainError as exc:      # PaymentRefused
-        return _refused("splash.html", exc, packages=_packages(site), phone=request.form.get("phone", "")[:20])
+        return _splash(STATUS_OF_REFUSAL.get(exc.code, 400), site=site, error=i18n.refusal(exc, lang),
+                       error_field=exc.field, phone=request.form.get("phone", "")[:20],
+                       chosen=request.form.get("package", "")[:12])
     return redirect(url_for("splash.wait", checkout_request_id=payment.checkout_request_id, lang=lang, **ctx), 303)
 
 
@@ -154,19 +232,33 @@ def wait(checkout_request_id: str):
     status = STATUS_OF[payment.status]
     if status == "success":
         ent = access.entitlement_of(payment)
+        if ent is not None and ent.status == access.HELD:
+            # paid, but no device known: say exactly how to get online, never "You are online"
+            return _render("held.html", s=payment_status_json(payment, lang), package=ent.package.name,
+                           minutes=ent.package.duration_seconds // 60, receipt=payment.receipt)
         if ent is not None:
             return _online_page(ent, router_login_form(payment, _mac(_router_context())), ONLINE)
     s = payment_status_json(payment, lang)
     if status == "pending":
         lifetime = hotspot.config.mpesa.prompt_lifetime_seconds
         left = int(max(lifetime - (clock.now() - (payment.pushed_at or payment.created_at)), 0))
-        return _render("wait.html", s=s, seconds_left=left, checkout_request_id=payment.checkout_request_id)
-    others = None
+        payee = hotspot.config.payee(payment.site)
+        ctx = _router_context()
+        payer = _asked_by_payer(payment, ctx)
+        change = {**ctx, "retry": payment.checkout_request_id, "package": payment.package_id}
+        return _render("wait.html", s=s, seconds_left=left, checkout_request_id=payment.checkout_request_id,
+                       payee=i18n.payee(payee, lang, formatting.money(payment.amount, lang)),
+                       help_phone=payee.help_phone, change=change,
+                       sent_to=formatting.phone_local(payment.phone) if payer else mask_phone(payment.phone))
+    again = {**_router_context(), "retry": payment.checkout_request_id, "package": payment.package_id}
+    others, phone = None, ""
     if s.get("reason") == "rule_limited":
         # M-Pesa takes the same amount from this phone again only after about 2 minutes (rule 17):
-        # offer at once what it takes now, the packages of another price
+        # offer at once what it takes now, the packages of another price ("Try again" checks one)
         others = [p for p in on_sale(payment.site) if p.price != payment.amount]
-    return _render("failed.html", s=s, others=others)
+        again["package"] = others[0].id if others else ""
+        phone = formatting.phone_local(payment.phone) if _asked_by_payer(payment, _router_context()) else ""
+    return _render("failed.html", s=s, again=again, others=others, phone=phone)
 
 
 @bp.route("/paid", methods=["GET", "POST"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyrad import packet
@@ -25,7 +26,7 @@ from pyrad.client import Client, Timeout
 from pyrad.dictionary import Dictionary
 
 from hotspotd.disconnects import Target
-from hotspotd.routers import RouterUnavailable
+from hotspotd.routers import RouterError, RouterUnavailable
 
 from .server import load_dictionary
 
@@ -149,28 +150,47 @@ class CoaCutter:
 
     - A session whose accounting Stop is recorded needs no cut: chilli ends sessions itself at
       Session-Timeout and at the data cap, usually before our expiry job; nothing is sent.
-    - ACK or "no such session" (NAK 503) mean the device is gone. A NAK without Error-Cause is
-      chilli's "no such session" too, so it counts as gone unless accounting shows the session open.
+    - CoovaChilli: ACK or "no such session" (NAK 503) mean the device is gone. A NAK without
+      Error-Cause is chilli's "no such session" too, so it counts as gone unless accounting shows the
+      session open.
+    - MikroTik: which attributes RouterOS matches a Disconnect on, and the Error-Cause of its NAK,
+      are not documented (shared/reference/routers.md, "MikroTik as public evidence shows it"), so
+      a NAK proves nothing. With ``is_online`` (the router's API: ``/ip/hotspot/active``) the answer
+      is read back after every request; without, only an ACK (or a Stop in accounting) counts, and
+      a NAK leaves the cut to be retried and, after a few, shown to the owner.
     """
 
     def __init__(self, name: str, address: str, port: int, secret: str, *, timeout: float = 2.0, retries: int = 2,
-                 source: str | None = None, kind: str = "coova"):
+                 source: str | None = None, kind: str = "coova", is_online: Callable[[str], bool] | None = None):
         self.name, self.address, self.port, self.secret = name, address, port, secret
         self.timeout, self.retries, self.source = timeout, retries, source
         #: the router's own MAC notation: CoovaChilli ``AA-BB-…`` (its User-Name for MAC auth and its
         #: Calling-Station-Id), MikroTik ``AA:BB:…`` in capitals (its Calling-Station-Id;
         #: shared/reference/routers.md)
         self.kind = kind
+        #: MikroTik with API credentials: whether a MAC still has an active hotspot session
+        self.is_online = is_online
 
     def cut(self, target: Target) -> bool:
         if target.accounting == "stopped":
             log.info("no Disconnect-Request for %s at %s: its accounting Stop is recorded", target.mac, self.name)
             return True
+        # the session as accounting names it: MikroTik finds it best by Acct-Session-Id and Framed-IP-Address
         result = send_disconnect(self.address, self.port, self.secret, user_name=self._user(target),
                                  calling_station_id=self._mac(target),
                                  acct_session_id=target.acct_session_id, framed_ip=target.ip,
                                  timeout=self.timeout, retries=self.retries, source=self.source)
-        return result.gone or (result.bare_nak and target.accounting != "open")
+        if self.kind != "mikrotik":
+            return result.gone or (result.bare_nak and target.accounting != "open")
+        if self.is_online is None:
+            if not result.acked:
+                log.info("Disconnect-NAK for %s from %s: not taken as gone (RouterOS's NAK is undocumented); "
+                         "retried until an ACK or a Stop in accounting", target.mac, self.name)
+            return result.acked
+        try:
+            return not self.is_online(target.mac)
+        except RouterError as exc:          # a refused API login or command: for the queue, not asked
+            raise RouterUnavailable(str(exc)) from exc
 
     def change(self, target: Target, attributes: dict) -> bool:
         """Apply ``attributes`` to ``target``'s live session (CoA-Request): True on CoA-ACK."""

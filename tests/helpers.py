@@ -406,6 +406,55 @@ def start_chilli(make_hotspot, **tables):
     return nas, hs
 
 
+# --- a MikroTik (hotspotd/testing/routeros.py with its RADIUS side, radius/testing/mikrotik.py) ---------
+MIKROTIK_SECRET = "testing123"
+MIKROTIK_CLIENTS = [{"address": "127.0.0.1", "secret": MIKROTIK_SECRET, "kind": "mikrotik"}]
+
+
+class MikrotikVenue:
+    """A simulated MikroTik (``router``: the RouterOS API; ``radius``: its hotspot's RADIUS client and
+    ``/radius incoming`` on port 0) pointed at hotspotd ``hs``'s RADIUS server."""
+
+    def __init__(self, hs, router, radius):
+        self.hs, self.router, self.radius = hs, router, radius
+
+    def router_entry(self, name: str = "gate", **overrides) -> dict:
+        """Its ``[[routers]]`` entry: cut by Disconnect-Request, API credentials unless overridden."""
+        address, port = self.router.address
+        return {"name": name, "kind": "mikrotik", "address": "127.0.0.1", "api_port": port, "user": "hotspotd",
+                "password": "pw", "disconnect": "coa", "coa_port": self.radius.incoming_address[1],
+                "secret": MIKROTIK_SECRET, **overrides}
+
+    def stop(self) -> None:
+        self.radius.stop()
+        self.router.stop()
+
+
+def start_mikrotik(make_hotspot, *, version: str = "7.18.2 (stable)", router: dict | None = None,
+                   timeout: float = 1.0, **tables) -> MikrotikVenue:
+    """A hotspotd with RADIUS on port 0 and a ``[[radius.clients]]`` entry for the router, and a started
+    simulated MikroTik at RouterOS ``version`` sending it RADIUS (stop it yourself). ``router``:
+    overrides of its ``[[routers]]`` entry (None: hotspotd is told of no router). ``timeout``: its
+    ``/radius`` timeout (RouterOS's 300 ms is tight for a loaded test machine)."""
+    from hotspotd.testing.routeros import RouterOSSimulator
+    from radius.testing.mikrotik import HotspotRadius
+
+    sim = RouterOSSimulator(username="hotspotd", password="pw", version=version).start()
+    side = HotspotRadius(sim, timeout=timeout).start()
+    venue = MikrotikVenue(None, sim, side)
+    try:
+        routers = [venue.router_entry(**router)] if router is not None else []
+        tables = {"scheduler": {"enabled": False}, **tables,
+                  "radius": {**RADIUS, "clients": MIKROTIK_CLIENTS, **tables.get("radius", {})}}
+        hs = make_hotspot(**({"routers": routers} if routers else {}), **tables)
+    except BaseException:
+        venue.stop()
+        raise
+    venue.hs = hs
+    side.point_at(hs.radius.auth_address, hs.radius.acct_address, MIKROTIK_SECRET)
+    return venue
+
+
 # --- a real openNDS (Debian's 9.10) in network namespaces -------------------------------------
 # Three namespaces only this suite uses (client, gateway, upstream); every address lives inside them.
 # Two runs on one machine at once need their own names and addresses: HOTSPOTD_TEST_NDS_PREFIX (default

@@ -31,11 +31,64 @@ def run(cfg: Config, path: str | None, daraja_timeout: float = 10.0, router_time
     results.append(_daraja(cfg, daraja_timeout))
     results += [_daraja(cfg, daraja_timeout, site) for site in cfg.sites.values() if site.account]
     results += _venues(cfg)
+    results += _payees(cfg)
     results.append(_callback(cfg))
     results += _radius_clients(cfg)
     results += _routers(cfg, router_timeout)
-    results += _ports(cfg)
+    facts = _database_facts(cfg)
+    results += _dashboard(facts, path)
+    results += _ports(cfg, facts.get("database_id"))
     return results
+
+
+def _payees(cfg: Config) -> list[Check]:
+    """Outside the simulator every venue's splash page should name whom the prompt pays, as the
+    prompt itself does: a customer tells a real prompt from a scam by it."""
+    if cfg.mpesa.environment == "simulator":
+        return []
+    unnamed = [sid for sid in cfg.sites if not cfg.payee(sid).business_name]
+    if not unnamed:
+        return [_check(OK, "payee", "the splash page names whom the M-Pesa prompt pays")]
+    where = "" if unnamed == [config_mod.DEFAULT_SITE] else f" (venues: {', '.join(unnamed)})"
+    return [_check(WARN, "payee", f"no business_name{where}: set [mpesa] business_name (or the venue's) to the "
+                                  "name Safaricom registered for the paybill or till, so customers can tell a real prompt")]
+
+
+def _database_facts(cfg: Config) -> dict:
+    """What the database says of itself, read-only: its ``database_id`` (a random id kept in the
+    settings) and how many dashboard accounts it has. Empty when it cannot be read (the database
+    check says why) or does not exist yet."""
+    path = paths.sqlite_path(cfg.database.url)
+    queries = ("SELECT value FROM setting WHERE key = 'database_id'", "SELECT count(*) FROM admin_user")
+    try:
+        if path is not None:
+            if not os.path.exists(path):
+                return {}
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=cfg.database.busy_timeout_ms / 1000)
+            try:
+                rows = [con.execute(q).fetchone() for q in queries]
+            finally:
+                con.close()
+        else:
+            from playhouse.db_url import connect as connect_url
+            db = connect_url(cfg.database.url.replace("postgres://", "postgresql://", 1))
+            try:
+                rows = [db.execute_sql(q).fetchone() for q in queries]
+            finally:
+                db.close()
+    except Exception:  # noqa: BLE001 - the database check reports what is wrong with it
+        return {}
+    return {"database_id": rows[0][0] if rows[0] else None, "admins": int(rows[1][0])}
+
+
+def _dashboard(facts: dict, path: str | None) -> list[Check]:
+    if "admins" not in facts:
+        return []
+    if facts["admins"]:
+        return [_check(OK, "dashboard", f"{facts['admins']} account(s)")]
+    config = f" --config {path}" if path else ""
+    return [_check(WARN, "dashboard", f"no account yet, so nobody can sign in: run `hotspotd{config} admin "
+                                      "create owner` (from a checkout: .venv/bin/hotspotd)")]
 
 
 def _config(cfg: Config, path: str | None) -> Check:
@@ -100,7 +153,7 @@ def _postgres(url: str) -> Check:
         db.close()
     except Exception as exc:  # noqa: BLE001 - whatever the driver says is the answer
         return _check(FAIL, "database", f"cannot connect: {exc}".splitlines()[0])
-    return _check(OK, "database", "PostgreSQL answers")
+    return _check(OK, "database", f"{paths.shown_url(url)}: PostgreSQL answers")
 
 
 def _daraja(cfg: Config, timeout: float, site: config_mod.Site | None = None) -> Check:
@@ -232,15 +285,24 @@ def _routers(cfg: Config, timeout: float) -> list[Check]:
     return out
 
 
-def _ports(cfg: Config) -> list[Check]:
+def _ports(cfg: Config, database_id: str | None = None) -> list[Check]:
     """The ports ``run`` binds are free, or held by a hotspotd that is already running (the
-    portal answers with ``Server: hotspotd``: then its RADIUS ports are taken as its own too)."""
+    portal answers with ``Server: hotspotd``: then its RADIUS ports are taken as its own too).
+    A running hotspotd whose database is not the one checked here is named: the checks above
+    were about another database than the one customers' payments go to."""
     host, port = parse_listen(cfg.portal.listen)
     portal = _bindable("portal", socket.SOCK_STREAM, host, port)
     running = portal.state == FAIL and _hotspotd_answers(host, port)
+    out = []
     if running:
         portal = _check(OK, "portal", f"{host}:{port}/tcp: hotspotd is running there")
-    out = [portal]
+        theirs = _running_database_id(host, port)
+        if database_id and theirs and theirs != database_id:
+            out.append(_check(WARN, "database", f"the hotspotd running on {host}:{port} uses another database "
+                                                f"than {paths.sqlite_path(cfg.database.url) or paths.shown_url(cfg.database.url)}: "
+                                                "check with the --config the daemon runs with "
+                                                "(scripts/demo: --config var/hotspotd.toml)"))
+    out.insert(0, portal)
     if cfg.radius.enabled:
         for key in ("auth_port", "acct_port"):
             result = _bindable(f"radius {key[:4]}", socket.SOCK_DGRAM, cfg.radius.listen, cfg.radius.values[key])
@@ -260,6 +322,21 @@ def _hotspotd_answers(host: str, port: int) -> bool:
         return conn.getresponse().getheader("Server", "") == "hotspotd"
     except OSError:
         return False
+    finally:
+        conn.close()
+
+
+def _running_database_id(host: str, port: int) -> str | None:
+    import http.client
+    import json
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    conn = http.client.HTTPConnection(target, port, timeout=3)
+    try:
+        conn.request("GET", "/api/portal/instance")
+        resp = conn.getresponse()
+        return json.loads(resp.read()).get("databaseId") if resp.status == 200 else None
+    except (OSError, ValueError, AttributeError):
+        return None
     finally:
         conn.close()
 

@@ -10,6 +10,8 @@ import ipaddress
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+import peewee as pw
+
 from .. import clock, disconnects
 from ..config import callback_url_problem
 from ..daraja.client import DarajaAuthError, DarajaConfigError, DarajaError
@@ -73,7 +75,7 @@ def run(hotspot, now: float | None = None, site: Sites = None) -> list[Check]:
     checks.append(_callback_check(hotspot))
     checks += _router_checks(hotspot, answers, routers, ids is not None)
     checks += [_radius_check(hotspot, now), _scheduler_check(hotspot), _disconnect_check(None if ids is None else names),
-               _clock_check(hotspot, now), _storage_check(hotspot)]
+               _clock_check(hotspot, now), _storage_check(hotspot), _login_refusals_check(now, ids)]
     if hotspot.readback is not None and any(name in names for name in hotspot.readback.names()):
         checks.append(_readback_check(hotspot, names))
     return checks
@@ -216,6 +218,29 @@ def _disconnect_check(routers: set[str] | None = None) -> Check:
     items = tuple(f"{r.mac} at {r.router}: {r.status}, {r.attempts} attempt(s): {r.last_error or ''}"
                   for r in rows[:20])
     return Check("disconnects", "Cut-offs", "fail", f"{len(rows)} device(s) could not be cut off", items)
+
+
+#: how far back the health page looks for logins the routers refused
+REFUSALS_WINDOW = 3600
+
+
+def _login_refusals_check(now: float, ids: tuple[str, ...] | None) -> Check:
+    """Devices the router sent back to the splash page with a refusal in the last hour (recorded by
+    the splash page): a paid customer who is not online. The usual causes come with the check."""
+    from ..storage.models import Entitlement, Event
+    query = (Event.select(Event, Entitlement.site).join(Entitlement, join_type=pw.JOIN.LEFT_OUTER)
+             .where((Event.kind == "router_login_refused") & (Event.at >= now - REFUSALS_WINDOW))
+             .order_by(Event.at.desc()))
+    if ids is not None:
+        query = query.where(Entitlement.site.in_(ids))
+    rows = list(query.limit(50))
+    if not rows:
+        return Check("router_logins", "Router logins", "ok", "no login refused by a router in the last hour")
+    items = tuple(f"{clock.local(e.at).strftime('%H:%M')} {e.mac or ''}: {e.message}" for e in rows[:10])
+    return Check("router_logins", "Router logins", "warn",
+                 f"{len(rows)} login(s) refused by a router in the last hour: check the router's RADIUS secret "
+                 "against [[radius.clients]], that this server's RADIUS answers the router's address, and on "
+                 "RouterOS before 7.15 the Message-Authenticator setting", items)
 
 
 def _storage_check(hotspot) -> Check:

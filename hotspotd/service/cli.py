@@ -9,7 +9,7 @@ import sys
 import time
 
 from .. import clock, config as config_mod, logs
-from ..storage import db as db_mod
+from ..storage import db as db_mod, paths
 from ..config import ConfigError
 from ..errors import PortInUse
 from ..storage.postgres import DriverMissing
@@ -162,7 +162,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         db_mod.prepare(cfg.database.url, cfg.database.busy_timeout_ms)
     except Exception as exc:  # noqa: BLE001 - one clear line for the operator
-        print(f"hotspotd: cannot open the database {cfg.database.url}: {exc}", file=sys.stderr)
+        print(f"hotspotd: cannot open the database {paths.shown_url(cfg.database.url)}: {exc}", file=sys.stderr)
         return 1
     if args.command == "report":
         return _report(cfg, args)

@@ -52,11 +52,15 @@ class Hotspot:
         #: the figures of /metrics (:class:`hotspotd.metrics.Metrics`), None when [metrics] is off
         self.metrics = None
         self.routeros_sim = None
+        #: the simulated router's RADIUS client (radius.testing.mikrotik.HotspotRadius), with RADIUS on
+        self.routeros_radius = None
         self.routers: tuple[Router, ...] = ()
         #: the venues and the routers serving them (:mod:`hotspotd.venues`); routers once started
         self.venues = Venues(cfg)
         self.cutters: dict[str, disconnects.Cutter] = {}
         self.api_routers: list[MikroTikRouter] = []
+        #: the APIs of MikroTiks cut by Disconnect-Request, asked whether a device is gone afterwards
+        self.verifiers: list[MikroTikRouter] = []
         self.api_logins: ApiLogins | None = None
         #: what the routers say is online against what was sold (:mod:`hotspotd.readback`)
         self.readback: Readback | None = None
@@ -115,32 +119,26 @@ class Hotspot:
 
     def _venue_routers(self) -> tuple[Router, ...]:
         """The ``[[routers]]``; in the simulator environment with none set, a simulated MikroTik
-        whose logins are checked against our own RADIUS server, as a real one would."""
+        with its RADIUS side (radius/testing/mikrotik.py) pointed at our own RADIUS server: it
+        logs devices in by MAC and over the API through RADIUS, sends accounting and ends sessions
+        at their limits, as a real one does."""
         if self.config.routers or not self.config.simulated:
             return self.config.routers
         from ..testing.routeros import RouterOSSimulator
         host, port = parse_listen(self.config.simulator.routeros_listen)
         password = secrets.token_urlsafe(12)
         self.routeros_sim = RouterOSSimulator(host, port, username="hotspotd", password=password,
-                                              identity="simulated-venue", auto_hosts=True,
-                                              authenticate=self._simulated_router_auth).start()
+                                              identity="simulated-venue", auto_hosts=True).start()
+        if self.radius is not None:
+            from radius.testing.mikrotik import HotspotRadius
+            secret = self.config.radius_client_secret("127.0.0.1") or ""
+            self.routeros_radius = HotspotRadius(self.routeros_sim, incoming=None).start().point_at(
+                self.radius.auth_address, self.radius.acct_address, secret)
         address, port = self.routeros_sim.address
         log.info("simulated venue router (RouterOS API) at %s:%d", address, port)
         return (Router(name="simulated-mikrotik", kind="mikrotik", address=address, api_port=port, user="hotspotd",
                        password=password, tls=False, timeout_seconds=5.0, tls_ca="", disconnect="api", coa_port=3799,
                        secret="", uamsecret=""),)
-
-    def _simulated_router_auth(self, user: str, password: str, mac: str, ip: str) -> float | None:
-        if self.radius is not None:
-            from radius.testing.probe import Timeout, ask
-            secret = self.config.radius_client_secret("127.0.0.1") or ""
-            try:
-                return ask(self.radius.auth_address, secret, user, password, mac, ip)
-            except Timeout:
-                log.warning("simulated router: no RADIUS answer for %s", user)
-                return None
-        grant = access.authorize_login(user, lambda secret: secret == password, mac)
-        return None if grant is None else grant.remaining_seconds
 
     def _build_cutters(self) -> None:
         gateways = []
@@ -151,19 +149,28 @@ class Hotspot:
                 gateways.append(gateway)
                 self.cutters[router.name] = gateway
             elif router.disconnect_method == "api":
-                context = ssl.create_default_context(cafile=router.tls_ca) if router.tls and router.tls_ca else None
-                mikrotik = MikroTikRouter(router, timeout=float(router.timeout_seconds), ssl_context=context)
+                mikrotik = MikroTikRouter(router, timeout=float(router.timeout_seconds), ssl_context=self._ssl(router))
                 self.api_routers.append(mikrotik)
                 self.cutters[router.name] = mikrotik
             else:
                 from radius.disconnect import CoaCutter
                 secret = router.secret or self.config.radius_client_secret(router.address) or ""
+                is_online = None
+                if router.kind == "mikrotik" and router.user:
+                    # a MikroTik's Disconnect-NAK says nothing sure: its API says whether the device is gone
+                    api = MikroTikRouter(router, timeout=float(router.timeout_seconds), ssl_context=self._ssl(router))
+                    self.verifiers.append(api)
+                    is_online = api.is_online
                 # three tries share the router's time budget
                 self.cutters[router.name] = CoaCutter(router.name, router.address, router.coa_port, secret,
                                                       timeout=float(router.timeout_seconds) / 3, retries=2,
                                                       source=config_mod.coa_source(self.config, router),
-                                                      kind=router.kind)
+                                                      kind=router.kind, is_online=is_online)
         self.opennds = Gateways(gateways)
+
+    @staticmethod
+    def _ssl(router: Router) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=router.tls_ca) if router.tls and router.tls_ca else None
 
     def login_at_router(self, payment: Payment) -> None:
         """After payment (the payment service's ``on_success``): the device's API login, queued;
@@ -391,8 +398,10 @@ class Hotspot:
             self.scheduler.stop()
         if self.api_logins:
             self.api_logins.close()
-        for router in self.api_routers:
+        for router in self.api_routers + self.verifiers:
             router.close()
+        if self.routeros_radius:
+            self.routeros_radius.stop()
         if self.routeros_sim:
             self.routeros_sim.stop()
         if self.radius:

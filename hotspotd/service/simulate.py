@@ -36,8 +36,12 @@ def add_parser(sub) -> None:
     sr.add_argument("--host", action="append", default=[], metavar="MAC=IP",
                     help="a device the hotspot has already seen (repeatable)")
     sr.add_argument("--no-empty", action="store_true", help="no !empty replies, like RouterOS before 7.18")
-    sr.add_argument("--radius", metavar="HOST:PORT", help="check /ip/hotspot/active/login against this RADIUS server")
+    sr.add_argument("--radius", metavar="HOST:PORT",
+                    help="the hotspot's RADIUS server (auth port; accounting goes to PORT+1): MAC and API logins "
+                         "ask it, sessions are accounted to it")
     sr.add_argument("--secret", default="testing123", help="RADIUS secret for --radius")
+    sr.add_argument("--incoming", metavar="HOST:PORT", help="with --radius: answer Disconnect/CoA-Requests here "
+                    "(/radius incoming; a router listens on 3799)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +84,7 @@ def _routeros(args) -> int:
     try:
         host, port = parse_listen(args.listen)
         radius = parse_listen(args.radius) if args.radius else None
+        incoming = parse_listen(args.incoming) if args.incoming and radius else None
         hosts = [item.split("=", 1) for item in args.host]
         if any(len(h) != 2 or not re.fullmatch(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}", h[0]) for h in hosts):
             raise ValueError(args.host)
@@ -87,30 +92,29 @@ def _routeros(args) -> int:
         print("hotspotd: simulate routeros: --listen and --radius take host:port, --host AA:BB:CC:DD:EE:FF=10.5.50.2",
               file=sys.stderr)
         return 2
-    authenticate = _asking(radius, args.secret) if radius else None
     try:
         sim = RouterOSSimulator(host, port, username=args.user, password=args.password, identity=args.identity,
-                                empty_reply=not args.no_empty, auto_hosts=True, authenticate=authenticate)
+                                empty_reply=not args.no_empty, auto_hosts=True)
     except OSError as exc:
         print(f"hotspotd: simulate routeros: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         return 1
-    for mac, ip in hosts:
-        sim.add_host(mac, ip)
+    side = None
     with sim:
+        if radius:
+            from radius.testing.mikrotik import HotspotRadius
+            try:
+                side = HotspotRadius(sim, incoming=incoming).start()
+            except OSError as exc:
+                print(f"hotspotd: simulate routeros: cannot listen on {args.incoming}: {exc}", file=sys.stderr)
+                return 1
+            side.point_at(radius, (radius[0], radius[1] + 1), args.secret)
+        for mac, ip in hosts:
+            sim.add_host(mac, ip)
         address, bound = sim.address
         print(f"RouterOS API simulator listening on {address}:{bound} (user {args.user!r})", flush=True)
-        wait_for_stop()
-    return 0
-
-
-def _asking(radius: tuple[str, int], secret: str):
-    """A login check that asks the RADIUS server at ``radius``, as a MikroTik does."""
-    from radius.testing.probe import Timeout, ask
-
-    def authenticate(user, password, mac, ip):
         try:
-            return ask(radius, secret, user, password, mac, ip)
-        except Timeout:
-            log.warning("no answer from RADIUS %s:%d for %s", *radius, user)
-            return None
-    return authenticate
+            wait_for_stop()
+        finally:
+            if side is not None:
+                side.stop()
+    return 0

@@ -245,6 +245,9 @@ def seed(db: pw.Database) -> None:
             Setting.put("packages_seeded", "1")
         if not Setting.get_or_none(Setting.key == "callback_token"):
             Setting.put("callback_token", secrets.token_urlsafe(24))
+        if not Setting.get_or_none(Setting.key == "database_id"):
+            # not a secret: lets `hotspotd check` tell whether the running daemon uses this database
+            Setting.put("database_id", secrets.token_hex(8))
 
 
 def get_setting(key: str, default: str | None = None) -> str | None:

@@ -33,3 +33,14 @@ def disk_problem(url: str, min_free_mb: int) -> str | None:
     if free < min_free_mb * 1024 * 1024:
         return f"only {free // (1024 * 1024)} MB free on the database's disk ({folder}); free some space"
     return None
+
+
+def shown_url(url: str) -> str:
+    """``url`` as a message may show it: a password in it replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))

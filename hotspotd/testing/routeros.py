@@ -15,6 +15,12 @@ port 8728. It speaks what RouterOS 7 speaks (shared/reference/routers.md, "Route
 
 Values are strings on the wire, booleans ``true``/``false`` as RouterOS 7 prints them.
 Where RouterOS's behaviour is not documented the simulator makes a plain choice, said where it is made.
+
+The hotspot's RADIUS client is not here: radius/testing/mikrotik.py attaches itself as ``radius``
+(:class:`RadiusSide`: a host is seen, an API login, a session ended). The hotspot itself ends each
+session at its :class:`Limits` (Session-Timeout, Idle-Timeout without traffic, the byte limits), as
+RouterOS does (routers.md, "MikroTik as public evidence shows it"); ``send_traffic`` is the test
+control that moves bytes.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +197,38 @@ _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _TRUE, _FALSE = ("yes", "true"), ("no", "false")
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What the hotspot enforces on a session by itself, from the Access-Accept (None: no limit).
+    RouterOS ends a session at Session-Timeout, Idle-Timeout and Mikrotik-Total-Limit(+Gigawords)
+    and sends its Stop (shared/reference/routers.md, "MikroTik as public evidence shows it");
+    Mikrotik-Recv-Limit/-Xmit-Limit are honoured too ("MikroTik hotspot", reply attributes)."""
+    session_timeout: float | None = None
+    idle_timeout: float | None = None
+    total: int | None = None    #: bytes in + out
+    recv: int | None = None     #: bytes in: received from the client (its upload)
+    xmit: int | None = None     #: bytes out: sent to the client (its download)
+
+
+#: the Acct-Terminate-Cause of a session that reached a byte limit: which one RouterOS sends is not
+#: documented (routers.md); Session-Timeout is what CoovaChilli sends for its data cap
+LIMIT_CAUSE = "Session-Timeout"
+
+
+class RadiusSide(Protocol):
+    """What the hotspot tells its RADIUS client (radius/testing/mikrotik.py). Each call comes with
+    the router's lock held: the client must not wait on anything that needs the router."""
+
+    def host_seen(self, mac: str, ip: str) -> None:
+        """A device appeared in ``/ip/hotspot/host`` (its first packet through the hotspot)."""
+
+    def login(self, user: str, password: str, mac: str, ip: str) -> bool:
+        """``/ip/hotspot/active/login``: ask RADIUS; on Access-Accept activate the session (True)."""
+
+    def logged_out(self, item_id: str, session: dict, cause: str) -> None:
+        """The active session ``item_id`` ended (``cause``: an Acct-Terminate-Cause name)."""
+
+
 class Trap(Exception):
     """A command failed: becomes ``!trap =message=...`` then ``!done``."""
 
@@ -307,17 +345,16 @@ class RouterOSSimulator:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, username: str = "admin", password: str = "",
                  identity: str = "hotspotd-sim", version: str = DEFAULT_VERSION, empty_reply: bool = True,
-                 ssl_context: ssl.SSLContext | None = None, auto_hosts: bool = False, host_after: float = 0.3,
-                 authenticate: Callable[[str, str, str, str], float | None] | None = None):
+                 ssl_context: ssl.SSLContext | None = None, auto_hosts: bool = False, host_after: float = 0.3):
         self.username, self.password = username, password
         #: ``/ip/hotspot/active/login`` for an unseen device adds its host first (the demo has no real traffic)
         self.auto_hosts = auto_hosts
         #: with ``auto_hosts``: seconds from a device's first login attempt until the hotspot sees it
         self.host_after = host_after
         self._first_attempt: dict[str, float] = {}
-        #: ``authenticate(user, password, mac, ip)`` → seconds allowed (a RADIUS Access-Accept's
-        #: Session-Timeout), 0 for no limit, None to refuse; None here accepts everyone
-        self.authenticate = authenticate
+        #: the hotspot's RADIUS side (radius/testing/mikrotik.py attaches itself here), told through
+        #: :class:`RadiusSide`'s three calls; None: every API login is accepted and nothing is reported
+        self.radius: RadiusSide | None = None
         self.version, self.empty_reply = version, empty_reply
         self._identity = identity
         self._ssl = ssl_context
@@ -368,10 +405,13 @@ class RouterOSSimulator:
                 if row["mac-address"] == mac:
                     row.update({"address": ip, "to-address": ip})
                     return item_id
-            return self._insert("/ip/hotspot/host", {
+            item_id = self._insert("/ip/hotspot/host", {
                 "mac-address": mac, "address": ip, "to-address": ip, "server": server, "idle-time": "0s",
                 "bytes-in": "0", "bytes-out": "0", "found-by": "", "authorized": "false", "bypassed": "false",
                 "_since": time.monotonic()})
+            if self.radius is not None:
+                self.radius.host_seen(mac, ip)      # login-by=mac: the hotspot asks RADIUS at once
+            return item_id
 
     def login(self, mac: str, ip: str, user: str, *, login_by: str = "http-chap", cookie: bool = True,
               session_time: float | None = None) -> str:
@@ -390,6 +430,68 @@ class RouterOSSimulator:
                 self._insert("/ip/hotspot/cookie", {"user": user, "mac-address": mac,
                                                     "_until": time.monotonic() + 3 * 86400})
             return self._activate(mac, ip, user, login_by, session_time)
+
+    def activate(self, mac: str, ip: str, user: str, login_by: str, limits: Limits) -> str:
+        """A session the RADIUS side got an Access-Accept for (``radius`` shows true); returns its id,
+        or the id of the device's session already up."""
+        with self._lock:
+            for item_id, row in self._tables["/ip/hotspot/active"].items():
+                if row["mac-address"] == mac.upper():
+                    return item_id
+            item_id = self._activate(mac.upper(), ip, user, login_by, None, limits)
+            self._tables["/ip/hotspot/active"][item_id]["radius"] = "true"
+            return item_id
+
+    def change(self, item_id: str, limits: Limits) -> bool:
+        """New limits for an active session (a CoA-Request); Session-Timeout counts from its start."""
+        with self._lock:
+            row = self._tables["/ip/hotspot/active"].get(item_id)
+            if row is None:
+                return False
+            row["_limits"] = limits
+            row.pop("_until", None)
+            if limits.session_timeout is not None:
+                row["_until"] = row["_since"] + limits.session_timeout
+            self._end_timed_out()
+            return True
+
+    def send_traffic(self, mac: str, *, up: int = 0, down: int = 0) -> bool:
+        """The device sends ``up`` bytes and receives ``down`` (bytes-in and bytes-out, as the router
+        counts from its side); its session's limits are enforced at once. False: no session."""
+        mac = mac.upper()
+        with self._lock:
+            now = time.monotonic()
+            for menu in ("/ip/hotspot/host", "/ip/hotspot/active"):
+                for row in self._tables[menu].values():
+                    if row["mac-address"] == mac:
+                        row["bytes-in"] = str(int(row["bytes-in"]) + up)
+                        row["bytes-out"] = str(int(row["bytes-out"]) + down)
+                        if "packets-in" in row:     # a packet per 1500 bytes, at least one
+                            row["packets-in"] = str(int(row["packets-in"]) + -(-up // 1500))
+                            row["packets-out"] = str(int(row["packets-out"]) + -(-down // 1500))
+                        row["_seen"] = now
+            online = mac in [r["mac-address"] for r in self._tables["/ip/hotspot/active"].values()]
+            self._end_timed_out()
+            return online
+
+    def logout(self, mac: str, cause: str = "User-Request") -> bool:
+        """End the device's session: its own logout (User-Request), or the router's reason."""
+        with self._lock:
+            ids = [i for i, r in self._tables["/ip/hotspot/active"].items() if r["mac-address"] == mac.upper()]
+            for item_id in ids:
+                self._end(item_id, cause)
+            return bool(ids)
+
+    def sessions(self) -> dict[str, dict]:
+        """The active sessions by id, hidden fields included (copies), after enforcing their limits."""
+        with self._lock:
+            self._end_timed_out()
+            return {item_id: dict(row) for item_id, row in self._tables["/ip/hotspot/active"].items()}
+
+    def menu(self, path: str) -> list[dict]:
+        """The rows of a configuration menu as stored (copies), e.g. ``menu("/radius")``."""
+        with self._lock:
+            return [dict(row) for row in self._tables[path].values()]
 
     def active_macs(self) -> list[str]:
         with self._lock:
@@ -578,15 +680,17 @@ class RouterOSSimulator:
 
     def _remove(self, path: str, ids: str) -> None:
         rows = self._lookup(path, ids)  # all or nothing: one unknown id removes none
+        if path == "/ip/hotspot/active":
+            for item_id in ids.split(","):
+                self._end(item_id, "Admin-Reset")
+            return
         for item_id in ids.split(","):
             del self._tables[path][item_id]
         for row in rows:
-            if path == "/ip/hotspot/active":
-                self._set_authorized(row["mac-address"], False)
-            elif path == "/ip/hotspot/host":  # a host that goes away takes its session with it
+            if path == "/ip/hotspot/host":  # a host that goes away takes its session with it
                 active = self._tables["/ip/hotspot/active"]
                 for item_id in [i for i, r in active.items() if r["mac-address"] == row["mac-address"]]:
-                    del active[item_id]
+                    self._end(item_id, "Admin-Reset")
 
     def _api_hotspot_login(self, attrs: dict[str, str]) -> None:
         """``/ip/hotspot/active/login``: the device must be a known host (by ``ip``, and ``mac-address`` if given).
@@ -632,13 +736,10 @@ class RouterOSSimulator:
         host_mac = hosts[0]["mac-address"]
         if host_mac in self.active_macs():
             raise Trap("already logged in")
-        session_time = None
-        if self.authenticate is not None:
-            allowed = self.authenticate(user, attrs.get("password", ""), host_mac, ip)
-            if allowed is None:
-                raise Trap("RADIUS server rejected the login")
-            session_time = allowed or None
-        self._activate(host_mac, ip, user, "api", session_time)
+        if self.radius is None:
+            self._activate(host_mac, ip, user, "api", None)
+        elif not self.radius.login(user, attrs.get("password", ""), host_mac, ip):
+            raise Trap("RADIUS server rejected the login")
 
     # ---- state helpers (lock held)
 
@@ -655,7 +756,7 @@ class RouterOSSimulator:
         self._tables["/system/device-mode"][""] = {"mode": "advanced", "hotspot": "yes", "container": "no",
                                                    "proxy": "yes"}
         self._tables["/radius/incoming"][""] = {"accept": "true", "port": "3799", "vrf": "main"}
-        if self.version.split()[0] >= "7.15":   # require-message-auth is there from 7.15
+        if routeros_version(self.version) >= (7, 15):   # require-message-auth is there from 7.15
             self._insert("/radius", {"service": "hotspot", "address": "10.5.50.2", "secret": "testing123",
                                      "authentication-port": "1812", "accounting-port": "1813",
                                      "require-message-auth": "yes", "comment": "hotspotd", "disabled": "false"})
@@ -687,25 +788,35 @@ class RouterOSSimulator:
         self._tables[path][item_id] = values
         return item_id
 
-    def _activate(self, mac: str, ip: str, user: str, login_by: str, session_time: float | None) -> str:
+    def _activate(self, mac: str, ip: str, user: str, login_by: str, session_time: float | None,
+                  limits: Limits | None = None) -> str:
         now = time.monotonic()
+        limits = limits or Limits(session_timeout=session_time)
         row = {"server": "hotspot1", "user": user, "address": ip, "mac-address": mac, "login-by": login_by,
                "idle-time": "0s", "idle-timeout": "5m", "keepalive-timeout": "2m", "bytes-in": "0",
                "bytes-out": "0", "packets-in": "0", "packets-out": "0", "radius": "false", "blocked": "false",
-               "_since": now}
-        if session_time is not None:
-            row["_until"] = now + session_time
+               "_since": now, "_seen": now, "_limits": limits}
+        if limits.session_timeout is not None:
+            row["_until"] = now + limits.session_timeout
+        if limits.idle_timeout is not None:
+            row["idle-timeout"] = format_duration(limits.idle_timeout) if limits.idle_timeout else "none"
         self._set_authorized(mac, True)
         return self._insert("/ip/hotspot/active", row)
 
     def _end_timed_out(self) -> None:
-        """What the hotspot does on Session-Timeout: the session ends (its cookie stays)."""
+        """The hotspot's own enforcement: a session ends at its Session-Timeout, its Idle-Timeout
+        without traffic and its byte limits (its cookie stays)."""
         now = time.monotonic()
-        active = self._tables["/ip/hotspot/active"]
-        for item_id, row in list(active.items()):
-            if row.get("_until") is not None and row["_until"] <= now:
-                del active[item_id]
-                self._set_authorized(row["mac-address"], False)
+        for item_id, row in list(self._tables["/ip/hotspot/active"].items()):
+            cause = _limit_reached(row, now)
+            if cause:
+                self._end(item_id, cause)
+
+    def _end(self, item_id: str, cause: str) -> None:
+        row = self._tables["/ip/hotspot/active"].pop(item_id)
+        self._set_authorized(row["mac-address"], False)
+        if self.radius is not None:
+            self.radius.logged_out(item_id, row, cause)
 
     def _set_authorized(self, mac: str, flag: bool) -> None:
         for row in self._tables["/ip/hotspot/host"].values():
@@ -747,3 +858,22 @@ class RouterOSSimulator:
             elif key == menu.countdown and "_until" in row:
                 shown[key] = format_duration(row["_until"] - now)
         return shown
+
+
+def routeros_version(text: str) -> tuple[int, ...]:
+    """``7.14.3 (stable)`` → (7, 14, 3): versions compare as numbers (7.9 is before 7.15)."""
+    return tuple(int(part) for part in re.findall(r"\d+", text.split()[0])[:3])
+
+
+def _limit_reached(row: dict, now: float) -> str | None:
+    """Which of the session's limits it has reached (an Acct-Terminate-Cause name), if any."""
+    limits: Limits = row.get("_limits") or Limits()
+    if row.get("_until") is not None and row["_until"] <= now:
+        return "Session-Timeout"
+    if limits.idle_timeout and now - row["_seen"] >= limits.idle_timeout:
+        return "Idle-Timeout"
+    received, sent = int(row["bytes-in"]), int(row["bytes-out"])
+    if any(limit and used >= limit       # 0 is no limit, as RouterOS's limit-bytes-total (a choice: not in routers.md)
+           for limit, used in ((limits.total, received + sent), (limits.recv, received), (limits.xmit, sent))):
+        return LIMIT_CAUSE
+    return None

@@ -1,9 +1,17 @@
 // Smoother, never required: every page works without this file.
 (function () {
   "use strict";
-  // After payment: send the browser to the router's login at once (the button stays for no-JS phones).
+  // After payment: send the browser to the router's login at once (the button stays for no-JS phones),
+  // but only where the page says so: never after the router refused, never twice in a row.
   var form = document.getElementById("router-login");
-  if (form) { form.submit(); return; }
+  if (form) {
+    if (form.getAttribute("data-auto") === "1") {
+      var hint = document.getElementById("connect-hint");
+      if (hint) { hint.textContent = hint.getAttribute("data-connecting"); }
+      form.submit();
+    }
+    return;
+  }
 
   // Waiting for M-Pesa: tick the countdown and ask for the status instead of reloading the page.
   var box = document.getElementById("status");

@@ -1,11 +1,12 @@
 """Cutting expired devices off at a (simulated) MikroTik over the real RouterOS API."""
 import pytest
+from pyrad import packet
 
 from hotspotd import clock, disconnects
-from hotspotd.storage.models import Disconnect, Entitlement, Event
+from hotspotd.storage.models import AcctSession, Disconnect, Entitlement, Event
 from hotspotd.testing.routeros import RouterOSSimulator
 
-from tests.helpers import give_time, wait_for
+from tests.helpers import give_time, start_mikrotik, wait_for
 
 #: run again on PostgreSQL by scripts/test (-m postgres)
 pytestmark = pytest.mark.postgres
@@ -288,3 +289,110 @@ def test_source_address_of_a_router_is_used_for_its_requests(make_hotspot):
         hs.cutters["chilli"].timeout = 0.3
         hs.expire_sessions()
         assert Disconnect.get().status == "done" and nas.requests[-1].source[0] == "127.0.0.3"
+
+
+# --- a MikroTik cut by Disconnect-Request (disconnect = "coa"), its RADIUS side simulated ------------
+MT_IP = "10.5.50.40"
+
+
+@pytest.fixture
+def coa_mikrotik(make_hotspot):
+    """hotspotd told of the simulated MikroTik with disconnect = "coa" and API credentials."""
+    venue = start_mikrotik(make_hotspot, router={})
+    yield venue
+    venue.stop()
+
+
+def mikrotik_session(venue, accounting=True):
+    if not accounting:      # hotspotd then knows no Acct-Session-Id for it
+        venue.router.configure("/ip/hotspot/profile", {"name": "hsprof1"}, radius_accounting="false")
+    ent = give_time(MAC)
+    venue.router.add_host(MAC, MT_IP)                  # MAC login
+    assert venue.router.active_macs() == [MAC]
+    if accounting:
+        wait_for(lambda: AcctSession.get_or_none(AcctSession.mac == MAC, AcctSession.online))
+    return ent
+
+
+def test_a_mikrotik_disconnect_names_the_session_as_its_accounting_did_and_is_read_back(coa_mikrotik):
+    venue = coa_mikrotik
+    end_now(mikrotik_session(venue))
+    venue.hs.expire_sessions()
+    (seen,) = venue.radius.received
+    assert seen.code == packet.DisconnectRequest and seen.reply_code == packet.DisconnectACK
+    a = seen.attributes
+    assert a["User-Name"] == [MAC] and a["Calling-Station-Id"] == [MAC]       # the router's own MAC form
+    assert a["Acct-Session-Id"] == ["80f00001"] and a["Framed-IP-Address"] == [MT_IP]
+    assert venue.router.active_macs() == []
+    assert Disconnect.get().status == "done"
+    # the answer was checked over the API, and the router's Stop says why the session ended
+    assert any(c.command == "/ip/hotspot/active/print" for c in venue.router.commands)
+    wait_for(lambda: AcctSession.get_or_none(AcctSession.mac == MAC, AcctSession.terminate_cause == "Admin-Reset"))
+
+
+def test_a_mikrotik_nak_is_not_gone_while_its_api_shows_the_device_online(coa_mikrotik):
+    # RouterOS's Disconnect matching and its NAK's Error-Cause are undocumented: the stand-in NAKs
+    # what it cannot match with 503 while the device is online; only the API can tell
+    venue = coa_mikrotik
+    end_now(mikrotik_session(venue, accounting=False))
+    venue.hs.expire_sessions()
+    (seen,) = venue.radius.received
+    assert seen.reply_code == packet.DisconnectNAK and seen.error_cause == 503
+    assert "Acct-Session-Id" not in seen.attributes
+    assert venue.router.active_macs() == [MAC]
+    cut = Disconnect.get()
+    assert cut.status == "pending" and cut.last_error == "still online after the cut"
+    venue.router.logout(MAC, "Admin-Reset")            # gone at the router: the API read-back says so
+    Disconnect.update(next_at=0).execute()
+    disconnects.run_due(venue.hs.cutters)
+    assert Disconnect.get().status == "done"
+
+
+def test_without_api_a_mikrotik_nak_is_retried_and_shown_until_accounting_has_the_stop(make_hotspot):
+    venue = start_mikrotik(make_hotspot, router={"user": "", "password": ""})
+    try:
+        end_now(mikrotik_session(venue, accounting=False))
+        venue.hs.expire_sessions()
+        for _ in range(2):
+            Disconnect.update(next_at=0).execute()
+            disconnects.run_due(venue.hs.cutters)
+        assert [r.reply_code for r in venue.radius.received] == [packet.DisconnectNAK] * 3
+        cut = Disconnect.get()
+        assert cut.status == "failing" and disconnects.problems() == [cut]   # the owner sees it
+        assert venue.router.active_macs() == [MAC]
+        # the router ends it (its owner at the console) and says so in accounting: that is proof
+        venue.router.configure("/ip/hotspot/profile", {"name": "hsprof1"}, radius_accounting="true")
+        venue.router.logout(MAC, "Admin-Reset")
+        wait_for(lambda: AcctSession.get_or_none(AcctSession.mac == MAC, AcctSession.online == False))  # noqa: E712
+        Disconnect.update(next_at=0).execute()
+        disconnects.run_due(venue.hs.cutters)
+        assert Disconnect.get().status == "done" and len(venue.radius.received) == 3   # nothing more sent
+    finally:
+        venue.stop()
+
+
+def test_a_mikrotik_stand_in_matches_only_on_all_three_identifiers(coa_mikrotik):
+    from radius.disconnect import send_disconnect
+    venue = coa_mikrotik
+    mikrotik_session(venue)
+    host, port = venue.radius.incoming_address
+    ask = dict(user_name=MAC, acct_session_id="80f00001", framed_ip=MT_IP, timeout=1, retries=1)
+    for missing in ("acct_session_id", "framed_ip"):
+        result = send_disconnect(host, port, "testing123", **{**ask, missing: None})
+        assert not result.acked and result.error_cause == 503
+    wrong_form = send_disconnect(host, port, "testing123", calling_station_id=MAC.replace(":", "-"), **ask)
+    assert not wrong_form.acked and venue.router.active_macs() == [MAC]
+    assert send_disconnect(host, port, "testing123", calling_station_id=MAC, **ask).acked
+    assert venue.router.active_macs() == []
+
+
+def test_extend_reaches_a_live_mikrotik_session_by_coa(coa_mikrotik):
+    venue = coa_mikrotik
+    ent = mikrotik_session(venue)
+    (before,) = venue.router.sessions().values()
+    venue.hs.extend(ent.id, 3600, "test")
+    wait_for(lambda: venue.radius.received)
+    seen = venue.radius.received[0]
+    assert seen.code == packet.CoARequest and seen.reply_code == packet.CoAACK
+    (after,) = venue.router.sessions().values()
+    assert after["_limits"].session_timeout >= before["_limits"].session_timeout + 3590

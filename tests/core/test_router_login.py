@@ -119,7 +119,7 @@ def test_login_form_is_only_for_the_device_that_paid(make_hotspot, http):
     assert body["status"] == "success" and body["routerLogin"] is None
 
 
-def test_demo_router_logs_the_device_in_over_the_api_after_radius_accepts(make_hotspot, http):
+def test_demo_router_logs_the_paid_device_in_through_radius_and_reports_it_online(make_hotspot, http):
     hs = make_hotspot(radius=RADIUS)                    # simulator environment, no [[routers]]
     assert hs.routeros_sim is not None and list(hs.cutters) == ["simulated-mikrotik"]
     r = http.post(f"{hs.portal_url}/api/portal/pay",
@@ -127,8 +127,11 @@ def test_demo_router_logs_the_device_in_over_the_api_after_radius_accepts(make_h
     assert r.status_code == 200, r.text
     wait_for(lambda: hs.routeros_sim.active_macs() == [MAC])
     row = hs.routeros_sim.rows("/ip/hotspot/active")[0]
-    assert row["login-by"] == "api" and row["address"] == "10.5.50.30"
+    # the API login makes the router see the device; its hotspot (login-by=mac) asks RADIUS at once
+    assert row["login-by"] == "mac" and row["address"] == "10.5.50.30" and row["radius"] == "true"
     assert hs.radius.stats["access_accept"] == 1
+    # and its accounting Start makes "Online now" (the dashboard's figure, /metrics' gauge) count it
+    wait_for(lambda: "hotspotd_devices_online 1.0" in http.get(f"{hs.portal_url}/metrics").text)
     # recorded by the login thread once the router answered, a moment after the router shows it
     wait_for(lambda: Event.select().where(Event.kind == "router_login").count() == 1)
 

@@ -124,3 +124,32 @@ def test_splash_works_without_javascript(daemon, new_page):
     assert page.locator("#pay-form button").bounding_box()["height"] >= 44    # a thumb-sized target
     buy(page, "0708374149", "30 minutes")
     page.wait_for_selector('#status[data-status="success"]', timeout=20_000)   # meta refresh did it
+
+
+def test_a_router_that_refuses_the_login_does_not_make_the_page_loop(daemon, phone, screenshots):
+    # The router answers the success page's login with its login page and an error (a RADIUS secret
+    # mismatch, RADIUS down): its login.html sends the browser back here with $(error) filled.
+    mac = "AA:BB:CC:DD:EE:67"
+    back = splash_url(daemon, mac=mac, ip="10.5.50.67", error="RADIUS server is not responding")
+    posts, splash_loads = [], []
+
+    def refuse(route):
+        posts.append(route.request.url)
+        route.fulfill(status=302, headers={"Location": back})
+    phone.route(f"{ROUTER}/**", refuse)
+    phone.on("request", lambda request: splash_loads.append(request.url)
+             if request.url.startswith(daemon.portal_url + "/?") else None)
+    phone.goto(splash_url(daemon, mac=mac, ip="10.5.50.67"))
+    buy(phone, "0708374149")
+    refused = phone.locator("#router-refused")
+    expect(refused).to_be_visible(timeout=15_000)
+    assert "RADIUS server is not responding" in refused.inner_text()
+    assert "You have paid time on this device" in phone.inner_text("#status")
+    phone.wait_for_timeout(3000)                          # long enough for a loop to show (it was 22 loads/s)
+    assert len(posts) == 1 and len(splash_loads) == 2, (posts, splash_loads)   # the visit, and the way back
+    phone.screenshot(path=str(screenshots / "router-refused-phone-en.png"), full_page=True)
+    # the customer's tap tries once more, and the page stays put again
+    phone.get_by_role("button", name="Connect now").click()
+    expect(refused).to_be_visible()
+    phone.wait_for_timeout(2000)
+    assert len(posts) == 2 and len(splash_loads) == 3

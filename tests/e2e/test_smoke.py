@@ -10,12 +10,16 @@ SUCCESS_PHONE = "0708374149"
 PAY_TIMEOUT_MS = 20_000   # simulator callback ~0.05 s here, but the wait page refreshes every 3 s
 
 
-def pay_on_splash(page, portal_url):
-    page.goto(portal_url + "/")
+#: the device's variables, as the router's login page sends them (without them a purchase is held)
+FROM_ROUTER = "/?mac=AA:BB:CC:DD:EE:70&ip=10.5.50.70"
+
+
+def pay_on_splash(page, portal_url, entry=FROM_ROUTER, outcome="success"):
+    page.goto(portal_url + entry)
     page.locator("input[name=package]").first.check()
     page.locator("#phone").fill(SUCCESS_PHONE)
     page.locator("form button[type=submit]").click()
-    expect(page.locator("#status")).to_have_attribute("data-status", "success", timeout=PAY_TIMEOUT_MS)
+    expect(page.locator("#status")).to_have_attribute("data-status", outcome, timeout=PAY_TIMEOUT_MS)
 
 
 def test_splash_renders_on_a_phone(daemon, phone):
@@ -44,6 +48,16 @@ def test_paying_ends_on_success(daemon, phone):
     pay_on_splash(phone, daemon.portal_url)
     assert "/wait/" in phone.url
     expect(phone.locator("#status")).to_be_visible()
+    expect(phone.locator("#status h2")).to_have_text("You are online")
+
+
+def test_paying_where_the_device_is_unknown_ends_with_what_to_do(daemon, phone, screenshots):
+    pay_on_splash(phone, daemon.portal_url, entry="/", outcome="held")      # a bookmark, a QR poster
+    expect(phone.locator("#status h2")).to_have_text("Payment received")
+    expect(phone.locator("#held-steps li")).to_have_count(2)
+    assert "You are online" not in phone.inner_text("body")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 360
+    phone.screenshot(path=str(screenshots / "held-phone-en.png"), full_page=True)
 
 
 def test_screenshot_of_splash(daemon, phone, screenshots):

@@ -104,7 +104,7 @@ def test_every_code_of_the_core_has_words():
 @pytest.mark.parametrize("msgid, wrong, right", [
     ("Phone number you paid with", "uliyolipia", "uliyotumia kulipa"),
     ("The M-Pesa prompt expired. Please try again.", "limepitwa na muda", "Muda wa ombi la M-Pesa umekwisha"),
-    ("The prompt stays open for about %(seconds)s seconds.", "Ombi litakaa", "Ujumbe huo utakaa wazi"),
+    ("No prompt? When this one ends you can send it again.", "Ombi", "Hujapata ujumbe?"),
     ("No response from your phone. Keep it on and unlocked, then try again.", "imewashwa,", "imewashwa na haijafungwa"),
 ])
 def test_kiswahili_reads_as_kiswahili(msgid, wrong, right):
@@ -117,9 +117,9 @@ def test_no_kiswahili_says_what_reads_as_a_translation():
         texts = " ".join(m.string for m in read_po(f) if m.id)
     for phrase in ("uliyolipia", "litakuomba", "Ombi litakaa", "limepitwa na muda", "ulifungwa ukilipa"):
         assert phrase not in texts, phrase
-    steps = i18n.t("1. Unlock your phone. 2. The M-Pesa prompt asks you to pay %(amount)s to %(site)s. "
-                   "3. Enter your M-Pesa PIN and press OK.", "sw", amount="KES 20", site="Cafe")
-    assert "Utapokea ujumbe wa M-Pesa unaokuomba ulipe KES 20 kwa Cafe" in steps
+    steps = i18n.t("The M-Pesa prompt asks you to pay %(amount)s to %(name)s (paybill %(number)s, account %(account)s).",
+                   "sw", amount="KES 20", name="CAFE LTD", number="174379", account="WIFI")
+    assert "Utapokea ujumbe wa M-Pesa unaokuomba ulipe KES 20 kwa CAFE LTD (paybill 174379, akaunti WIFI)" in steps
     assert "ulipokuwa ukilipa" in texts
 
 

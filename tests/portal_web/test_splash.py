@@ -73,6 +73,9 @@ def test_the_same_package_again_after_a_cancel_offers_the_other_packages(hotspot
     assert status_of(page) == "failed" and 'data-reason="rule_limited"' in page and words in page
     offered = re.search(r'<form[^>]*id="other-packages".*?</form>', page, re.S)[0]
     assert sorted(re.findall(r'name="package" value="(\d+)"', offered)) == ["1", "3"]   # not KES 10 again
+    assert 'value="0711 000 033"' in offered                 # the phone, to the device that paid only
+    again = html.unescape(re.search(r'href="([^"]+)" id="try-again"', page)[1])
+    assert "package=1" in again                                # "Try again" checks another package
     action = html.unescape(re.search(r'action="([^"]+)"', offered)[1])
     r = http.post(hotspot.portal_url + action, data={"phone": "0711000033", "package": "1"})
     done = wait_for(lambda: (lambda p: p if status_of(p) not in (None, "pending") else None)(http.get(r.url).text))
@@ -131,7 +134,7 @@ def test_already_paid_moves_the_session_to_the_new_mac(hotspot, http):
     assert Entitlement.select().count() == 1                   # time moved, not doubled
     # without the router's MAC we cannot know which device to move to
     r = http.post(url, data={"receipt": receipt, "phone": "0708374149"})
-    assert r.status_code == 400 and "Wi-Fi login screen" in r.text
+    assert r.status_code == 400 and "cannot tell which device you are using" in r.text
 
 
 def test_voucher_gets_a_device_online_once(hotspot, http):
@@ -249,3 +252,168 @@ def test_rule_limited_payment_sends_the_customer_to_other_packages(hotspot, http
     page = wait_for(lambda: (lambda t: t if 'data-status="failed"' in t else None)(http.get(url).text), timeout=20)
     assert 'data-reason="rule_limited"' in page and "chagua kifurushi kingine" in page
     assert 'id="try-again"' in page                                    # to the packages, not the same one again
+
+
+# The router sends the browser back to its login page, which sends it here, when it refused the
+# login the success page submitted (MikroTik fills $(error); routers.md, "External splash page").
+MIKROTIK = {"mac": "AA:BB:CC:DD:EE:41", "ip": "10.5.50.41", "link-login-only": "http://10.5.50.1/login",
+            "link-orig": "http://example.com/"}
+
+
+def auto_login(page: str) -> str | None:
+    form = re.search(r'<form id="router-login"[^>]*data-auto="(\d)"', page)
+    return form[1] if form else None
+
+
+def test_a_login_the_router_refused_is_shown_and_never_submitted_again_by_itself(hotspot, http):
+    from hotspotd.storage.models import Event
+    give_time("AA:BB:CC:DD:EE:41")
+    url = f"{hotspot.portal_url}/"
+    refused = {**MIKROTIK, "error": "RADIUS server is not responding", "lang": "en"}
+    for _ in range(3):                                   # the router keeps refusing; the customer reloads
+        page = http.get(url, params=refused).text
+        assert 'id="router-refused"' in page and "it says: RADIUS server is not responding" in page
+        assert "Welcome back" not in page and "You have paid time on this device" in page
+        assert auto_login(page) == "0" and "Connect now" in page           # the customer's tap, not a loop
+    events = list(Event.select().where(Event.kind == "router_login_refused"))
+    assert len(events) == 1 and events[0].mac == "AA:BB:CC:DD:EE:41"     # once for the owner, not per reload
+    assert "RADIUS server is not responding" in events[0].message and events[0].entitlement_id is not None
+
+
+def test_the_page_submits_a_devices_login_by_itself_only_once(hotspot, http):
+    give_time("AA:BB:CC:DD:EE:41")
+    url = f"{hotspot.portal_url}/"
+    first = http.get(url, params=MIKROTIK).text
+    assert "Welcome back" in first and auto_login(first) == "1"
+    # back again at once, no error from the router: it did not keep the device; no second submission
+    again = http.get(url, params=MIKROTIK).text
+    assert auto_login(again) == "0" and 'Tap "Connect now" to go online.' in html_unescape(again)
+
+
+def test_a_refusal_reaches_the_owners_health_page(hotspot, http):
+    from hotspotd.health import live
+    give_time("AA:BB:CC:DD:EE:41")
+    http.get(f"{hotspot.portal_url}/", params={**MIKROTIK, "error": "invalid username or password"})
+    check = next(c for c in live.run(hotspot) if c.key == "router_logins")
+    assert check.state == "warn" and "1 login(s) refused by a router" in check.detail
+    assert any("invalid username or password" in item for item in check.items)
+
+
+def test_a_refusal_for_a_device_without_time_offers_the_packages(hotspot, http):
+    page = http.get(f"{hotspot.portal_url}/", params={**MIKROTIK, "error": "no more sessions are allowed"}).text
+    assert 'id="pay-error"' in page and "it says: no more sessions are allowed" in page
+    assert 'id="router-login"' not in page
+
+
+def html_unescape(page: str) -> str:
+    import html
+    return html.unescape(page)
+
+
+# Opened by its address, a bookmark or a poster's QR code: no router variables, so no device known.
+def test_a_purchase_without_a_device_is_held_and_never_called_online(hotspot, http):
+    page = pay(hotspot, http, "0708374149", ctx={})
+    assert status_of(page) == "held"
+    assert "You are online" not in page and "Payment received" in page
+    assert "open any website" in page and "Already paid?" in html_unescape(page)
+    payment = Payment.get()
+    assert payment.receipt and payment.receipt in page                    # the code for "Already paid?"
+    ent = Entitlement.get()
+    assert ent.status == "held" and access.authorize(MAC) is None       # nobody online on it yet
+    # an hour later its time is all there: the clock waits for a device
+    later = clock.now() + 3600
+    ent, unbound = access.move_to_device(payment.receipt, "254708374149", MAC, now=later)
+    assert unbound == [] and ent.status == "active"
+    assert ent.started_at == later and ent.expires_at == later + 3600
+    assert access.authorize(MAC, now=later + 60) is not None
+
+
+def test_the_device_that_paid_without_router_variables_is_let_in_when_it_comes_back_through_the_router(hotspot, http):
+    pay(hotspot, http, "0708374149", ctx={})                               # from 127.0.0.1, no device named
+    # another device behind the router, with another address: nothing to claim
+    page = http.get(f"{hotspot.portal_url}/", params={**CTX, "mac": "AA:BB:CC:DD:EE:49", "ip": "10.5.50.49"}).text
+    assert status_of(page) is None and Entitlement.get().status == "held"
+    # the same device (its own address, which the router names too) opens any website
+    page = http.get(f"{hotspot.portal_url}/", params={**CTX, "ip": "127.0.0.1"}).text
+    assert status_of(page) == "success" and "Your paid time starts now, on this device." in page
+    assert 'id="router-login"' in page
+    ent = Entitlement.get()
+    assert ent.status == "active" and access.is_bound(ent.id, MAC) and access.authorize(MAC) is not None
+
+
+def test_a_voucher_entered_without_a_device_is_not_used_up(hotspot, http):
+    package = Package.get(Package.name == "1 hour")
+    code = vouchers.display(vouchers.generate(package.id, 1)[0].code)
+    r = http.post(f"{hotspot.portal_url}/voucher", data={"code": code})
+    assert r.status_code == 400 and "Nothing was used up" in r.text and "You are online" not in r.text
+    r = http.post(f"{hotspot.portal_url}/voucher", params=CTX, data={"code": code})    # from the login page
+    assert r.status_code == 200 and status_of(r.text) == "success" and access.authorize(MAC) is not None
+
+
+def test_a_held_purchase_starts_with_the_first_login_of_its_credentials(hotspot):
+    give_time(None)
+    ent = Entitlement.get()
+    assert ent.status == "held"
+    later = clock.now() + 600
+    grant = access.authorize_login(ent.login_user, lambda secret: secret == ent.login_password, MAC, now=later)
+    assert grant is not None and grant.remaining_seconds == 3600
+    assert Entitlement.get().status == "active" and access.is_bound(ent.id, MAC)
+
+
+def checked_package(page: str) -> str | None:
+    m = re.search(r'<input type="radio" name="package" value="(\d+)" checked>', page)
+    return m[1] if m else None
+
+
+def test_the_chosen_package_and_the_phone_survive_a_typo(hotspot, http):
+    r = http.post(f"{hotspot.portal_url}/pay", params=CTX, data={"phone": "07O8 374 149", "package": "3"})
+    assert r.status_code == 400 and 'id="pay-error"' in r.text
+    assert checked_package(r.text) == "3" and 'value="07O8 374 149"' in r.text    # not the cheapest, not empty
+    assert len(re.findall(r'name="package" value="\d+" checked', r.text)) == 1
+
+
+def test_try_again_keeps_the_package_and_the_phone_for_the_device_that_paid(hotspot, http):
+    page = pay(hotspot, http, "254700001032", ctx=CTX)                 # the customer cancels the prompt
+    assert status_of(page) == "cancelled"
+    again = re.search(r'href="([^"]+)" id="try-again"', page)[1]
+    r = http.get(hotspot.portal_url + html_unescape(again))
+    assert checked_package(r.text) == "2" and 'value="0700 001 032"' in r.text
+    assert "mac=AA%3ABB%3ACC%3ADD%3AEE%3A40" in again or "mac=AA:BB:CC:DD:EE:40" in html_unescape(again)
+    # someone else who learns the link gets the package, never the phone number
+    payment = Payment.get()
+    Payment.update(client_ip="10.5.50.99").where(Payment.id == payment.id).execute()
+    r = http.get(hotspot.portal_url + html_unescape(again))
+    assert checked_package(r.text) == "2" and "0700 001 032" not in r.text
+
+
+def test_whom_the_prompt_pays_is_said_before_and_while_it_comes(make_hotspot, http):
+    hs = make_hotspot(mpesa={"business_name": "MAMA MBOGA WIFI"}, portal={"help_phone": "0722 000 111"},
+                      simulator={"callback_delay_seconds": 60, "final_after_seconds": 60})   # the prompt stays open
+    page = http.get(f"{hs.portal_url}/", params=CTX).text
+    assert "The M-Pesa prompt will ask you to pay MAMA MBOGA WIFI, paybill 174379, account WIFI." in page
+    assert 'href="tel:0722000111"' in page
+    r = http.post(f"{hs.portal_url}/pay", params=CTX, data={"phone": "0708374149", "package": "2"},
+                  allow_redirects=False)
+    page = http.get(hs.portal_url + r.headers["Location"]).text
+    assert status_of(page) == "pending"
+    assert "The M-Pesa prompt asks you to pay KES 10 to MAMA MBOGA WIFI (paybill 174379, account WIFI)." in page
+    assert "The prompt went to 0708 374 149." in page and 'id="change-number"' in page
+    assert re.search(r'<ol id="steps">\s*<li>', page) and 'href="tel:0722000111"' in page
+    # the countdown and the words under it say the same thing
+    assert re.search(r'id="countdown">(\d+)</span> seconds left to approve it', page)
+    # "Wrong number? Change it" goes back to the packages with this one chosen and the number to correct
+    change = html_unescape(re.search(r'href="([^"]+)" id="change-number"', page)[1])
+    back = http.get(hs.portal_url + change).text
+    assert checked_package(back) == "2" and 'value="0708 374 149"' in back
+
+
+def test_a_till_is_named_as_a_till_and_a_venue_has_its_own(make_hotspot, http):
+    hs = make_hotspot(mpesa={"business_name": "HQ LTD"},
+                      sites=[{"id": "kisumu", "name": "Kisumu", "shortcode": "600111", "transaction_type":
+                              "CustomerBuyGoodsOnline", "till_number": "5123456", "business_name": "LAKESIDE CAFE",
+                              "help_phone": "0733 111 222"}])
+    page = http.get(f"{hs.portal_url}/", params={**CTX, "site": "kisumu"}).text
+    assert "The M-Pesa prompt will ask you to pay LAKESIDE CAFE, till number 5123456." in page
+    assert "account" not in re.search(r'id="payee">([^<]+)<', page)[1] and 'href="tel:0733111222"' in page
+    page = http.get(f"{hs.portal_url}/", params=CTX).text
+    assert "pay HQ LTD, paybill 174379" in page

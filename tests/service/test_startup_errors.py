@@ -52,7 +52,7 @@ def test_a_radius_port_in_use_is_named_and_has_an_environment_override(tmp_path,
 def test_the_radius_port_overrides_are_read_and_checked():
     cfg = config.from_dict({}, env={"HOTSPOTD_RADIUS_AUTH_PORT": "11812", "HOTSPOTD_RADIUS_ACCT_PORT": "11813"})
     assert (cfg.radius.auth_port, cfg.radius.acct_port) == (11812, 11813)
-    with pytest.raises(config.ConfigError, match=r"HOTSPOTD_RADIUS_AUTH_PORT='radius' is not a whole number"):
+    with pytest.raises(config.ConfigError, match=r"HOTSPOTD_RADIUS_AUTH_PORT='radius' \(from the environment\) is not a whole number"):
         config.from_dict({}, env={"HOTSPOTD_RADIUS_AUTH_PORT": "radius"})
 
 

@@ -247,3 +247,16 @@ def test_radius_clients_of_this_machine_only_are_a_warning(capsys, monkeypatch, 
         path.write_text(path.read_text() + '[[radius.clients]]\naddress = "10.5.50.0/24"\nsecret = "s3cret-Long"\n')
         code, out = check(capsys, monkeypatch, tmp_path, config=path)
         assert "radius clients" not in out
+
+
+def test_check_asks_for_the_business_name_outside_the_simulator(tmp_path):
+    from hotspotd import config as config_mod
+    from hotspotd.health import install
+    base = {"mpesa": {"environment": "sandbox", "consumer_key": "k", "consumer_secret": "s", "passkey": "p"},
+            "database": {"url": f"sqlite:///{tmp_path}/h.db"}}
+    cfg = config_mod.from_dict(base)
+    (payee,) = install._payees(cfg)
+    assert payee.state == "warn" and "[mpesa] business_name" in payee.detail
+    cfg = config_mod.from_dict({**base, "mpesa": {**base["mpesa"], "business_name": "MAMA MBOGA WIFI"}})
+    assert [c.state for c in install._payees(cfg)] == ["ok"]
+    assert install._payees(config_mod.from_dict({})) == []              # the simulator names nobody real

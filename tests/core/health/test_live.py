@@ -63,7 +63,7 @@ def test_health_reports_each_problem(db):
                       next_at=NOW, attempts=4, last_error="cannot connect")
     checks = {c.key: c for c in live.run(_fake_hotspot(), NOW)}
     assert list(checks) == ["daraja", "callback", "router:bar", "router:door", "radius", "scheduler", "disconnects",
-                            "clock", "storage"]
+                            "clock", "storage", "router_logins"]
     assert checks["daraja"].state == "fail" and "Invalid client id passed" in checks["daraja"].detail
     assert checks["callback"].state == "fail" and "https" in checks["callback"].detail.lower()
     assert "SECRETTOKEN123" not in checks["callback"].detail

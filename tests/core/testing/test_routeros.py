@@ -275,6 +275,56 @@ def test_removing_a_session_keeps_its_cookie(sim, api):
     assert [c["user"] for c in sim.cookies_for(MAC1.lower())] == ["alice"]
 
 
+class Told:
+    """A RADIUS side (routeros.RadiusSide) that accepts every login and writes down what it is told."""
+
+    def __init__(self, sim):
+        self.sim, self.seen, self.ended = sim, [], []
+        self.limits = routeros.Limits(total=1000, recv=600)
+
+    def host_seen(self, mac, ip):
+        self.seen.append(mac)
+
+    def login(self, user, password, mac, ip):
+        self.sim.activate(mac, ip, user, "http-chap", self.limits)
+        return True
+
+    def logged_out(self, item_id, session, cause):
+        self.ended.append((session["mac-address"], cause, session["bytes-in"], session["bytes-out"]))
+
+
+def test_the_hotspot_enforces_its_session_limits_and_says_why_each_ended(sim, api):
+    told = sim.radius = Told(sim)
+    active = api.path("ip", "hotspot", "active")
+    for mac, ip in ((MAC1, "10.5.50.11"), (MAC2, "10.5.50.12"), (MAC3, "10.5.50.13")):
+        sim.add_host(mac, ip)
+        tuple(active("login", user="u", password="p", **{"mac-address": mac, "ip": ip}))
+    assert told.seen == [MAC1, MAC2, MAC3] and sim.active_macs() == [MAC1, MAC2, MAC3]
+    assert sim.send_traffic(MAC1, up=600)                 # Mikrotik-Recv-Limit: bytes in, from the client
+    assert sim.send_traffic(MAC2, up=100, down=899) and MAC2 in sim.active_macs()
+    sim.send_traffic(MAC2, down=1)                        # in + out reach Mikrotik-Total-Limit
+    active.remove(*[r[".id"] for r in active.select(Key(".id"))])     # the API's remove: Admin-Reset
+    assert told.ended == [(MAC1, routeros.LIMIT_CAUSE, "600", "0"), (MAC2, routeros.LIMIT_CAUSE, "100", "900"),
+                          (MAC3, "Admin-Reset", "0", "0")]
+    sim.add_host(MAC1, "10.5.50.11")
+    told.limits = routeros.Limits(idle_timeout=0.3)
+    tuple(active("login", user="u", password="p", **{"mac-address": MAC1, "ip": "10.5.50.11"}))
+    time.sleep(0.35)                                      # no traffic for the Idle-Timeout
+    assert sim.active_macs() == [] and told.ended[-1][:2] == (MAC1, "Idle-Timeout")
+    told.limits = routeros.Limits()
+    tuple(active("login", user="u", password="p", **{"mac-address": MAC1, "ip": "10.5.50.11"}))
+    assert sim.logout(MAC1) and told.ended[-1][:2] == (MAC1, "User-Request") and not sim.logout(MAC1)
+
+
+def test_a_session_timeout_ends_the_session_with_its_cause(sim):
+    told = sim.radius = Told(sim)
+    sim.add_host(MAC1, "10.5.50.11")
+    item = sim.activate(MAC1, "10.5.50.11", "u", "mac", routeros.Limits(session_timeout=5))
+    assert sim.change(item, routeros.Limits(session_timeout=0.1))   # a CoA: counted from the start
+    time.sleep(0.15)
+    assert sim.sessions() == {} and told.ended == [(MAC1, "Session-Timeout", "0", "0")]
+
+
 # ---- controls and lifecycle
 
 def test_clear_forgets_state(sim):
@@ -328,3 +378,36 @@ def test_hotspotd_simulate_routeros_serves_until_terminated():
         proc.terminate()
         assert proc.wait(5) == 0
         proc.stdout.close()
+
+
+def test_hotspotd_simulate_routeros_with_radius_asks_for_its_hosts_by_mac():
+    from pyrad import packet
+
+    from tests.helpers import DICT
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(10)
+        port = server.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "-m", "hotspotd.service.cli", "simulate", "routeros", "--listen",
+                                 "127.0.0.1:0", "--host", f"{MAC1}=10.5.50.11", "--radius", f"127.0.0.1:{port}",
+                                 "--secret", "s3", "--incoming", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
+        try:
+            data, _ = server.recvfrom(4096)           # the MAC login of the host it was started with
+            req = packet.AuthPacket(packet=data, secret=b"s3", dict=DICT)
+            assert req.code == packet.AccessRequest and req["User-Name"] == [MAC1] and req.message_authenticator
+            assert "listening on" in proc.stdout.readline()
+        finally:
+            proc.terminate()
+            assert proc.wait(5) == 0
+            proc.stdout.close()
+
+
+@pytest.mark.parametrize("version, has_it", [("7.9 (stable)", False), ("7.14.3 (stable)", False),
+                                             ("7.15 (stable)", True), ("7.18.2 (stable)", True)])
+def test_require_message_auth_exists_from_7_15_compared_as_numbers(version, has_it):
+    # "7.9" >= "7.15" as text: RouterOS 7.9 had it, until versions were compared as numbers
+    sim = RouterOSSimulator(version=version)
+    try:
+        assert ("require-message-auth" in sim.menu("/radius")[0]) == has_it
+    finally:
+        sim.stop()
