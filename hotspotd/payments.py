@@ -20,7 +20,7 @@ import peewee as pw
 
 from . import access, clock, faults
 from .daraja import codes
-from .daraja.client import DarajaClient, DarajaError, DarajaRejected
+from .daraja.client import DarajaBusy, DarajaClient, DarajaError, DarajaRejected
 from .errors import DomainError
 from .identifiers import InvalidMac, InvalidPhone, mask_phone, normalize_mac, normalize_phone
 from .storage.models import DEFAULT_SITE, Callback, Event, Package, Payment, database
@@ -91,6 +91,8 @@ class PaymentService:
         self.started_at = clock.now()
         #: a :class:`hotspotd.metrics.Metrics` (or None): told of results, callbacks, Daraja errors
         self.metrics = metrics
+        #: a rate limit refused a query: reconciliation asks no more until then (clock.now())
+        self.queries_paused_until = 0.0
 
     # --- starting a payment -------------------------------------------------------------
     def initiate(self, phone: Any, package_id: Any, mac: Any = None, client_ip: str | None = None,
@@ -378,6 +380,8 @@ class PaymentService:
                                           Payment.status.in_(("pending", "timeout")))
                    .order_by(Payment.next_query_at).limit(limit))
         for payment in due:
+            if clock.now() < self.queries_paused_until:
+                break       # a rate limit: the rest stay due for a later run
             self.query(payment)
         self._settle_unsent(now)
         self._retry_stranded(now)
@@ -407,6 +411,8 @@ class PaymentService:
         try:
             result = self.client_for(payment.site).stk_query(payment.checkout_request_id)
         except DarajaError as exc:
+            if isinstance(exc, DarajaBusy):
+                self.queries_paused_until = now + self.policy.query_interval
             event("query", payment, f"error {exc.code or exc.http_status}: {exc.message}")
             log.warning("STK query %s failed: %s", payment.checkout_request_id, exc,
                         extra=_ids(payment.id, payment.checkout_request_id))

@@ -38,7 +38,7 @@ STATUS_OF_REFUSAL = {
     "unknown_site": 404, "package_not_on_offer": 404,
     "receipt_not_found": 404, "time_used_up": 404, "data_used_up": 404, "other_venue": 404,
     "not_a_voucher": 404, "voucher_invalid": 404, "voucher_used": 404, "voucher_other_venue": 404,
-    "mpesa_unavailable": 502, "cannot_record": 503, "storage_busy": 503,
+    "mpesa_unavailable": 502, "mpesa_busy": 503, "cannot_record": 503, "storage_busy": 503,
 }
 
 

@@ -60,7 +60,10 @@ REFUSALS: dict[str, str] = {
     "mpesa_rejected": N_("M-Pesa could not take this payment request. Please try again."),
     "mpesa_phone": N_("That number cannot receive M-Pesa prompts. Use a Safaricom number such as 0712 345 678."),
     "mpesa_amount": N_("M-Pesa cannot take that amount."),
-    "mpesa_locked": N_("Another M-Pesa payment is waiting on your phone. Finish or cancel it, then try again."),
+    "mpesa_locked": N_("Another M-Pesa payment is waiting on your phone. Finish or cancel it there, or wait a "
+                       "minute, then try again."),
+    # a rate limit (spike arrest, quota): the words of a busy M-Pesa
+    "mpesa_busy": N_("M-Pesa is busy right now. Please try again in a minute."),
     "receipt_not_found": N_("We found no payment with that M-Pesa code from that phone number. Check the code in "
                             "the M-Pesa SMS and the number you paid with."),
     "time_used_up": N_("The time bought with this payment has run out."),

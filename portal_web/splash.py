@@ -10,6 +10,7 @@ from flask import Blueprint, abort, current_app, make_response, redirect, render
 
 from hotspotd import access, clock, formatting, router_login, vouchers
 from hotspotd.config import Site
+from hotspotd.daraja import codes
 from hotspotd.errors import DomainError
 from hotspotd.identifiers import InvalidMac, is_random_mac, mask_phone, normalize_mac, normalize_phone
 from hotspotd.payments import on_sale
@@ -24,7 +25,7 @@ bp = Blueprint("splash", __name__)
 
 #: The splash page's one table of refusals: a code of the core (hotspotd.errors.DomainError) →
 #: the page's HTTP status; any other code is a 400 (the form again, with what to correct).
-STATUS_OF_REFUSAL = {"mpesa_unavailable": 502, "cannot_record": 503, "storage_busy": 503}
+STATUS_OF_REFUSAL = {"mpesa_unavailable": 502, "mpesa_busy": 503, "cannot_record": 503, "storage_busy": 503}
 
 #: the headings of the online page
 ONLINE = N_("You are online")
@@ -39,6 +40,9 @@ PAID_TIME = N_("You have paid time on this device")
 MOVED = N_("Your time is now on this device.")
 STARTS_NOW = N_("Your paid time starts now, on this device.")
 ENDED = N_("Your %(package)s ended at %(time)s.")
+#: Daraja's rule 17: the same amount from the same number only about 2 minutes after the last prompt
+SAME_AGAIN_FROM = N_("M-Pesa takes the same amount from this number again from %(time)s (2 minutes after the "
+                     "last prompt). Choose another package now, or send this one again then.")
 VOUCHER_OK = N_("Voucher accepted.")
 
 
@@ -294,10 +298,22 @@ def wait(checkout_request_id: str):
                        sent_to=formatting.phone_local(payment.phone) if payer else mask_phone(payment.phone))
     ctx = _router_context()
     again = {**ctx, "retry": payment.checkout_request_id, "package": payment.package_id}
-    # the earlier prompt has ended: the device that paid may send it again at once, same package and number
-    resend = {"package": payment.package_id, "phone": formatting.phone_local(payment.phone)} \
-        if _asked_by_payer(payment, ctx) else None
-    return _render("failed.html", s=s, again=again, resend=resend)
+    payer = _asked_by_payer(payment, ctx)
+    others, phone, resend, same_from = None, "", None, None
+    same_again_at = (payment.pushed_at or payment.created_at) + codes.RULE_LIMIT_SECONDS
+    if s.get("reason") == "rule_limited" or clock.now() < same_again_at:
+        # M-Pesa takes the same amount from this phone again only after about 2 minutes (rule 17):
+        # offer at once what it takes now, the packages of another price ("Try again" checks one),
+        # and say when the same one can be sent again
+        others = [p for p in on_sale(payment.site) if p.price != payment.amount]
+        again["package"] = others[0].id if others else ""
+        phone = formatting.phone_local(payment.phone) if payer else ""
+        same_from = i18n.t(SAME_AGAIN_FROM, lang, time=clock.local(max(same_again_at, clock.now()))
+                           .strftime("%H:%M:%S"))
+    elif payer:
+        # the rule's window is over: the device that paid may send the same prompt again at once
+        resend = {"package": payment.package_id, "phone": formatting.phone_local(payment.phone)}
+    return _render("failed.html", s=s, again=again, others=others, phone=phone, resend=resend, same_from=same_from)
 
 
 @bp.route("/paid", methods=["GET", "POST"])

@@ -1,19 +1,25 @@
 """A Daraja client: OAuth token, STK push, STK push query (shared/reference/daraja.md).
 
-:class:`DarajaClient` is thread-safe: the portal's threads and the scheduler share one. Every
-request has a timeout; nothing is retried except once after an "Invalid Access Token", which the
-gateway answers before a push reaches M-Pesa (a push is never repeated otherwise: Daraja has no
-idempotency, the same push twice is two payments).
+:class:`DarajaClient` is thread-safe: the portal's threads and the scheduler share one. Its token is
+the consumer key's, shared through a :class:`~hotspotd.daraja.tokens.Tokens` with every other client
+of the key (a new token may invalidate the previous one: daraja.md, "Hosts and auth"). Every
+request has a timeout; nothing is retried except what the gateway refuses before a push reaches
+M-Pesa: once after an "Invalid Access Token" (with the token someone else got meanwhile, or a new
+one), and once, after a short pause, after a spike arrest ``500.003.02`` (daraja.md, "More result
+and error codes"). A push is never repeated otherwise: Daraja has no idempotency, the same push twice
+is two payments.
 
 Failures raise a :class:`DarajaError` subclass, chosen on HTTP status and errorCode, never on text:
-:class:`DarajaUnavailable` (no answer, 5xx, gateway fault), :class:`DarajaRejected` (a business
-refusal: invalid field, wrong credentials, subscriber locked) and :class:`DarajaAuthError` (OAuth).
+:class:`DarajaUnavailable` (no answer, 5xx, gateway fault; :class:`DarajaBusy` for the rate limits
+``500.003.02``/``500.003.03``), :class:`DarajaRejected` (a business refusal: invalid field, wrong
+credentials, subscriber locked), :class:`DarajaConfigError` (wrong path or method: the base URL is
+wrong) and :class:`DarajaAuthError` (OAuth refused the consumer key and secret).
 """
 from __future__ import annotations
 
 import base64
 import logging
-import threading
+import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,6 +29,7 @@ from zoneinfo import ZoneInfo
 import requests
 
 from ..identifiers import mask_phone
+from .tokens import Token, Tokens, account_of, credentials_of
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +43,13 @@ BUSY_CODE = "500.001.1001"
 #: Seconds before a token's expiry at which it is refreshed (less for very short lifetimes).
 REFRESH_MARGIN = 60.0
 DEFAULT_TOKEN_LIFETIME = 3599
-
+#: Rate limits: spike arrest (also "System is busy") and quota violation.
+SPIKE_ARREST, QUOTA_VIOLATION = "500.003.02", "500.003.03"
+#: Seconds (from, to) of the pause before the one retry of a call refused by spike arrest.
+SPIKE_BACKOFF = (0.5, 1.5)
+#: A path the gateway does not know (404.001.01) or a method it does not take there (405.001): the
+#: base URL is wrong, never "still processing".
+CONFIG_CODES = ("404.001.01", "405.001")
 
 
 class DarajaError(Exception):
@@ -64,8 +77,22 @@ class DarajaRejected(DarajaError):
     """Daraja understood the request and refused it (invalid field, wrong credentials, locked subscriber)."""
 
 
+class DarajaBusy(DarajaUnavailable):
+    """A rate limit refused the call (``500.003.02`` spike arrest, ``500.003.03`` quota violation):
+    nothing reached M-Pesa; try again later."""
+
+    default_reason = "busy"
+
+
 class DarajaAuthError(DarajaError):
-    """OAuth failed (bad consumer key or secret), or a fresh token was refused too."""
+    """OAuth refused the consumer key and secret (Daraja answers an empty HTTP 400)."""
+
+    default_reason = "misconfigured"
+
+
+class DarajaConfigError(DarajaError):
+    """Daraja does not know the path or method (``404.001.01``, ``405.001``, a 404 for OAuth): the
+    configured base URL is wrong."""
 
     default_reason = "misconfigured"
 
@@ -103,11 +130,15 @@ class DarajaClient:
 
     ``party_b`` is the till number for ``CustomerBuyGoodsOnline``; PartyB is ``shortcode`` otherwise.
     A client made without ``session`` owns its own; :meth:`close` (or ``with``) releases it.
+    ``tokens``: where the consumer key's token is shared (give every client of one process the same
+    one; a :class:`~hotspotd.daraja.tokens.DatabaseTokens` shares it with other processes too);
+    without it the client keeps its token to itself.
     """
 
     def __init__(self, base_url: str, consumer_key: str, consumer_secret: str, shortcode: str, passkey: str, *,
                  transaction_type: str = "CustomerPayBillOnline", party_b: str | None = None,
-                 timeout: float = 10.0, session: requests.Session | None = None):
+                 timeout: float = 10.0, session: requests.Session | None = None, tokens: Tokens | None = None,
+                 spike_backoff: tuple[float, float] = SPIKE_BACKOFF):
         self.base_url = base_url.rstrip("/")
         self.shortcode = str(shortcode)
         self.transaction_type = transaction_type
@@ -116,9 +147,10 @@ class DarajaClient:
         self._key, self._secret, self._passkey = consumer_key, consumer_secret, passkey
         self._session = session or requests.Session()
         self._owns_session = session is None
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._refresh_at = 0.0
+        self._tokens = tokens if tokens is not None else Tokens()
+        self._account = account_of(self.base_url, consumer_key)
+        self._credentials = credentials_of(self.base_url, consumer_key, consumer_secret)
+        self.spike_backoff = spike_backoff
 
     def __repr__(self) -> str:
         return f"DarajaClient({self.base_url!r}, shortcode={self.shortcode!r})"
@@ -136,35 +168,70 @@ class DarajaClient:
 
     # --- OAuth ---------------------------------------------------------------------------
     def token(self) -> str:
-        """A valid access token: cached, refreshed shortly before it expires, one fetch at a time."""
-        with self._lock:
-            if self._token is not None and time.monotonic() < self._refresh_at:
-                return self._token
-            return self._fetch_token()
+        """A valid access token of the consumer key: the shared one while it is fresh and came from
+        this client's key and secret, else renewed (see :meth:`_renew`)."""
+        token = self._tokens.cached(self._account)
+        if self._usable(token):
+            return token.value
+        return self._renew(None)
 
     def check_credentials(self) -> None:
-        """Fetch a fresh token now; raises :class:`DarajaAuthError` (or Unavailable) on failure."""
-        with self._lock:
-            self._token = None
-            self._fetch_token()
+        """Prove the consumer key and secret without taking the key's token from anyone: a shared
+        token fetched with these very credentials and not due for renewal is proof enough (nothing
+        is fetched); otherwise a new one is fetched, and shared. Raises :class:`DarajaAuthError`
+        (the key or secret is wrong), :class:`DarajaConfigError` or :class:`DarajaUnavailable`."""
+        if not self._usable(self._tokens.load(self._account)):
+            self._renew(None)
 
-    def _forget(self, token: str) -> None:
-        # Only the token that was refused: another thread may already hold a newer one.
-        with self._lock:
-            if self._token == token:
-                self._token = None
+    def _usable(self, token: Token | None, refused: str | None = None) -> bool:
+        return (token is not None and token.value != refused and token.credentials == self._credentials
+                and time.time() < token.refresh_at)
 
-    def _fetch_token(self) -> str:
-        """Call with the lock held."""
+    def _renew(self, refused: str | None) -> str:
+        """A token other than ``refused`` (None: the current one is due for renewal). Looks at the
+        shared token first: another thread or process may have replaced it already, and then no
+        new one is fetched. One fetch at a time per key: this process's lock, and the row's lease
+        between processes (a holder that dies lets it lapse)."""
+        lease = self.timeout + 2.0
+        with self._tokens.lock(self._account):
+            deadline = time.monotonic() + lease
+            while True:
+                current = self._tokens.load(self._account)
+                if self._usable(current, refused):
+                    return current.value
+                if self._tokens.claim(self._account, current.value if current else None, lease):
+                    try:
+                        token = self._fetch_token()
+                    except BaseException:
+                        self._tokens.abandon(self._account)
+                        raise
+                    self._tokens.save(self._account, token)
+                    return token.value
+                # another process is fetching: its token will do (meanwhile, the old one if alive)
+                if (current is not None and refused is None and current.credentials == self._credentials
+                        and time.time() < current.expires_at):
+                    return current.value
+                if time.monotonic() > deadline:
+                    raise DarajaUnavailable("another process took too long to renew the access token")
+                time.sleep(0.05)
+
+    def _fetch_token(self) -> Token:
         resp = self._request("GET", "/oauth/v1/generate", "OAuth", params={"grant_type": "client_credentials"},
                              auth=(self._key, self._secret))
         body = _json(resp)
-        # 400/401/403 is Daraja refusing the key and secret; a gateway fault (wrong base URL) is not.
+        if resp.status_code in (404, 405):
+            # a path the gateway does not know: a fault body or 404.001.01; the base URL is wrong
+            code, message = _envelope(body)
+            log.error("Daraja OAuth: HTTP %s %s at %s (check the base URL)", resp.status_code, code, self.base_url)
+            raise DarajaConfigError(f"{self.base_url} has no Daraja OAuth endpoint (HTTP {resp.status_code}"
+                                    f"{' ' + code if code else ''}): check the base URL",
+                                    code=code, http_status=resp.status_code)
+        # 400/401/403 is Daraja refusing the key and secret (an empty 400); a gateway fault is not
         if resp.status_code in (400, 401, 403) and not (isinstance(body, dict) and "fault" in body):
             code, message = _envelope(body)
             log.error("Daraja OAuth refused: HTTP %s %s %s (check the consumer key and secret)",
                       resp.status_code, code, message)
-            raise DarajaAuthError(message or "OAuth refused the consumer key and secret",
+            raise DarajaAuthError(message or "wrong consumer key or secret (OAuth refused them)",
                                   code=code, http_status=resp.status_code)
         token = body.get("access_token") if resp.status_code == 200 and isinstance(body, dict) else None
         if not token or not isinstance(token, str):
@@ -176,10 +243,9 @@ class DarajaClient:
             lifetime = float(body.get("expires_in", DEFAULT_TOKEN_LIFETIME))  # a string on the wire
         except (TypeError, ValueError):
             lifetime = DEFAULT_TOKEN_LIFETIME
-        self._token = token
-        self._refresh_at = time.monotonic() + lifetime - min(REFRESH_MARGIN, lifetime / 2)
+        now = time.time()
         log.debug("Daraja access token obtained, valid %.0f s", lifetime)
-        return token
+        return Token(token, now + lifetime - min(REFRESH_MARGIN, lifetime / 2), now + lifetime, self._credentials)
 
     # --- business calls --------------------------------------------------------------------
     def stk_push(self, phone: str, amount: int, callback_url: str, account_reference: str,
@@ -250,18 +316,34 @@ class DarajaClient:
 
     # --- plumbing ----------------------------------------------------------------------------
     def _business(self, path: str, payload: dict, what: str) -> tuple[int, Any]:
-        """POST with the bearer token; after an "Invalid Access Token" get a new token and retry once."""
-        for attempt in (1, 2):
-            token = self.token()
+        """POST with the bearer token. The gateway's refusals before M-Pesa sees the call are
+        retried: an "Invalid Access Token" with the key's newer token (another client's, or one
+        fetched now: at most one fetch per call), a spike arrest once after a short pause."""
+        token, refused, paused = self.token(), [], False
+        while True:
             resp = self._request("POST", path, what, json=payload, headers={"Authorization": f"Bearer {token}"})
             body = _json(resp)
-            if not _invalid_token(resp.status_code, body):
-                return resp.status_code, body
-            self._forget(token)
             code, message = _envelope(body)
-            if attempt == 1:
-                log.info("Daraja refused the access token on %s (%s); fetching a new one, retrying once", what, code)
-        raise DarajaAuthError(message or "Invalid Access Token", code=code, http_status=resp.status_code)
+            if _invalid_token(resp.status_code, body):
+                refused.append(token)
+                if len(refused) == 1:
+                    log.info("Daraja refused the access token on %s (%s); renewing it, retrying", what, code)
+                    token = self._renew(token)
+                    continue
+                newer = self._tokens.load(self._account)
+                if len(refused) == 2 and self._usable(newer) and newer.value not in refused:
+                    token = newer.value      # replaced again meanwhile, by someone else: no fetch of ours
+                    continue
+                # a fresh token refused too: Daraja's trouble, not the key and secret (OAuth took them)
+                raise DarajaUnavailable(message or "Daraja refused a fresh access token", code=code,
+                                        http_status=resp.status_code)
+            if code == SPIKE_ARREST and not paused:
+                paused = True
+                pause = random.uniform(*self.spike_backoff)
+                log.info("Daraja spike arrest on %s; retrying once in %.1f s", what, pause)
+                time.sleep(pause)
+                continue
+            return resp.status_code, body
 
     def _request(self, method: str, path: str, what: str, **kwargs) -> requests.Response:
         try:
@@ -304,6 +386,14 @@ def _invalid_token(status: int, body: Any) -> bool:
 def _error(status: int, body: Any, what: str) -> DarajaError:
     """The exception for a non-success answer to a business call."""
     code, message = _envelope(body)
+    if code in (SPIKE_ARREST, QUOTA_VIOLATION):
+        log.warning("Daraja rate limit on the %s: HTTP %s %s %s", what, status, code, message)
+        return DarajaBusy(message or "rate limit", code=code, http_status=status)
+    if code in CONFIG_CODES:
+        log.error("Daraja does not know the %s's path or method: HTTP %s %s %s (check the base URL)",
+                  what, status, code, message)
+        return DarajaConfigError(f"{message or 'Resource not found'} (check the base URL)", code=code,
+                                 http_status=status)
     is_envelope = isinstance(body, dict) and "errorCode" in body
     if is_envelope and (400 <= status < 500 or code == BUSY_CODE):
         log.warning("Daraja refused the %s: HTTP %s %s %s", what, status, code, message)

@@ -68,3 +68,7 @@ def reason(code: str | int | None) -> str:
     if not text:
         return "pending"
     return REASONS.get(text, "failed")
+
+#: Daraja refuses the same amount from the same customer to the same shortcode again within about
+#: this many seconds (ResultCode 17, "Rule limited"; daraja.md, "More result and error codes")
+RULE_LIMIT_SECONDS = 120

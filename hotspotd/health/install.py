@@ -3,7 +3,8 @@
 Config (and its file's permissions), database (opens, intact, schema not newer than this code,
 room to record payments), Daraja (a real OAuth call unless on the simulator), the callback URL's
 form, each router's API login, and the ports the daemon will bind. A failure makes the command
-exit non-zero; a warning does not.
+exit non-zero; a warning does not. One thing may be written: a Daraja token the check had to fetch
+goes to the database's shared tokens, so that a running daemon uses it rather than fetch another.
 """
 from __future__ import annotations
 
@@ -159,7 +160,7 @@ def _postgres(url: str) -> Check:
 
 def _daraja(cfg: Config, timeout: float, site: config_mod.Site | None = None) -> Check:
     """The ``[mpesa]`` account's credentials, or those of ``site``'s own paybill or till."""
-    from ..daraja.client import BASE_URLS, DarajaClient, DarajaError
+    from ..daraja.client import BASE_URLS, DarajaAuthError, DarajaClient, DarajaError
 
     m = cfg.mpesa
     name = f"daraja:{site.id}" if site else "daraja"
@@ -167,15 +168,46 @@ def _daraja(cfg: Config, timeout: float, site: config_mod.Site | None = None) ->
         return _check(OK, name, "simulator environment: no call to Safaricom")
     account = site.account if site else cfg.default_account
     base = m.base_url or BASE_URLS[m.environment]
+    db, tokens = _shared_tokens(cfg)
     client = DarajaClient(base, account.consumer_key, account.consumer_secret, account.shortcode, account.passkey,
-                          transaction_type=account.transaction_type, timeout=timeout)
+                          transaction_type=account.transaction_type, timeout=timeout, tokens=tokens)
     try:
         client.check_credentials()
+    except DarajaAuthError as exc:
+        table = f"[[sites]] {site.id}" if site else "[mpesa]"
+        return _check(FAIL, name, f"{base}: wrong consumer key or secret (Daraja refused them: {exc.message}); "
+                                  f"check consumer_key and consumer_secret in {table}")
     except DarajaError as exc:
         return _check(FAIL, name, f"{base}: {exc.message or exc}")
     finally:
         client.close()
+        if db is not None:
+            db.close()
     return _check(OK, name, f"{m.environment}: {base} accepted the consumer key and secret of {account.shortcode}")
+
+
+def _shared_tokens(cfg: Config):
+    """(database, tokens): the daemon's shared Daraja tokens when its database has them, else
+    (None, None). A running daemon's token, fetched with the same key and secret, proves them
+    without asking Daraja for another, which would take the daemon's away (a new token may
+    invalidate the previous one); a token the check does fetch is stored for the daemon to use."""
+    from ..daraja.tokens import TABLE, DatabaseTokens
+    from ..storage import db as db_mod
+
+    path = paths.sqlite_path(cfg.database.url)
+    if path is not None and not os.path.exists(path):
+        return None, None
+    db = None
+    try:
+        db = db_mod.unbound_database(cfg.database.url, cfg.database.busy_timeout_ms)
+        db.connect()
+        if db.table_exists(TABLE):
+            return db, DatabaseTokens(db)
+    except Exception:  # noqa: BLE001 - the database check reports what is wrong with it
+        pass
+    if db is not None:
+        db.close()
+    return None, None
 
 
 def _venues(cfg: Config) -> list[Check]:

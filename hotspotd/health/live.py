@@ -14,7 +14,7 @@ import peewee as pw
 
 from .. import clock, disconnects
 from ..config import callback_url_problem
-from ..daraja.client import DarajaAuthError, DarajaError
+from ..daraja.client import DarajaAuthError, DarajaConfigError, DarajaError
 from ..reports import Sites, site_ids
 from . import Check, bounded
 
@@ -111,7 +111,9 @@ def _daraja_check(hotspot, client, key: str, title: str, answer) -> Check:
     if kind == "timeout":
         return Check(key, title, "fail", f"{env}: no answer from {where} within {value:.0f} s")
     if isinstance(value, DarajaAuthError):
-        text = f"{env}: the consumer key and secret were refused ({value.message}); check {table} in the config"
+        text = f"{env}: wrong consumer key or secret, Daraja refused them ({value.message}); check {table} in the config"
+    elif isinstance(value, DarajaConfigError):
+        text = f"{env}: {value.message}; check base_url in [mpesa]"
     elif isinstance(value, DarajaError):
         text = f"{env}: {where} cannot be reached ({value.message})"
     else:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .. import access, config as config_mod, disconnects, systemd
 from ..config import Config, Router, parse_listen
 from ..daraja.client import BASE_URLS, DarajaClient
+from ..daraja.tokens import DatabaseTokens
 from ..errors import PortInUse
 from ..payments import PaymentService, Policy
 from ..readback import Readback
@@ -26,7 +27,7 @@ from ..routers.mikrotik import MikroTikRouter
 from ..routers.opennds import Gateway, Gateways
 from ..scheduler import Scheduler
 from ..storage import db as db_mod, paths
-from ..storage.models import Payment
+from ..storage.models import Payment, database as models_database
 from ..timekeeping import Timekeeper
 from ..venues import Venues
 
@@ -41,6 +42,8 @@ class Hotspot:
         self.db = None
         self.simulator = None
         self.client: DarajaClient | None = None
+        #: the Daraja tokens every client shares (hotspotd.daraja.tokens)
+        self.daraja_tokens: DatabaseTokens | None = None
         #: venue → (its Daraja client, its account reference)
         self.site_clients: dict[str, tuple[DarajaClient, str]] = {}
         self.payments: PaymentService | None = None
@@ -114,8 +117,11 @@ class Hotspot:
             base, key, secret, passkey = (m.base_url or BASE_URLS[m.environment], account.consumer_key,
                                           account.consumer_secret, account.passkey)
         party_b = account.till_number if account.transaction_type == "CustomerBuyGoodsOnline" else None
+        if self.daraja_tokens is None:
+            # one token per consumer key for every client, thread and process on this database
+            self.daraja_tokens = DatabaseTokens(models_database)
         return DarajaClient(base, key, secret, account.shortcode, passkey, transaction_type=account.transaction_type,
-                            party_b=party_b, timeout=float(m.timeout_seconds))
+                            party_b=party_b, timeout=float(m.timeout_seconds), tokens=self.daraja_tokens)
 
     def _venue_routers(self) -> tuple[Router, ...]:
         """The ``[[routers]]``; in the simulator environment with none set, a simulated MikroTik

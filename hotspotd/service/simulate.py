@@ -31,6 +31,14 @@ def add_parser(sub) -> None:
                     help="realistic: the fraction of callbacks that come after --late-after")
     sd.add_argument("--late-after", type=float, metavar="SECONDS",
                     help="realistic: the payment timeout late callbacks miss (default 180 / --time-scale)")
+    sd.add_argument("--rule-limit", type=float, default=120.0, metavar="SECONDS",
+                    help="the same amount from the same phone to the same shortcode again within this ends "
+                         "in ResultCode 17 'Rule limited.' (0: never)")
+    sd.add_argument("--spike-limit", type=int, default=100, metavar="N",
+                    help="business calls a second before 500.003.02 'Spike arrest violation' (0: no limit)")
+    sd.add_argument("--forgiving", action="store_true",
+                    help="tokens live side by side, no subscriber lock, the query never relapses to "
+                         "'being processed' after its final answer (all three are Daraja's, on by default)")
     sr = sim.add_parser("routeros", help="a MikroTik RouterOS API server with hotspot menus")
     sr.add_argument("--listen", default="127.0.0.1:8728", help="host:port (port 0: any free one)")
     sr.add_argument("--user", default="admin", help="API user")
@@ -80,6 +88,9 @@ def _daraja(args) -> int:
     except OSError as exc:
         print(f"hotspotd: simulate daraja: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         return 1
+    sim.rule_limit_seconds, sim.spike_limit = args.rule_limit, args.spike_limit
+    if args.forgiving:
+        sim.set_quirks(single_token=False, lock_subscriber=False, relapse=False)
     with sim:
         log.info("Daraja simulator at %s; consumer key %r, the sandbox passkey; phone 2547000NNNNN ends with "
                  "ResultCode NNNNN", sim.url, sim.consumer_key)

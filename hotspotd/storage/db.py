@@ -47,6 +47,14 @@ class _SqliteDatabase(pw.SqliteDatabase):
 
 def open_database(url: str, busy_timeout_ms: int = 5000) -> pw.Database:
     """Open ``url`` and bind the models to it. Creates the SQLite file's folder."""
+    db = unbound_database(url, busy_timeout_ms)
+    database.initialize(db)
+    return db
+
+
+def unbound_database(url: str, busy_timeout_ms: int = 5000) -> pw.Database:
+    """``url``'s database with hotspotd's settings, the models left bound where they are (for
+    hand-written SQL beside a running daemon in the same process: ``hotspotd check``)."""
     path = paths.sqlite_path(url)
     if path is not None:
         if path != ":memory:":
@@ -63,7 +71,6 @@ def open_database(url: str, busy_timeout_ms: int = 5000) -> pw.Database:
     else:
         # lock waits bounded by the same busy timeout, connections the server ended replaced
         db = postgres.open_url(url.replace("postgres://", "postgresql://", 1), busy_timeout_ms)
-    database.initialize(db)
     return db
 
 
@@ -180,6 +187,10 @@ def _v7(db: pw.Database) -> None:
         db.create_tables([model], safe=True)          # the new columns' indexes
 
 
+def _v8(db: pw.Database) -> None:
+    db.create_tables([models.DarajaToken], safe=True)
+
+
 #: (version, description, function). Append; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1),
@@ -189,6 +200,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (5, "scheduled jobs shared by several processes", _v5),
     (6, "indexes for the reconcile job's questions", _v6),
     (7, "venues (sites): packages, payments, sessions and accounts carry their site", _v7),
+    (8, "the Daraja access token of each consumer key, shared by every process", _v8),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -273,5 +273,17 @@ class JobRun(BaseModel):
     next_at = pw.DoubleField()
 
 
+class DarajaToken(BaseModel):
+    """The Daraja access token of one consumer key, shared by every client and process on this
+    database: Daraja may take a token back when it issues the next (:mod:`hotspotd.daraja.tokens`
+    reads and writes it, in hand-written SQL)."""
+    account = pw.CharField(max_length=64, primary_key=True)    # sha256 of base URL and consumer key
+    token = pw.TextField(null=True)
+    refresh_at = pw.DoubleField(default=0)                     # epoch seconds: renew from then on
+    expires_at = pw.DoubleField(default=0)
+    credentials = pw.CharField(max_length=64, default="")      # sha256 of the key and secret it came from
+    renewing_until = pw.DoubleField(default=0)                 # a process is fetching a new one until then
+
+
 V1_MODELS = [Setting, Package, Payment, Callback, Entitlement, Device, AcctSession, Event]
-ALL_MODELS = V1_MODELS + [Disconnect, Voucher, AdminUser, JobRun]
+ALL_MODELS = V1_MODELS + [Disconnect, Voucher, AdminUser, JobRun, DarajaToken]

@@ -2,16 +2,42 @@
 to shared/reference/daraja.md, on the standard library's ``http.server``.
 
 * ``GET /oauth/v1/generate?grant_type=client_credentials`` with Basic auth → ``{"access_token",
-  "expires_in": "3599"}`` (a string, as Daraja sends it); bad credentials → 400 ``400.008.01``,
-  a bad grant type → 400 ``400.008.02``.
+  "expires_in": "3599"}`` (a string, as Daraja sends it); a bad grant type → 400 ``400.008.02``
+  (daraja.md, "Hosts and auth"). Wrong credentials → HTTP 400 with an EMPTY body (issue 16's audit of
+  the live API; the reference documents no body for it).
+* Issuing a token invalidates every earlier one of the consumer key (daraja.md, "Hosts and auth":
+  "a new token may invalidate the previous one"; Safaricom's Authorization FAQ). Default on;
+  ``set_quirks(single_token=False)`` lets tokens live side by side.
 * ``POST /mpesa/stkpush/v1/processrequest`` checks the bearer (404 ``404.001.03`` otherwise) and every
   field as Daraja does (400 ``400.002.02 Bad Request - Invalid <Field>``; a Password that is not
   base64(shortcode + passkey + timestamp) → 500 ``500.001.1001 Wrong credentials``), then answers
-  the Accepted body with fresh opaque MerchantRequestID and CheckoutRequestID.
+  the Accepted body with fresh opaque MerchantRequestID and CheckoutRequestID (daraja.md, "STK push").
+* A push to a number whose earlier push is not final yet → 500 ``500.001.1001`` "Unable to lock
+  subscriber, a transaction is already in process for the current subscriber" (daraja.md, "STK push"
+  errors and "More result and error codes": wait a minute). Default on; ``set_quirks(lock_subscriber=False)``.
+* Rule 17 "Rule limited.": a push of the same amount from the same phone to the same shortcode within
+  ``rule_limit_seconds`` (120; 0 = off) of an earlier one is accepted, and its callback and query give
+  ResultCode 17 (daraja.md, "More result and error codes": "within about 2 minutes"; the reference
+  lists 17 as a result code, so the push itself is not refused). An earlier push counts whatever its
+  outcome (a cancel too), unless it was rule-limited itself: a choice, the reference does not say.
 * ``POST /mpesa/stkpushquery/v1/query``: 500 ``500.001.1001`` "being processed" until ``final_after``
   seconds after the push, then 200 with ResultCode as a STRING (and Daraja's "successsfully").
+  The FIRST query after the final state is known answers 500.001.1001 "being processed" once more,
+  for every transaction (daraja.md, "STK push query": 500.001.1001 "now and then after the final state
+  was known"; deterministic here so that every test meets it). ``set_quirks(relapse=False)`` turns it off.
+* Rate limits (daraja.md, "More result and error codes"): more than ``spike_limit`` business calls
+  (push, query) in one second per consumer key → HTTP 500 ``500.003.02`` "Spike arrest violation", in
+  Daraja's envelope ``{requestId, errorCode, errorMessage}``. The gateway's own fault text says
+  "Allowed rate : 1ps"; the default here, 100 a second, is a choice high enough for the test suite's
+  bursts (0 = no limit). :meth:`refuse_next` gives any envelope code on demand (``500.003.02``,
+  ``500.003.03`` quota violation, ...); :meth:`fail_next` a gateway ``fault`` body.
 * One callback per push, POSTed once ``callback_delay`` seconds after it, never retried; ResultCode
-  is a NUMBER there, as on the wire. Any other path answers a gateway ``fault`` body.
+  is a NUMBER there, as on the wire (daraja.md, "Callback").
+* Wrong path or method (issue 16's audit): under the API prefixes ``/mpesa/`` and ``/oauth/`` an
+  unknown path answers 404 ``{"errorCode": "404.001.01", "errorMessage": "Resource not found"}`` and
+  a known path with the wrong method 405 ``405.001`` "Method not allowed", in the envelope; any other
+  path answers the gateway ``fault`` body daraja.md ("STK push") describes for unknown paths. The
+  reference and the audit disagree on unknown paths; this is how the simulator reconciles them.
 * ``timing="realistic"`` draws each push's delays instead, seeded, from the reference's sandbox
   timings, with lost and late callbacks (:mod:`hotspotd.testing.daraja_timing`).
 
@@ -20,7 +46,9 @@ that code (``254700001032`` cancelled, ``254700001037`` no response, ``254700000
 ``254700002001`` wrong PIN, ...); ``254799999999`` succeeds but its callback never comes (only the
 query tells); any other number (``254708374149`` included) succeeds. :meth:`DarajaSimulator.set_outcome`
 overrides by number. Where Daraja's behaviour is not documented the simulator makes a plain choice,
-said where it is made; the reference's "(unconfirmed)" items are switches of :meth:`set_quirks`.
+said where it is made; the reference's "(unconfirmed)" items are switches of :meth:`set_quirks`
+(``pending_4999`` off by default; the others on, as the issue asks the simulator to be as hard as
+the real thing).
 """
 from __future__ import annotations
 
@@ -81,6 +109,23 @@ POLL_INTERVAL = 0.01
 
 PROCESSING = "The transaction is being processed"
 NOT_FOUND = "The transaction does not Exist"
+#: Seconds within which the same amount from the same phone to the same shortcode is rule-limited (17).
+RULE_LIMIT_SECONDS = 120.0
+#: Business calls a second per consumer key before spike arrest (a choice: see the module docstring).
+SPIKE_LIMIT = 100
+#: errorCode → (HTTP status, errorMessage) of the envelope errors :meth:`DarajaSimulator.refuse_next` gives.
+ENVELOPE_ERRORS = {
+    "500.003.02": (500, "Spike arrest violation"),
+    "500.003.03": (500, "Quota violation"),
+    "500.001.1001": (500, PROCESSING),
+    "404.001.01": (404, "Resource not found"),
+    "404.001.03": (404, "Invalid Access Token"),
+    "405.001": (405, "Method not allowed"),
+}
+#: The API's paths and the method each takes; other paths under API_PREFIXES are 404.001.01.
+API_PATHS = {"/oauth/v1/generate": "GET", "/mpesa/stkpush/v1/processrequest": "POST",
+             "/mpesa/stkpushquery/v1/query": "POST"}
+API_PREFIXES = ("/mpesa/", "/oauth/")
 GATEWAY_FAULTS = {
     404: ("Unable to identify proxy for host: default and url: {path}",
           "messaging.adaptors.http.flow.ApplicationNotFound"),
@@ -111,6 +156,7 @@ class Transaction:
     final_after: float = 0.0              # seconds after the push the query gives the result
     callback_delay: float | None = None   # seconds after the push the callback goes; None: never
     callback_fate: str = "on_time"        # on_time | late | lost | none (see daraja_timing.Delays)
+    relapse_due: bool = True              # the first query after the final state answers "being processed"
     callback_status: int | None = None    # HTTP status of the last delivery; None before or on no answer
     callback_error: str | None = None     # why the last delivery got no HTTP answer
     callback_attempts: int = 0
@@ -136,9 +182,9 @@ class Transaction:
 
 
 class _Refusal(Exception):
-    """An error answer: HTTP status and JSON body."""
+    """An error answer: HTTP status and JSON body (None: an empty body)."""
 
-    def __init__(self, status: int, body: dict):
+    def __init__(self, status: int, body: dict | None):
         super().__init__(status)
         self.status, self.body = status, body
 
@@ -147,6 +193,8 @@ class _Server(ThreadingHTTPServer):
     # Handler threads are joined on close; stop() first wakes those idling on keep-alive connections.
     daemon_threads = False
     block_on_close = True
+    # Daraja takes a burst of connections; socketserver's default backlog of 5 refuses the sixth
+    request_queue_size = 128
 
     def __init__(self, sim: "DarajaSimulator", address):
         self.sim = sim
@@ -197,6 +245,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._dispatch("POST")
 
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
     def _dispatch(self, method: str) -> None:
         try:
             length = int(self.headers.get("Content-Length") or 0)
@@ -204,7 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
             length = 0
         raw = self.rfile.read(length) if length > 0 else b""
         status, body = self.server.sim._handle(method, self.path, self.headers, raw)
-        data = json.dumps(body).encode()
+        data = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json;charset=UTF-8")
         self.send_header("Content-Length", str(len(data)))
@@ -220,15 +274,17 @@ class DarajaSimulator:
     shuts the server down, joins its threads and cancels callbacks not yet sent.
 
     Test and demo controls (thread-safe): :meth:`revoke_tokens`, :meth:`set_outcome`, :meth:`fail_next`,
-    :meth:`set_delays`, :meth:`set_quirks`, :meth:`resend_callback`, :meth:`wait_for_callback`,
-    :attr:`transactions` and :attr:`calls`.
+    :meth:`refuse_next`, :meth:`set_delays`, :meth:`set_quirks`, :meth:`resend_callback`,
+    :meth:`wait_for_callback`, :attr:`transactions`, :attr:`calls`; :attr:`rule_limit_seconds` and
+    :attr:`spike_limit` may be set at any time.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, callback_delay: float = 2.0,
                  final_after: float = 2.0, consumer_key: str = "simulator", consumer_secret: str = "simulator",
                  passkey: str = SANDBOX_PASSKEY, token_lifetime: int = 3599, timing: str = INSTANT,
                  seed: int | None = None, time_scale: float = 1.0, lost_callback_rate: float = 0.1,
-                 late_callback_rate: float = 0.1, late_callback_after: float | None = None):
+                 late_callback_rate: float = 0.1, late_callback_after: float | None = None,
+                 rule_limit_seconds: float = RULE_LIMIT_SECONDS, spike_limit: int = SPIKE_LIMIT):
         """``timing``: ``instant`` (every push: ``final_after`` and ``callback_delay``) or ``realistic``
         (drawn per push with ``seed``, ``time_scale``, the rates of lost and late callbacks and
         ``late_callback_after``, wall-clock seconds: see :class:`~.daraja_timing.RealisticTiming`)."""
@@ -241,6 +297,10 @@ class DarajaSimulator:
         self._passkeys: dict[str, str] = {}           # shortcode → passkey, for accounts added by add_account
         self.token_lifetime = token_lifetime
         self.callback_delay, self.final_after = float(callback_delay), float(final_after)
+        #: the rule-17 window in seconds (0: off); business calls a second before spike arrest (0: no limit)
+        self.rule_limit_seconds, self.spike_limit = float(rule_limit_seconds), int(spike_limit)
+        self._recent_calls: list[float] = []          # monotonic times of business calls in the last second
+        self._refuse: list[str] = []                  # envelope errorCodes for the next business calls
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._tokens: dict[str, float] = {}          # token → monotonic expiry
@@ -252,9 +312,10 @@ class DarajaSimulator:
         self._delivering: set[threading.Thread] = set()
         self._calls: list[tuple[str, str, int]] = []
         self._sequence = 0
-        self._single_token = False
+        self._single_token = True
         self._pending_4999 = False
-        self._lock_subscriber = False
+        self._lock_subscriber = True
+        self._relapse = True
         self._stopped = False
         self._server = _Server(self, (host, port))
         self._thread: threading.Thread | None = None
@@ -319,6 +380,14 @@ class DarajaSimulator:
     def timing(self) -> str:
         return REALISTIC if self.realistic else INSTANT
 
+    def refuse_next(self, count: int, code: str = "500.003.02") -> None:
+        """The next ``count`` push/query calls answer Daraja's error envelope with errorCode ``code``
+        (one of :data:`ENVELOPE_ERRORS`: ``500.003.02`` spike arrest, ``500.003.03`` quota violation...)."""
+        if code not in ENVELOPE_ERRORS:
+            raise ValueError(f"code is one of {', '.join(ENVELOPE_ERRORS)}, not {code!r}")
+        with self._lock:
+            self._refuse.extend([code] * count)
+
     def set_delays(self, callback_delay: float | None = None, final_after: float | None = None) -> None:
         """Change the callback delay and when the query turns final, both counted from each push.
 
@@ -342,13 +411,14 @@ class DarajaSimulator:
                     self._schedule(self._transactions[cid])
 
     def set_quirks(self, *, single_token: bool | None = None, pending_4999: bool | None = None,
-                   lock_subscriber: bool | None = None) -> None:
-        """Behaviours reported but unconfirmed, off by default.
+                   lock_subscriber: bool | None = None, relapse: bool | None = None) -> None:
+        """Switch behaviours the reference reports (see the module docstring for each source).
 
-        ``single_token``: issuing a token invalidates the earlier ones. ``pending_4999``: a query
-        still pending answers 200 ResultCode "4999" instead of 500 "being processed".
-        ``lock_subscriber``: a second push to a number whose first is not final yet is refused
-        with 500.001.1001 "Unable to lock subscriber...".
+        ``single_token`` (on): issuing a token invalidates the earlier ones. ``pending_4999`` (off): a
+        query still pending answers 200 ResultCode "4999" instead of 500 "being processed".
+        ``lock_subscriber`` (on): a second push to a number whose first is not final yet is refused
+        with 500.001.1001 "Unable to lock subscriber...". ``relapse`` (on): the first query after
+        the final state is known answers 500.001.1001 "being processed" once.
         """
         with self._lock:
             if single_token is not None:
@@ -357,6 +427,8 @@ class DarajaSimulator:
                 self._pending_4999 = pending_4999
             if lock_subscriber is not None:
                 self._lock_subscriber = lock_subscriber
+            if relapse is not None:
+                self._relapse = relapse
 
     @property
     def transactions(self) -> dict[str, Transaction]:
@@ -391,16 +463,20 @@ class DarajaSimulator:
 
     # ---- the HTTP API
 
-    def _handle(self, method: str, target: str, headers, raw: bytes) -> tuple[int, dict]:
-        """Answer one request: (HTTP status, JSON body). Called by the server threads."""
+    def _handle(self, method: str, target: str, headers, raw: bytes) -> tuple[int, dict | None]:
+        """Answer one request: (HTTP status, JSON body or None for an empty one). Called by the server threads."""
         parts = urlsplit(target)
         try:
-            if parts.path == "/oauth/v1/generate" and method == "GET":
+            if parts.path in API_PATHS and method != API_PATHS[parts.path]:
+                raise _Refusal(405, _envelope("405.001", ENVELOPE_ERRORS["405.001"][1]))
+            if parts.path == "/oauth/v1/generate":
                 status, body = 200, self._oauth(parse_qs(parts.query), headers.get("Authorization", ""))
-            elif parts.path == "/mpesa/stkpush/v1/processrequest" and method == "POST":
+            elif parts.path == "/mpesa/stkpush/v1/processrequest":
                 status, body = 200, self._push(self._business_body(headers, raw))
-            elif parts.path == "/mpesa/stkpushquery/v1/query" and method == "POST":
+            elif parts.path == "/mpesa/stkpushquery/v1/query":
                 status, body = 200, self._query(self._business_body(headers, raw))
+            elif parts.path.startswith(API_PREFIXES):
+                raise _Refusal(404, _envelope("404.001.01", ENVELOPE_ERRORS["404.001.01"][1]))
             else:
                 raise _Refusal(404, _fault(404, parts.path))
         except _Refusal as refusal:
@@ -413,7 +489,7 @@ class DarajaSimulator:
         if query.get("grant_type") != ["client_credentials"]:
             raise _Refusal(400, _envelope("400.008.02", "Invalid grant type passed"))
         if not self._basic_ok(authorization):
-            raise _Refusal(400, _envelope("400.008.01", "Invalid Authentication passed"))
+            raise _Refusal(400, None)       # Daraja's answer to a wrong key or secret has no body
         token = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(28))
         with self._lock:
             if self._single_token:
@@ -439,8 +515,14 @@ class DarajaSimulator:
         """Gateway checks every business call passes first: injected faults, the bearer, a JSON body."""
         with self._lock:
             fail = self._fail.pop(0) if self._fail else None
+            refuse = self._refuse.pop(0) if self._refuse and fail is None else None
+            spiked = fail is None and refuse is None and self._spike_arrested()
         if fail is not None:
             raise _Refusal(fail, _fault(fail, ""))
+        if refuse is not None or spiked:
+            code = refuse or "500.003.02"
+            status, message = ENVELOPE_ERRORS[code]
+            raise _Refusal(status, _envelope(code, message))
         scheme, _, token = headers.get("Authorization", "").partition(" ")
         with self._lock:
             expiry = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
@@ -470,6 +552,18 @@ class DarajaSimulator:
             if not _text(body.get(name)):
                 raise _invalid(name)
         return shortcode, timestamp
+
+    def _spike_arrested(self) -> bool:
+        """Call with the lock held: is this business call one too many in the last second? (One
+        consumer key per simulator: the limit is the key's.) Refused calls do not count."""
+        if self.spike_limit <= 0:
+            return False
+        now = time.monotonic()
+        self._recent_calls = [t for t in self._recent_calls if t > now - 1.0]
+        if len(self._recent_calls) >= self.spike_limit:
+            return True
+        self._recent_calls.append(now)
+        return False
 
     def add_account(self, shortcode: str, passkey: str) -> None:
         """Take pushes for another paybill or till, with its own passkey (a venue with its own
@@ -516,6 +610,8 @@ class DarajaSimulator:
             if self._lock_subscriber and any(t.phone == phone and now < t.pushed_at + t.final_after
                                              for t in self._transactions.values()):
                 raise _Refusal(500, _envelope("500.001.1001", RESULT_DESCS["1001"]))
+            if self._rule_limited(phone, amount, shortcode, now):
+                code = "17"
             delays = self._delays(code, deliver)
             tx = Transaction(
                 checkout_request_id=self._new_checkout_id(), merchant_request_id=self._new_merchant_id(),
@@ -535,12 +631,19 @@ class DarajaSimulator:
                 "ResponseCode": "0", "ResponseDescription": "Success. Request accepted for processing",
                 "CustomerMessage": "Success. Request accepted for processing"}
 
+    def _rule_limited(self, phone: str, amount: int, shortcode: str, now: float) -> bool:
+        """Call with the lock held: did this phone push this amount to this shortcode within the window?"""
+        window = self.rule_limit_seconds
+        return window > 0 and any(t.phone == phone and t.amount == amount and t.shortcode == shortcode
+                                  and t.result_code != "17" and now < t.pushed_at + window
+                                  for t in self._transactions.values())
+
     def _query(self, body: dict) -> dict:
         shortcode, timestamp = self._credentials(body, ("Password", "CheckoutRequestID"))
         self._check_password(body, shortcode, timestamp)
         with self._lock:
             tx = self._transactions.get(_text(body["CheckoutRequestID"]))
-            pending_4999 = self._pending_4999
+            pending_4999, relapse = self._pending_4999, self._relapse
         if tx is None or tx.shortcode != shortcode:
             # a shortcode sees its own transactions only
             raise _Refusal(500, _envelope("500.001.1001", NOT_FOUND))
@@ -550,6 +653,10 @@ class DarajaSimulator:
             if not pending_4999:
                 raise _Refusal(500, _envelope("500.001.1001", PROCESSING))
             return {**answer, "ResultCode": "4999", "ResultDesc": "The transaction is still under processing"}
+        with self._lock:
+            relapse, tx.relapse_due = relapse and tx.relapse_due, False
+        if relapse:
+            raise _Refusal(500, _envelope("500.001.1001", PROCESSING))
         return {**answer, "ResultCode": tx.result_code, "ResultDesc": tx.result_desc}
 
     # ---- outcomes, ids, callbacks

@@ -58,7 +58,8 @@ def test_query_errors_during_reconciliation_are_retried(make_hotspot, http):
 def test_token_revoked_mid_run_is_replaced(hotspot, http):
     assert final_status(http, hotspot, pay(http, hotspot, "0708374149").json()["checkoutRequestId"])["status"] == "success"
     hotspot.simulator.revoke_tokens()
-    r = pay(http, hotspot, "0708374149", mac="AA:BB:CC:00:11:23")
+    # another customer: the same number and package again within 2 minutes would be rule-limited (17)
+    r = pay(http, hotspot, "0711000031", mac="AA:BB:CC:00:11:23")
     assert r.status_code == 200, r.text
     assert final_status(http, hotspot, r.json()["checkoutRequestId"])["status"] == "success"
 
@@ -89,7 +90,8 @@ def test_callbacks_racing_our_own_commit_are_applied_once(make_hotspot, http):
     hs = make_hotspot(simulator={"callback_delay_seconds": 0, "final_after_seconds": 600},
                       mpesa={"query_after_seconds": 600})
     macs = [f"AA:BB:CC:00:22:{i:02X}" for i in range(8)]
-    checkouts = [pay(http, hs, "0708374149", mac=m).json()["checkoutRequestId"] for m in macs]
+    # a number each: one number's second push would meet the subscriber lock (its first is open for 600 s)
+    checkouts = [pay(http, hs, f"07110002{i:02d}", mac=m).json()["checkoutRequestId"] for i, m in enumerate(macs)]
     for checkout in checkouts:
         assert final_status(http, hs, checkout)["status"] == "success"
     assert Entitlement.select().count() == 8
@@ -358,7 +360,9 @@ def test_interrupted_migration_leaves_the_database_as_it_was(database_url, monke
 
 def test_a_callback_that_cannot_be_processed_is_set_aside(make_hotspot, http, monkeypatch):
     hs = make_hotspot(simulator={"callback_delay_seconds": 60, "final_after_seconds": 60})
-    checkouts = [pay(http, hs, "0708374149", mac=f"AA:BB:CC:00:33:0{i}").json()["checkoutRequestId"] for i in range(2)]
+    # a number each: the second push to one number would meet the subscriber lock (its first is open)
+    checkouts = [pay(http, hs, f"07110003{i:02d}", mac=f"AA:BB:CC:00:33:0{i}").json()["checkoutRequestId"]
+                 for i in range(2)]
     for checkout in checkouts:
         Callback.create(received_at=0, source_ip="127.0.0.1", path=f"/cb/{hs.callback_token}", state="received",
                         body=json.dumps(forged(checkout)))     # stored, never processed (a crash)
@@ -409,7 +413,8 @@ def test_sessions_the_server_ended_are_replaced_by_every_part(make_hotspot, http
     assert final_status(http, hs, first)["status"] == "success"
     assert _radius_accepts(hs, MAC)                     # every part now holds a connection
     ending = give_time("AA:BB:CC:00:55:03", seconds=3)
-    in_flight = pay(http, hs, "0708374149", mac="AA:BB:CC:00:55:02").json()["checkoutRequestId"]
+    # other customers: the same number and package again within 2 minutes would be rule-limited (17)
+    in_flight = pay(http, hs, "0711000801", mac="AA:BB:CC:00:55:02").json()["checkoutRequestId"]
     runs = dict(hs.scheduler.runs)
 
     with caplog.at_level(logging.WARNING, logger="hotspotd.storage.postgres"):
@@ -421,7 +426,7 @@ def test_sessions_the_server_ended_are_replaced_by_every_part(make_hotspot, http
         # RADIUS answers its very first request
         assert _radius_accepts(hs, "AA:BB:CC:00:55:02")
         # the next payment goes all the way
-        r = pay(http, hs, "0708374149", mac="AA:BB:CC:00:55:04")
+        r = pay(http, hs, "0711000802", mac="AA:BB:CC:00:55:04")
         assert r.status_code == 200, r.text
         assert final_status(http, hs, r.json()["checkoutRequestId"])["status"] == "success"
         # the jobs carry on: the expire job ends the session that ran out

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from hotspotd import access
+from hotspotd import access, clock
 from hotspotd.storage.models import Callback, Entitlement, Event, Payment
 
 from tests.helpers import (INSTANT, REALISTIC, REALISTIC_LONGEST_PAYMENT, final_status, forged, pay, patience,
@@ -262,3 +262,86 @@ def test_every_step_is_on_the_timeline(make_hotspot, http):
     kinds = [e.kind for e in Event.select().order_by(Event.id)]
     assert kinds[:5] == ["created", "pushed", "callback", "resolved", "session_created"]
     assert json.loads(Payment.get().login_context or "null") is None
+
+
+# --- Daraja as hard as the real thing (issue 16): each behaviour from shared/reference/daraja.md ---
+
+def test_the_querys_relapse_after_a_final_state_is_never_final(hotspot, http):
+    # daraja.md, "STK push query": 500.001.1001 now and then after the final state was known
+    lost = pay(http, hotspot, "254799999999").json()                  # no callback: the query settles it
+    assert final_status(http, hotspot, lost["checkoutRequestId"], timeout=20)["status"] == "success"
+    payment = Payment.get(Payment.checkout_request_id == lost["checkoutRequestId"])
+    said = [e.message for e in Event.select().where(Event.payment == payment.id, Event.kind == "query")
+            .order_by(Event.id)]
+    assert said[0] == "still processing" and said[-1].startswith("ResultCode 0")   # the relapse came first
+    settled = pay(http, hotspot, "0708374149", mac="AA:BB:CC:00:11:23").json()
+    assert final_status(http, hotspot, settled["checkoutRequestId"])["status"] == "success"
+    payment = Payment.get(Payment.checkout_request_id == settled["checkoutRequestId"])
+    assert hotspot.payments.query(payment) == "success"              # the relapse flips nothing
+    assert Payment.get_by_id(payment.id).status == "success"
+    assert Entitlement.select().where(Entitlement.payment == payment.id).count() == 1
+
+
+def test_spike_arrest_on_the_push_is_retried_once_unseen(hotspot, http):
+    # daraja.md, "More result and error codes": 500.003.02 spike arrest, back off
+    hotspot.simulator.refuse_next(1, "500.003.02")
+    r = pay(http, hotspot, "254711000021")
+    assert r.status_code == 200, r.text
+    assert final_status(http, hotspot, r.json()["checkoutRequestId"])["status"] == "success"
+    hotspot.simulator.refuse_next(2, "500.003.02")
+    r = pay(http, hotspot, "254711000022", mac="AA:BB:CC:00:11:23")
+    assert r.status_code == 503
+    assert r.json()["message"] == "M-Pesa is busy right now. Please try again in a minute."
+    assert Payment.get(Payment.phone == "254711000022").result_desc == "mpesa_busy"
+
+
+def test_rate_limited_queries_leave_the_payment_to_a_later_reconcile(hotspot, http):
+    body = pay(http, hotspot, "254799999999").json()
+    hotspot.simulator.refuse_next(3, "500.003.03")                    # the next calls: the reconcile's queries
+    assert final_status(http, hotspot, body["checkoutRequestId"], timeout=25)["status"] == "success"
+    payment = Payment.get(Payment.checkout_request_id == body["checkoutRequestId"])
+    errors = Event.select().where(Event.payment == payment.id, Event.kind == "query",
+                                  Event.message.contains("500.003.03")).count()
+    assert errors == 3 and payment.resolved_by == "query"
+
+
+def test_a_locked_subscriber_is_told_plainly_and_the_open_payment_goes_on(make_hotspot, http):
+    # daraja.md, "STK push" errors: 500.001.1001 "Unable to lock subscriber": wait a minute
+    hs = make_hotspot(simulator={"callback_delay_seconds": 4, "final_after_seconds": 4})
+    first = pay(http, hs, "254711000023").json()
+    second = pay(http, hs, "254711000023", mac="AA:BB:CC:00:11:23")     # another device, the same phone
+    assert second.status_code == 400
+    assert second.json()["message"] == ("Another M-Pesa payment is waiting on your phone. Finish or cancel it "
+                                        "there, or wait a minute, then try again.")
+    assert final_status(http, hs, first["checkoutRequestId"])["status"] == "success"
+    assert [(p.status, p.result_desc) for p in Payment.select().order_by(Payment.id)] == [
+        ("success", "The service request is processed successfully."), ("failed", "mpesa_locked")]
+    assert access.authorize(MAC) is not None
+
+
+def test_a_wrong_base_url_is_a_configuration_error_not_a_wait(make_hotspot, http):
+    # issue 16's audit: 404.001.01 under /mpesa/ (daraja.md: a gateway fault elsewhere)
+    hs = make_hotspot()
+    wrong = make_hotspot(mpesa={"environment": "sandbox", "base_url": hs.simulator.url + "/mpesa/v9",
+                                "consumer_key": "simulator", "consumer_secret": "simulator",
+                                "passkey": "p", "callback_url": "http://127.0.0.1:9"})
+    r = pay(http, wrong, "254711000024")
+    assert r.status_code == 400
+    assert r.json()["message"] == "M-Pesa payments are not set up correctly here. Please tell the staff."
+    assert Payment.get(Payment.phone == "254711000024").result_desc == "mpesa_misconfigured"
+
+
+def test_a_rate_limit_stops_the_reconcile_run_until_the_next_interval(make_hotspot, http):
+    hs = make_hotspot(scheduler={"enabled": False})
+    hs.simulator.set_outcome("254711000025", 0, deliver_callback=False)
+    for phone, mac in (("254799999999", MAC), ("254711000025", "AA:BB:CC:00:11:23")):
+        assert pay(http, hs, phone, mac=mac).status_code == 200
+    wait_for(lambda: Payment.select().where(Payment.next_query_at <= clock.now()).count() == 2, 5)
+    queries = lambda: sum(1 for _, path, _ in hs.simulator.calls if path == "/mpesa/stkpushquery/v1/query")
+    hs.simulator.refuse_next(1, "500.003.03")
+    hs.payments.reconcile_due()
+    assert queries() == 1                             # the second was not asked into the rate limit
+    hs.payments.reconcile_due()
+    assert queries() == 1                             # nor right after
+    wait_for(lambda: hs.payments.reconcile_due() and queries() >= 3, 5)
+    assert {p.status for p in Payment.select()} <= {"pending", "success"}

@@ -242,7 +242,8 @@ def test_upgrade_puts_existing_rows_at_the_default_venue(tmp_path, database_url)
                              " VALUES ('254708374149', 10, 1, 'success', 1.0, 0)")
         database.execute_sql('INSERT INTO "entitlement" (payment_id, package_id, started_at, expires_at, bytes_used,'
                              " devices, status) VALUES (1, 1, 1.0, 3601.0, 0, 1, 'active')")
-    assert db.migrate(database) == [7]
+    assert db.migrate(database) == [7, 8]
+    assert database.table_exists("daraja_token")            # 8: the Daraja token every process shares
     assert [(p.site, p.roams) for p in Package.select()] == [(None, False)]        # still sold everywhere
     assert [p.site for p in Payment.select()] == ["default"]
     assert [(e.site, e.roams) for e in Entitlement.select()] == [("default", False)]
@@ -256,8 +257,9 @@ def test_simulator_keeps_each_paybills_transactions_to_itself(venues, http):
     payment = paid(http, venues, "kisumu", "kisumu")
     # Daraja's "does not exist" is its "still processing" code: never final, so never a wrong answer
     assert venues.site_clients["westlands"][0].stk_query(payment.checkout_request_id).pending is True
-    answer = venues.site_clients["kisumu"][0].stk_query(payment.checkout_request_id)
-    assert (answer.pending, answer.result_code) == (False, "0")
+    # its own paybill's: the first query after the final state may say "being processed" (daraja.md)
+    answers = [venues.site_clients["kisumu"][0].stk_query(payment.checkout_request_id) for _ in range(2)]
+    assert [(a.pending, a.result_code) for a in answers] == [(True, None), (False, "0")]
 
 
 def test_cli_sells_packages_per_venue_and_writes_each_routers_login_page(tmp_path, capsys):

@@ -305,6 +305,10 @@ def test_payment_page_timeline_and_reconcile_now(signed_in, http):
     assert re.findall(r'<li data-kind="(\w+)"', page) == ["created", "pushed"]
 
     r = http.post(f"{hs.portal_url}/admin/payments/{p.id}/reconcile", data={"csrf_token": token(page)})
+    # Daraja's query says "being processed" once after its final state (daraja.md, "STK push query"):
+    # the owner is told so, and asks again
+    assert "no change, the payment is still pending" in flashes(r.text)[0]
+    r = post(hs, http, f"/admin/payments/{p.id}", f"/admin/payments/{p.id}/reconcile")
     assert "the payment is now success" in flashes(r.text)[0]
     p = Payment.get_by_id(p.id)
     assert p.status == "success" and p.resolved_by == "query"

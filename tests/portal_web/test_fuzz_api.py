@@ -7,6 +7,7 @@ login variables) and part to arbitrary JSON, so the handlers behind the validati
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -32,6 +33,8 @@ EXAMPLES = 40   # per operation; the whole file takes about 20 s
 UNLIMITED = {"pay_limit_per_client": "100000/minute", "pay_limit_per_phone": "100000/minute",
              "pay_limit_per_device": "100000/minute", "redeem_limit_per_client": "100000/minute"}
 PAID_PHONE, SILENT_PHONE, CANCEL_PHONE = "254708374149", "254799999999", "254700001032"
+#: numbers that succeed, one per payment a test needs to succeed
+NEW_NUMBERS = (f"2547110005{n:02d}" for n in itertools.count())
 PAID_MAC = "AA:BB:CC:DD:EE:01"
 ROUTER_VARS = ("mac", "ip", "link-login-only", "link-orig", "chap-id", "chap-challenge", "uamip", "uamport",
                "challenge", "userurl", "nasid", "error")
@@ -223,7 +226,9 @@ def test_package_ids_beyond_the_database_are_refused(target, package_id):
 ])
 def test_router_variables_no_router_sends_are_ignored(target, login, router):
     """Were 500s on /status once paid: the context was stored as sent and read as if a router wrote it."""
-    r = requests.post(target.url + "/api/portal/pay", json={"phone": PAID_PHONE, "packageId": 1, "login": login})
+    # a number each: the same number and package again within 2 minutes would be rule-limited (17)
+    r = requests.post(target.url + "/api/portal/pay", json={"phone": next(NEW_NUMBERS), "packageId": 1,
+                                                            "login": login})
     assert r.status_code == 200, r.text
     url = f"{target.url}/api/portal/status/{r.json()['checkoutRequestId']}"
     body = wait_for(lambda: (b := requests.get(url).json())["status"] == "success" and b)

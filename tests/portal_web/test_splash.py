@@ -1,4 +1,5 @@
 """The splash page over real HTTP: languages, the screens, returning devices, "Already paid?", vouchers."""
+import html
 import re
 
 import pytest
@@ -56,8 +57,31 @@ def test_pay_success_ends_online_and_cancel_says_why(hotspot, http):
     page = pay(hotspot, http, "254700001032", ctx={**CTX, "mac": "AA:BB:CC:DD:EE:42"})
     assert status_of(page) == "cancelled" and 'data-reason="cancelled"' in page
     assert "You cancelled the M-Pesa prompt." in page and 'id="try-again"' in page
-    page = pay(hotspot, http, "254700001032", ctx={**CTX, "mac": "AA:BB:CC:DD:EE:43"}, lang="sw")
+    # another cancelling number: the same one again within 2 minutes would be rule-limited (17)
+    hotspot.simulator.set_outcome("254711000032", 1032)
+    page = pay(hotspot, http, "0711000032", ctx={**CTX, "mac": "AA:BB:CC:DD:EE:43"}, lang="sw")
     assert "Ulighairi ombi la M-Pesa." in page and "Jaribu tena" in page
+
+
+@pytest.mark.parametrize("lang, words", [("en", "Wait 2 minutes, or choose another package."),
+                                         ("sw", "au chagua kifurushi kingine.")])
+def test_the_same_package_again_after_a_cancel_offers_the_other_packages(hotspot, http, lang, words):
+    hotspot.simulator.set_outcome("254711000033", 1032)
+    page = pay(hotspot, http, "0711000033", lang=lang)
+    assert status_of(page) == "cancelled" and 'id="other-packages"' not in page
+    hotspot.simulator.set_outcome("254711000033", 0)
+    page = pay(hotspot, http, "0711000033", lang=lang)          # package 2 again, within 2 minutes
+    assert status_of(page) == "failed" and 'data-reason="rule_limited"' in page and words in page
+    offered = re.search(r'<form[^>]*id="other-packages".*?</form>', page, re.S)[0]
+    assert sorted(re.findall(r'name="package" value="(\d+)"', offered)) == ["1", "3"]   # not KES 10 again
+    assert 'value="0711 000 033"' in offered                 # the phone, to the device that paid only
+    again = html.unescape(re.search(r'href="([^"]+)" id="try-again"', page)[1])
+    assert "package=1" in again                                # "Try again" checks another package
+    action = html.unescape(re.search(r'action="([^"]+)"', offered)[1])
+    r = http.post(hotspot.portal_url + action, data={"phone": "0711000033", "package": "1"})
+    done = wait_for(lambda: (lambda p: p if status_of(p) not in (None, "pending") else None)(http.get(r.url).text))
+    assert status_of(done) == "success"
+    assert [p.status for p in Payment.select().order_by(Payment.id)] == ["cancelled", "failed", "success"]
 
 
 def test_wait_page_counts_down_and_refreshes_without_javascript(make_hotspot, http):
@@ -456,6 +480,14 @@ def test_a_prompt_that_never_came_can_be_sent_again_once_it_ended(make_hotspot, 
     hs = make_hotspot(mpesa={"business_name": "MAMA MBOGA WIFI"})
     page = pay(hs, http, "254700001037", ctx=CTX)                     # no response from the phone (1037)
     assert status_of(page) == "timeout"
+    # within Daraja's 2 minutes the same amount again is rule-limited (17): the page says from when,
+    # and offers the other packages now
+    assert 'id="send-again"' not in page and 'id="other-packages"' in page
+    assert "M-Pesa takes the same amount from this number again from " in page
+    # once the window is over, the same prompt can be sent again at once
+    Payment.update(pushed_at=Payment.pushed_at - 130).execute()
+    page = http.get(http.get(f"{hs.portal_url}/wait/{Payment.get().checkout_request_id}", params=CTX).url).text
+    assert 'id="same-again-from"' not in page
     form = re.search(r'<form method="post" action="([^"]+)" id="send-again">(.*?)</form>', page, re.S)
     assert form and "Send the prompt again to 0700 001 037" in form[2]
     fields = dict(re.findall(r'name="(\w+)" value="([^"]*)"', form[2]))

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def day(make_hotspot, http, tmp_path):
     hs = make_hotspot()
-    for phone, mac in (("0708374149", "AA:BB:CC:00:44:01"), ("0708374149", "AA:BB:CC:00:44:02"),
+    # two customers pay (one customer paying the same package twice in 2 minutes is rule-limited, 17)
+    for phone, mac in (("0708374149", "AA:BB:CC:00:44:01"), ("0711000601", "AA:BB:CC:00:44:02"),
                        ("254700001032", "AA:BB:CC:00:44:03")):
         checkout = pay(http, hs, phone, mac=mac).json()["checkoutRequestId"]
         wait_for(lambda: Payment.get(Payment.checkout_request_id == checkout).status != "pending")

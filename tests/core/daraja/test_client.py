@@ -12,8 +12,10 @@ import pytest
 
 from hotspotd.config import SANDBOX_PASSKEY
 from hotspotd.daraja import client as client_mod
-from hotspotd.daraja.client import (BASE_URLS, DarajaAuthError, DarajaClient, DarajaError, DarajaRejected,
-                                    DarajaUnavailable, PushAccepted, QueryResult, nairobi_timestamp, stk_password)
+from hotspotd.daraja.client import (BASE_URLS, DarajaAuthError, DarajaBusy, DarajaClient, DarajaConfigError,
+                                    DarajaError, DarajaRejected, DarajaUnavailable, PushAccepted, QueryResult,
+                                    nairobi_timestamp, stk_password)
+from hotspotd.daraja.tokens import Token, Tokens
 from hotspotd.testing.daraja import DarajaSimulator
 from portal_web import i18n
 
@@ -165,7 +167,7 @@ def test_token_refreshed_before_expiry(make_client):
 
 def test_refresh_margin_for_real_lifetime(sim, client, monkeypatch):
     now = [1000.0]
-    monkeypatch.setattr(client_mod.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(client_mod.time, "time", lambda: now[0])
     first = client.token()                       # expires_in "3599" arrives as a string
     now[0] += 3599 - 61
     assert client.token() == first
@@ -204,21 +206,75 @@ def test_revoked_token_is_replaced_and_the_call_retried_once(sim, client):
     assert client.stk_query(accepted.checkout_request_id).result_desc
 
 
-def test_single_token_quirk_is_survived(sim, client, make_client):
-    sim.set_quirks(single_token=True)
+def test_clients_without_a_shared_store_survive_taking_each_others_token(sim, client, make_client):
     other = make_client(sim.url)
     client.token()
-    other.token()                 # invalidates client's token
+    other.token()                 # a new token invalidates client's (the simulator's default)
     push(client)
     assert oauth_calls(sim) == 3
 
 
-def test_token_refused_twice_is_an_auth_error(make_client):
+def test_clients_sharing_tokens_fetch_one(sim, make_client):
+    tokens = Tokens()
+    venue_a, venue_b = make_client(sim.url, tokens=tokens), make_client(sim.url, tokens=tokens, shortcode="600200")
+    sim.add_account("600200", SANDBOX_PASSKEY)
+    push(venue_a, phone="254711000001")
+    push(venue_b, phone="254711000002")
+    assert oauth_calls(sim) == 1
+    assert [s for _, p, s in sim.calls if p.startswith("/mpesa")] == [200, 200]
+
+
+def test_sixty_concurrent_pushes_by_two_venues_on_one_consumer_key(sim, make_client):
+    # two venues on one Daraja app; before the token was the key's, 20 of 60 failed "not set up correctly"
+    sim.add_account("600200", SANDBOX_PASSKEY)
+    tokens = Tokens()
+    venues = [make_client(sim.url, tokens=tokens), make_client(sim.url, tokens=tokens, shortcode="600200")]
+    results: list = []
+    barrier = threading.Barrier(60)
+
+    def customer(n: int) -> None:
+        barrier.wait()
+        try:
+            results.append(push(venues[n % 2], phone=f"2547120{n:05d}"))
+        except DarajaError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=customer, args=(n,)) for n in range(60)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r for r in results if not isinstance(r, PushAccepted)] == []
+    assert len(sim.transactions) == 60 and oauth_calls(sim) == 1
+
+
+def test_a_refused_token_already_replaced_by_another_client_is_not_fetched_again(sim, make_client, tmp_path):
+    from hotspotd.daraja.tokens import DatabaseTokens
+    from hotspotd.storage import db as db_mod
+    url = f"sqlite:///{tmp_path}/tokens.db"
+    db_mod.prepare(url).close()
+    dbs = [db_mod.unbound_database(url) for _ in range(2)]       # two processes' connections
+    try:
+        a = make_client(sim.url, tokens=DatabaseTokens(dbs[0]))
+        b = make_client(sim.url, tokens=DatabaseTokens(dbs[1]))
+        first = a.token()
+        assert b.token() == first and oauth_calls(sim) == 1      # b read a's token from the table
+        assert a._renew(first) != first and oauth_calls(sim) == 2   # a replaces it; Daraja drops the first
+        push(b)                                                  # b's copy is refused: it reads a's new one
+        assert oauth_calls(sim) == 2
+        assert [s for _, p, s in sim.calls if p.startswith("/mpesa")] == [404, 200]
+    finally:
+        for db in dbs:
+            db.close()
+
+
+def test_token_refused_twice_is_unavailable_not_misconfigured(make_client):
     with DarajaSimulator(token_lifetime=0) as sim:     # every token is dead on arrival
         c = make_client(sim.url)
-        with pytest.raises(DarajaAuthError) as info:
+        with pytest.raises(DarajaUnavailable) as info:
             push(c)
-        assert info.value.code == "404.001.03"
+        assert info.value.code == "404.001.03" and not isinstance(info.value, DarajaAuthError)
+        assert "not set up correctly" not in said(info.value)     # OAuth took the key and secret
         assert [s for _, p, s in sim.calls if p.startswith("/mpesa")] == [404, 404]
         assert not sim.transactions
 
@@ -227,18 +283,28 @@ def test_bad_credentials(sim, make_client):
     c = make_client(sim.url, "simulator", "wrong")
     with pytest.raises(DarajaAuthError) as info:
         c.check_credentials()
-    assert info.value.code == "400.008.01" and info.value.http_status == 400
+    # Daraja's answer is an empty 400: no errorCode, the words are ours
+    assert info.value.code is None and info.value.http_status == 400
+    assert "wrong consumer key or secret" in info.value.message
     assert "staff" in said(info.value)
     with pytest.raises(DarajaAuthError):
         push(c)
     assert isinstance(info.value, DarajaError)
 
 
-def test_check_credentials_forces_a_fresh_token(sim, client):
-    client.token()
-    client.check_credentials()
-    client.check_credentials()
-    assert oauth_calls(sim) == 3
+def test_check_credentials_reuses_the_token_of_the_same_key_and_secret(sim, make_client):
+    tokens = Tokens()
+    daemon = make_client(sim.url, tokens=tokens)
+    daemon.token()
+    check = make_client(sim.url, tokens=tokens)
+    check.check_credentials()
+    check.check_credentials()
+    assert oauth_calls(sim) == 1
+    wrong = make_client(sim.url, "simulator", "changed-in-the-config", tokens=tokens)
+    with pytest.raises(DarajaAuthError):
+        wrong.check_credentials()                  # not proven by a token of other credentials
+    push(daemon)                                   # a refused OAuth took nothing away
+    assert [s for _, p, s in sim.calls if p.startswith("/mpesa")] == [200]
 
 
 def test_oauth_without_token_is_unavailable(canned, make_client):
@@ -294,13 +360,13 @@ def test_wrong_passkey_is_rejected(sim, make_client):
 
 
 def test_locked_subscriber_is_rejected(sim, client):
-    sim.set_quirks(lock_subscriber=True)
     sim.set_delays(final_after=5)
     push(client)
     with pytest.raises(DarajaRejected) as info:
-        push(client)
-    assert info.value.code == "500.001.1001"
-    assert "Another M-Pesa payment" in said(info.value)
+        push(client, amount=20)
+    assert info.value.code == "500.001.1001" and info.value.reason == "locked"
+    assert "Finish or cancel it there, or wait a minute" in said(info.value)
+    assert "not set up correctly" not in said(info.value)
 
 
 def test_buy_goods_sends_the_till_as_party_b(sim, make_client):
@@ -350,17 +416,86 @@ def test_no_answer_is_unavailable_after_the_timeout(make_client):
 def test_non_json_error_page_is_unavailable(sim, canned, make_client):
     server = canned(502, b"<html><body>Bad gateway</body></html>")
     c = make_client(server.url)
-    c._token, c._refresh_at = "x", time.monotonic() + 100     # skip OAuth: the page answers everything
+    skip_oauth(c)                                             # the page answers everything
     with pytest.raises(DarajaUnavailable) as info:
         push(c)
     assert info.value.http_status == 502 and info.value.code is None
 
 
-def test_unknown_path_fault_is_unavailable(sim, make_client):
-    c = make_client(sim.url + "/wrong-prefix")
-    with pytest.raises(DarajaUnavailable) as info:
-        c.token()
-    assert info.value.http_status == 404
+def skip_oauth(c: DarajaClient) -> None:
+    """Give ``c`` a token without asking anyone (for servers that answer every path alike)."""
+    c._tokens.save(c._account, Token("x", time.time() + 100, time.time() + 200, c._credentials))
+
+
+def test_wrong_base_url_is_a_configuration_error(sim, make_client):
+    for base in (sim.url + "/wrong-prefix", sim.url + "/mpesa"):   # a gateway fault; 404.001.01
+        c = make_client(base)
+        with pytest.raises(DarajaConfigError) as info:
+            c.token()
+        assert info.value.http_status == 404 and "base URL" in info.value.message
+        assert "not set up correctly" in said(info.value)
+
+
+@pytest.mark.parametrize("code,status", [("404.001.01", 404), ("405.001", 405)])
+def test_wrong_path_or_method_on_business_calls_is_a_configuration_error(canned, make_client, code, status):
+    server = canned(status, json.dumps({"requestId": "1-2-3", "errorCode": code,
+                                        "errorMessage": "Resource not found"}).encode(), "application/json")
+    c = make_client(server.url)
+    skip_oauth(c)
+    with pytest.raises(DarajaConfigError) as info:
+        c.stk_query("ws_CO_1")                      # never "still processing"
+    assert info.value.code == code
+    with pytest.raises(DarajaConfigError):
+        push(c)
+
+
+def test_spike_arrest_is_retried_once_after_a_pause(sim, make_client):
+    c = make_client(sim.url, spike_backoff=(0.1, 0.1))
+    c.token()
+    sim.refuse_next(1, "500.003.02")
+    started = time.monotonic()
+    accepted = push(c)
+    assert time.monotonic() - started >= 0.1 and accepted.checkout_request_id in sim.transactions
+    assert [s for _, p, s in sim.calls if p.startswith("/mpesa")] == [500, 200]
+    sim.refuse_next(2, "500.003.02")
+    with pytest.raises(DarajaBusy) as info:
+        push(c, phone="254711000009")
+    assert info.value.code == "500.003.02" and info.value.reason == "busy"
+    assert said(info.value) == "M-Pesa is busy right now. Please try again in a minute."
+    assert len(sim.transactions) == 1
+
+
+def test_quota_violation_is_busy_and_not_retried(sim, make_client):
+    c = make_client(sim.url, spike_backoff=(0.1, 0.1))
+    accepted = push(c)
+    sim.refuse_next(1, "500.003.03")
+    with pytest.raises(DarajaBusy) as info:
+        c.stk_query(accepted.checkout_request_id)
+    assert info.value.code == "500.003.03" and "not set up" not in said(info.value)
+    assert [s for _, p, s in sim.calls if p.startswith("/mpesa")] == [200, 500]
+
+
+def test_real_spike_arrest_under_a_burst_loses_no_customer(sim, make_client):
+    sim.spike_limit = 10
+    c = make_client(sim.url, spike_backoff=(1.0, 1.2))
+    c.token()
+    results: list = []
+    barrier = threading.Barrier(15)
+
+    def customer(n: int) -> None:
+        barrier.wait()
+        try:
+            results.append(push(c, phone=f"2547130{n:05d}"))
+        except DarajaError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=customer, args=(n,)) for n in range(15)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 500 in [s for _, p, s in sim.calls if p.startswith("/mpesa")]      # the limit was met
+    assert [r for r in results if not isinstance(r, PushAccepted)] == [] and len(sim.transactions) == 15
 
 
 # --- STK query -----------------------------------------------------------------------------------
@@ -371,6 +506,8 @@ def test_query_pending_then_final(sim, client):
     early = client.stk_query(accepted.checkout_request_id)
     assert early == QueryResult(True, None, "The transaction is being processed")
     time.sleep(0.35)
+    # 500.001.1001 once after the final state: never final, whatever came before
+    assert client.stk_query(accepted.checkout_request_id) == QueryResult(True, None, "The transaction is being processed")
     final = client.stk_query(accepted.checkout_request_id)
     assert final == QueryResult(False, "0", "The service request is processed successfully.")
 

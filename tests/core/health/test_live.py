@@ -97,3 +97,15 @@ def test_health_radius_and_scheduler_when_running(db):
                             no_message_authenticator={})
     check = next(c for c in live.run(_fake_hotspot(radius=quiet), NOW) if c.key == "radius")
     assert check.state == "warn" and "60 min ago" in check.detail and "unknown routers" in check.items[0]
+
+
+def test_health_names_wrong_credentials_and_a_wrong_base_url(db):
+    from hotspotd.config import SANDBOX_PASSKEY
+    from hotspotd.daraja.client import DarajaClient
+    from hotspotd.testing.daraja import DarajaSimulator
+    with DarajaSimulator() as sim:
+        for base, secret, words in ((sim.url, "typo", "wrong consumer key or secret"),
+                                    (sim.url + "/mpesa/v9", "simulator", "check base_url in [mpesa]")):
+            with DarajaClient(base, "simulator", secret, "174379", SANDBOX_PASSKEY, timeout=2) as client:
+                checks = {c.key: c for c in live.run(_fake_hotspot(client=client), NOW)}
+            assert checks["daraja"].state == "fail" and words in checks["daraja"].detail, checks["daraja"].detail

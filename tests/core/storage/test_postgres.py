@@ -152,11 +152,13 @@ def test_two_daemons_on_one_database_make_one_session_per_payment(tmp_path):
         for name in ("a", "b"):
             (tmp_path / name).mkdir()
             daemons.append(_daemon(tmp_path / name, url, sim.url))
-        phone = "254711000009"
-        sim.set_outcome(phone, "0", deliver_callback=False)      # the test delivers them, to both daemons
+        # a number per customer: one number twenty times would meet the subscriber lock and rule 17
+        phones = [f"2547110001{i:02d}" for i in range(20)]
+        for phone in phones:
+            sim.set_outcome(phone, "0", deliver_callback=False)  # the test delivers them, to both daemons
         (_, a_url), (_, b_url) = daemons
         ids = []
-        for i in range(20):
+        for i, phone in enumerate(phones):
             r = requests.post(f"{(a_url, b_url)[i % 2]}/api/portal/pay", timeout=10,
                               json={"phone": phone, "packageId": 2, "macAddress": f"AA:BB:CC:DD:{i // 256:02X}:{i % 256:02X}"})
             assert r.status_code == 200, r.text

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -22,6 +24,9 @@ from hotspotd.testing.daraja import DarajaSimulator
 SHORTCODE = "174379"
 PHONE = "254708374149"
 BASIC = "Basic " + base64.b64encode(b"simulator:simulator").decode()
+#: a new number for each push that is not about one customer's pushes: two pushes from one number
+#: meet the subscriber lock and rule 17, which the simulator has on by default
+NUMBERS = (f"2547115{n:05d}" for n in itertools.count(1))
 
 
 class Receiver:
@@ -98,10 +103,12 @@ def token(sim, web) -> str:
 
 
 def push_body(**changes) -> dict:
+    """A valid push from a new number (:data:`NUMBERS`); ``changes`` set or (None) drop fields."""
     ts = nairobi_timestamp()
+    phone = next(NUMBERS)
     body = {"BusinessShortCode": SHORTCODE, "Password": stk_password(SHORTCODE, SANDBOX_PASSKEY, ts),
-            "Timestamp": ts, "TransactionType": "CustomerPayBillOnline", "Amount": 10, "PartyA": PHONE,
-            "PartyB": SHORTCODE, "PhoneNumber": PHONE, "CallBackURL": "https://wifi.example.co.ke/cb/tok",
+            "Timestamp": ts, "TransactionType": "CustomerPayBillOnline", "Amount": 10, "PartyA": phone,
+            "PartyB": SHORTCODE, "PhoneNumber": phone, "CallBackURL": "https://wifi.example.co.ke/cb/tok",
             "AccountReference": "WIFI", "TransactionDesc": "Wi-Fi 1 hour"}
     for key, value in changes.items():
         if value is None:
@@ -119,6 +126,16 @@ def post(sim, web, path: str, body, bearer: str | None) -> requests.Response:
 
 PUSH = "/mpesa/stkpush/v1/processrequest"
 QUERY = "/mpesa/stkpushquery/v1/query"
+
+
+def final_result(client: DarajaClient, checkout_request_id: str, timeout: float = 3.0):
+    """The query's answer once it is final (it says "being processed" once after the final state)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = client.stk_query(checkout_request_id)
+        if not result.pending or time.monotonic() > deadline:
+            return result
+        time.sleep(0.02)
 
 
 def query_body(checkout_request_id: str) -> dict:
@@ -139,19 +156,20 @@ def test_oauth_gives_a_token_with_expires_in_as_text(sim, web):
     assert re.fullmatch(r"[A-Za-z0-9]{20,}", body["access_token"])
 
 
-@pytest.mark.parametrize("query,auth,code", [
-    ("grant_type=password", BASIC, "400.008.02"),
-    ("", BASIC, "400.008.02"),
-    ("grant_type=client_credentials", "Basic " + base64.b64encode(b"simulator:nope").decode(), "400.008.01"),
-    ("grant_type=client_credentials", "Basic !!!", "400.008.01"),
-    ("grant_type=client_credentials", "", "400.008.01"),
-])
-def test_oauth_refusals(sim, web, query, auth, code):
-    resp = web.get(f"{sim.url}/oauth/v1/generate?{query}", headers={"Authorization": auth} if auth else {},
-                   timeout=2)
+@pytest.mark.parametrize("query", ["grant_type=password", ""])
+def test_oauth_bad_grant_type(sim, web, query):
+    resp = web.get(f"{sim.url}/oauth/v1/generate?{query}", headers={"Authorization": BASIC}, timeout=2)
     assert resp.status_code == 400
     body = resp.json()
-    assert set(body) == {"requestId", "errorCode", "errorMessage"} and body["errorCode"] == code
+    assert set(body) == {"requestId", "errorCode", "errorMessage"} and body["errorCode"] == "400.008.02"
+
+
+@pytest.mark.parametrize("auth", ["Basic " + base64.b64encode(b"simulator:nope").decode(), "Basic !!!", ""])
+def test_oauth_wrong_credentials_is_an_empty_400(sim, web, auth):
+    # issue 16's audit of the live API: no envelope, no body at all
+    resp = web.get(f"{sim.url}/oauth/v1/generate?grant_type=client_credentials",
+                   headers={"Authorization": auth} if auth else {}, timeout=2)
+    assert resp.status_code == 400 and resp.content == b""
 
 
 def test_revoked_tokens_are_refused(sim, web):
@@ -172,11 +190,18 @@ def test_expired_tokens_are_refused(web):
         assert (resp.status_code, resp.json()["errorCode"]) == (404, "404.001.03")
 
 
-def test_single_token_quirk(sim, web):
-    sim.set_quirks(single_token=True)
+def test_a_new_token_invalidates_the_previous_one_by_default(sim, web):
     first = token(sim, web)
     second = token(sim, web)
-    assert post(sim, web, PUSH, push_body(), first).status_code == 404
+    refused = post(sim, web, PUSH, push_body(), first)
+    assert (refused.status_code, refused.json()["errorCode"]) == (404, "404.001.03")
+    assert post(sim, web, PUSH, push_body(), second).status_code == 200
+
+
+def test_tokens_side_by_side_when_switched_off(sim, web):
+    sim.set_quirks(single_token=False)
+    first, second = token(sim, web), token(sim, web)
+    assert post(sim, web, PUSH, push_body(), first).status_code == 200
     assert post(sim, web, PUSH, push_body(), second).status_code == 200
 
 
@@ -244,8 +269,25 @@ def test_push_not_json(sim, web):
     assert resp.status_code == 400 and resp.json()["errorCode"] == "400.002.05"
 
 
-def test_unknown_path_is_a_gateway_fault(sim, web):
-    for method, path in (("GET", "/mpesa/nothing/v1"), ("GET", PUSH), ("POST", "/oauth/v1/generate")):
+def test_unknown_api_path_is_404_001_01(sim, web):
+    for path in ("/mpesa/nothing/v1", "/mpesa/stkpush/v2/processrequest", "/oauth/v2/generate"):
+        resp = web.post(sim.url + path, json={}, timeout=2)
+        assert resp.status_code == 404
+        body = resp.json()
+        assert set(body) == {"requestId", "errorCode", "errorMessage"}
+        assert (body["errorCode"], body["errorMessage"]) == ("404.001.01", "Resource not found")
+
+
+def test_wrong_method_is_405_001(sim, web):
+    for method, path in (("GET", PUSH), ("GET", QUERY), ("POST", "/oauth/v1/generate"), ("PUT", PUSH)):
+        resp = web.request(method, sim.url + path, timeout=2)
+        assert resp.status_code == 405
+        assert resp.json()["errorCode"] == "405.001"
+    assert not sim.transactions
+
+
+def test_path_outside_the_api_is_a_gateway_fault(sim, web):
+    for method, path in (("GET", "/nothing"), ("POST", "/v1/mpesa/stkpush/v1/processrequest")):
         resp = web.request(method, sim.url + path, timeout=2)
         assert resp.status_code == 404
         body = resp.json()
@@ -257,7 +299,7 @@ def test_fail_next(sim, web):
     sim.fail_next(2, status=503)
     assert post(sim, web, PUSH, push_body(), tok).status_code == 503
     assert "fault" in post(sim, web, QUERY, query_body("ws_CO_1"), tok).json()
-    assert token(sim, web)                                 # OAuth is not a business call
+    tok = token(sim, web)                                  # OAuth is not a business call
     assert post(sim, web, PUSH, push_body(), tok).status_code == 200
     sim.fail_next(1, status=500)
     assert post(sim, web, PUSH, push_body(), tok).status_code == 500
@@ -270,8 +312,7 @@ def test_paybill_with_a_foreign_party_b_ends_in_sfc_ic0003(sim, client, receiver
         accepted = c.stk_push(PHONE, 10, receiver.url, "WIFI", "Wi-Fi")
     _, _, body = receiver.wait(1)[0]
     assert body["Body"]["stkCallback"]["ResultCode"] == "SFC_IC0003"
-    time.sleep(0.06)
-    assert client.stk_query(accepted.checkout_request_id).result_code == "SFC_IC0003"
+    assert final_result(client, accepted.checkout_request_id).result_code == "SFC_IC0003"
 
 
 # --- STK query -----------------------------------------------------------------------------------
@@ -288,6 +329,10 @@ def test_query_states_on_the_wire(sim, web):
     unknown = post(sim, web, QUERY, query_body("ws_CO_404"), tok)
     assert (unknown.status_code, unknown.json()["errorMessage"]) == (500, "The transaction does not Exist")
     time.sleep(0.35)
+    # the first query after the final state is known says "being processed" once more (daraja.md)
+    relapse = post(sim, web, QUERY, query_body(cid), tok)
+    assert (relapse.status_code, relapse.json()["errorCode"]) == (500, "500.001.1001")
+    assert relapse.json()["errorMessage"] == "The transaction is being processed"
     final = post(sim, web, QUERY, query_body(cid), tok)
     assert final.status_code == 200
     assert final.json() == {
@@ -342,7 +387,7 @@ def test_silent_success_has_no_callback_but_the_query_knows(sim, client, receive
     accepted = client.stk_push("254799999999", 10, receiver.url, "WIFI", "Wi-Fi")
     assert sim.wait_for_callback(accepted.checkout_request_id, 0.3) is None
     assert receiver.received == []
-    result = client.stk_query(accepted.checkout_request_id)
+    result = final_result(client, accepted.checkout_request_id)
     assert (result.pending, result.result_code) == (False, "0")
     assert sim.transactions[accepted.checkout_request_id].receipt
 
@@ -378,7 +423,7 @@ def test_set_outcome_overrides_by_phone(sim, client, receiver):
     loud = client.stk_push("254711111111", 10, receiver.url, "WIFI", "Wi-Fi")
     assert sim.wait_for_callback(loud.checkout_request_id, 2).result_code == "1032"
     assert sim.wait_for_callback(silent.checkout_request_id, 0.2) is None
-    assert client.stk_query(silent.checkout_request_id).result_code == "2001"
+    assert final_result(client, silent.checkout_request_id).result_code == "2001"
 
 
 def test_set_delays_reaches_pushes_already_waiting(sim, client, receiver):
@@ -386,7 +431,7 @@ def test_set_delays_reaches_pushes_already_waiting(sim, client, receiver):
     accepted = client.stk_push(PHONE, 10, receiver.url, "WIFI", "Wi-Fi")
     assert client.stk_query(accepted.checkout_request_id).pending
     sim.set_delays(final_after=0)
-    assert client.stk_query(accepted.checkout_request_id).result_code == "0"
+    assert final_result(client, accepted.checkout_request_id).result_code == "0"
     assert sim.wait_for_callback(accepted.checkout_request_id, 0.1) is None
     sim.set_delays(callback_delay=0)
     assert sim.wait_for_callback(accepted.checkout_request_id, 2).callback_status == 200
@@ -396,19 +441,106 @@ def test_set_delays_reaches_pushes_already_waiting(sim, client, receiver):
 
 def test_receipts_are_unique(sim, client):
     for _ in range(30):
-        client.stk_push(PHONE, 10, "http://127.0.0.1:9/cb/x", "WIFI", "Wi-Fi")
+        client.stk_push(next(NUMBERS), 10, "http://127.0.0.1:9/cb/x", "WIFI", "Wi-Fi")
     receipts = [tx.receipt for tx in sim.transactions.values()]
     assert len(set(receipts)) == 30
 
 
-def test_lock_subscriber_quirk(sim, client, web):
-    sim.set_quirks(lock_subscriber=True)
+def test_subscriber_is_locked_while_a_push_is_open_by_default(sim, client, web):
+    sim.set_delays(final_after=30)
+    tok = token(sim, web)
+    assert post(sim, web, PUSH, push_body(PartyA=PHONE, PhoneNumber=PHONE), tok).status_code == 200
+    second = post(sim, web, PUSH, push_body(PartyA=PHONE, PhoneNumber=PHONE, Amount=20), tok)
+    assert second.status_code == 500 and second.json()["errorCode"] == "500.001.1001"
+    assert second.json()["errorMessage"] == ("Unable to lock subscriber, a transaction is already in process for "
+                                             "the current subscriber")
+    assert post(sim, web, PUSH, push_body(), tok).status_code == 200          # another number
+    sim.set_delays(final_after=0)                                             # the first is final now
+    assert post(sim, web, PUSH, push_body(PartyA=PHONE, PhoneNumber=PHONE, Amount=20), tok).status_code == 200
+    assert len(sim.transactions) == 3
+
+
+def test_subscriber_lock_switched_off(sim, web):
+    sim.set_quirks(lock_subscriber=False)
     sim.set_delays(final_after=5)
     tok = token(sim, web)
+    for amount in (10, 20):
+        assert post(sim, web, PUSH, push_body(PartyA=PHONE, PhoneNumber=PHONE, Amount=amount), tok).status_code == 200
+
+
+def test_rule_17_same_amount_phone_and_shortcode_within_the_window(sim, client, receiver):
+    first = client.stk_push(PHONE, 10, receiver.url, "WIFI", "Wi-Fi")
+    assert final_result(client, first.checkout_request_id).result_code == "0"
+    again = client.stk_push(PHONE, 10, receiver.url, "WIFI", "Wi-Fi")     # accepted: 17 is a result code
+    assert final_result(client, again.checkout_request_id).result_code == "17"
+    cb = sim.wait_for_callback(again.checkout_request_id, 2).callback_body["Body"]["stkCallback"]
+    assert (cb["ResultCode"], cb["ResultDesc"]) == (17, "Rule limited.")
+    other_amount = client.stk_push(PHONE, 20, receiver.url, "WIFI", "Wi-Fi")
+    assert final_result(client, other_amount.checkout_request_id).result_code == "0"
+    other_phone = client.stk_push(next(NUMBERS), 10, receiver.url, "WIFI", "Wi-Fi")
+    assert final_result(client, other_phone.checkout_request_id).result_code == "0"
+    sim.add_account("600200", SANDBOX_PASSKEY)
+    with DarajaClient(sim.url, "simulator", "simulator", "600200", SANDBOX_PASSKEY, timeout=2) as shop:
+        other_shortcode = shop.stk_push(PHONE, 10, receiver.url, "WIFI", "Wi-Fi")
+        assert final_result(shop, other_shortcode.checkout_request_id).result_code == "0"
+
+
+def test_rule_17_counts_a_cancelled_push_and_ends_with_its_window(client):
+    with DarajaSimulator(callback_delay=0.05, final_after=0.05, rule_limit_seconds=30) as sim, \
+            DarajaClient(sim.url, "simulator", "simulator", SHORTCODE, SANDBOX_PASSKEY, timeout=2) as c:
+        sim.set_outcome(PHONE, 1032)
+        cancelled = c.stk_push(PHONE, 10, "http://127.0.0.1:9/cb/x", "WIFI", "Wi-Fi")
+        assert final_result(c, cancelled.checkout_request_id).result_code == "1032"
+        sim.set_outcome(PHONE, 0)
+        retry = c.stk_push(PHONE, 10, "http://127.0.0.1:9/cb/x", "WIFI", "Wi-Fi")
+        assert final_result(c, retry.checkout_request_id).result_code == "17"
+        sim.rule_limit_seconds = 0.2              # the window ends: both pushes are older than that
+        time.sleep(0.25)
+        later = c.stk_push(PHONE, 10, "http://127.0.0.1:9/cb/x", "WIFI", "Wi-Fi")
+        assert final_result(c, later.checkout_request_id).result_code == "0"
+
+
+def test_rule_17_off_with_a_zero_window(sim, client):
+    sim.rule_limit_seconds = 0
+    codes = []
+    for _ in range(2):
+        accepted = client.stk_push(PHONE, 10, "http://127.0.0.1:9/cb/x", "WIFI", "Wi-Fi")
+        codes.append(final_result(client, accepted.checkout_request_id).result_code)
+    assert codes == ["0", "0"]
+
+
+def test_relapse_switched_off(sim, client):
+    sim.set_quirks(relapse=False)
+    accepted = client.stk_push(PHONE, 10, "http://127.0.0.1:9/cb/x", "WIFI", "Wi-Fi")
+    time.sleep(0.1)
+    assert client.stk_query(accepted.checkout_request_id).result_code == "0"
+
+
+def test_spike_arrest_above_the_rate(sim, web):
+    sim.spike_limit = 3
+    tok = token(sim, web)
+    answers = [post(sim, web, QUERY, query_body("ws_CO_1"), tok) for _ in range(4)]
+    assert [a.status_code for a in answers] == [500, 500, 500, 500]
+    assert [a.json()["errorCode"] for a in answers] == ["500.001.1001"] * 3 + ["500.003.02"]
+    assert set(answers[3].json()) == {"requestId", "errorCode", "errorMessage"}
+    assert answers[3].json()["errorMessage"] == "Spike arrest violation"
+    tok = token(sim, web)                                      # OAuth is not counted
+    time.sleep(1.0)
     assert post(sim, web, PUSH, push_body(), tok).status_code == 200
-    second = post(sim, web, PUSH, push_body(), tok)
-    assert second.status_code == 500 and "Unable to lock subscriber" in second.json()["errorMessage"]
-    assert post(sim, web, PUSH, push_body(PartyA="254711111111", PhoneNumber="254711111111"), tok).status_code == 200
+
+
+@pytest.mark.parametrize("code,message", [("500.003.02", "Spike arrest violation"),
+                                          ("500.003.03", "Quota violation")])
+def test_refuse_next_gives_rate_limit_envelopes(sim, web, code, message):
+    tok = token(sim, web)
+    sim.refuse_next(1, code)
+    resp = post(sim, web, PUSH, push_body(), tok)
+    assert resp.status_code == 500
+    assert resp.json()["errorCode"] == code and resp.json()["errorMessage"] == message and resp.json()["requestId"]
+    assert not sim.transactions
+    assert post(sim, web, PUSH, push_body(), tok).status_code == 200
+    with pytest.raises(ValueError):
+        sim.refuse_next(1, "999.999")
 
 
 # --- realistic timing (daraja.md "Timing seen in sandbox", "Callback") ---------------------------------
@@ -576,6 +708,31 @@ def test_hotspotd_simulate_daraja_runs_standalone():
                 resp = session.get(url + "/oauth/v1/generate?grant_type=client_credentials",
                                    headers={"Authorization": BASIC}, timeout=2)
                 assert resp.status_code == 200
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.stderr.read()
+            assert proc.wait(timeout=10) == 0
+
+
+def test_hotspotd_simulate_daraja_forgiving_and_without_rule_17():
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen([sys.executable, "-m", "hotspotd.service.cli", "simulate", "daraja", "--listen", "127.0.0.1:0",
+                           "--final-after", "30", "--rule-limit", "0", "--forgiving"], stderr=subprocess.PIPE,
+                          text=True, env=env) as proc:
+        try:
+            url = None
+            deadline = time.monotonic() + 10
+            while url is None and time.monotonic() < deadline:
+                match = re.search(r"listening on (http://\S+)", proc.stderr.readline())
+                url = match.group(1) if match else None
+            assert url, "the simulator did not log its URL"
+            sim = types.SimpleNamespace(url=url)          # what token() and post() need of a simulator
+            with requests.Session() as web:
+                first, second = token(sim, web), token(sim, web)
+                body = push_body(PartyA=PHONE, PhoneNumber=PHONE)
+                # the first token still works, and a second push to an open number is not locked
+                assert post(sim, web, PUSH, body, first).status_code == 200
+                assert post(sim, web, PUSH, body, second).status_code == 200
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.stderr.read()
