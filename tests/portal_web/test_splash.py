@@ -68,7 +68,9 @@ def test_pay_success_ends_online_and_cancel_says_why(hotspot, http):
 def test_the_same_package_again_after_a_cancel_offers_the_other_packages(hotspot, http, lang, words):
     hotspot.simulator.set_outcome("254711000033", 1032)
     page = pay(hotspot, http, "0711000033", lang=lang)
-    assert status_of(page) == "cancelled" and 'id="other-packages"' not in page
+    # within 2 minutes the same amount would be rule-limited: the page says from when, and offers the others
+    assert status_of(page) == "cancelled" and 'id="other-packages"' in page and 'id="same-again-from"' in page
+    assert 'id="send-again"' not in page
     hotspot.simulator.set_outcome("254711000033", 0)
     page = pay(hotspot, http, "0711000033", lang=lang)          # package 2 again, within 2 minutes
     assert status_of(page) == "failed" and 'data-reason="rule_limited"' in page and words in page
@@ -382,6 +384,12 @@ def test_the_chosen_package_and_the_phone_survive_a_typo(hotspot, http):
 def test_try_again_keeps_the_package_and_the_phone_for_the_device_that_paid(hotspot, http):
     page = pay(hotspot, http, "254700001032", ctx=CTX)                 # the customer cancels the prompt
     assert status_of(page) == "cancelled"
+    # within Daraja's 2 minutes "Try again" checks another package (the same amount would be rule 17)
+    soon = html_unescape(re.search(r'href="([^"]+)" id="try-again"', page)[1])
+    r = http.get(hotspot.portal_url + soon)
+    assert checked_package(r.text) == "1" and 'value="0700 001 032"' in r.text
+    Payment.update(pushed_at=Payment.pushed_at - 130).execute()           # the window is over
+    page = http.get(http.get(f"{hotspot.portal_url}/wait/{Payment.get().checkout_request_id}", params=CTX).url).text
     again = re.search(r'href="([^"]+)" id="try-again"', page)[1]
     r = http.get(hotspot.portal_url + html_unescape(again))
     assert checked_package(r.text) == "2" and 'value="0700 001 032"' in r.text
