@@ -939,7 +939,9 @@ class RouterOSSimulator:
     def _checked(self, menu: Menu, attrs: dict[str, str]) -> dict[str, str]:
         values = {}
         for key, value in attrs.items():
-            if key not in menu.writable:
+            if key not in menu.writable or (key == "require-message-auth"
+                                            and routeros_version(self.version) < (7, 15)):
+                # require-message-auth exists from RouterOS 7.15 (routers.md, "MikroTik as public evidence")
                 raise Trap(f"unknown parameter {key}")
             if key in menu.booleans:
                 if value not in _TRUE + _FALSE:

@@ -119,3 +119,24 @@ def test_a_changed_script_line_is_refused_where_the_console_would(sim, tmp_path,
     with pytest.raises(ScriptError, match=rf"^expected end of command \(line {line} column \d+\)$"):
         sim.run_script(broken)
     assert re.search(r"^/radius add .* timeout=3000ms ", rsc, re.M)
+
+
+def test_on_routeros_before_7_15_the_script_stops_at_require_message_auth_as_the_router_would():
+    # the option exists from 7.15 (routers.md): an older router refuses the /radius line, and the
+    # script says beforehand what to do for it (require_message_authenticator = false)
+    from hotspotd import config as config_mod, router_config
+    from hotspotd.testing.routeros import RouterOSSimulator
+    from hotspotd.testing.routeros_script import ScriptError
+    clients = [{"address": "192.168.88.0/24", "secret": "a-long-secret-1", "kind": "mikrotik"}]
+    strict = config_mod.from_dict({"radius": {"clients": clients}, "portal": {"public_url": "http://192.168.88.2:8080"}})
+    script = router_config.mikrotik_script(strict, portal_url=None, radius_address="192.168.88.2", router=None)
+    assert "require_message_authenticator = false" in script
+    with RouterOSSimulator(version="7.14.3 (stable)") as old:
+        with pytest.raises(ScriptError, match="expected end of command"):
+            old.run_script(script)
+    relaxed = config_mod.from_dict({"radius": {"clients": [{**clients[0], "require_message_authenticator": False}]},
+                                    "portal": {"public_url": "http://192.168.88.2:8080"}})
+    script = router_config.mikrotik_script(relaxed, portal_url=None, radius_address="192.168.88.2", router=None)
+    with RouterOSSimulator(version="7.14.3 (stable)") as old:
+        old.run_script(script)
+        assert [r["address"] for r in old.rows("/radius") if r.get("comment") == "hotspotd"] == ["192.168.88.2"]

@@ -551,9 +551,9 @@ SILENT = "254799999999"                 # a success whose callback never comes, 
 
 def realistic(**options) -> DarajaSimulator:
     """A realistic-timing simulator for the tests of its drawn times, which push one number many
-    times in a row: rule 17, the subscriber lock and the query's one relapse (each tested above) are
-    off here, or they would answer in place of the timings under test."""
-    sim = DarajaSimulator(timing="realistic", **{"seed": 7, "rule_limit_seconds": 0, **options})
+    times in a row, hundreds a second: rule 17, the subscriber lock, the query's one relapse and
+    spike arrest (each tested above) are off here, or they would answer in place of the timings."""
+    sim = DarajaSimulator(timing="realistic", **{"seed": 7, "rule_limit_seconds": 0, "spike_limit": 0, **options})
     sim.set_quirks(lock_subscriber=False, relapse=False)
     return sim.start()
 
