@@ -7,6 +7,7 @@ import shlex
 import signal
 import socket
 import subprocess
+from contextlib import contextmanager
 
 import requests
 
@@ -19,16 +20,33 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
-def test_the_demo_prints_the_way_in_and_its_commands_read_its_database(tmp_path):
+@contextmanager
+def demo_running(tmp_path, cwd, stdout=None):
+    """``scripts/demo`` with its state in ``tmp_path/var`` and free ports of its own: yields
+    (process, port, environment); stopped with SIGTERM (then SIGKILL), its log in a file."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTSPOTD_")}
     env.update(HOTSPOTD_DEMO_DIR=str(tmp_path / "var"), HOTSPOTD_PORTAL_LISTEN=f"127.0.0.1:{port}",
                HOTSPOTD_RADIUS_AUTH_PORT=str(free_port(socket.SOCK_DGRAM)),
                HOTSPOTD_RADIUS_ACCT_PORT=str(free_port(socket.SOCK_DGRAM)))
-    log = open(tmp_path / "demo.log", "w")          # the daemon's log: a file, never a pipe nobody drains
-    demo = subprocess.Popen([str(REPO / "scripts" / "demo")], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=log, start_new_session=True)
-    try:
+    with open(tmp_path / "demo.log", "w") as log:      # the daemon's log: a file, never a pipe nobody drains
+        demo = subprocess.Popen([str(REPO / "scripts" / "demo")], cwd=cwd, env=env, text=True,
+                                stdout=stdout or log, stderr=log, start_new_session=True)
+        try:
+            yield demo, port, env
+        finally:
+            os.killpg(demo.pid, signal.SIGTERM)
+            try:
+                demo.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(demo.pid, signal.SIGKILL)
+                demo.wait(timeout=10)
+            if demo.stdout:
+                demo.stdout.close()
+
+
+def test_the_demo_prints_the_way_in_and_its_commands_read_its_database(tmp_path):
+    with demo_running(tmp_path, tmp_path, stdout=subprocess.PIPE) as (demo, port, env):
         printed = []
         for line in demo.stdout:                      # bounded: the banner ends with "Stop with Ctrl-C."
             printed.append(line)
@@ -68,15 +86,6 @@ def test_the_demo_prints_the_way_in_and_its_commands_read_its_database(tmp_path)
         check = subprocess.run([*hotspotd, "check"], env=env, capture_output=True, text=True, timeout=120)
         assert f"the hotspotd running on 127.0.0.1:{port} uses another database than {tmp_path}/other.db" in check.stdout
         assert "no account yet, so nobody can sign in" in check.stdout
-    finally:
-        os.killpg(demo.pid, signal.SIGTERM)
-        try:
-            demo.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(demo.pid, signal.SIGKILL)
-            demo.wait(timeout=10)
-        demo.stdout.close()
-        log.close()
 
 
 def readme_blocks(after_heading: str) -> list[list[str]]:
@@ -96,17 +105,9 @@ def test_the_readmes_commands_work_as_written_after_the_demo(tmp_path):
     own instead of 8080), the demo's folder (HOTSPOTD_DEMO_DIR instead of var/) and the id the
     README says to take from the answer are put in."""
     import pty
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTSPOTD_")}
-    env.update(HOTSPOTD_DEMO_DIR=str(tmp_path / "var"), HOTSPOTD_PORTAL_LISTEN=f"127.0.0.1:{port}",
-               HOTSPOTD_RADIUS_AUTH_PORT=str(free_port(socket.SOCK_DGRAM)),
-               HOTSPOTD_RADIUS_ACCT_PORT=str(free_port(socket.SOCK_DGRAM)))
-    put_in = lambda command: (command.replace("localhost:8080", f"localhost:{port}")
-                              .replace("var/hotspotd.toml", str(tmp_path / "var" / "hotspotd.toml")))
-    log = open(tmp_path / "demo.log", "w")
-    demo = subprocess.Popen([str(REPO / "scripts" / "demo")], cwd=REPO, env=env, stdout=log, stderr=log,
-                            start_new_session=True)
-    try:
+    with demo_running(tmp_path, REPO) as (demo, port, env):
+        put_in = lambda command: (command.replace("localhost:8080", f"localhost:{port}")
+                                  .replace("var/hotspotd.toml", str(tmp_path / "var" / "hotspotd.toml")))
         wait_for(lambda: _answers(f"http://127.0.0.1:{port}/"), timeout=60)
         # "Try a payment"
         (payment,) = readme_blocks("Try a payment")
@@ -141,14 +142,6 @@ def test_the_readmes_commands_work_as_written_after_the_demo(tmp_path):
                 assert "success" in done.stdout and "2547****4149" in done.stdout
             if command.endswith(" check"):
                 assert "dashboard          1 account(s)" in done.stdout and "uses another database" not in done.stdout
-    finally:
-        os.killpg(demo.pid, signal.SIGTERM)
-        try:
-            demo.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(demo.pid, signal.SIGKILL)
-            demo.wait(timeout=10)
-        log.close()
 
 
 def _converse(fd: int, prompts: list[bytes], answer: bytes, timeout: float = 30.0) -> bytes:
