@@ -97,6 +97,11 @@ class Hotspot:
                                              lost_callback_rate=sim.lost_callback_rate,
                                              late_callback_rate=sim.late_callback_rate,
                                              late_callback_after=self.config.mpesa.prompt_lifetime_seconds).start()
+            for site in self.config.sites.values():    # the payer's SMS names the business, as Safaricom would
+                payee = self.config.payee(site.id)
+                account = site.account or self.config.default_account
+                if payee.business_name:
+                    self.simulator.name_business(account.shortcode, payee.business_name)
         self.callback_url = self._callback_url(portal_url)
         default = self._daraja_client(self.config.default_account)
         self.site_clients = {}

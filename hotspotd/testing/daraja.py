@@ -107,6 +107,9 @@ CALLBACK_TIMEOUT = (3.0, 10.0)
 #: How often the serve loop looks for a stop request (what stop() may wait; tests stop it a lot).
 POLL_INTERVAL = 0.01
 
+#: the simulated phones' SMS inboxes (issue 17's contract for the demo and the acceptance checks)
+PHONE_INBOX = re.compile(r"/simulator/phones/(254[17]\d{8})/messages")
+DEFAULT_BUSINESS_NAME = "HOTSPOTD SIMULATOR"
 PROCESSING = "The transaction is being processed"
 NOT_FOUND = "The transaction does not Exist"
 #: Seconds within which the same amount from the same phone to the same shortcode is rule-limited (17).
@@ -161,6 +164,8 @@ class Transaction:
     callback_error: str | None = None     # why the last delivery got no HTTP answer
     callback_attempts: int = 0
     callback_bodies: list[dict] = field(default_factory=list, repr=False)
+    transaction_type: str = "CustomerPayBillOnline"
+    pushed_wall: float = 0.0              # time.time() of the push, for the payer's SMS
 
     @property
     def callback_body(self) -> dict:
@@ -295,6 +300,7 @@ class DarajaSimulator:
                                          late_callback_after) if timing == REALISTIC else None
         self.consumer_key, self.consumer_secret, self.passkey = consumer_key, consumer_secret, passkey
         self._passkeys: dict[str, str] = {}           # shortcode → passkey, for accounts added by add_account
+        self._business_names: dict[str, str] = {}     # shortcode → registered name (name_business)
         self.token_lifetime = token_lifetime
         self.callback_delay, self.final_after = float(callback_delay), float(final_after)
         #: the rule-17 window in seconds (0: off); business calls a second before spike arrest (0: no limit)
@@ -475,6 +481,8 @@ class DarajaSimulator:
                 status, body = 200, self._push(self._business_body(headers, raw))
             elif parts.path == "/mpesa/stkpushquery/v1/query":
                 status, body = 200, self._query(self._business_body(headers, raw))
+            elif (inbox := PHONE_INBOX.fullmatch(parts.path)) and method == "GET":
+                status, body = 200, {"messages": self.messages(inbox[1])}
             elif parts.path.startswith(API_PREFIXES):
                 raise _Refusal(404, _envelope("404.001.01", ENVELOPE_ERRORS["404.001.01"][1]))
             else:
@@ -565,6 +573,24 @@ class DarajaSimulator:
         self._recent_calls.append(now)
         return False
 
+    def name_business(self, shortcode: str, name: str) -> None:
+        """The name Safaricom registered for ``shortcode``: the payer's confirmation SMS says it."""
+        with self._lock:
+            self._business_names[str(shortcode)] = name
+
+    def messages(self, phone: str) -> list[dict]:
+        """The SMS inbox of ``phone`` (``2547…``), newest last: M-Pesa's confirmation of each payment
+        that went through, once the payer's M-Pesa has it (when the query turns final). Each is
+        ``{"from", "text", "receipt", "amount", "at"}`` (``at`` UTC, ISO 8601). Served as
+        ``GET /simulator/phones/<phone>/messages``: the demo's and the tests' customer's phone."""
+        now = time.monotonic()
+        with self._lock:
+            done = [t for t in self._transactions.values()
+                    if t.phone == phone and t.result_code == "0" and now >= t.pushed_at + t.final_after]
+            names = dict(self._business_names)
+        done.sort(key=lambda t: t.pushed_at + t.final_after)
+        return [_confirmation(t, names.get(t.shortcode, DEFAULT_BUSINESS_NAME)) for t in done]
+
     def add_account(self, shortcode: str, passkey: str) -> None:
         """Take pushes for another paybill or till, with its own passkey (a venue with its own
         M-Pesa account). Any other shortcode is checked against the simulator's passkey."""
@@ -620,7 +646,8 @@ class DarajaSimulator:
                 result_desc=RESULT_DESCS.get(code, "The transaction failed."),
                 deliver_callback=delays.callback_delay is not None,
                 receipt=self._new_receipt() if code == "0" else None,
-                transaction_date=int(nairobi_timestamp()), pushed_at=now, final_after=delays.final_after,
+                transaction_date=int(nairobi_timestamp()), pushed_at=now, pushed_wall=time.time(),
+                transaction_type=body["TransactionType"], final_after=delays.final_after,
                 callback_delay=delays.callback_delay, callback_fate=delays.fate)
             self._transactions[tx.checkout_request_id] = tx
             if tx.deliver_callback and not self._stopped:
@@ -751,6 +778,21 @@ def _timing_note(delays: Delays) -> str:
     if delays.callback_delay is None:
         return when + ("no callback)" if delays.fate == "none" else "callback lost)")
     return when + f"callback after {delays.callback_delay:.1f} s{', late' if delays.fate == 'late' else ''})"
+
+
+def _confirmation(tx: Transaction, business: str) -> dict:
+    """M-Pesa's confirmation SMS to the payer, in its usual words ("RLTPY5626F Confirmed. Ksh10.00
+    sent to NAME for account WIFI on 3/12/26 at 2:15 PM. …"; a till's "paid to NAME")."""
+    at = tx.pushed_wall + tx.final_after
+    local = datetime.fromtimestamp(at, NAIROBI)
+    when = f"{local.day}/{local.month}/{local.strftime('%y')} at {local.strftime('%I:%M %p').lstrip('0')}"
+    if tx.transaction_type == "CustomerBuyGoodsOnline":
+        what = f"Ksh{tx.amount:,.2f} paid to {business}."
+    else:
+        what = f"Ksh{tx.amount:,.2f} sent to {business} for account {tx.account_reference}"
+    return {"from": "MPESA", "text": f"{tx.receipt} Confirmed. {what} on {when}. Transaction cost, Ksh0.00.",
+            "receipt": tx.receipt, "amount": tx.amount,
+            "at": datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def _envelope(code: str, message: str, *, request_id: str | None = None) -> dict:

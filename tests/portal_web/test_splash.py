@@ -508,3 +508,15 @@ def test_a_prompt_that_never_came_can_be_sent_again_once_it_ended(make_hotspot, 
     Payment.update(client_ip="10.5.50.99").where(Payment.id == first.id).execute()
     page = http.get(f"{hs.portal_url}/wait/{first.checkout_request_id}", params=CTX).text
     assert 'id="send-again"' not in page and "0700 001 037" not in page
+
+
+def test_the_sms_in_the_simulated_phone_brings_the_time_to_a_new_address(make_hotspot, http):
+    # the demo's outside world: the payer's phone shows M-Pesa's SMS, naming the business as configured
+    hs = make_hotspot(mpesa={"business_name": "MAMA MBOGA WIFI"})
+    pay(hs, http, "0711000104", ctx={**CTX, "mac": RANDOM_MAC})
+    inbox = wait_for(lambda: http.get(f"{hs.simulator.url}/simulator/phones/254711000104/messages").json()["messages"])
+    (sms,) = inbox
+    assert "sent to MAMA MBOGA WIFI for account WIFI" in sms["text"] and sms["receipt"] == Payment.get().receipt
+    r = http.post(f"{hs.portal_url}/paid", params={**CTX, "mac": "AA:BB:CC:DD:EE:4A"},
+                  data={"receipt": sms["text"], "phone": "0711000104"})
+    assert r.status_code == 200 and status_of(r.text) == "success"

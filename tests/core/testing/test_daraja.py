@@ -754,3 +754,22 @@ def test_hotspotd_simulate_daraja_rejects_a_bad_timing_option(capsys):
     from hotspotd.service.cli import main
     assert main(["simulate", "daraja", "--listen", "127.0.0.1:0", "--timing", "realistic", "--time-scale", "0"]) == 2
     assert "time_scale" in capsys.readouterr().err
+
+
+def test_the_payers_phone_gets_mpesas_confirmation_sms(sim, web):
+    # issue 17's contract: GET /simulator/phones/<2547…>/messages → {"messages": [{from, text, receipt, amount, at}]}
+    sim.name_business(SHORTCODE, "MAMA MBOGA WIFI")
+    sim.set_delays(final_after=0)
+    with DarajaClient(sim.url, "simulator", "simulator", SHORTCODE, SANDBOX_PASSKEY, timeout=2) as c:
+        paid = c.stk_push("254711000101", 10, NOWHERE, "WIFI", "Wi-Fi").checkout_request_id
+        c.stk_push("254711000102", 10, NOWHERE, "WIFI", "Wi-Fi")                  # another phone's
+    sim.set_outcome("254700001032", 1032)
+    with DarajaClient(sim.url, "simulator", "simulator", SHORTCODE, SANDBOX_PASSKEY, timeout=2) as c:
+        c.stk_push("254700001032", 10, NOWHERE, "WIFI", "Wi-Fi")                  # cancelled: no SMS
+    inbox = web.get(f"{sim.url}/simulator/phones/254711000101/messages").json()["messages"]
+    receipt = sim.transactions[paid].receipt
+    assert [(m["from"], m["receipt"], m["amount"]) for m in inbox] == [("MPESA", receipt, 10)]
+    assert inbox[0]["text"].startswith(f"{receipt} Confirmed. Ksh10.00 sent to MAMA MBOGA WIFI for account WIFI on ")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", inbox[0]["at"])
+    assert web.get(f"{sim.url}/simulator/phones/254700001032/messages").json() == {"messages": []}
+    assert web.get(f"{sim.url}/simulator/phones/0711000101/messages").status_code == 404   # not a 2547… number
