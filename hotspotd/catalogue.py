@@ -15,7 +15,7 @@ from .payments import MAX_AMOUNT
 from .storage.models import Package, database
 
 #: the fields of a package as a form or the CLI gives them
-FIELDS = ("name", "price", "minutes", "data_mb", "rate", "devices")
+FIELDS = ("name", "name_sw", "price", "minutes", "data_mb", "rate", "devices")
 MAX_DEVICES = 10
 MAX_MINUTES = 366 * 24 * 60
 MAX_DATA_MB = 10_000_000
@@ -51,6 +51,9 @@ def parse(values: Mapping[str, Any]) -> tuple[dict, dict]:
         errors["name"] = "enter the name customers will see"
     elif len(name) > MAX_NAME:
         errors["name"] = f"at most {MAX_NAME} characters"
+    name_sw = " ".join(str(values.get("name_sw") or "").split())
+    if len(name_sw) > MAX_NAME:
+        errors["name_sw"] = f"at most {MAX_NAME} characters"
     price = whole(values, "price", 1, MAX_AMOUNT, errors, "price in KES")
     minutes = whole(values, "minutes", 1, MAX_MINUTES, errors, "minutes")
     data_mb = whole(values, "data_mb", 1, MAX_DATA_MB, errors, "data cap in MB (empty: unlimited)", optional=True)
@@ -58,7 +61,7 @@ def parse(values: Mapping[str, Any]) -> tuple[dict, dict]:
     if rate and not RATE.fullmatch(rate):
         errors["rate"] = "upload/download such as 2M/5M (k, M or G), or empty for no limit"
     devices = whole(values, "devices", 1, MAX_DEVICES, errors, "devices")
-    fields = {"name": name, "price": price, "duration_seconds": (minutes or 0) * 60,
+    fields = {"name": name, "name_sw": name_sw or None, "price": price, "duration_seconds": (minutes or 0) * 60,
               "data_cap_bytes": data_mb * MB if data_mb else None, "rate_limit": rate or None,
               "devices": devices}
     return fields, errors
@@ -66,7 +69,7 @@ def parse(values: Mapping[str, Any]) -> tuple[dict, dict]:
 
 def values_of(p: Package) -> dict[str, str]:
     """``p`` as :func:`parse` takes it (what an edit starts from)."""
-    return {"name": p.name, "price": str(p.price), "minutes": str(p.duration_seconds // 60),
+    return {"name": p.name, "name_sw": p.name_sw or "", "price": str(p.price), "minutes": str(p.duration_seconds // 60),
             "data_mb": str(p.data_cap_bytes // MB) if p.data_cap_bytes else "",
             "rate": p.rate_limit or "", "devices": str(p.devices)}
 

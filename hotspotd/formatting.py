@@ -118,6 +118,12 @@ def speed(rate_limit: str | None, lang: str = "en") -> str:
     return _with_symbol(text, symbol, lang)
 
 
+def package_name(package, lang: str = "en") -> str:
+    """A package's name as the customer reads it: its Kiswahili name on a Kiswahili page (where it
+    has one), else its name."""
+    return (getattr(package, "name_sw", None) if lang == "sw" else None) or package.name
+
+
 def phone_local(phone: str | None) -> str:
     """A stored ``2547…`` number as a customer types it: ``0708 374 149``."""
     if not phone or not phone.startswith("254") or len(phone) != 12:

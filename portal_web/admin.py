@@ -560,7 +560,7 @@ def _package_form_values(p: Package | None) -> dict:
     if p is None:
         allowed = allowed_sites()
         site = g.venue or (allowed[0] if allowed else "")
-        return {"name": "", "price": "", "minutes": "60", "data_mb": "", "rate": "", "devices": "1", "site": site,
+        return {"name": "", "name_sw": "", "price": "", "minutes": "60", "data_mb": "", "rate": "", "devices": "1", "site": site,
                 "roams": ""}
     return {**catalogue.values_of(p), "site": p.site or "", "roams": "1" if p.roams else ""}
 

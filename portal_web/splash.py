@@ -134,14 +134,15 @@ def _splash(status: int = 200, *, site: Site, chosen: str = "", **values):
 def _online_page(grant_or_ent, form: router_login.LoginForm | None, title: str, note: str | None = None,
                  ctx: dict | None = None, refused: str | None = None, receipt: str | None = None):
     """``title``, ``note``: message ids (:data:`ONLINE`, :data:`MOVED`, ...)."""
+    lang = i18n.lang()
     if isinstance(grant_or_ent, access.Grant):
         seconds, data_left, until = grant_or_ent.remaining_seconds, grant_or_ent.bytes_left, grant_or_ent.expires_at
-        package = grant_or_ent.package_name
+        package = _package_name(Entitlement.get_by_id(grant_or_ent.entitlement_id), lang)
     else:
         ent = grant_or_ent
         seconds, until = access.remaining_seconds(ent), ent.expires_at
         data_left = access.bytes_left(ent)
-        package = ent.package.name
+        package = _package_name(ent, lang)
     device = _mac(ctx if ctx is not None else _router_context())
     key = device or (form.fields.get("username", "") if form else "")
     # the page submits the login itself once; after a refusal, or a second time, it is the customer's tap
@@ -199,7 +200,12 @@ def _ended_notice(mac: str, site: Site, lang: str) -> str | None:
     ent = access.last_ended(mac, site.id)
     if ent is None:
         return None
-    return i18n.t(ENDED, lang, package=ent.package.name, time=clock.local(ent.ended_at).strftime("%H:%M"))
+    return i18n.t(ENDED, lang, package=_package_name(ent, lang), time=clock.local(ent.ended_at).strftime("%H:%M"))
+
+
+def _package_name(ent, lang: str) -> str:
+    """The name of the package ``ent`` was bought with, in the page's language."""
+    return formatting.package_name(ent.package, lang)
 
 
 @bp.get("/me")
@@ -222,7 +228,7 @@ def me():
         return _render("me.html", ctx=ctx, known=True, grant=None, buy=buy, ended=_ended_notice(mac, site, lang))
     ent = Entitlement.get_by_id(grant.entitlement_id)
     payment = Payment.get_or_none(Payment.id == ent.payment_id) if ent.payment_id else None
-    return _render("me.html", ctx=ctx, known=True, grant=grant, buy=buy, package=grant.package_name,
+    return _render("me.html", ctx=ctx, known=True, grant=grant, buy=buy, package=_package_name(ent, lang),
                    seconds=grant.remaining_seconds, data_left=grant.bytes_left,
                    until=clock.local(grant.expires_at).strftime("%H:%M"),
                    receipt=payment.receipt if payment is not None else None,
@@ -277,7 +283,7 @@ def wait(checkout_request_id: str):
         ent = access.entitlement_of(payment)
         if ent is not None and ent.status == access.HELD:
             # paid, but no device known: say exactly how to get online, never "You are online"
-            return _render("held.html", s=payment_status_json(payment, lang), package=ent.package.name,
+            return _render("held.html", s=payment_status_json(payment, lang), package=_package_name(ent, lang),
                            receipt=payment.receipt if _asked_by_payer(payment, _router_context()) else None)
         if ent is not None:
             # the M-Pesa code (with the phone it moves the time): only to the device that paid
@@ -293,6 +299,7 @@ def wait(checkout_request_id: str):
         payer = _asked_by_payer(payment, ctx)
         change = {**ctx, "retry": payment.checkout_request_id, "package": payment.package_id}
         return _render("wait.html", s=s, seconds_left=left, checkout_request_id=payment.checkout_request_id,
+                       package=formatting.package_name(payment.package, lang),
                        payee=i18n.payee(payee, lang, formatting.money(payment.amount, lang)),
                        help_phone=payee.help_phone, change=change,
                        sent_to=formatting.phone_local(payment.phone) if payer else mask_phone(payment.phone))

@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     pk.add_parser("list")
     add = pk.add_parser("add")
     add.add_argument("--name", required=True)
+    add.add_argument("--name-sw", help="the name in Kiswahili (default: --name in both languages)")
     add.add_argument("--price", type=int, required=True, help="whole KES")
     add.add_argument("--minutes", type=int, required=True)
     add.add_argument("--data-mb", type=int, help="data cap in MB")
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     edit = pk.add_parser("edit")
     edit.add_argument("id", type=int)
     edit.add_argument("--name")
+    edit.add_argument("--name-sw", help="the name in Kiswahili (\"\": the name in both languages)")
     edit.add_argument("--price", type=int)
     edit.add_argument("--minutes", type=int)
     edit.add_argument("--data-mb", type=int, help="data cap in MB")
@@ -319,7 +321,7 @@ def _packages(args, cfg) -> int:
             if p is None:
                 print(f"hotspotd: no package {args.id}", file=sys.stderr)
                 return 1
-        given = {"name": args.name, "price": args.price, "minutes": args.minutes,
+        given = {"name": args.name, "name_sw": args.name_sw, "price": args.price, "minutes": args.minutes,
                  "data_mb": args.data_mb, "rate": args.rate, "devices": args.devices}
         values = {**(catalogue.values_of(p) if p else {}), **{k: v for k, v in given.items() if v is not None}}
         fields, errors = catalogue.parse(values)

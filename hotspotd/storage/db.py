@@ -24,10 +24,10 @@ from .models import Package, Setting, database
 log = logging.getLogger(__name__)
 
 DEFAULT_PACKAGES = [
-    # name, price KES, seconds
-    ("30 minutes", 5, 30 * 60),
-    ("1 hour", 10, 60 * 60),
-    ("24 hours", 50, 24 * 60 * 60),
+    # name, price KES, seconds, the name in Kiswahili
+    ("30 minutes", 5, 30 * 60, "Dakika 30"),
+    ("1 hour", 10, 60 * 60, "Saa 1"),
+    ("24 hours", 50, 24 * 60 * 60, "Saa 24"),
 ]
 
 
@@ -191,6 +191,18 @@ def _v8(db: pw.Database) -> None:
     db.create_tables([models.DarajaToken], safe=True)
 
 
+def _v9(db: pw.Database) -> None:
+    # a second name, in Kiswahili; the default packages an install was seeded with get theirs
+    if "name_sw" not in {c.name for c in db.get_columns("package")}:
+        ctx = db.get_sql_context()
+        definition, _ = ctx.sql(models.Package._meta.fields["name_sw"].ddl(ctx)).query()
+        db.execute_sql(f'ALTER TABLE "package" ADD COLUMN {definition}')
+    for name, price, seconds, name_sw in DEFAULT_PACKAGES:
+        (models.Package.update(name_sw=name_sw)
+         .where(models.Package.name == name, models.Package.duration_seconds == seconds,
+                models.Package.name_sw.is_null()).execute())
+
+
 #: (version, description, function). Append; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1),
@@ -201,6 +213,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (6, "indexes for the reconcile job's questions", _v6),
     (7, "venues (sites): packages, payments, sessions and accounts carry their site", _v7),
     (8, "the Daraja access token of each consumer key, shared by every process", _v8),
+    (9, "packages get a name in Kiswahili", _v9),
 ]
 LATEST = MIGRATIONS[-1][0]
 
@@ -240,8 +253,9 @@ def seed(db: pw.Database) -> None:
         if not Setting.get_or_none(Setting.key == "packages_seeded"):
             if not Package.select().exists():
                 now = time.time()
-                for position, (name, price, seconds) in enumerate(DEFAULT_PACKAGES):
-                    Package.create(name=name, price=price, duration_seconds=seconds, position=position, created_at=now)
+                for position, (name, price, seconds, name_sw) in enumerate(DEFAULT_PACKAGES):
+                    Package.create(name=name, name_sw=name_sw, price=price, duration_seconds=seconds,
+                                   position=position, created_at=now)
             Setting.put("packages_seeded", "1")
         if not Setting.get_or_none(Setting.key == "callback_token"):
             Setting.put("callback_token", secrets.token_urlsafe(24))

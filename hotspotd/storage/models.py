@@ -87,6 +87,7 @@ class Setting(BaseModel):
 
 class Package(BaseModel):
     name = pw.CharField(max_length=64)
+    name_sw = pw.CharField(max_length=64, null=True)   # the name in Kiswahili; None: the name in both languages
     price = pw.IntegerField()                       # whole KES
     duration_seconds = pw.IntegerField()
     data_cap_bytes = pw.BigIntegerField(null=True)  # None: unlimited

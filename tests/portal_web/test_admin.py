@@ -338,16 +338,18 @@ def test_packages_create_with_validation_edit_disable_and_order(signed_in, http)
     assert 'value="abc"' in r.text                                     # what was typed stays
     assert Package.select().count() == 3
 
-    r = post(hs, http, "/admin/packages/new", "/admin/packages/new", name="Week pass", price="250",
-             minutes="10080", data_mb="2048", rate="2M/5M", devices="2")
+    r = post(hs, http, "/admin/packages/new", "/admin/packages/new", name="Week pass", name_sw="Pasi ya wiki",
+             price="250", minutes="10080", data_mb="2048", rate="2M/5M", devices="2")
     assert r.status_code == 200 and 'data-page="packages"' in r.text
     week = Package.get(Package.name == "Week pass")
+    assert week.name_sw == "Pasi ya wiki"
     assert (week.price, week.duration_seconds, week.data_cap_bytes, week.rate_limit, week.devices, week.active) == \
         (250, 604800, 2048 * 1024 * 1024, "2M/5M", 2, True)
     assert api_packages(hs, http) == ["30 minutes", "1 hour", "24 hours", "Week pass"]
 
     page = http.get(f"{hs.portal_url}/admin/packages/{week.id}").text
     assert 'value="Week pass"' in page and 'value="2048"' in page and 'value="10080"' in page
+    assert 'value="Pasi ya wiki"' in page
     r = http.post(f"{hs.portal_url}/admin/packages/{week.id}",
                   data={"csrf_token": token(page), "name": "Week", "price": "200", "minutes": "10080", "data_mb": "",
                         "rate": "", "devices": "1"})

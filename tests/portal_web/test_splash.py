@@ -520,3 +520,17 @@ def test_the_sms_in_the_simulated_phone_brings_the_time_to_a_new_address(make_ho
     r = http.post(f"{hs.portal_url}/paid", params={**CTX, "mac": "AA:BB:CC:DD:EE:4A"},
                   data={"receipt": sms["text"], "phone": "0711000104"})
     assert r.status_code == 200 and status_of(r.text) == "success"
+
+
+def test_packages_have_a_kiswahili_name_on_kiswahili_pages(hotspot, http):
+    sw = http.get(f"{hotspot.portal_url}/", params={**CTX, "lang": "sw"}).text
+    names = re.findall(r'<span>([^<]+)<small>', sw)
+    assert names == ["Dakika 30", "Saa 1", "Saa 24"]                    # the default packages, translated
+    en = http.get(f"{hotspot.portal_url}/", params={**CTX, "lang": "en"}).text
+    assert re.findall(r'<span>([^<]+)<small>', en) == ["30 minutes", "1 hour", "24 hours"]
+    page = pay(hotspot, http, "0711000105", ctx=CTX, lang="sw")
+    assert "Saa 1" in page and "1 hour" not in page                       # the success page too
+    # a package without one keeps its name in both languages
+    Package.update(name_sw=None).where(Package.name == "24 hours").execute()
+    sw = http.get(f"{hotspot.portal_url}/", params={**CTX, "mac": "AA:BB:CC:DD:EE:4B", "lang": "sw"}).text
+    assert re.findall(r'<span>([^<]+)<small>', sw)[-1] == "24 hours"

@@ -120,3 +120,16 @@ def test_packages_add_and_edit_follow_the_dashboards_rules(capsys, tmp_path):
     code, out, _ = run(capsys, tmp_path, "packages", "edit", str(p.id), "--rate", "1M/2M", "--devices", "2")
     p = Package.get_by_id(p.id)
     assert code == 0 and (p.rate_limit, p.devices, p.data_cap_bytes, p.price) == ("1M/2M", 2, 5000 * 1024 * 1024, 80)
+
+
+def test_packages_take_a_kiswahili_name(tmp_path, capsys):
+    from hotspotd.storage.models import Package
+    write_config(tmp_path)
+    code, out, _ = run(capsys, tmp_path, "packages", "add", "--name", "Week", "--name-sw", "Wiki", "--price", "250",
+                       "--minutes", "10080")
+    assert code == 0
+    assert Package.get(Package.name == "Week").name_sw == "Wiki"
+    code, _, _ = run(capsys, tmp_path, "packages", "edit", "4", "--name-sw", "")
+    assert code == 0 and Package.get(Package.name == "Week").name_sw is None     # the name in both languages
+    code, _, err = run(capsys, tmp_path, "packages", "edit", "4", "--name-sw", "x" * 65)
+    assert code == 2 and "name_sw" in err

@@ -128,3 +128,18 @@ def test_ending_a_session_releases_its_bindings(tmp_path, database_url):
     assert Device.select().where(Device.active).count() == 0
     assert Device.select().where(Device.unbound_at.is_null()).count() == 2    # they held it to the end
     database.close()
+
+
+def test_v9_gives_the_seeded_packages_their_kiswahili_names(tmp_path, database_url):
+    """An install from before v9 has its three default packages (maybe renamed or repriced by the
+    owner) and its own: the defaults it still has get their Kiswahili name, the others none."""
+    database = db.prepare(database_url or f"sqlite:///{tmp_path}/a.db")
+    Package.update(name_sw=None).execute()
+    Package.update(name="Lunch hour").where(Package.name == "1 hour").execute()      # the owner renamed it
+    Package.create(name="Week", price=250, duration_seconds=7 * 86400, created_at=1.0)
+    database.execute_sql('ALTER TABLE "package" DROP COLUMN "name_sw"')      # as v8 left it: no such column
+    Setting.put("schema_version", "8")
+    assert db.migrate(database) == [9]
+    assert {p.name: p.name_sw for p in Package.select()} == {
+        "30 minutes": "Dakika 30", "Lunch hour": None, "24 hours": "Saa 24", "Week": None}
+    database.close()
