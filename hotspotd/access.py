@@ -253,7 +253,8 @@ def _left(cap: int | None, used: int) -> int | None:
 
 #: an M-Pesa transaction code inside a pasted confirmation SMS: ten capitals and digits, first a
 #: letter, at least one digit ("WF0DMXF93V Confirmed. Ksh10.00 sent to …")
-_RECEIPT_IN_SMS = re.compile(r"(?<![A-Z0-9])(?=[A-Z0-9]*\d)[A-Z][A-Z0-9]{9}(?![A-Z0-9])")
+_RECEIPT_IN_SMS = re.compile(r"(?<![A-Z0-9])((?=[A-Z0-9]*\d)[A-Z][A-Z0-9]{9})(?![A-Z0-9])")
+_CONFIRMED = re.compile(r"(?<![A-Z0-9])([A-Z][A-Z0-9]{9})\s+CONFIRMED\b")
 
 
 def normalize_receipt(text: str) -> str:
@@ -263,8 +264,10 @@ def normalize_receipt(text: str) -> str:
     typed = "".join(text.split())
     if re.fullmatch(r"[A-Z0-9]{10}", typed):        # the code, typed with or without spaces
         return typed
-    found = _RECEIPT_IN_SMS.search(text)
-    return found.group(0) if found else typed[:20]
+    # the code as M-Pesa's SMS says it: "<code> Confirmed." (a code may hold no digit at all),
+    # else the first code-shaped word with a digit in it
+    found = _CONFIRMED.search(text) or _RECEIPT_IN_SMS.search(text)
+    return found.group(1) if found else typed[:20]
 
 
 def _grant(ent_id: int, mac: str, package_name: str, expires_at: float, cap: int | None, used: int,

@@ -448,7 +448,9 @@ def test_already_paid_takes_the_pasted_sms_and_the_success_page_shows_the_code(h
 
 @pytest.mark.parametrize("typed, code", [("skl2 abc3de", "SKL2ABC3DE"), ("SKL2ABC3DE", "SKL2ABC3DE"),
                                          ("wf0dmxf93v confirmed. ksh10.00 sent to x", "WF0DMXF93V"),
-                                         ("Confirmed. Ksh10.00 sent. Code WF0DMXF93V", "WF0DMXF93V")])
+                                         ("Confirmed. Ksh10.00 sent. Code WF0DMXF93V", "WF0DMXF93V"),
+                                         # a code need not hold a digit (the simulator's JHXXQRHXTV did)
+                                         ("JHXXQRHXTV Confirmed. Ksh10.00 sent to MAMA MBOGA WIFI", "JHXXQRHXTV")])
 def test_receipt_codes_are_read_as_typed_or_pasted(typed, code):
     assert access.normalize_receipt(typed) == code
 
