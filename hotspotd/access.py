@@ -251,15 +251,15 @@ def _left(cap: int | None, used: int) -> int | None:
     return None if cap is None else max(cap - used, 0)
 
 
-#: an M-Pesa transaction code inside a pasted confirmation SMS: ten capitals and digits, first a
-#: letter, at least one digit ("WF0DMXF93V Confirmed. Ksh10.00 sent to …")
+#: an M-Pesa transaction code inside pasted text: ten capitals and digits, first a letter; as the
+#: confirmation SMS says it ("WF0DMXF93V Confirmed. Ksh10.00 sent to …"), else any such word with a digit
 _RECEIPT_IN_SMS = re.compile(r"(?<![A-Z0-9])((?=[A-Z0-9]*\d)[A-Z][A-Z0-9]{9})(?![A-Z0-9])")
 _CONFIRMED = re.compile(r"(?<![A-Z0-9])([A-Z][A-Z0-9]{9})\s+CONFIRMED\b")
 
 
 def normalize_receipt(text: str) -> str:
     """An M-Pesa receipt as typed (``skl2 abc3de``) → as stored (``SKL2ABC3DE``); from a pasted
-    confirmation SMS, the code it starts with (the first code-shaped word)."""
+    confirmation SMS, the code before "Confirmed", else the first code-shaped word with a digit."""
     text = str(text or "")[:1000].upper()
     typed = "".join(text.split())
     if re.fullmatch(r"[A-Z0-9]{10}", typed):        # the code, typed with or without spaces

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,8 +147,6 @@ class RecentlyTried:
     Bounded to ``size`` devices, the oldest forgotten first. Thread-safe."""
 
     def __init__(self, window: float = 120.0, size: int = 4096):
-        import threading
-        from collections import OrderedDict
         self.window, self.size = window, size
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()

@@ -75,7 +75,7 @@ def redeem(text: str, mac: str | None, now: float | None = None, site: str = DEF
             raise VoucherError("voucher_other_venue")
         if voucher.redeemed_at is not None:
             ent = Entitlement.get_or_none(Entitlement.id == voucher.entitlement_id)
-            if ent and mac and access.is_bound(ent.id, mac):
+            if ent and access.is_bound(ent.id, mac):
                 return ent
             raise VoucherError("voucher_used")
         updated = (Voucher.update(redeemed_at=now).where(Voucher.id == voucher.id, Voucher.redeemed_at.is_null())

@@ -221,9 +221,15 @@ def router_login_form(payment: Payment, mac: str | None = None) -> router_login.
 
 
 def _paid_from(payment, remote_addr: str | None, mac: str | None, hotspot) -> bool:
-    """Whether the asker is the device that paid: the same address, and behind a CoovaChilli's
-    NAT (where every device has the router's address) the same MAC as well."""
-    if payment.status != "success" or not payment.client_ip or payment.client_ip != remote_addr:
+    """Whether the asker is the device that paid, and the payment went through."""
+    return payment.status == "success" and asked_by_payer(payment, remote_addr, mac, hotspot)
+
+
+def asked_by_payer(payment, remote_addr: str | None, mac: str | None, hotspot) -> bool:
+    """Whether the asker is the device that made ``payment`` (whatever became of it): the same
+    address, and behind a CoovaChilli's NAT (where every device has the router's address) the same
+    MAC as well."""
+    if not payment.client_ip or payment.client_ip != remote_addr:
         return False
     if remote_addr not in hotspot.venues.nat_addresses:
         return True

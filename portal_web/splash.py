@@ -14,12 +14,12 @@ from hotspotd.daraja import codes
 from hotspotd.errors import DomainError
 from hotspotd.identifiers import InvalidMac, is_random_mac, mask_phone, normalize_mac, normalize_phone
 from hotspotd.payments import on_sale
-from hotspotd.storage.models import Entitlement, Payment
+from hotspotd.storage.models import Entitlement, Event, Payment
 
 from . import i18n, limiter
 from .running import hotspot as _hotspot
 from .i18n import N_
-from .api import STATUS_OF, payment_status_json, router_login_form
+from .api import STATUS_OF, asked_by_payer, payment_status_json, router_login_form
 
 bp = Blueprint("splash", __name__)
 
@@ -50,14 +50,15 @@ def _recently(name: str, window: float) -> router_login.RecentlyTried:
     """This app's memory of devices recently sent to the router (``auto_login``: the page submits
     a device's login by itself once in two minutes, never again, so a router that keeps refusing
     cannot make it loop; ``refusal``: a refusal is written down for the owner once in five)."""
-    return current_app.extensions.setdefault(f"hotspotd.{name}", router_login.RecentlyTried(window=window))
+    key = f"hotspotd.{name}"
+    memory = current_app.extensions.get(key)
+    return memory if memory is not None else current_app.extensions.setdefault(key, router_login.RecentlyTried(window))
 
 
 def _record_refusal(mac: str | None, entitlement_id: int | None, words: str, site: Site) -> None:
     """Tell the owner (the payment's timeline, the health page) that the router refused a device."""
     if mac is None or not _recently("refusal", 300.0).first(mac, clock.now()):
         return
-    from hotspotd.storage.models import Event
     Event.create(at=clock.now(), kind="router_login_refused", entitlement=entitlement_id, mac=mac,
                  message=f"the router refused the login{'' if site.id == 'default' else ' at ' + site.id}: {words}")
 
@@ -248,10 +249,8 @@ def _retry_values(ctx: dict) -> tuple[str, str]:
 
 
 def _asked_by_payer(payment, ctx: dict) -> bool:
-    """The same address as the payment; behind a CoovaChilli's NAT the same MAC as well."""
-    if not payment.client_ip or payment.client_ip != request.remote_addr:
-        return False
-    return request.remote_addr not in _hotspot().venues.nat_addresses or (_mac(ctx) or None) == payment.mac
+    """Whether this request comes from the device that made ``payment`` (:func:`api.asked_by_payer`)."""
+    return asked_by_payer(payment, request.remote_addr, ctx.get("mac"), _hotspot())
 
 
 @bp.post("/pay")
@@ -274,38 +273,35 @@ def pay():
 @bp.get("/wait/<checkout_request_id>")
 def wait(checkout_request_id: str):
     hotspot = _hotspot()
+    ctx = _router_context()
     payment = hotspot.payments.status(checkout_request_id[:64])
     if payment is None:
-        return redirect(url_for("splash.index", **_router_context()), 303)
+        return redirect(url_for("splash.index", **ctx), 303)
     lang = i18n.lang()
     status = STATUS_OF[payment.status]
+    # the M-Pesa code and the phone (with them the time moves): only to the device that paid
+    payer = _asked_by_payer(payment, ctx)
     if status == "success":
         ent = access.entitlement_of(payment)
         if ent is not None and ent.status == access.HELD:
             # paid, but no device known: say exactly how to get online, never "You are online"
             return _render("held.html", s=payment_status_json(payment, lang), package=_package_name(ent, lang),
-                           receipt=payment.receipt if _asked_by_payer(payment, _router_context()) else None)
+                           receipt=payment.receipt if payer else None)
         if ent is not None:
-            # the M-Pesa code (with the phone it moves the time): only to the device that paid
-            payer = _asked_by_payer(payment, _router_context())
-            return _online_page(ent, router_login_form(payment, _mac(_router_context())), ONLINE,
+            return _online_page(ent, router_login_form(payment, _mac(ctx)), ONLINE, ctx=ctx,
                                 receipt=payment.receipt if payer else None)
     s = payment_status_json(payment, lang)
+    # back to the packages, this one chosen and the number to correct ("Wrong number?", "Try again")
+    again = {**ctx, "retry": payment.checkout_request_id, "package": payment.package_id}
     if status == "pending":
         lifetime = hotspot.config.mpesa.prompt_lifetime_seconds
         left = int(max(lifetime - (clock.now() - (payment.pushed_at or payment.created_at)), 0))
         payee = hotspot.config.payee(payment.site)
-        ctx = _router_context()
-        payer = _asked_by_payer(payment, ctx)
-        change = {**ctx, "retry": payment.checkout_request_id, "package": payment.package_id}
         return _render("wait.html", s=s, seconds_left=left, checkout_request_id=payment.checkout_request_id,
                        package=formatting.package_name(payment.package, lang),
                        payee=i18n.payee(payee, lang, formatting.money(payment.amount, lang)),
-                       help_phone=payee.help_phone, change=change,
+                       help_phone=payee.help_phone, change=again,
                        sent_to=formatting.phone_local(payment.phone) if payer else mask_phone(payment.phone))
-    ctx = _router_context()
-    again = {**ctx, "retry": payment.checkout_request_id, "package": payment.package_id}
-    payer = _asked_by_payer(payment, ctx)
     others, phone, resend, same_from = None, "", None, None
     same_again_at = (payment.pushed_at or payment.created_at) + codes.RULE_LIMIT_SECONDS
     if s.get("reason") == "rule_limited" or clock.now() < same_again_at:

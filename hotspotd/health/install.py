@@ -310,11 +310,10 @@ def _ports(cfg: Config, database_id: str | None = None) -> list[Check]:
     were about another database than the one customers' payments go to."""
     host, port = parse_listen(cfg.portal.listen)
     portal = _bindable("portal", socket.SOCK_STREAM, host, port)
-    running = portal.state == FAIL and _hotspotd_answers(host, port)
+    running, theirs = _running_hotspotd(host, port) if portal.state == FAIL else (False, None)
     out = []
     if running:
         portal = _check(OK, "portal", f"{host}:{port}/tcp: hotspotd is running there")
-        theirs = _running_database_id(host, port)
         if database_id and theirs and theirs != database_id:
             out.append(_check(WARN, "database", f"the hotspotd running on {host}:{port} uses another database "
                                                 f"than {paths.sqlite_path(cfg.database.url) or paths.shown_url(cfg.database.url)}: "
@@ -331,20 +330,9 @@ def _ports(cfg: Config, database_id: str | None = None) -> list[Check]:
     return out
 
 
-def _hotspotd_answers(host: str, port: int) -> bool:
-    import http.client
-    target = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
-    conn = http.client.HTTPConnection(target, port, timeout=3)
-    try:
-        conn.request("HEAD", "/api/portal/packages")
-        return conn.getresponse().getheader("Server", "") == "hotspotd"
-    except OSError:
-        return False
-    finally:
-        conn.close()
-
-
-def _running_database_id(host: str, port: int) -> str | None:
+def _running_hotspotd(host: str, port: int) -> tuple[bool, str | None]:
+    """Whether the portal on ``host:port`` is a hotspotd (it answers with ``Server: hotspotd``),
+    and the ``database_id`` it says it uses (None from one too old to say), in one request."""
     import http.client
     import json
     target = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
@@ -352,9 +340,16 @@ def _running_database_id(host: str, port: int) -> str | None:
     try:
         conn.request("GET", "/api/portal/instance")
         resp = conn.getresponse()
-        return json.loads(resp.read()).get("databaseId") if resp.status == 200 else None
-    except (OSError, ValueError, AttributeError):
-        return None
+        body = resp.read()
+        if resp.getheader("Server", "") != "hotspotd":
+            return False, None
+        try:
+            theirs = json.loads(body).get("databaseId") if resp.status == 200 else None
+        except (ValueError, AttributeError):
+            theirs = None
+        return True, theirs
+    except OSError:
+        return False, None
     finally:
         conn.close()
 
