@@ -59,18 +59,15 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return _daraja(args) if args.sim == "daraja" else _routeros(args)
-
-
-def wait_for_stop() -> None:
-    """Block until SIGINT or SIGTERM (the handlers only set a flag)."""
+    # the handlers go in before anything is listening: a SIGTERM sent the moment "listening on" is read
+    # stops the simulator cleanly instead of killing it (a clean-clone CI run met exit -15)
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
-    stopping.wait()
+    return _daraja(args, stopping) if args.sim == "daraja" else _routeros(args, stopping)
 
 
-def _daraja(args) -> int:
+def _daraja(args, stopping: threading.Event) -> int:
     from ..testing.daraja import DarajaSimulator
     try:
         host, port = parse_listen(args.listen)
@@ -94,12 +91,12 @@ def _daraja(args) -> int:
     with sim:
         log.info("Daraja simulator at %s; consumer key %r, the sandbox passkey; phone 2547000NNNNN ends with "
                  "ResultCode NNNNN", sim.url, sim.consumer_key)
-        wait_for_stop()
+        stopping.wait()
     log.info("Daraja simulator stopped")
     return 0
 
 
-def _routeros(args) -> int:
+def _routeros(args, stopping: threading.Event) -> int:
     from ..testing.routeros import RouterOSSimulator
     try:
         host, port = parse_listen(args.listen)
@@ -143,7 +140,7 @@ def _routeros(args) -> int:
         address, bound = sim.address
         print(f"RouterOS API simulator listening on {address}:{bound} (user {args.user!r})", flush=True)
         try:
-            wait_for_stop()
+            stopping.wait()
         finally:
             if side is not None:
                 side.stop()

@@ -376,8 +376,9 @@ def test_hotspotd_simulate_routeros_serves_until_terminated():
             api.close()
     finally:
         proc.terminate()
-        assert proc.wait(5) == 0
-        proc.stdout.close()
+        code = proc.wait(5)
+        proc.stdout.close()                    # closed whatever the code, or a later test meets its ResourceWarning
+        assert code == 0
 
 
 def test_hotspotd_simulate_routeros_with_radius_asks_for_its_hosts_by_mac():
@@ -388,18 +389,33 @@ def test_hotspotd_simulate_routeros_with_radius_asks_for_its_hosts_by_mac():
         server.bind(("127.0.0.1", 0))
         server.settimeout(10)
         port = server.getsockname()[1]
-        proc = subprocess.Popen([sys.executable, "-m", "hotspotd.service.cli", "simulate", "routeros", "--listen",
-                                 "127.0.0.1:0", "--host", f"{MAC1}=10.5.50.11", "--radius", f"127.0.0.1:{port}",
-                                 "--secret", "s3", "--incoming", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
+        with subprocess.Popen([sys.executable, "-m", "hotspotd.service.cli", "simulate", "routeros", "--listen",
+                               "127.0.0.1:0", "--host", f"{MAC1}=10.5.50.11", "--radius", f"127.0.0.1:{port}",
+                               "--secret", "s3", "--incoming", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                              text=True) as proc:
+            try:
+                data, _ = server.recvfrom(4096)           # the MAC login of the host it was started with
+                req = packet.AuthPacket(packet=data, secret=b"s3", dict=DICT)
+                assert req.code == packet.AccessRequest and req["User-Name"] == [MAC1] and req.message_authenticator
+                assert "listening on" in proc.stdout.readline()
+            finally:
+                proc.terminate()
+            assert proc.wait(5) == 0
+
+
+def test_hotspotd_simulate_stops_cleanly_on_a_sigterm_sent_before_it_listens(tmp_path):
+    # a SIGTERM sent the moment the first line is read (here: while a script's output is still printing,
+    # before anything listens) ends the simulator with 0, not -15 (a clean-clone CI run met -15)
+    (tmp_path / "puts.rsc").write_text(':put "line"\n' * 20000)
+    with subprocess.Popen([sys.executable, "-m", "hotspotd.service.cli", "simulate", "routeros", "--listen",
+                           "127.0.0.1:0", "--script", str(tmp_path / "puts.rsc")], stdout=subprocess.PIPE,
+                          text=True) as proc:
         try:
-            data, _ = server.recvfrom(4096)           # the MAC login of the host it was started with
-            req = packet.AuthPacket(packet=data, secret=b"s3", dict=DICT)
-            assert req.code == packet.AccessRequest and req["User-Name"] == [MAC1] and req.message_authenticator
-            assert "listening on" in proc.stdout.readline()
+            assert proc.stdout.readline() == "line\n"
         finally:
             proc.terminate()
-            assert proc.wait(5) == 0
-            proc.stdout.close()
+        rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "listening on" in rest
 
 
 @pytest.mark.parametrize("version, has_it", [("7.9 (stable)", False), ("7.14.3 (stable)", False),
@@ -427,5 +443,6 @@ def test_hotspotd_simulate_routeros_runs_a_script_first(tmp_path):
         librouteros.connect(host, "hs", "pw", port=int(port), timeout=2).close()
     finally:
         proc.terminate()
-        assert proc.wait(5) == 0
-        proc.stdout.close()
+        code = proc.wait(5)
+        proc.stdout.close()                    # closed whatever the code, or a later test meets its ResourceWarning
+        assert code == 0
