@@ -5,6 +5,8 @@ changes them fails here, loudly, instead of at a venue.
   and ``_meta_limits`` and unregisters ``_check_request_limit`` (a speed-up: see its docstring).
 * waitress: ``Hotspot._stop_web`` closes every channel of the server's ``_map`` on the loop's
   thread through ``trigger.pull_trigger``, then ``task_dispatcher.shutdown()``.
+* africastalking: ``hotspotd.sms.gateways.AfricasTalking`` points the SDK at another host (the
+  simulator) by setting ``SMSService._baseUrl``; the SDK has no setting for it.
 """
 from __future__ import annotations
 
@@ -79,3 +81,12 @@ def test_stopping_the_daemon_closes_a_kept_alive_connection(make_hotspot):
         assert not hs._web_thread.is_alive()
     finally:
         conn.close()
+
+
+def test_the_africastalking_sdk_still_builds_its_urls_from_base_url():
+    from africastalking.SMS import SMSService
+
+    service = SMSService("sandbox", "k")
+    assert service._baseUrl == "https://api.sandbox.africastalking.com/version1"
+    service._baseUrl = "http://127.0.0.1:9/version1"
+    assert service._make_url("/messaging") == "http://127.0.0.1:9/version1/messaging"

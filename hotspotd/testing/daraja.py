@@ -38,6 +38,8 @@ to shared/reference/daraja.md, on the standard library's ``http.server``.
   a known path with the wrong method 405 ``405.001`` "Method not allowed", in the envelope; any other
   path answers the gateway ``fault`` body daraja.md ("STK push") describes for unknown paths. The
   reference and the audit disagree on unknown paths; this is how the simulator reconciles them.
+* The SMS gateways hotspotd sends through are served here too (:mod:`.sms_gateway`): what they
+  deliver joins the phone's inbox.
 * ``timing="realistic"`` draws each push's delays instead, seeded, from the reference's sandbox
   timings, with lost and late callbacks (:mod:`hotspotd.testing.daraja_timing`).
 
@@ -76,6 +78,7 @@ from ..config import SANDBOX_PASSKEY
 from ..identifiers import mask_phone
 from ..daraja.client import NAIROBI, nairobi_timestamp, stk_password
 from .daraja_timing import INSTANT, REALISTIC, TIMINGS, Delays, RealisticTiming, instant
+from .sms_gateway import Raw, SmsGateway
 
 log = logging.getLogger(__name__)
 
@@ -263,9 +266,12 @@ class _Handler(BaseHTTPRequestHandler):
             length = 0
         raw = self.rfile.read(length) if length > 0 else b""
         status, body = self.server.sim._handle(method, self.path, self.headers, raw)
-        data = b"" if body is None else json.dumps(body).encode()
+        if isinstance(body, Raw):
+            data, content_type = body.body, body.content_type
+        else:
+            data, content_type = b"" if body is None else json.dumps(body).encode(), "application/json;charset=UTF-8"
         self.send_response(status)
-        self.send_header("Content-Type", "application/json;charset=UTF-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -301,6 +307,8 @@ class DarajaSimulator:
         self.consumer_key, self.consumer_secret, self.passkey = consumer_key, consumer_secret, passkey
         self._passkeys: dict[str, str] = {}           # shortcode → passkey, for accounts added by add_account
         self._business_names: dict[str, str] = {}     # shortcode → registered name (name_business)
+        #: the SMS gateways on this address: hotspotd's SMS land in the phones' inboxes
+        self.sms = SmsGateway()
         self.token_lifetime = token_lifetime
         self.callback_delay, self.final_after = float(callback_delay), float(final_after)
         #: the rule-17 window in seconds (0: off); business calls a second before spike arrest (0: no limit)
@@ -469,7 +477,7 @@ class DarajaSimulator:
 
     # ---- the HTTP API
 
-    def _handle(self, method: str, target: str, headers, raw: bytes) -> tuple[int, dict | None]:
+    def _handle(self, method: str, target: str, headers, raw: bytes) -> tuple[int, dict | Raw | None]:
         """Answer one request: (HTTP status, JSON body or None for an empty one). Called by the server threads."""
         parts = urlsplit(target)
         try:
@@ -483,6 +491,8 @@ class DarajaSimulator:
                 status, body = 200, self._query(self._business_body(headers, raw))
             elif (inbox := PHONE_INBOX.fullmatch(parts.path)) and method == "GET":
                 status, body = 200, {"messages": self.messages(inbox[1])}
+            elif self.sms.handles(parts.path):
+                status, body = self.sms.handle(method, parts.path, parts.query, headers, raw)
             elif parts.path.startswith(API_PREFIXES):
                 raise _Refusal(404, _envelope("404.001.01", ENVELOPE_ERRORS["404.001.01"][1]))
             else:
@@ -580,7 +590,8 @@ class DarajaSimulator:
 
     def messages(self, phone: str) -> list[dict]:
         """The SMS inbox of ``phone`` (``2547…``), newest last: M-Pesa's confirmation of each payment
-        that went through, once the payer's M-Pesa has it (when the query turns final). Each is
+        that went through, once the payer's M-Pesa has it (when the query turns final), and every
+        SMS sent to it through the simulated gateways (:mod:`.sms_gateway`). Each is
         ``{"from", "text", "receipt", "amount", "at"}`` (``at`` UTC, ISO 8601). Served as
         ``GET /simulator/phones/<phone>/messages``: the demo's and the tests' customer's phone."""
         now = time.monotonic()
@@ -589,7 +600,10 @@ class DarajaSimulator:
                     if t.phone == phone and t.result_code == "0" and now >= t.pushed_at + t.final_after]
             names = dict(self._business_names)
         done.sort(key=lambda t: t.pushed_at + t.final_after)
-        return [_confirmation(t, names.get(t.shortcode, DEFAULT_BUSINESS_NAME)) for t in done]
+        mpesa = [(t.pushed_wall + t.final_after, _confirmation(t, names.get(t.shortcode, DEFAULT_BUSINESS_NAME)))
+                 for t in done]
+        sent = [(m.at, m.as_message()) for m in self.sms.inbox(phone)]
+        return [message for _, message in sorted(mpesa + sent, key=lambda pair: pair[0])]
 
     def add_account(self, shortcode: str, passkey: str) -> None:
         """Take pushes for another paybill or till, with its own passkey (a venue with its own
