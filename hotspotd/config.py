@@ -42,6 +42,7 @@ ENV_OVERRIDES = {
     "HOTSPOTD_PORTAL_LISTEN": ("portal", "listen"),
     "HOTSPOTD_RADIUS_AUTH_PORT": ("radius", "auth_port"),
     "HOTSPOTD_RADIUS_ACCT_PORT": ("radius", "acct_port"),
+    "HOTSPOTD_SMS_API_KEY": ("sms", "api_key"),
 }
 
 
@@ -166,6 +167,27 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "level": Option("INFO", str, "DEBUG | INFO | WARNING | ERROR",
                         ("DEBUG", "INFO", "WARNING", "ERROR")),
         "format": Option("text", str, "text | json", ("text", "json")),
+    },
+    "sms": {
+        "provider": Option("off", str, "off | africastalking | http (a Kenyan bulk-SMS reseller's HTTP API)",
+                           ("off", "africastalking", "http")),
+        "username": Option("sandbox", str, "africastalking: the app's username (sandbox: Africa's Talking's sandbox)"),
+        "api_key": Option("", str, "the gateway's API key (HOTSPOTD_SMS_API_KEY overrides)"),
+        "sender_id": Option("", str, "a registered sender ID or shortcode (empty: the gateway's default)"),
+        "base_url": Option("", str, "override the gateway's address (empty: Africa's Talking's, or in the "
+                           "simulator environment the built-in simulator's)"),
+        "receipts": Option(True, bool, "SMS the receipt, the time bought and the /me link after each payment"),
+        "reminder_minutes": Option(10, int, "SMS \"N minutes left\" this long before paid time ends (0: never)"),
+        "timeout_seconds": Option(10.0, (int, float), "timeout of one send"),
+        "http_url": Option("", str, "http: the reseller's send URL; {phone} {phone_plus} {phone_local} "
+                           "{message} {sender_id} {api_key} {username} are filled in"),
+        "http_method": Option("POST", str, "http: GET | POST", ("GET", "POST")),
+        "http_body": Option("", str, "http: the POST body with the same placeholders (JSON or form, as "
+                            "http_content_type says)"),
+        "http_content_type": Option("json", str, "http: json | form", ("json", "form")),
+        "http_headers": Option([], list, "http: extra headers, \"Name: value\" (placeholders filled in)"),
+        "http_success": Option("", str, "http: a regular expression the answer must contain to count as "
+                               "sent (empty: any 2xx answer)"),
     },
     "metrics": {
         "enabled": Option(True, bool, "serve /metrics (Prometheus text format) on the portal"),
@@ -341,6 +363,7 @@ class Config:
     report: Section
     logging: Section
     metrics: Section
+    sms: Section
     radius_clients: tuple[RadiusClient, ...] = ()
     routers: tuple[Router, ...] = ()
     #: every venue by id; always holds :data:`DEFAULT_SITE` (named by [portal] site_name)
@@ -445,7 +468,8 @@ def permission_problems(path: str | os.PathLike, cfg: Config | None = None) -> t
         errors.append(f"{path} can be changed by any user (mode {mode:04o}); run: chmod 600 {path}")
     elif mode & 0o020:
         warnings.append(f"{path} can be changed by its group (mode {mode:04o}); run: chmod 600 {path}")
-    has_secrets = cfg is None or any(cfg.mpesa.values.get(k) for t, k in SECRET_KEYS) or any(
+    has_secrets = cfg is None or any(cfg.mpesa.values.get(k) for t, k in SECRET_KEYS) or bool(
+        cfg.sms.api_key) or any(
         c.secret for c in cfg.radius_clients) or any(r.password or r.secret for r in cfg.routers) or any(
         s.account.consumer_secret or s.account.passkey for s in cfg.sites.values() if s.account)
     if has_secrets and mode & 0o044:
@@ -602,6 +626,37 @@ def parse_listen(value: str) -> tuple[str, int]:
     return match.group(1) or "0.0.0.0", int(match.group(2))
 
 
+def _check_sms(src: str, cfg: Config) -> None:
+    sms = cfg.sms
+    if sms.reminder_minutes < 0:
+        raise ConfigError(src, "sms", "reminder_minutes", "must be 0 (no reminder) or a number of minutes")
+    if sms.timeout_seconds <= 0:
+        raise ConfigError(src, "sms", "timeout_seconds", "must be greater than 0")
+    if sms.base_url and urlsplit(sms.base_url).scheme not in ("http", "https"):
+        raise ConfigError(src, "sms", "base_url", "expected an http(s) URL, or empty")
+    if sms.provider == "africastalking":
+        if not sms.username:
+            raise ConfigError(src, "sms", "username", "Africa's Talking needs the app's username (sandbox for its "
+                              "sandbox)")
+        if not sms.api_key and not (cfg.simulated and not sms.base_url):
+            raise ConfigError(src, "sms", "api_key", "required: the API key of the Africa's Talking app "
+                              "(its dashboard, Settings > API Key), or set HOTSPOTD_SMS_API_KEY")
+    if sms.provider == "http":
+        if urlsplit(sms.http_url).scheme not in ("http", "https") or not urlsplit(sms.http_url).hostname:
+            raise ConfigError(src, "sms", "http_url", "the reseller's send URL, e.g. "
+                              "https://quicksms.advantasms.com/api/services/sendsms/")
+        if sms.http_method == "GET" and sms.http_body:
+            raise ConfigError(src, "sms", "http_body", "a GET sends no body: put the placeholders in http_url")
+        for header in sms.http_headers:
+            if not isinstance(header, str) or ":" not in header:
+                raise ConfigError(src, "sms", "http_headers", f"{header!r}: write \"Name: value\"")
+        if sms.http_success:
+            try:
+                re.compile(sms.http_success)
+            except re.error as exc:
+                raise ConfigError(src, "sms", "http_success", f"not a regular expression ({exc})") from None
+
+
 def _check_semantics(cfg: Config) -> None:
     src = cfg.source
     for table, key in (("portal", "listen"), ("simulator", "daraja_listen"), ("simulator", "routeros_listen")):
@@ -670,6 +725,7 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError(src, "backup", "keep", "keep at least 1 backup")
     if cfg.backup.every_hours <= 0:
         raise ConfigError(src, "backup", "every_hours", "must be greater than 0")
+    _check_sms(src, cfg)
     for entry in cfg.metrics.allow:
         try:
             ipaddress.ip_network(str(entry), strict=False)

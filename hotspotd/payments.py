@@ -96,9 +96,10 @@ class PaymentService:
 
     # --- starting a payment -------------------------------------------------------------
     def initiate(self, phone: Any, package_id: Any, mac: Any = None, client_ip: str | None = None,
-                 login_context: dict | None = None, site: str = DEFAULT_SITE) -> tuple[Payment, bool]:
+                 login_context: dict | None = None, site: str = DEFAULT_SITE,
+                 lang: str | None = None) -> tuple[Payment, bool]:
         """Send an STK push for ``package_id`` to ``phone``, for time at venue ``site`` (paid to
-        its M-Pesa account). Returns ``(payment, reused)``: ``reused`` is True when the device
+        its M-Pesa account); ``lang``, the page's language, is the one its SMS speak. Returns ``(payment, reused)``: ``reused`` is True when the device
         already had a pending payment, which is returned instead of prompting the customer twice.
         Raises :class:`PaymentRefused`."""
         if site not in self.sites:
@@ -124,7 +125,7 @@ class PaymentService:
             log.error("refusing a payment: %s", problem)
             raise PaymentRefused(CANNOT_RECORD)
         try:
-            payment, reused = self._create(phone, package, mac, client_ip, login_context, site)
+            payment, reused = self._create(phone, package, mac, client_ip, login_context, site, lang)
         except (pw.OperationalError, pw.InterfaceError) as exc:
             # the row is committed before anyone is asked for money: no row, no prompt
             raise self._unrecordable(exc) from None
@@ -145,7 +146,7 @@ class PaymentService:
         return PaymentRefused(STORAGE_BUSY if busy else CANNOT_RECORD)
 
     def _create(self, phone: str, package: Package, mac: str | None, client_ip: str | None,
-                login_context: dict | None, site: str) -> tuple[Payment, bool]:
+                login_context: dict | None, site: str, lang: str | None = None) -> tuple[Payment, bool]:
         """The device's open payment (reused), or a new one committed in state ``created``."""
         now = clock.now()
         with database.atomic():
@@ -158,6 +159,7 @@ class PaymentService:
                     return open_one, True
             payment = Payment.create(phone=phone, amount=package.price, package=package.id, mac=mac,
                                      client_ip=client_ip, status="created", created_at=now, site=site,
+                                     lang=lang if lang in ("en", "sw") else None,
                                      login_context=json.dumps(login_context) if login_context else None)
             event("created", payment, f"KES {package.price} for {package.name} to {mask_phone(phone)}", mac, now)
         log.info("payment %s created: KES %s for %s to %s", payment.id, package.price, package.name, mask_phone(phone),

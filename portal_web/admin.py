@@ -34,7 +34,8 @@ Routes::
     GET  /admin/payments/<id>           POST /admin/payments/<id>/reconcile
     GET  /admin/packages                GET|POST /admin/packages/new, /admin/packages/<id>
                                         POST /admin/packages/<id>/active, /admin/packages/<id>/move
-    GET  /admin/vouchers, POST /admin/vouchers, GET /admin/vouchers/sheet?batch=NAME
+    GET  /admin/vouchers, POST /admin/vouchers, GET /admin/vouchers/sheet?batch=NAME,
+    POST /admin/vouchers/sms (with [sms] on: one voucher sent to a phone)
     GET  /admin/health
     every page but the login also takes ?site=ID (one venue; see "Venues" above)
 
@@ -56,7 +57,8 @@ Hooks for browser tests (keep them stable):
 * packages: ``<tr data-package="ID" data-active="yes|no">`` with ``button[data-action="up|down|disable|enable"]``;
   the form's inputs ``name``, ``price``, ``minutes``, ``data_mb``, ``rate``, ``devices``, errors
   ``.field-error[data-field="NAME"]``
-* vouchers: ``form#voucher-generate`` (``package``, ``count``, ``batch``), ``<tr data-batch="NAME">``;
+* vouchers: ``form#voucher-generate`` (``package``, ``count``, ``batch``), ``form#voucher-sms``
+  (``sms_package``, ``phone``, ``lang``), ``<tr data-batch="NAME">``;
   the sheet: ``.voucher[data-code="XXXXX-XXXXX"]``
 * health: ``#health li[data-check="KEY"][data-state="ok|warn|fail|info"]`` (KEY: daraja, daraja:SITE for a
   venue with its own M-Pesa account, callback, router:NAME or routers, radius, scheduler, disconnects, clock)
@@ -83,7 +85,8 @@ from werkzeug.exceptions import HTTPException
 
 from hotspotd import access, admins, catalogue, clock, formatting, reports, vouchers
 from hotspotd.health import live as health_live
-from hotspotd.identifiers import mask_phone
+from hotspotd.identifiers import InvalidPhone, mask_phone, normalize_phone
+from hotspotd.sms import outbox as sms_outbox
 from hotspotd.storage.models import AdminUser, Entitlement, Package, Payment, Setting, Voucher, database
 
 from . import csrf, i18n, limiter
@@ -654,7 +657,8 @@ def _voucher_every_venue() -> bool:
 
 @bp.get("/vouchers")
 def vouchers_page():
-    return _vouchers_page({}, {"package": "", "count": "20", "batch": ""})
+    return _vouchers_page({}, {"package": "", "count": "20", "batch": "", "sms_package": "", "phone": "",
+                               "lang": "sw"})
 
 
 def _vouchers_page(errors: dict, values: dict) -> str:
@@ -663,7 +667,8 @@ def _vouchers_page(errors: dict, values: dict) -> str:
     if cond is not None:
         packages = packages.where(cond)
     return render_template("admin/vouchers.html", batches=reports.voucher_batches(scope(), _voucher_every_venue()),
-                           packages=packages, errors=errors, values=values, max_batch=vouchers.MAX_BATCH)
+                           packages=packages, errors=errors, values=values, max_batch=vouchers.MAX_BATCH,
+                           sms_on=_hotspot().sms_gateway is not None)
 
 
 @bp.post("/vouchers")
@@ -683,6 +688,34 @@ def vouchers_generate():
     log.info("admin %r generated %d voucher(s) for package %s", g.admin.username, len(made), package.id)
     flash(f"{len(made)} voucher(s) for “{package.name}” made in batch {made[0].batch}.", "ok")
     return redirect(here("admin.voucher_sheet", batch=made[0].batch), 303)
+
+
+@bp.post("/vouchers/sms")
+def vouchers_sms():
+    """One voucher, made and sent to a customer's phone by SMS (the SMS job sends it)."""
+    values = {k: request.form.get(k, "").strip() for k in ("sms_package", "phone", "lang")}
+    errors: dict[str, str] = {}
+    if _hotspot().sms_gateway is None:
+        abort(404)
+    package = Package.get_or_none(Package.id == _int(values["sms_package"], 0))
+    if package is None or not (_voucher_every_venue() or package.site in allowed_sites()):
+        errors["sms_package"] = "choose a package"
+    try:
+        phone = normalize_phone(values["phone"])
+    except InvalidPhone:
+        errors["phone"] = "a Kenyan mobile number, e.g. 0712 345 678"
+    if values["lang"] not in ("en", "sw"):
+        errors["lang"] = "English or Kiswahili"
+    if errors:
+        return _vouchers_page(errors, {"package": "", "count": "20", "batch": "", **values}), 400
+    (made,) = vouchers.generate(package.id, 1, _default_batch() + " SMS")
+    sms_outbox.queue_voucher(made.code, phone, values["lang"])
+    if _hotspot().scheduler is not None and _hotspot().scheduler.has("sms"):
+        _hotspot().scheduler.wake("sms")
+    log.info("admin %r sent voucher for package %s by SMS to %s", g.admin.username, package.id, mask_phone(phone))
+    flash(f"Voucher {vouchers.display(made.code)} for “{package.name}” is on its way to {mask_phone(phone)} by SMS.",
+          "ok")
+    return redirect(here("admin.vouchers_page"), 303)
 
 
 @bp.get("/vouchers/sheet")

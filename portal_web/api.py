@@ -112,7 +112,7 @@ def pay():
         site = _site_id(request.args, data.get("login"), data)
         payment, reused = _hotspot().payments.initiate(
             data.get("phone"), data.get("packageId"), data.get("macAddress"),
-            client_ip=request.remote_addr, login_context=context, site=site)
+            client_ip=request.remote_addr, login_context=context, site=site, lang=_lang())
     except PaymentRefused as exc:
         return _refused(exc)
     message = i18n.t(N_("A payment prompt was already sent to your phone; enter your M-Pesa PIN there.") if reused

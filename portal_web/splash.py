@@ -262,7 +262,7 @@ def pay():
     try:
         payment, _ = hotspot.payments.initiate(request.form.get("phone", ""), request.form.get("package"),
                                                _mac(ctx), client_ip=request.remote_addr, login_context=ctx or None,
-                                               site=site.id)
+                                               site=site.id, lang=lang)
     except DomainError as exc:      # PaymentRefused
         return _splash(STATUS_OF_REFUSAL.get(exc.code, 400), site=site, error=i18n.refusal(exc, lang),
                        error_field=exc.field, phone=request.form.get("phone", "")[:20],

@@ -14,7 +14,7 @@ from ..config import ConfigError
 from ..errors import PortInUse
 from ..storage.postgres import DriverMissing
 from ..identifiers import mask_phone
-from . import ports, simulate
+from . import ports, simulate, sms_cli
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--site", metavar="ID", help="one venue's day ([[sites]] id; default: every venue)")
 
     simulate.add_parser(sub)
+    sms_cli.add_parser(sub)
     return p
 
 
@@ -174,6 +175,8 @@ def _main(argv: list[str] | None) -> int:
         return _packages(args, cfg)
     if args.command == "admin":
         return _admin(args, cfg)
+    if args.command == "sms":
+        return sms_cli.run(args, cfg)
     handler = {"db": _db, "payments": _payments, "sessions": _sessions}[args.command]
     return handler(args)
 

@@ -26,12 +26,16 @@ from ..routers.logins import ApiLogins
 from ..routers.mikrotik import MikroTikRouter
 from ..routers.opennds import Gateway, Gateways
 from ..scheduler import Scheduler
+from ..sms import gateways as sms_gateways, outbox as sms_outbox
 from ..storage import db as db_mod, paths
 from ..storage.models import Payment, database as models_database
 from ..timekeeping import Timekeeper
 from ..venues import Venues
 
 log = logging.getLogger(__name__)
+
+#: how often the SMS job sends what waits and queues the reminders that are due (a receipt wakes it)
+SMS_EVERY_SECONDS = 15
 
 
 class Hotspot:
@@ -69,6 +73,9 @@ class Hotspot:
         self.callback_token = ""
         self.callback_url = ""
         self.timekeeper = Timekeeper()
+        #: the SMS gateway (:mod:`hotspotd.sms.gateways`), None with [sms] provider = "off"
+        self.sms_gateway = None
+        self.sms_composer: sms_outbox.Composer | None = None
         self._web = None
         self._web_thread: threading.Thread | None = None
         self.stop_event = threading.Event()
@@ -183,12 +190,42 @@ class Hotspot:
     def _ssl(router: Router) -> ssl.SSLContext | None:
         return ssl.create_default_context(cafile=router.tls_ca) if router.tls and router.tls_ca else None
 
-    def login_at_router(self, payment: Payment) -> None:
+    def after_payment(self, payment: Payment) -> None:
         """After payment (the payment service's ``on_success``): the device's API login, queued;
-        at an openNDS gateway, its authorisation for authmon's next poll."""
-        if self.api_logins is not None:
-            self.api_logins.submit(payment)
-        self.opennds.admit_payment(payment)
+        at an openNDS gateway, its authorisation for authmon's next poll; the receipt SMS, queued.
+        A failure of one never stops the others (the payment and its session are committed)."""
+        try:
+            if self.api_logins is not None:
+                self.api_logins.submit(payment)
+            self.opennds.admit_payment(payment)
+        finally:
+            if self.sms_gateway is not None and self.config.sms.receipts:
+                try:
+                    if sms_outbox.queue_receipt(payment) and self.scheduler and self.scheduler.has("sms"):
+                        self.scheduler.wake("sms")
+                except Exception:  # noqa: BLE001 - an SMS never holds up a payment
+                    log.exception("could not queue the receipt SMS of %s", payment.checkout_request_id)
+
+    def _sms(self) -> None:
+        """The SMS gateway ``[sms]`` names (in the simulator environment with no base_url, the
+        simulator's, which then takes this install's credentials) and the composer of its texts."""
+        sms = self.config.sms
+        simulated = self.simulator is not None and not sms.base_url
+        self.sms_gateway = sms_gateways.from_config(sms, self.simulator.url if simulated else None)
+        if self.sms_gateway is None:
+            return
+        if simulated and sms.provider == "africastalking":
+            self.simulator.sms.credentials(sms.username, sms.api_key or "simulator")
+        from portal_web.i18n import t
+        self.sms_composer = sms_outbox.Composer(
+            t, lambda site: (self.config.site(site) or self.config.site(None)).name,
+            self.config.portal.public_url.rstrip("/") + "/me")
+
+    def send_sms(self) -> int:
+        """The SMS job: queue the reminders that are due, send what is waiting."""
+        if self.config.sms.reminder_minutes:
+            sms_outbox.queue_reminders(self.config.sms.reminder_minutes)
+        return sms_outbox.send_due(self.sms_gateway, self.sms_composer)
 
     def _callback_url(self, portal_url: str) -> str:
         configured = self.config.mpesa.callback_url
@@ -246,7 +283,8 @@ class Hotspot:
             raise PortInUse("tcp", host, port, "the portal", "[portal] listen in the config file, or "
                             f"HOTSPOTD_PORTAL_LISTEN={host or '0.0.0.0'}:{port + 1}") from exc
         self.client = self._daraja(self.portal_url)
-        self.payments = PaymentService(self.client, self.callback_url, self._policy(), on_success=self.login_at_router,
+        self._sms()
+        self.payments = PaymentService(self.client, self.callback_url, self._policy(), on_success=self.after_payment,
                                        storage_problem=self.storage_problem, metrics=self.metrics,
                                        sites=self.site_clients)
         if self.config.radius.enabled:
@@ -267,7 +305,9 @@ class Hotspot:
         self._web_thread.start()
         log.info("portal listening on %s (public URL %s)", self.portal_url, self.config.portal.public_url)
         if self.simulator:
-            log.info("Daraja simulator at %s; callbacks go to %s/cb/…", self.simulator.url, self.portal_url)
+            log.info("Daraja simulator at %s; callbacks go to %s/cb/…; a customer's SMS (M-Pesa's and "
+                     "hotspotd's): %s/simulator/phones/<2547…>/messages", self.simulator.url, self.portal_url,
+                     self.simulator.url)
         if self.config.scheduler.enabled:
             self.scheduler = Scheduler(claim=db_mod.claim_run)
             s = self.config.scheduler
@@ -275,6 +315,8 @@ class Hotspot:
             self.scheduler.every(s.expire_every_seconds, "expire", self.expire_sessions)
             if s.readback_every_seconds and self.readback.covers():
                 self.scheduler.every(s.readback_every_seconds, "readback", self.read_back)
+            if self.sms_gateway is not None:
+                self.scheduler.every(SMS_EVERY_SECONDS, "sms", self.send_sms)
             if self.config.backup.enabled and self.config.backup_folder:
                 self.scheduler.every(min(3600.0, self.config.backup.every_hours * 3600), "backup", self.backup_if_due)
             self.scheduler.start()

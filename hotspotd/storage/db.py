@@ -203,6 +203,15 @@ def _v9(db: pw.Database) -> None:
                 models.Package.name_sw.is_null()).execute())
 
 
+def _v10(db: pw.Database) -> None:
+    # the customer's SMS (receipt, reminder, voucher) and the language a payment was made in
+    if "lang" not in {c.name for c in db.get_columns("payment")}:
+        ctx = db.get_sql_context()
+        definition, _ = ctx.sql(models.Payment._meta.fields["lang"].ddl(ctx)).query()
+        db.execute_sql(f'ALTER TABLE "payment" ADD COLUMN {definition}')
+    db.create_tables([models.SmsMessage], safe=True)
+
+
 #: (version, description, function). Append; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _v1),
@@ -214,6 +223,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (7, "venues (sites): packages, payments, sessions and accounts carry their site", _v7),
     (8, "the Daraja access token of each consumer key, shared by every process", _v8),
     (9, "packages get a name in Kiswahili", _v9),
+    (10, "SMS to customers; a payment keeps its page's language", _v10),
 ]
 LATEST = MIGRATIONS[-1][0]
 

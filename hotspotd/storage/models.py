@@ -134,6 +134,7 @@ class Payment(BaseModel):
     query_attempts = pw.IntegerField(default=0)
     last_error = pw.TextField(null=True)
     site = _site_field(index=True)                          # the venue it was made at (its M-Pesa account)
+    lang = pw.CharField(max_length=8, null=True)            # the page's language at payment: its SMS speak it
 
     class Meta:
         # the reconcile job's two questions each tick, answered from the few live payments: with
@@ -286,5 +287,33 @@ class DarajaToken(BaseModel):
     renewing_until = pw.DoubleField(default=0)                 # a process is fetching a new one until then
 
 
+class SmsMessage(BaseModel):
+    """One SMS to a customer (:mod:`hotspotd.sms.outbox`): queued, then sent with retries.
+    ``key`` names what it is about (``receipt:<payment id>``, ``reminder:<entitlement id>:<end>``,
+    ``voucher:<code>``): the same SMS is never queued twice. Its text is written when it is sent
+    (the receipt code may come after the payment), and kept. ``status``: pending → sent | failed
+    | dropped (no longer true: a reminder of a session that ended or was extended)."""
+    key = pw.CharField(max_length=80, unique=True)
+    kind = pw.CharField(max_length=16)                     # receipt | reminder | voucher
+    phone = pw.CharField(max_length=12)
+    lang = pw.CharField(max_length=8, default="en")
+    site = _site_field()
+    payment = pw.ForeignKeyField(Payment, null=True, backref="sms", on_delete="SET NULL")
+    entitlement = pw.ForeignKeyField(Entitlement, null=True, backref="sms", on_delete="SET NULL")
+    voucher = pw.CharField(max_length=16, null=True)       # the code a voucher SMS carries
+    status = pw.CharField(max_length=16, default="pending")
+    created_at = pw.DoubleField()
+    next_at = pw.DoubleField()
+    give_up_at = pw.DoubleField()
+    attempts = pw.IntegerField(default=0)
+    text = pw.TextField(null=True)
+    provider_id = pw.CharField(max_length=64, null=True)   # the gateway's message id
+    last_error = pw.TextField(null=True)
+    sent_at = pw.DoubleField(null=True)
+
+    class Meta:
+        indexes = ((("status", "next_at"), False),)
+
+
 V1_MODELS = [Setting, Package, Payment, Callback, Entitlement, Device, AcctSession, Event]
-ALL_MODELS = V1_MODELS + [Disconnect, Voucher, AdminUser, JobRun, DarajaToken]
+ALL_MODELS = V1_MODELS + [Disconnect, Voucher, AdminUser, JobRun, DarajaToken, SmsMessage]

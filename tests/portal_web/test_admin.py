@@ -6,6 +6,7 @@ import io
 import re
 
 import pytest
+import requests
 
 from hotspotd import access, admins, clock, reports
 from hotspotd.storage.models import AdminUser, Disconnect, Entitlement, Event, Package, Payment, Voucher
@@ -496,3 +497,29 @@ def test_the_health_page_reads_the_routers_back_on_request(signed_in, http):
     wait_for(lambda: hs.routeros_sim.active_macs() == [], timeout=10)    # read back on the scheduler, then cut
     page = http.get(f"{hs.portal_url}/admin/health").text
     assert 'data-check="readback" data-state="warn"' in page and "AA:BB:CC:00:71:09" in page
+
+
+def test_the_owner_sends_a_voucher_by_sms_and_it_reaches_the_phone(signed_in, http):
+    hs = signed_in(sms={"provider": "africastalking"}, portal={"site_name": "Mama Njeri Cafe"})
+    pkg = Package.get(Package.name == "1 hour")
+    page = http.get(f"{hs.portal_url}/admin/vouchers").text
+    assert 'id="voucher-sms"' in page
+    r = post(hs, http, "/admin/vouchers", "/admin/vouchers/sms", sms_package=str(pkg.id), phone="0712 3456",
+             lang="sw")
+    assert r.status_code == 400 and 'data-field="phone"' in r.text and Voucher.select().count() == 0
+    r = post(hs, http, "/admin/vouchers", "/admin/vouchers/sms", sms_package=str(pkg.id), phone="0712 345 678",
+             lang="sw")
+    (voucher,) = Voucher.select()
+    code = f"{voucher.code[:5]}-{voucher.code[5:]}"
+    assert r.status_code == 200 and f"Voucher {code}" in html.unescape(r.text) and "2547****5678" in r.text
+    inbox = f"{hs.simulator.url}/simulator/phones/254712345678/messages"
+    [sms] = wait_for(lambda: requests.get(inbox, timeout=5).json()["messages"])
+    assert sms["text"].startswith(f"Mama Njeri Cafe: vocha yako ya Wi-Fi ya Saa 1 ni {code}.")
+
+
+def test_without_sms_there_is_no_send_by_sms(signed_in, http):
+    hs = signed_in()
+    assert 'id="voucher-sms"' not in http.get(f"{hs.portal_url}/admin/vouchers").text
+    pkg = Package.get(Package.name == "1 hour")
+    r = post(hs, http, "/admin/vouchers", "/admin/vouchers/sms", sms_package=str(pkg.id), phone="0712345678", lang="en")
+    assert r.status_code == 404 and Voucher.select().count() == 0

@@ -140,6 +140,8 @@ def test_the_readmes_commands_work_as_written_after_the_demo(tmp_path):
             assert done.returncode == 0, (command, done.stdout, done.stderr)
             if "payments list" in command:
                 assert "success" in done.stdout and "2547****4149" in done.stdout
+            if "sms list" in command:       # the demo sends SMS (to the simulator): the receipt is queued or sent
+                assert re.search(r"receipt\s+2547\*\*\*\*4149\s+(pending|sent)", done.stdout), done.stdout
             if command.endswith(" check"):
                 assert "dashboard          1 account(s)" in done.stdout and "uses another database" not in done.stdout
 

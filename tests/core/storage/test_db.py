@@ -139,7 +139,24 @@ def test_v9_gives_the_seeded_packages_their_kiswahili_names(tmp_path, database_u
     Package.create(name="Week", price=250, duration_seconds=7 * 86400, created_at=1.0)
     database.execute_sql('ALTER TABLE "package" DROP COLUMN "name_sw"')      # as v8 left it: no such column
     Setting.put("schema_version", "8")
-    assert db.migrate(database) == [9]
+    assert db.migrate(database) == [9, 10]
     assert {p.name: p.name_sw for p in Package.select()} == {
         "30 minutes": "Dakika 30", "Lunch hour": None, "24 hours": "Saa 24", "Week": None}
+    database.close()
+
+
+def test_v10_adds_the_sms_queue_and_a_payments_language_keeping_every_payment(tmp_path, database_url):
+    from hotspotd.sms import outbox
+    from hotspotd.storage.models import Payment, SmsMessage
+    from tests.helpers import give_time
+    database = db.prepare(database_url or f"sqlite:///{tmp_path}/a.db")
+    ent = give_time("AA:00:00:00:00:10")
+    database.execute_sql('DROP TABLE "sms_message"')
+    database.execute_sql('ALTER TABLE "payment" DROP COLUMN "lang"')      # as v9 left it
+    Setting.put("schema_version", "9")
+    assert db.migrate(database) == [10]
+    payment = Payment.get_by_id(ent.payment_id)
+    assert payment.status == "success" and payment.lang is None
+    assert outbox.queue_receipt(payment) and SmsMessage.get().lang == "en"     # no language: English
+    assert db.migrate(database) == []
     database.close()
