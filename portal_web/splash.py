@@ -33,6 +33,10 @@ WELCOME_BACK = N_("Welcome back, you still have time")
 #: the router refused the login it was sent (CoovaChilli's res=failed, with its Reply-Message)
 REFUSED_WITH_TIME = N_("The Wi-Fi did not let this device in (it says: %(reply)s). Press \"Connect now\" to try "
                        "again; if it keeps failing, please tell the staff.")
+#: the same, when the page has no login to offer again (it was opened without the router's login address)
+REFUSED_NO_BUTTON = N_("The Wi-Fi did not let this device in (it says: %(reply)s). Your time is safe. Turn Wi-Fi off "
+                       "and on, then open any website to get the Wi-Fi's login page again; if it keeps failing, "
+                       "please tell the staff.")
 REFUSED_NO_TIME = N_("The Wi-Fi did not let this device in (it says: %(reply)s). Choose a package to buy time, or "
                      "use \"Already paid?\" if you have paid.")
 #: the heading when the router refused this device's login although it has time
@@ -180,7 +184,8 @@ def index():
         _hotspot().opennds.admit(mac, site.id)
         if words:
             _record_refusal(mac, grant.entitlement_id, words, site)
-            return _online_page(grant, form, PAID_TIME, ctx=ctx, refused=i18n.t(REFUSED_WITH_TIME, lang, reply=words))
+            refused = i18n.t(REFUSED_WITH_TIME if form else REFUSED_NO_BUTTON, lang, reply=words)
+            return _online_page(grant, form, PAID_TIME, ctx=ctx, refused=refused)
         return _online_page(grant, form, WELCOME_BACK, ctx=ctx)
     if words:
         _record_refusal(mac, None, words, site)

@@ -227,6 +227,17 @@ def test_chillis_answer_to_the_logon_is_read(hotspot, http):
         assert "You are online" in page and 'id="router-login"' not in page and 'id="router-refused"' not in page
 
 
+def test_a_refusal_with_no_login_to_offer_again_names_a_step_that_exists(hotspot, http):
+    # the router's reason came back, but not its login address: no "Connect now" to press
+    give_time("00:16:3E:11:22:45")
+    page = http.get(f"{hotspot.portal_url}/", params={"mac": "00:16:3E:11:22:45", "error": "RADIUS server is not "
+                                                       "responding", "lang": "en"}).text
+    assert 'id="router-refused"' in page and 'id="router-login"' not in page
+    assert "Connect now" not in page and "Turn Wi-Fi off and on, then open any website" in page
+    page = http.get(f"{hotspot.portal_url}/", params={"mac": "00:16:3E:11:22:45", "error": "x", "lang": "sw"}).text
+    assert "Connect now" not in page and 'id="router-refused"' in page
+
+
 def test_a_refused_logon_without_time_says_so_in_kiswahili(hotspot, http):
     page = http.get(f"{hotspot.portal_url}/", params={**CHILLI, "res": "failed", "lang": "sw"}).text
     assert 'id="pay-error"' in page and "Wi-Fi haikuruhusu kifaa hiki kuingia (inasema: haikutoa sababu)" in page
