@@ -151,8 +151,12 @@ class PaymentService:
         now = clock.now()
         with database.atomic():
             if mac:
-                # pending only: a created one has no CheckoutRequestID to follow (in flight, or stranded)
-                open_one = (Payment.select().where(Payment.mac == mac, Payment.status == "pending", Payment.site == site,
+                # pending only: a created one has no CheckoutRequestID to follow (in flight, or stranded).
+                # The same device, phone and package only: a stranger's open prompt for this MAC (a
+                # typed-in or spoofed address) is theirs, and a prompt for another package is another sale
+                open_one = (Payment.select().where(Payment.mac == mac, Payment.phone == phone,
+                                                   Payment.package == package.id,
+                                                   Payment.status == "pending", Payment.site == site,
                                                    Payment.created_at > now - self.policy.prompt_lifetime)
                             .order_by(Payment.created_at.desc()).first())
                 if open_one:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from hotspotd import access, clock
-from hotspotd.storage.models import Callback, Entitlement, Event, Payment
+from hotspotd.storage.models import Callback, Entitlement, Event, Package, Payment
 
 from tests.helpers import (INSTANT, REALISTIC, REALISTIC_LONGEST_PAYMENT, final_status, forged, pay, patience,
                            realistic_timing, wait_for)
@@ -176,6 +176,20 @@ def test_second_pay_while_pending_returns_the_pending_one(make_hotspot, http):
     second = pay(http, hs, "0708374149").json()
     assert second["checkoutRequestId"] == first["checkoutRequestId"] and second["reused"] is True
     assert len(hs.simulator.transactions) == 1
+
+
+def test_a_strangers_open_prompt_for_my_device_is_not_my_payment(make_hotspot, http):
+    # someone typed my MAC and their number: my pay request prompts my phone, for my package
+    hs = make_hotspot(simulator={"callback_delay_seconds": 30, "final_after_seconds": 30})
+    one_hour, day = (Package.get(Package.name == n).id for n in ("1 hour", "24 hours"))
+    theirs = pay(http, hs, "0708374150", package=one_hour).json()
+    mine = pay(http, hs, "0708374149", package=day).json()
+    assert mine["reused"] is False and mine["checkoutRequestId"] != theirs["checkoutRequestId"]
+    assert mine["amount"] == 50 and mine["packageName"] == "24 hours"
+    assert {tx.phone for tx in hs.simulator.transactions.values()} == {"254708374150", "254708374149"}
+    # the same phone and device asking for another package: a new prompt (Daraja's lock decides), not the old one
+    other = pay(http, hs, "0708374150", package=day).json()
+    assert other.get("checkoutRequestId") != theirs["checkoutRequestId"] and other.get("reused") is not True
 
 
 @pytest.mark.parametrize("payload, field", [
