@@ -47,6 +47,10 @@ UNSENT = "unsent"                        # the push was cut short by a stop; a l
 NO_ANSWER = "no_answer"                  # no answer from M-Pesa in time
 
 
+class _Unverified(Exception):
+    """An adoption that waits for the STK query's confirmation (see PaymentService._adopt)."""
+
+
 class PaymentRefused(DomainError):
     """The pay request cannot go ahead: ``code`` (one of the codes above, an InvalidPhone's or
     ``mpesa_<reason>``) says why, ``field`` names the input to correct."""
@@ -232,7 +236,7 @@ class PaymentService:
         """Match a stored callback to its payment and apply it. Returns the callback's new state."""
         faults.crash_point("callback_stored")
         cb = Callback.get_by_id(callback_id)
-        if cb.state not in ("received", "unmatched"):
+        if cb.state not in ("received", "unmatched", "unverified"):
             return cb.state
         try:
             parsed = parse_callback(cb.body)
@@ -240,7 +244,16 @@ class PaymentService:
             return self._mark(cb, "malformed", str(exc))
         payment = Payment.get_or_none(Payment.checkout_request_id == parsed["checkout_request_id"])
         if payment is None:
-            payment = self._adopt(cb, parsed)
+            try:
+                payment = self._adopt(cb, parsed)
+            except _Unverified:
+                if clock.now() < cb.received_at + self.policy.prompt_lifetime:
+                    if cb.state == "unverified":     # asked again: counted once
+                        Callback.update(processed_at=clock.now()).where(Callback.id == cb.id).execute()
+                        return "unverified"
+                    return self._mark(cb, "unverified", "unknown CheckoutRequestID from an unvouched source; "
+                                      "waiting for M-Pesa's STK query to confirm it")
+                payment = None
         if payment is None:
             log.warning("callback %s for unknown CheckoutRequestID %s", cb.id, parsed["checkout_request_id"],
                         extra={"checkout_request_id": parsed["checkout_request_id"]})
@@ -291,7 +304,13 @@ class PaymentService:
         CheckoutRequestID, ``error`` or ``created`` by a stopped process, made within a prompt's
         lifetime before the callback. It takes the CheckoutRequestID and is ``pending`` again: the
         usual checks (and, in doubt, the STK query) decide, never the match alone. A failure
-        callback carries no phone number; its payment stays unpaid, as it should."""
+        callback carries no phone number; its payment stays unpaid, as it should.
+
+        Adoption rests on Safaricom's word, never on a body alone: a callback that came without
+        the install's secret token (the seed path) or from outside the allowlist adopts only when
+        the STK query confirms its CheckoutRequestID is a paid push of this account. Otherwise a
+        forged callback with the victim's phone and the price would take the payment over, and the
+        real callback would then match nothing (the customer paid and stays offline)."""
         if codes.outcome(parsed["result_code"]) != "success" or parsed.get("amount") is None:
             return None
         try:
@@ -299,15 +318,24 @@ class PaymentService:
         except InvalidPhone:
             return None
         checkout = parsed["checkout_request_id"]
+        candidate = self._stranded(phone, parsed["amount"], cb.received_at)
+        if candidate is None:
+            return None
+        doubt = self._source_doubt(cb)
+        if doubt and not self._daraja_confirms(checkout, candidate):
+            if cb.state != "unverified":
+                event("adoption_refused", candidate, f"callback {cb.id} for {checkout} {doubt}, and M-Pesa does "
+                      "not confirm that push (yet): not adopted")
+                log.warning("callback %s for unknown %s %s and M-Pesa does not confirm it (yet): payment %s not "
+                            "adopted", cb.id, checkout, doubt, candidate.id)
+            # asked again by the reconcile job while a prompt could still be open (Daraja's query says
+            # "being processed" for a while, and for an id it never issued)
+            raise _Unverified()
         with database.atomic():
             found = Payment.get_or_none(Payment.checkout_request_id == checkout)
             if found is not None:       # a copy of this callback adopted it meanwhile
                 return found
-            payment = (Payment.select().where(
-                Payment.checkout_request_id.is_null(), Payment.phone == phone, Payment.amount == parsed["amount"],
-                (Payment.status == "error") | ((Payment.status == "created") & (Payment.created_at < self.started_at)),
-                Payment.created_at.between(cb.received_at - self.policy.prompt_lifetime, cb.received_at))
-                .order_by(Payment.created_at.desc()).first())
+            payment = self._stranded(phone, parsed["amount"], cb.received_at)
             if payment is None:
                 return None
             Payment.update(checkout_request_id=checkout, merchant_request_id=parsed["merchant_request_id"] or None,
@@ -319,11 +347,35 @@ class PaymentService:
                     payment.id, payment.status)
         return Payment.get_by_id(payment.id)
 
-    def _doubt(self, cb: Callback, payment: Payment, parsed: dict) -> str | None:
+    def _stranded(self, phone: str, amount: int, received_at: float) -> Payment | None:
+        """The latest payment of ``phone`` and ``amount`` whose push's answer was lost (see _adopt)."""
+        return (Payment.select().where(
+            Payment.checkout_request_id.is_null(), Payment.phone == phone, Payment.amount == amount,
+            (Payment.status == "error") | ((Payment.status == "created") & (Payment.created_at < self.started_at)),
+            Payment.created_at.between(received_at - self.policy.prompt_lifetime, received_at))
+            .order_by(Payment.created_at.desc()).first())
+
+    def _daraja_confirms(self, checkout: str, payment: Payment) -> bool:
+        """Whether the STK query says ``checkout`` is a successful push of ``payment``'s account."""
+        try:
+            result = self.client_for(payment.site).stk_query(checkout)
+        except DarajaError as exc:
+            log.warning("STK query of unknown %s failed: %s", checkout, exc)
+            return False
+        return not result.pending and codes.outcome(result.result_code) == "success"
+
+    def _source_doubt(self, cb: Callback) -> str | None:
+        """Why a callback's path or source does not vouch for it (None: the token path, allowed source)."""
         if self.policy.callback_token and self.policy.callback_token not in cb.path:
             return "arrived without the install's secret token in the path"
         if self.policy.allowlist and not _allowed(cb.source_ip, self.policy.allowlist):
             return f"source {cb.source_ip} is not in the callback allowlist"
+        return None
+
+    def _doubt(self, cb: Callback, payment: Payment, parsed: dict) -> str | None:
+        source = self._source_doubt(cb)
+        if source:
+            return source
         if codes.outcome(parsed["result_code"]) == "success":
             if parsed.get("amount") is None:
                 return "success without an Amount"
@@ -469,7 +521,10 @@ class PaymentService:
         late = (Callback.select(Callback.id).join(Payment, on=(Callback.checkout_request_id ==
                                                                Payment.checkout_request_id))
                 .where(Callback.state == "unmatched", Payment.status.in_(OPEN_STATES + ("timeout",))))
-        for cb in list(stored.limit(100)) + list(late.limit(100)):
+        # unknown CheckoutRequestIDs from the seed path with a stranded payment to match: asked again (see _adopt)
+        unverified = Callback.select(Callback.id).where(Callback.state == "unverified",
+                                                         Callback.processed_at < now - self.policy.query_interval)
+        for cb in list(stored.limit(100)) + list(late.limit(100)) + list(unverified.limit(5)):
             try:
                 self.process_callback(cb.id)
             except Exception as exc:  # noqa: BLE001 - one bad body must not block the others for ever

@@ -12,11 +12,12 @@ import subprocess
 import sys
 
 import pytest
+import requests
 
 from hotspotd import access, clock, faults
 from hotspotd.storage.models import Callback, Entitlement, Event, Package, Payment
 
-from tests.helpers import REPO, final_status, pay, PAY_MAC as MAC, wait_for
+from tests.helpers import REPO, final_status, forged, pay, PAY_MAC as MAC, wait_for
 
 #: run again on PostgreSQL by scripts/test (-m postgres)
 pytestmark = pytest.mark.postgres
@@ -84,6 +85,39 @@ def test_a_push_whose_answer_died_with_the_process_still_pays_when_its_callback_
     assert access.authorize(MAC) is not None
     assert Callback.get().state == "applied"
     assert Event.select().where(Event.kind == "adopted", Event.payment == payment.id).count() == 1
+
+
+def test_a_forged_seed_path_callback_cannot_take_a_stranded_payment_over(make_hotspot):
+    # after a crash the payment waits for its callback; a forger posts one first, on the public seed
+    # path, with the victim's phone and the price and a CheckoutRequestID of their own making
+    hs = make_hotspot(simulator={"callback_delay_seconds": 60, "final_after_seconds": 60})
+    payment, checkout = stranded(hs, "254708374149", MAC)
+    r = requests.post(f"{hs.portal_url}/api/portal/mpesa/callback", timeout=10,
+                      json=forged("ws_CO_FORGED0000000001", amount=10, receipt="FAKE000001"))
+    assert r.status_code == 200
+    taken = Payment.get_by_id(payment.id)
+    assert taken.checkout_request_id is None and taken.status == "created"
+    assert Event.select().where(Event.kind == "adoption_refused", Event.payment == payment.id).count() == 1
+    assert Callback.get(Callback.checkout_request_id == "ws_CO_FORGED0000000001").state == "unverified"
+    # the real callback, on the token path, still finds the payment: the customer who paid is online
+    hs.simulator.set_delays(callback_delay=0)
+    wait_for(lambda: Payment.get_by_id(payment.id).status == "success")
+    paid = Payment.get_by_id(payment.id)
+    assert paid.checkout_request_id == checkout and paid.receipt == hs.simulator.transactions[checkout].receipt
+    assert access.authorize(MAC) is not None
+
+
+def test_a_seed_path_callback_that_m_pesa_confirms_is_adopted(make_hotspot):
+    # an install whose real callbacks still come on the old path: the STK query vouches for them
+    hs = make_hotspot(simulator={"callback_delay_seconds": 60, "final_after_seconds": 0.05})
+    payment, checkout = stranded(hs, "254708374149", MAC)
+    tx = hs.simulator.transactions[checkout]
+    wait_for(lambda: hs.simulator.transactions[checkout].result_code == "0")
+    r = requests.post(f"{hs.portal_url}/api/portal/mpesa/callback", timeout=10,
+                      json=forged(checkout, amount=10, receipt=tx.receipt))
+    assert r.status_code == 200
+    wait_for(lambda: Payment.get_by_id(payment.id).status == "success")
+    assert Payment.get_by_id(payment.id).checkout_request_id == checkout
 
 
 def test_a_stranded_push_ends_as_error_and_a_failure_callback_grants_nothing(make_hotspot):
