@@ -12,7 +12,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from limits import parse_many
 
@@ -427,6 +427,18 @@ class Config:
         return Payee(account.business_name or self.mpesa.business_name, "till" if till else "paybill",
                      account.till_number if till else account.shortcode, "" if till else account.account_reference,
                      site.help_phone or self.portal.help_phone)
+
+
+def callback_url(cfg: Config, token: str, portal_url: str) -> str:
+    """Where Daraja posts results: ``[mpesa] callback_url`` with the install's secret token as its
+    last path part (``…/cb/<token>``), or on the simulator the portal's own address."""
+    configured = cfg.mpesa.callback_url
+    if configured and not cfg.simulated:
+        parts = urlsplit(configured)
+        if "/cb/" in parts.path:
+            return configured
+        return urlunsplit(parts._replace(path=parts.path.rstrip("/") + f"/cb/{token}"))
+    return f"{portal_url}/cb/{token}"
 
 
 def load(path: str | os.PathLike | None, env: dict[str, str] | None = None) -> Config:

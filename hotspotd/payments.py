@@ -365,11 +365,14 @@ class PaymentService:
         return not result.pending and codes.outcome(result.result_code) == "success"
 
     def _source_doubt(self, cb: Callback) -> str | None:
+        return self.source_doubt(cb.path, cb.source_ip)
+
+    def source_doubt(self, path: str, source_ip: str | None) -> str | None:
         """Why a callback's path or source does not vouch for it (None: the token path, allowed source)."""
-        if self.policy.callback_token and self.policy.callback_token not in cb.path:
+        if self.policy.callback_token and self.policy.callback_token not in path:
             return "arrived without the install's secret token in the path"
-        if self.policy.allowlist and not _allowed(cb.source_ip, self.policy.allowlist):
-            return f"source {cb.source_ip} is not in the callback allowlist"
+        if self.policy.allowlist and not _allowed(source_ip, self.policy.allowlist):
+            return f"source {source_ip} is not in the callback allowlist"
         return None
 
     def _doubt(self, cb: Callback, payment: Payment, parsed: dict) -> str | None:

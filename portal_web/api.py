@@ -10,12 +10,12 @@ from typing import NamedTuple
 import peewee as pw
 from flask import Blueprint, current_app, jsonify, request
 
-from hotspotd import access, clock, router_login, vouchers
+from hotspotd import access, c2b, clock, router_login, vouchers
 from hotspotd.identifiers import InvalidMac, normalize_mac, normalize_phone
 from hotspotd.daraja import codes
 from hotspotd.errors import DomainError
 from hotspotd.storage.models import Entitlement, Package, Payment, execute
-from hotspotd.payments import UNKNOWN_SITE, PaymentRefused, on_sale
+from hotspotd.payments import BAD_MAC, UNKNOWN_SITE, PaymentRefused, on_sale
 
 from . import i18n, limiter
 from .running import hotspot as _hotspot
@@ -96,7 +96,22 @@ def packages():
         site = _site_id(request.args)
     except PaymentRefused as exc:
         return _refused(exc)
-    return jsonify({"success": True, "site": site, "packages": [package_json(p) for p in on_sale(site)]})
+    answer = {"success": True, "site": site, "packages": [package_json(p) for p in on_sale(site)]}
+    if request.args.get("macAddress"):
+        try:
+            mac = normalize_mac(request.args["macAddress"])
+        except InvalidMac:
+            return _refused(PaymentRefused(BAD_MAC, "macAddress"))
+        answer["manualPayment"] = manual_payment(mac, site)
+    return jsonify(answer)
+
+
+def manual_payment(mac: str, site: str) -> dict:
+    """How this device pays from the M-Pesa menu when no prompt comes: the paybill and its own
+    account code, or the till (no account)."""
+    payee = _hotspot().config.payee(site)
+    account = c2b.account_code(mac, site) if payee.kind == "paybill" else ""
+    return {"kind": payee.kind, "shortcode": payee.number, "account": account}
 
 
 @bp.post("/pay")
@@ -191,7 +206,7 @@ def receipt():
         mac = _json_mac(data)
         phone = normalize_phone(data.get("phone"))
         code = access.normalize_receipt(data.get("receipt"))
-        ent, unbound = access.move_to_device(code, phone, mac, site=_site_id(request.args, data))
+        ent, unbound = _hotspot().c2b.already_paid(code, phone, mac, _site_id(request.args, data))
     except DomainError as exc:      # PaymentRefused, InvalidPhone, AccessError
         return _refused(exc)
     _hotspot().cut_off(unbound, ent.id, "moved")
@@ -376,6 +391,29 @@ def token_callback(token: str):
     if token != _hotspot().callback_token:
         return jsonify({"ResultCode": 1, "ResultDesc": "Rejected"}), 404
     return _take_callback()
+
+
+@callbacks.post("/cb/<token>/c2b/validation")
+def c2b_validation(token: str):
+    """Safaricom asks before it takes a payment made from the M-Pesa menu (when validation is on)."""
+    if token != _hotspot().callback_token:
+        return jsonify({"ResultCode": 1, "ResultDesc": "Rejected"}), 404
+    code, desc = _hotspot().c2b.validation(request.get_data(cache=False))
+    return jsonify({"ResultCode": code, "ResultDesc": desc})
+
+
+@callbacks.post("/cb/<token>/c2b/confirmation")
+def c2b_confirmation(token: str):
+    """Safaricom says a payment from the M-Pesa menu went through: stored, then granted or kept."""
+    if token != _hotspot().callback_token:
+        return jsonify({"ResultCode": 1, "ResultDesc": "Rejected"}), 404
+    body = request.get_data(cache=False)
+    try:
+        _hotspot().c2b.confirmation(body, request.path, request.remote_addr)
+    except ValueError as exc:
+        log.warning("a C2B confirmation that is not one (%s, %d bytes)", exc, len(body))
+        return jsonify({"ResultCode": 1, "ResultDesc": "Not a C2B confirmation"}), 400
+    return jsonify({"ResultCode": 0, "ResultDesc": "Success"})
 
 
 @bp.get("/instance")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, make_response, redirect, render_template, request, url_for
 
-from hotspotd import access, clock, formatting, router_login, vouchers
+from hotspotd import access, c2b, clock, formatting, router_login, vouchers
 from hotspotd.config import Site
 from hotspotd.daraja import codes
 from hotspotd.errors import DomainError
@@ -111,6 +111,8 @@ def _render(template: str, status: int = 200, **values):
     ctx = _router_context() if ctx is None else ctx
     mac = _mac(ctx)
     site = _hotspot().venues.site_for(ctx) or _hotspot().config.site(None)
+    if template in MENU_PAGES:
+        values.setdefault("menu", _menu(mac, site))
     body = render_template(template, lang=lang, ctx=ctx, site=site.name, accent=site.color,
                            multi_site=_hotspot().config.multi_site,
                            fmt=formatting,
@@ -120,6 +122,22 @@ def _render(template: str, status: int = 200, **values):
         resp.set_cookie("lang", request.args["lang"], max_age=365 * 86400, samesite="Lax", httponly=True)
     resp.headers["Cache-Control"] = "no-store"
     return resp
+
+
+#: the pages that say how to pay from the M-Pesa menu when no prompt comes
+MENU_PAGES = ("splash.html", "wait.html", "failed.html")
+
+
+def _menu(mac: str | None, site: Site) -> dict | None:
+    """Paying from the M-Pesa menu (C2B): the paybill and this device's account code, or the till;
+    None for a paybill where the device is unknown (no code to give it)."""
+    payee = _hotspot().config.payee(site.id)
+    prices = sorted({p.price for p in on_sale(site.id)})
+    if not prices or (payee.kind == "paybill" and mac is None):
+        return None
+    account = c2b.account_code(mac, site.id) if payee.kind == "paybill" else ""
+    return {"kind": payee.kind, "number": payee.number, "account": account,
+            "prices": ", ".join(formatting.money(p, i18n.lang()) for p in prices)}
 
 
 def _packages(site: Site):
@@ -338,7 +356,7 @@ def already_paid():
         if mac is None:
             raise access.AccessError("no_device")
         phone = normalize_phone(phone_text)
-        ent, unbound = access.move_to_device(receipt, phone, mac, site=site.id)
+        ent, unbound = _hotspot().c2b.already_paid(receipt, phone, mac, site.id)
     except DomainError as exc:      # InvalidPhone, AccessError
         return _refused("paid.html", exc, receipt=receipt, phone=phone_text)
     _hotspot().cut_off(unbound, ent.id, "moved")

@@ -286,6 +286,22 @@ class DarajaClient:
         log.debug("STK push to %s for KES %s accepted: %s", mask_phone(phone), amount, checkout)
         return PushAccepted(str(merchant or ""), checkout, str(body.get("CustomerMessage") or ""))
 
+    def register_c2b_urls(self, shortcode: str, confirmation_url: str, validation_url: str,
+                          response_type: str = "Completed", version: str = "v2") -> str:
+        """C2B Register URL (daraja.md, "C2B ... in detail"): where Safaricom sends the validation
+        and confirmation of payments made from the M-Pesa menu to ``shortcode``. ``version``: v1
+        (the payer's number as a SHA-256) or v2 (masked). In production it is one-time: changing
+        the URLs takes two operators on the Daraja portal. Returns Daraja's ResponseDescription."""
+        payload = {"ShortCode": shortcode, "ResponseType": response_type, "ConfirmationURL": confirmation_url,
+                   "ValidationURL": validation_url}
+        status, body = self._business(f"/mpesa/c2b/{version}/registerurl", payload, "C2B register URL")
+        if status != 200 or not isinstance(body, dict) or "fault" in body:
+            raise _error(status, body, "C2B register URL")
+        if str(body.get("ResponseCode", "")).strip() not in ("0", "00000000"):
+            raise DarajaRejected(str(body.get("ResponseDescription") or "not registered"),
+                                 code=str(body.get("ResponseCode")), http_status=status)
+        return str(body.get("ResponseDescription") or "Success")
+
     def stk_query(self, checkout_request_id: str) -> QueryResult:
         """Ask for the state of a push. ``pending=True`` (ask again later) for "being processed",
         any 500.001.1001 and ResultCode 4999; otherwise the final ResultCode, as text."""

@@ -14,7 +14,7 @@ from ..config import ConfigError
 from ..errors import PortInUse
 from ..storage.postgres import DriverMissing
 from ..identifiers import mask_phone
-from . import ports, simulate, sms_cli
+from . import mpesa_cli, ports, simulate, sms_cli
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
 
     simulate.add_parser(sub)
     sms_cli.add_parser(sub)
+    mpesa_cli.add_parser(sub)
     return p
 
 
@@ -177,6 +178,8 @@ def _main(argv: list[str] | None) -> int:
         return _admin(args, cfg)
     if args.command == "sms":
         return sms_cli.run(args, cfg)
+    if args.command == "mpesa":
+        return mpesa_cli.run(args, cfg)
     handler = {"db": _db, "payments": _payments, "sessions": _sessions}[args.command]
     return handler(args)
 

@@ -13,9 +13,9 @@ import signal
 import ssl
 import threading
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 from .. import access, config as config_mod, disconnects, systemd
+from ..c2b import C2BService
 from ..config import Config, Router, parse_listen
 from ..daraja.client import BASE_URLS, DarajaClient
 from ..daraja.tokens import DatabaseTokens
@@ -51,6 +51,8 @@ class Hotspot:
         #: venue → (its Daraja client, its account reference)
         self.site_clients: dict[str, tuple[DarajaClient, str]] = {}
         self.payments: PaymentService | None = None
+        #: payments from the M-Pesa menu (:mod:`hotspotd.c2b`)
+        self.c2b: C2BService | None = None
         self.scheduler: Scheduler | None = None
         self.radius = None
         #: the figures of /metrics (:class:`hotspotd.metrics.Metrics`), None when [metrics] is off
@@ -206,6 +208,31 @@ class Hotspot:
                 except Exception:  # noqa: BLE001 - an SMS never holds up a payment
                     log.exception("could not queue the receipt SMS of %s", payment.checkout_request_id)
 
+    def _c2b_sites(self) -> dict[str, tuple[str, bool]]:
+        """Which venue a payment from the M-Pesa menu is for, by the number it was paid to (its
+        paybill, or its till and store number); the default venue first where venues share one."""
+        numbers: dict[str, tuple[str, bool]] = {}
+        for site in self.config.sites.values():
+            payee = self.config.payee(site.id)
+            account = site.account or self.config.default_account
+            till = payee.kind == "till"
+            for number in (payee.number, account.shortcode):
+                numbers.setdefault(number, (site.id, till))
+        return numbers
+
+    def c2b_urls(self) -> tuple[str, str]:
+        """The confirmation and validation URLs of payments from the M-Pesa menu: under the
+        callback URL's secret path."""
+        base = self.callback_url.rstrip("/")
+        return f"{base}/c2b/confirmation", f"{base}/c2b/validation"
+
+    def _register_c2b_urls(self) -> None:
+        """On the simulator, what ``hotspotd mpesa register-urls`` does in production, at start."""
+        confirmation, validation = self.c2b_urls()
+        for number, (site, _) in self._c2b_sites().items():
+            client, _ = self.site_clients[site]
+            client.register_c2b_urls(number, confirmation, validation)
+
     def _sms(self) -> None:
         """The SMS gateway ``[sms]`` names (in the simulator environment with no base_url, the
         simulator's, which then takes this install's credentials) and the composer of its texts."""
@@ -228,13 +255,7 @@ class Hotspot:
         return sms_outbox.send_due(self.sms_gateway, self.sms_composer)
 
     def _callback_url(self, portal_url: str) -> str:
-        configured = self.config.mpesa.callback_url
-        if configured and not self.config.simulated:
-            parts = urlsplit(configured)
-            if "/cb/" in parts.path:
-                return configured
-            return urlunsplit(parts._replace(path=parts.path.rstrip("/") + f"/cb/{self.callback_token}"))
-        return f"{portal_url}/cb/{self.callback_token}"
+        return config_mod.callback_url(self.config, self.callback_token, portal_url)
 
     def _policy(self) -> Policy:
         m = self.config.mpesa
@@ -287,6 +308,9 @@ class Hotspot:
         self.payments = PaymentService(self.client, self.callback_url, self._policy(), on_success=self.after_payment,
                                        storage_problem=self.storage_problem, metrics=self.metrics,
                                        sites=self.site_clients)
+        self.c2b = C2BService(self.payments, self._c2b_sites())
+        if self.simulator:
+            self._register_c2b_urls()
         if self.config.radius.enabled:
             from radius.server import RadiusServer
             self.radius = RadiusServer(self.config, on_cap_reached=self._cap_reached, metrics=self.metrics).start()

@@ -315,5 +315,38 @@ class SmsMessage(BaseModel):
         indexes = ((("status", "next_at"), False),)
 
 
+class ManualAccount(BaseModel):
+    """A device's account code for paying from the M-Pesa menu (C2B Pay Bill's "Account no."):
+    short, typed by hand, one per device and venue (:mod:`hotspotd.c2b`)."""
+    code = pw.CharField(max_length=12, unique=True)
+    mac = pw.CharField(max_length=17)
+    site = _site_field()
+    created_at = pw.DoubleField()
+
+    class Meta:
+        indexes = ((("mac", "site"), True),)
+
+
+class C2BTransaction(BaseModel):
+    """A payment made from the M-Pesa menu, as Safaricom's confirmation (C2B) reported it, raw body
+    kept. ``state``: granted (a payment and its time were made for a device) | unmatched (no
+    device yet: claimable with its receipt in "Already paid?") | claimed | refused (not for a
+    package: the owner sees it)."""
+    trans_id = pw.CharField(max_length=32, unique=True)      # the M-Pesa receipt
+    trans_time = pw.CharField(max_length=14, null=True)      # YYYYMMDDHHMMSS, Nairobi
+    amount = pw.IntegerField()
+    shortcode = pw.CharField(max_length=16)
+    bill_ref = pw.CharField(max_length=32, default="")
+    msisdn = pw.CharField(max_length=80, default="")         # as sent: a SHA-256 (v1) or masked (v2)
+    kind = pw.CharField(max_length=16, default="")           # Pay Bill | Buy Goods
+    site = _site_field()
+    body = pw.TextField()
+    received_at = pw.DoubleField(index=True)
+    state = pw.CharField(max_length=16, index=True)
+    payment = pw.ForeignKeyField(Payment, null=True, backref="c2b", on_delete="SET NULL")
+    note = pw.TextField(null=True)
+
+
 V1_MODELS = [Setting, Package, Payment, Callback, Entitlement, Device, AcctSession, Event]
-ALL_MODELS = V1_MODELS + [Disconnect, Voucher, AdminUser, JobRun, DarajaToken, SmsMessage]
+ALL_MODELS = V1_MODELS + [Disconnect, Voucher, AdminUser, JobRun, DarajaToken, SmsMessage, ManualAccount,
+                          C2BTransaction]

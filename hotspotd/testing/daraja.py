@@ -78,7 +78,8 @@ from ..config import SANDBOX_PASSKEY
 from ..identifiers import mask_phone
 from ..daraja.client import NAIROBI, nairobi_timestamp, stk_password
 from .daraja_timing import INSTANT, REALISTIC, TIMINGS, Delays, RealisticTiming, instant
-from .sms_gateway import Raw, SmsGateway
+from .c2b_desk import C2BDesk
+from .sms_gateway import Raw, Sms, SmsGateway
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,9 @@ ENVELOPE_ERRORS = {
 }
 #: The API's paths and the method each takes; other paths under API_PREFIXES are 404.001.01.
 API_PATHS = {"/oauth/v1/generate": "GET", "/mpesa/stkpush/v1/processrequest": "POST",
-             "/mpesa/stkpushquery/v1/query": "POST"}
+             "/mpesa/stkpushquery/v1/query": "POST", "/mpesa/c2b/v1/registerurl": "POST",
+             "/mpesa/c2b/v2/registerurl": "POST"}
+PHONE_PAYS = re.compile(r"/simulator/phones/(254[17]\d{8})/pay")
 API_PREFIXES = ("/mpesa/", "/oauth/")
 GATEWAY_FAULTS = {
     404: ("Unable to identify proxy for host: default and url: {path}",
@@ -309,6 +312,8 @@ class DarajaSimulator:
         self._business_names: dict[str, str] = {}     # shortcode → registered name (name_business)
         #: the SMS gateways on this address: hotspotd's SMS land in the phones' inboxes
         self.sms = SmsGateway()
+        #: payments from the M-Pesa menu (C2B): registered URLs, validation, confirmations
+        self.c2b = C2BDesk()
         self.token_lifetime = token_lifetime
         self.callback_delay, self.final_after = float(callback_delay), float(final_after)
         #: the rule-17 window in seconds (0: off); business calls a second before spike arrest (0: no limit)
@@ -491,6 +496,10 @@ class DarajaSimulator:
                 status, body = 200, self._query(self._business_body(headers, raw))
             elif (inbox := PHONE_INBOX.fullmatch(parts.path)) and method == "GET":
                 status, body = 200, {"messages": self.messages(inbox[1])}
+            elif parts.path in ("/mpesa/c2b/v1/registerurl", "/mpesa/c2b/v2/registerurl"):
+                status, body = self.c2b.register(self._business_body(headers, raw), parts.path.split("/")[3])
+            elif (payer := PHONE_PAYS.fullmatch(parts.path)) and method == "POST":
+                status, body = self._menu_payment(payer[1], raw)
             elif self.sms.handles(parts.path):
                 status, body = self.sms.handle(method, parts.path, parts.query, headers, raw)
             elif parts.path.startswith(API_PREFIXES):
@@ -582,6 +591,23 @@ class DarajaSimulator:
             return True
         self._recent_calls.append(now)
         return False
+
+    def _menu_payment(self, phone: str, raw: bytes) -> tuple[int, dict]:
+        """``POST /simulator/phones/<phone>/pay``: the customer pays from the M-Pesa menu (:mod:`.c2b_desk`)."""
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return 400, {"ResultCode": "1", "ResultDesc": "send JSON {shortcode, account, amount}"}
+        with self._lock:
+            receipt = self._new_receipt()
+            business = self._business_names.get(str(body.get("shortcode", "")), DEFAULT_BUSINESS_NAME)
+        now = time.time()
+        status, answer, sms = self.c2b.pay(phone, body, receipt, business, now)
+        if sms is not None:
+            self.sms.deliver(Sms(phone, sms["from"], sms["text"], now, sms["receipt"], sms["amount"]))
+        return status, answer
 
     def name_business(self, shortcode: str, name: str) -> None:
         """The name Safaricom registered for ``shortcode``: the payer's confirmation SMS says it."""

@@ -54,9 +54,11 @@ class Sms:
     sender: str
     text: str
     at: float         # epoch seconds
+    receipt: str | None = None     # M-Pesa's own confirmations carry these
+    amount: int | None = None
 
     def as_message(self) -> dict:
-        return {"from": self.sender, "text": self.text, "receipt": None, "amount": None,
+        return {"from": self.sender, "text": self.text, "receipt": self.receipt, "amount": self.amount,
                 "at": datetime.fromtimestamp(self.at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
@@ -149,8 +151,12 @@ class SmsGateway:
                                     "messageid": str(secrets.randbelow(10**10)), "networkid": "1"}]}
 
     def _deliver(self, phone: str, sender: str, text: str) -> None:
+        self.deliver(Sms(phone, sender, text, time.time()))
+
+    def deliver(self, sms: Sms) -> None:
+        """Put ``sms`` in its phone's inbox (the simulator's own M-Pesa messages come this way too)."""
         with self._lock:
-            self._delivered.append(Sms(phone, sender, text, time.time()))
+            self._delivered.append(sms)
 
 
 def _json(body: dict) -> Raw:

@@ -242,7 +242,7 @@ def test_upgrade_puts_existing_rows_at_the_default_venue(tmp_path, database_url)
                              " VALUES ('254708374149', 10, 1, 'success', 1.0, 0)")
         database.execute_sql('INSERT INTO "entitlement" (payment_id, package_id, started_at, expires_at, bytes_used,'
                              " devices, status) VALUES (1, 1, 1.0, 3601.0, 0, 1, 'active')")
-    assert db.migrate(database) == [7, 8, 9, 10]
+    assert db.migrate(database) == [7, 8, 9, 10, 11]
     assert database.table_exists("daraja_token")            # 8: the Daraja token every process shares
     assert [(p.site, p.roams) for p in Package.select()] == [(None, False)]        # still sold everywhere
     assert [p.site for p in Payment.select()] == ["default"]

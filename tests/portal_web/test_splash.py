@@ -547,3 +547,30 @@ def test_packages_have_a_kiswahili_name_on_kiswahili_pages(hotspot, http):
     Package.update(name_sw=None).where(Package.name == "24 hours").execute()
     sw = http.get(f"{hotspot.portal_url}/", params={**CTX, "mac": "AA:BB:CC:DD:EE:4B", "lang": "sw"}).text
     assert re.findall(r'<span>([^<]+)<small>', sw)[-1] == "24 hours"
+
+
+def test_the_pages_say_how_to_pay_from_the_m_pesa_menu_when_no_prompt_comes(make_hotspot, http):
+    from hotspotd.c2b import account_code
+    hs = make_hotspot()
+    mac = "AA:BB:CC:00:0D:01"
+    page = http.get(f"{hs.portal_url}/", params={"mac": mac, "lang": "en"}).text
+    assert 'id="pay-by-menu"' in page and "Pay Bill" in page
+    assert f'id="menu-account">{account_code(mac)}<' in page and 'id="menu-number">174379<' in page
+    assert "KES 5, KES 10, KES 50" in page
+    sw = http.get(f"{hs.portal_url}/", params={"mac": mac, "lang": "sw"}).text
+    assert "Lipa kupitia menyu ya M-Pesa" in sw and account_code(mac) in sw
+    # no device: a paybill code cannot be given, so no menu instructions
+    assert 'id="pay-by-menu"' not in http.get(f"{hs.portal_url}/", params={"lang": "en"}).text
+    # a prompt that never came: the failed page opens the instructions
+    r = http.post(f"{hs.portal_url}/pay", params={"mac": mac}, data={"phone": "254700001037", "package": "2"})
+    wait_for(lambda: 'data-status="failed"' in http.get(r.url).text or "Payment not completed" in http.get(r.url).text,
+             patience(15))
+    failed = http.get(r.url).text
+    assert '<details class="card" id="pay-by-menu" open>' in failed
+
+
+def test_a_till_venue_gives_its_till_and_the_way_to_claim(make_hotspot, http):
+    hs = make_hotspot(mpesa={"transaction_type": "CustomerBuyGoodsOnline", "till_number": "5678901"})
+    page = http.get(f"{hs.portal_url}/", params={"lang": "en"}).text
+    assert 'id="menu-number">5678901<' in page and "Buy Goods" in page and "Already paid?" in page
+    assert 'id="menu-account"' not in page

@@ -5,11 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 
+import pytest
 import requests
 
 from hotspotd.storage.models import Payment, SmsMessage
 
 from tests.helpers import INSTANT, final_status, pay, wait_for
+
+pytestmark = pytest.mark.postgres
 
 PHONE = "254708374149"
 

@@ -11,6 +11,8 @@ from hotspotd.storage.models import Entitlement, Event, Package, Payment, SmsMes
 
 from tests.helpers import give_time
 
+pytestmark = pytest.mark.postgres
+
 PHONE = "254708374149"
 
 

@@ -139,7 +139,7 @@ def test_v9_gives_the_seeded_packages_their_kiswahili_names(tmp_path, database_u
     Package.create(name="Week", price=250, duration_seconds=7 * 86400, created_at=1.0)
     database.execute_sql('ALTER TABLE "package" DROP COLUMN "name_sw"')      # as v8 left it: no such column
     Setting.put("schema_version", "8")
-    assert db.migrate(database) == [9, 10]
+    assert db.migrate(database) == [9, 10, 11]
     assert {p.name: p.name_sw for p in Package.select()} == {
         "30 minutes": "Dakika 30", "Lunch hour": None, "24 hours": "Saa 24", "Week": None}
     database.close()
@@ -154,7 +154,7 @@ def test_v10_adds_the_sms_queue_and_a_payments_language_keeping_every_payment(tm
     database.execute_sql('DROP TABLE "sms_message"')
     database.execute_sql('ALTER TABLE "payment" DROP COLUMN "lang"')      # as v9 left it
     Setting.put("schema_version", "9")
-    assert db.migrate(database) == [10]
+    assert db.migrate(database) == [10, 11]
     payment = Payment.get_by_id(ent.payment_id)
     assert payment.status == "success" and payment.lang is None
     assert outbox.queue_receipt(payment) and SmsMessage.get().lang == "en"     # no language: English
