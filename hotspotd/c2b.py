@@ -181,8 +181,10 @@ class C2BService:
         site, till = self.sites.get(c.shortcode, (None, False))
         return validate(c, site, till)
 
-    def confirmation(self, body: bytes, path: str, source_ip: str | None) -> C2BTransaction:
-        """Store and settle one confirmation; raises ValueError for a body that is not one."""
+    def confirmation(self, body: bytes, path: str, source_ip: str | None, trusted: bool = False) -> C2BTransaction:
+        """Store and settle one confirmation; raises ValueError for a body that is not one.
+        ``trusted``: it comes from Safaricom's own record (the statement hotspotd pulled), not
+        from a post whose path and source must vouch for it."""
         c = parse(body)
         now = clock.now()
         site, _ = self.sites.get(c.shortcode, (None, False))
@@ -194,7 +196,7 @@ class C2BService:
                                        shortcode=c.shortcode, bill_ref=c.bill_ref, msisdn=c.msisdn, kind=c.kind,
                                        site=site or DEFAULT_SITE, body=body.decode("utf-8", "replace")
                                        if isinstance(body, bytes) else body, received_at=now, state="received")
-        doubt = self.payments.source_doubt(path, source_ip)
+        doubt = None if trusted else self.payments.source_doubt(path, source_ip)
         if doubt:
             return self._mark(tx, "unverified", f"{doubt}: not granted")
         if site is None:

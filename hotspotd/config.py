@@ -113,6 +113,11 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "query_interval_seconds": Option(5, (int, float), "starting interval between STK queries"),
         "query_max_interval_seconds": Option(60, (int, float), "longest interval between STK queries"),
         "query_give_up_seconds": Option(86400, int, "stop querying an unresolved payment after this"),
+        "pull_every_seconds": Option(0, (int, float), "how often the shortcode's M-Pesa statement is pulled and "
+                                     "matched (Pull Transactions; 0: never; register first with hotspotd mpesa "
+                                     "register-pull)"),
+        "pull_nominated_number": Option("", str, "the M-Pesa number Safaricom's Pull registration names (the "
+                                        "owner's; hotspotd mpesa register-pull)"),
         "callback_allowlist": Option([], list,
                                      "source addresses/networks allowed to post callbacks; "
                                      "empty = anyone in simulator/sandbox, Safaricom's in production"),
@@ -728,6 +733,8 @@ def _check_semantics(cfg: Config) -> None:
     for key in ("prompt_lifetime_seconds", "query_interval_seconds", "query_max_interval_seconds"):
         if m.values[key] <= 0:
             raise ConfigError(src, "mpesa", key, "must be greater than 0")
+    if m.pull_every_seconds < 0:
+        raise ConfigError(src, "mpesa", "pull_every_seconds", "must be 0 (never) or a number of seconds")
     if cfg.simulator.time_scale <= 0:
         raise ConfigError(src, "simulator", "time_scale", "must be greater than 0")
     for key in ("lost_callback_rate", "late_callback_rate"):

@@ -2,7 +2,9 @@
 
 The splash page and the API ask :meth:`Venues.site_for` which venue's packages to sell and which
 M-Pesa account to use, :meth:`Venues.uamsecret_for` how to encode a CoovaChilli logon; the expiry
-job and the owner's disconnect ask :attr:`Venues.router_sites` which routers serve a session.
+job and the owner's disconnect ask :attr:`Venues.router_sites` which routers serve a session;
+payments from the M-Pesa menu and the statement ask :meth:`Venues.paid_numbers` and
+:meth:`Venues.shortcodes` which venue a number paid to is.
 """
 from __future__ import annotations
 
@@ -44,3 +46,22 @@ class Venues:
         if match is None and len(coova) == 1:
             match = coova[0]
         return match.uamsecret if match else ""
+
+    def paid_numbers(self) -> dict[str, tuple[str, bool]]:
+        """Which venue a payment from the M-Pesa menu is for, by the number it was paid to (its
+        paybill, or its till and store number) → ``(site id, is a till)``; where venues share an
+        M-Pesa account, the default venue (listed first)."""
+        numbers: dict[str, tuple[str, bool]] = {}
+        for site in self.config.sites.values():
+            payee = self.config.payee(site.id)
+            account = site.account or self.config.default_account
+            for number in (payee.number, account.shortcode):
+                numbers.setdefault(number, (site.id, payee.kind == "till"))
+        return numbers
+
+    def shortcodes(self) -> dict[str, str]:
+        """Each M-Pesa account's shortcode → the venue whose Daraja client speaks for it."""
+        accounts: dict[str, str] = {}
+        for site in self.config.sites.values():
+            accounts.setdefault((site.account or self.config.default_account).shortcode, site.id)
+        return accounts

@@ -302,6 +302,43 @@ class DarajaClient:
                                  code=str(body.get("ResponseCode")), http_status=status)
         return str(body.get("ResponseDescription") or "Success")
 
+    def pull_register(self, shortcode: str, nominated_number: str, callback_url: str) -> str:
+        """Pull Transactions registration (daraja.md): once per shortcode; "already" is no error."""
+        payload = {"ShortCode": shortcode, "RequestType": "Pull", "NominatedNumber": nominated_number,
+                   "CallBackURL": callback_url}
+        status, body = self._business("/pulltransactions/v1/register", payload, "Pull register")
+        if status != 200 or not isinstance(body, dict) or "fault" in body:
+            raise _error(status, body, "Pull register")
+        code = str(body.get("ResponseCode", ""))
+        if code not in ("1000", "1001"):            # registered, already registered
+            raise DarajaRejected(str(body.get("ResponseMessage") or "not registered"), code=code, http_status=status)
+        return str(body.get("ResponseMessage") or "Success")
+
+    def pull_query(self, shortcode: str, start: datetime, end: datetime) -> list[dict]:
+        """The shortcode's transactions from ``start`` to ``end`` (at most 48 hours), every page;
+        each row as Daraja sends it (``transactionId``, ``trxDate``, ``msisdn``, ``amount``, …)."""
+        rows: list[dict] = []
+        for _ in range(1000):                      # bounded: 100 rows a page
+            payload = {"ShortCode": shortcode, "StartDate": start.astimezone(NAIROBI).strftime("%Y-%m-%d %H:%M:%S"),
+                       "EndDate": end.astimezone(NAIROBI).strftime("%Y-%m-%d %H:%M:%S"), "OffSetValue": str(len(rows))}
+            status, body = self._business("/pulltransactions/v1/query", payload, "Pull query")
+            if status != 200 or not isinstance(body, dict) or "fault" in body:
+                raise _error(status, body, "Pull query")
+            code = str(body.get("ResponseCode", ""))
+            if code == "1001":                     # no (more) transactions
+                return rows
+            if code not in ("0", "1000"):
+                raise DarajaRejected(str(body.get("ResponseMessage") or "Pull query refused"), code=code,
+                                     http_status=status)
+            page = body.get("Response") or []
+            if page and isinstance(page[0], list):  # rows come wrapped in a list
+                page = [row for group in page for row in group]
+            page = [row for row in page if isinstance(row, dict)]
+            if not page:
+                return rows
+            rows.extend(page)
+        return rows
+
     def stk_query(self, checkout_request_id: str) -> QueryResult:
         """Ask for the state of a push. ``pending=True`` (ask again later) for "being processed",
         any 500.001.1001 and ResultCode 4999; otherwise the final ResultCode, as text."""

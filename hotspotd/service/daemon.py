@@ -16,6 +16,7 @@ import time
 
 from .. import access, config as config_mod, disconnects, systemd
 from ..c2b import C2BService
+from ..statement import StatementService
 from ..config import Config, Router, parse_listen
 from ..daraja.client import BASE_URLS, DarajaClient
 from ..daraja.tokens import DatabaseTokens
@@ -53,6 +54,8 @@ class Hotspot:
         self.payments: PaymentService | None = None
         #: payments from the M-Pesa menu (:mod:`hotspotd.c2b`)
         self.c2b: C2BService | None = None
+        #: the M-Pesa statement, pulled and matched (:mod:`hotspotd.statement`)
+        self.statement: StatementService | None = None
         self.scheduler: Scheduler | None = None
         self.radius = None
         #: the figures of /metrics (:class:`hotspotd.metrics.Metrics`), None when [metrics] is off
@@ -208,28 +211,23 @@ class Hotspot:
                 except Exception:  # noqa: BLE001 - an SMS never holds up a payment
                     log.exception("could not queue the receipt SMS of %s", payment.checkout_request_id)
 
-    def _c2b_sites(self) -> dict[str, tuple[str, bool]]:
-        """Which venue a payment from the M-Pesa menu is for, by the number it was paid to (its
-        paybill, or its till and store number); the default venue first where venues share one."""
-        numbers: dict[str, tuple[str, bool]] = {}
-        for site in self.config.sites.values():
-            payee = self.config.payee(site.id)
-            account = site.account or self.config.default_account
-            till = payee.kind == "till"
-            for number in (payee.number, account.shortcode):
-                numbers.setdefault(number, (site.id, till))
-        return numbers
-
     def c2b_urls(self) -> tuple[str, str]:
         """The confirmation and validation URLs of payments from the M-Pesa menu: under the
         callback URL's secret path."""
         base = self.callback_url.rstrip("/")
         return f"{base}/c2b/confirmation", f"{base}/c2b/validation"
 
+    def _register_pull(self) -> None:
+        """On the simulator, what ``hotspotd mpesa register-pull`` does in production, at start."""
+        for shortcode, site in self.venues.shortcodes().items():
+            client, _ = self.site_clients[site]
+            client.pull_register(shortcode, self.config.mpesa.pull_nominated_number or "254708374149",
+                                 self.callback_url + "/pull")
+
     def _register_c2b_urls(self) -> None:
         """On the simulator, what ``hotspotd mpesa register-urls`` does in production, at start."""
         confirmation, validation = self.c2b_urls()
-        for number, (site, _) in self._c2b_sites().items():
+        for number, (site, _) in self.venues.paid_numbers().items():
             client, _ = self.site_clients[site]
             client.register_c2b_urls(number, confirmation, validation)
 
@@ -308,9 +306,12 @@ class Hotspot:
         self.payments = PaymentService(self.client, self.callback_url, self._policy(), on_success=self.after_payment,
                                        storage_problem=self.storage_problem, metrics=self.metrics,
                                        sites=self.site_clients)
-        self.c2b = C2BService(self.payments, self._c2b_sites())
+        self.c2b = C2BService(self.payments, self.venues.paid_numbers())
+        self.statement = StatementService(self.payments, self.c2b, self.venues.shortcodes())
         if self.simulator:
             self._register_c2b_urls()
+            if self.config.mpesa.pull_every_seconds:
+                self._register_pull()
         if self.config.radius.enabled:
             from radius.server import RadiusServer
             self.radius = RadiusServer(self.config, on_cap_reached=self._cap_reached, metrics=self.metrics).start()
@@ -341,6 +342,8 @@ class Hotspot:
                 self.scheduler.every(s.readback_every_seconds, "readback", self.read_back)
             if self.sms_gateway is not None:
                 self.scheduler.every(SMS_EVERY_SECONDS, "sms", self.send_sms)
+            if self.config.mpesa.pull_every_seconds:
+                self.scheduler.every(self.config.mpesa.pull_every_seconds, "pull", self.statement.pull)
             if self.config.backup.enabled and self.config.backup_folder:
                 self.scheduler.every(min(3600.0, self.config.backup.every_hours * 3600), "backup", self.backup_if_due)
             self.scheduler.start()

@@ -1,5 +1,5 @@
-"""``hotspotd mpesa register-urls``: tell Safaricom where payments made from the M-Pesa menu
-(C2B) are confirmed. In production Register URL is one-time (changing the URLs afterwards takes
+"""``hotspotd mpesa register-urls|register-pull``: tell Safaricom where payments made from the
+M-Pesa menu (C2B) are confirmed, and register Pull Transactions (the statement). In production Register URL is one-time (changing the URLs afterwards takes
 two operators on the Daraja portal), so the command shows what it will register and asks first.
 On the simulator the daemon registers them itself at start."""
 from __future__ import annotations
@@ -20,9 +20,60 @@ def add_parser(sub) -> None:
                     help="v2 (the payer's number masked, default) or v1 (as a SHA-256)")
     ru.add_argument("--yes", action="store_true", help="register without asking (production: it cannot be undone "
                     "here)")
+    rp = mp.add_parser("register-pull", help="register Pull Transactions (the shortcode's M-Pesa statement), once")
+    rp.add_argument("--site", metavar="ID", help="a venue with its own paybill or till (default: [mpesa]'s)")
+    rp.add_argument("--nominated", metavar="PHONE", help="the owner's M-Pesa number Safaricom names in the "
+                    "registration (default: [mpesa] pull_nominated_number)")
 
 
 def run(args: argparse.Namespace, cfg) -> int:
+    if args.mpesa_command == "register-pull":
+        return _register_pull(args, cfg)
+    return _register_urls(args, cfg)
+
+
+def _client(cfg, account) -> DarajaClient:
+    return DarajaClient(cfg.mpesa.base_url or BASE_URLS[cfg.mpesa.environment], account.consumer_key,
+                        account.consumer_secret, account.shortcode, account.passkey,
+                        transaction_type=account.transaction_type, timeout=float(cfg.mpesa.timeout_seconds))
+
+
+def _register_pull(args, cfg) -> int:
+    from ..identifiers import InvalidPhone, normalize_phone
+    from ..storage import db as db_mod
+    if cfg.simulated:
+        print("simulator environment: hotspotd registers Pull with its simulator at start "
+              "(with [mpesa] pull_every_seconds set); nothing to do")
+        return 0
+    site = cfg.site(args.site)
+    if site is None:
+        print(f"hotspotd: mpesa register-pull: no venue {args.site!r} (see [[sites]])", file=sys.stderr)
+        return 2
+    try:
+        nominated = normalize_phone(args.nominated or cfg.mpesa.pull_nominated_number)
+    except InvalidPhone:
+        print("hotspotd: mpesa register-pull: give --nominated 07… (the owner's M-Pesa number), or set [mpesa] "
+              "pull_nominated_number", file=sys.stderr)
+        return 2
+    if not cfg.mpesa.callback_url:
+        print("hotspotd: mpesa register-pull: set [mpesa] callback_url (this box's public HTTPS address) first",
+              file=sys.stderr)
+        return 2
+    account = site.account or cfg.default_account
+    callback = config_mod.callback_url(cfg, db_mod.get_setting("callback_token") or "", "").rstrip("/") + "/pull"
+    client = _client(cfg, account)
+    try:
+        said = client.pull_register(account.shortcode, nominated, callback)
+    except DarajaError as exc:
+        print(f"hotspotd: mpesa register-pull: Daraja refused: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(f"{account.shortcode}: {said}; set [mpesa] pull_every_seconds (e.g. 600) so hotspotd pulls the statement")
+    return 0
+
+
+def _register_urls(args, cfg) -> int:
     from ..storage import db as db_mod
     if cfg.simulated:
         print("simulator environment: hotspotd registers the C2B URLs with its simulator at start; nothing to do")
@@ -51,9 +102,7 @@ def run(args: argparse.Namespace, cfg) -> int:
         if input("Register these with Safaricom? It is one-time in production. Type yes: ").strip() != "yes":
             print("not registered")
             return 1
-    client = DarajaClient(cfg.mpesa.base_url or BASE_URLS[cfg.mpesa.environment], account.consumer_key,
-                          account.consumer_secret, account.shortcode, account.passkey,
-                          transaction_type=account.transaction_type, timeout=float(cfg.mpesa.timeout_seconds))
+    client = _client(cfg, account)
     try:
         for number in numbers:
             said = client.register_c2b_urls(number, confirmation, validation, version=args.version)

@@ -347,6 +347,26 @@ class C2BTransaction(BaseModel):
     note = pw.TextField(null=True)
 
 
+class MpesaTransaction(BaseModel):
+    """A line of the shortcode's M-Pesa statement (Pull Transactions), kept once per TransID with
+    what hotspotd made of it (:mod:`hotspotd.statement`). ``state``: known (a payment has its
+    receipt) | receipt_added (a payment the STK query settled got its receipt here) | settled (a
+    payment nobody told us of, found here and granted) | c2b (a payment from the menu, passed to
+    :mod:`hotspotd.c2b`) | unmatched."""
+    trans_id = pw.CharField(max_length=32, unique=True)
+    at = pw.DoubleField(index=True)                          # epoch seconds
+    amount = pw.IntegerField()
+    msisdn = pw.CharField(max_length=80, default="")
+    kind = pw.CharField(max_length=32, default="")
+    bill_ref = pw.CharField(max_length=32, default="")
+    shortcode = pw.CharField(max_length=16)
+    site = _site_field()
+    payment = pw.ForeignKeyField(Payment, null=True, backref="statement", on_delete="SET NULL")
+    state = pw.CharField(max_length=16, index=True)
+    pulled_at = pw.DoubleField()
+    note = pw.TextField(null=True)
+
+
 V1_MODELS = [Setting, Package, Payment, Callback, Entitlement, Device, AcctSession, Event]
 ALL_MODELS = V1_MODELS + [Disconnect, Voucher, AdminUser, JobRun, DarajaToken, SmsMessage, ManualAccount,
-                          C2BTransaction]
+                          C2BTransaction, MpesaTransaction]

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 import requests
 
 from ..daraja.client import NAIROBI
+from .pull import Row
 
 VALIDATION_TIMEOUT = 8.0
 REFUSED_URL_WORDS = ("mpesa", "m-pesa", "safaricom", "exec", "exe", "cmd", "sql", "query")
@@ -60,6 +61,7 @@ class C2BDesk:
         self.validation_timeout = VALIDATION_TIMEOUT
         #: what was posted: (kind, url, body, HTTP status or None)
         self.posts: list[tuple[str, str, dict, int | None]] = []
+        self._ledger: list = []
 
     def register(self, body: dict, version: str) -> tuple[int, dict]:
         shortcode = str(body.get("ShortCode") or "").strip()
@@ -104,6 +106,8 @@ class C2BDesk:
             if code is None and reg.response_type == "Cancelled" or code not in (None, "0"):
                 return 200, {"ResultCode": code or "1", "ResultDesc": "The payment was declined by the business",
                              "receipt": None}, None
+        with self._lock:
+            self._ledger.append(Row(receipt, now, phone, kind, account, amount, shortcode, business))
         if reg is not None:
             self._post("confirmation", reg.confirmation_url, fields, 10.0)
         local = stamp
@@ -114,6 +118,11 @@ class C2BDesk:
                "receipt": receipt, "amount": amount}
         return 200, {"ResultCode": "0", "ResultDesc": "The service request is processed successfully.",
                      "receipt": receipt}, sms
+
+    def ledger(self) -> list:
+        """The payments made from the menu (pull.Row), whether anybody was told of them or not."""
+        with self._lock:
+            return list(self._ledger)
 
     def _post(self, kind: str, url: str, body: dict, timeout: float) -> dict | None:
         try:

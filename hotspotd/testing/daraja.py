@@ -79,6 +79,7 @@ from ..identifiers import mask_phone
 from ..daraja.client import NAIROBI, nairobi_timestamp, stk_password
 from .daraja_timing import INSTANT, REALISTIC, TIMINGS, Delays, RealisticTiming, instant
 from .c2b_desk import C2BDesk
+from .pull import PullDesk, Row
 from .sms_gateway import Raw, Sms, SmsGateway
 
 log = logging.getLogger(__name__)
@@ -132,9 +133,10 @@ ENVELOPE_ERRORS = {
 #: The API's paths and the method each takes; other paths under API_PREFIXES are 404.001.01.
 API_PATHS = {"/oauth/v1/generate": "GET", "/mpesa/stkpush/v1/processrequest": "POST",
              "/mpesa/stkpushquery/v1/query": "POST", "/mpesa/c2b/v1/registerurl": "POST",
-             "/mpesa/c2b/v2/registerurl": "POST"}
+             "/mpesa/c2b/v2/registerurl": "POST", "/pulltransactions/v1/register": "POST",
+             "/pulltransactions/v1/query": "POST"}
 PHONE_PAYS = re.compile(r"/simulator/phones/(254[17]\d{8})/pay")
-API_PREFIXES = ("/mpesa/", "/oauth/")
+API_PREFIXES = ("/mpesa/", "/oauth/", "/pulltransactions/")
 GATEWAY_FAULTS = {
     404: ("Unable to identify proxy for host: default and url: {path}",
           "messaging.adaptors.http.flow.ApplicationNotFound"),
@@ -314,6 +316,8 @@ class DarajaSimulator:
         self.sms = SmsGateway()
         #: payments from the M-Pesa menu (C2B): registered URLs, validation, confirmations
         self.c2b = C2BDesk()
+        #: Pull Transactions: the shortcodes' statements
+        self.pull = PullDesk()
         self.token_lifetime = token_lifetime
         self.callback_delay, self.final_after = float(callback_delay), float(final_after)
         #: the rule-17 window in seconds (0: off); business calls a second before spike arrest (0: no limit)
@@ -498,6 +502,10 @@ class DarajaSimulator:
                 status, body = 200, {"messages": self.messages(inbox[1])}
             elif parts.path in ("/mpesa/c2b/v1/registerurl", "/mpesa/c2b/v2/registerurl"):
                 status, body = self.c2b.register(self._business_body(headers, raw), parts.path.split("/")[3])
+            elif parts.path == "/pulltransactions/v1/register":
+                status, body = self.pull.register(self._business_body(headers, raw))
+            elif parts.path == "/pulltransactions/v1/query":
+                status, body = self.pull.query(self._business_body(headers, raw), self.ledger())
             elif (payer := PHONE_PAYS.fullmatch(parts.path)) and method == "POST":
                 status, body = self._menu_payment(payer[1], raw)
             elif self.sms.handles(parts.path):
@@ -591,6 +599,17 @@ class DarajaSimulator:
             return True
         self._recent_calls.append(now)
         return False
+
+    def ledger(self) -> list[Row]:
+        """Every transaction that moved money to a shortcode here: STK payments once final, and
+        payments from the menu (what Pull Transactions lists, and what a statement must total)."""
+        now = time.monotonic()
+        with self._lock:
+            stk = [t for t in self._transactions.values() if t.result_code == "0" and now >= t.pushed_at + t.final_after]
+            names = dict(self._business_names)
+        rows = [Row(t.receipt, t.pushed_wall + t.final_after, t.phone, "Pay Bill Online", t.account_reference,
+                    t.amount, t.shortcode, names.get(t.shortcode, DEFAULT_BUSINESS_NAME)) for t in stk]
+        return rows + self.c2b.ledger()
 
     def _menu_payment(self, phone: str, raw: bytes) -> tuple[int, dict]:
         """``POST /simulator/phones/<phone>/pay``: the customer pays from the M-Pesa menu (:mod:`.c2b_desk`)."""
