@@ -38,6 +38,8 @@ ENV_OVERRIDES = {
     "MPESA_PASSKEY": ("mpesa", "passkey"),
     "MPESA_CALLBACK_URL": ("mpesa", "callback_url"),
     "MPESA_ENVIRONMENT": ("mpesa", "environment"),
+    "MPESA_INITIATOR_NAME": ("mpesa", "initiator_name"),
+    "MPESA_INITIATOR_PASSWORD": ("mpesa", "initiator_password"),
     "HOTSPOTD_DATABASE_URL": ("database", "url"),
     "HOTSPOTD_PORTAL_LISTEN": ("portal", "listen"),
     "HOTSPOTD_RADIUS_AUTH_PORT": ("radius", "auth_port"),
@@ -113,6 +115,11 @@ SCHEMA: dict[str, dict[str, Option]] = {
         "query_interval_seconds": Option(5, (int, float), "starting interval between STK queries"),
         "query_max_interval_seconds": Option(60, (int, float), "longest interval between STK queries"),
         "query_give_up_seconds": Option(86400, int, "stop querying an unresolved payment after this"),
+        "initiator_name": Option("", str, "the API initiator (Transaction Status, Reversal): looks M-Pesa codes up "
+                                 "that hotspotd never saw (MPESA_INITIATOR_NAME overrides; empty: no lookups)"),
+        "initiator_password": Option("", str, "its password (MPESA_INITIATOR_PASSWORD overrides)"),
+        "certificate": Option("", str, "Safaricom's public certificate for this environment (PEM or DER, from the "
+                              "Daraja portal): it encrypts the initiator password"),
         "pull_every_seconds": Option(0, (int, float), "how often the shortcode's M-Pesa statement is pulled and "
                                      "matched (Pull Transactions; 0: never; register first with hotspotd mpesa "
                                      "register-pull)"),
@@ -466,7 +473,8 @@ def load(path: str | os.PathLike | None, env: dict[str, str] | None = None) -> C
     return from_dict(data, source, env)
 
 
-SECRET_KEYS = (("mpesa", "consumer_secret"), ("mpesa", "passkey"), ("mpesa", "consumer_key"))
+SECRET_KEYS = (("mpesa", "consumer_secret"), ("mpesa", "passkey"), ("mpesa", "consumer_key"),
+               ("mpesa", "initiator_password"))
 
 
 def permission_problems(path: str | os.PathLike, cfg: Config | None = None) -> tuple[list[str], list[str]]:
@@ -733,6 +741,21 @@ def _check_semantics(cfg: Config) -> None:
     for key in ("prompt_lifetime_seconds", "query_interval_seconds", "query_max_interval_seconds"):
         if m.values[key] <= 0:
             raise ConfigError(src, "mpesa", key, "must be greater than 0")
+    if m.initiator_name and env != "simulator":
+        if not m.initiator_password:
+            raise ConfigError(src, "mpesa", "initiator_password", "required with initiator_name (or set "
+                              "MPESA_INITIATOR_PASSWORD)")
+        if not m.certificate:
+            raise ConfigError(src, "mpesa", "certificate", f"required with initiator_name: the {env} certificate "
+                              "file from the Daraja portal")
+        from .daraja.credentials import CertificateError, load_certificate
+        try:
+            with open(m.certificate, "rb") as fh:
+                load_certificate(fh.read())
+        except OSError as exc:
+            raise ConfigError(src, "mpesa", "certificate", f"cannot read {m.certificate} ({exc.strerror or exc})") from None
+        except CertificateError as exc:
+            raise ConfigError(src, "mpesa", "certificate", f"{m.certificate}: {exc}") from None
     if m.pull_every_seconds < 0:
         raise ConfigError(src, "mpesa", "pull_every_seconds", "must be 0 (never) or a number of seconds")
     if cfg.simulator.time_scale <= 0:

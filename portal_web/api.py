@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from functools import cache
 from pathlib import Path
 from typing import NamedTuple
@@ -206,11 +207,39 @@ def receipt():
         mac = _json_mac(data)
         phone = normalize_phone(data.get("phone"))
         code = access.normalize_receipt(data.get("receipt"))
-        ent, unbound = _hotspot().c2b.already_paid(code, phone, mac, _site_id(request.args, data))
+        site = _site_id(request.args, data)
+        ent, unbound = _hotspot().c2b.already_paid(code, phone, mac, site)
     except DomainError as exc:      # PaymentRefused, InvalidPhone, AccessError
+        if exc.code == "receipt_not_found" and _hotspot().lookups.available and re.fullmatch(r"[A-Z0-9]{10}", code):
+            # a code hotspotd never saw: M-Pesa is asked; GET /receipt/<lookupId> gives the answer
+            row = _hotspot().lookups.ask(code, phone, mac, site)
+            return jsonify({"success": False, "checking": True, "lookupId": row.id,
+                            "message": i18n.t(N_("Checking with M-Pesa…"), _lang())}), 202
         return _refused(exc)
     _hotspot().cut_off(unbound, ent.id, "moved")
     return jsonify(_session_body(ent, i18n.t(N_("Your time is now on this device."), _lang())))
+
+
+@bp.get("/receipt/<int:lookup_id>")
+def receipt_lookup(lookup_id: int):
+    """The answer to a code "Already paid?" sent to M-Pesa (for the device that asked)."""
+    try:
+        mac = normalize_mac(request.args.get("macAddress") or "")
+    except InvalidMac:
+        return _refused(PaymentRefused(BAD_MAC, "macAddress"))
+    row = _hotspot().lookups.status(lookup_id)
+    if row is None or row.mac != mac:
+        return jsonify({"success": False, "message": "Not Found"}), 404
+    if row.state == "asking":
+        return jsonify({"success": False, "checking": True, "lookupId": row.id,
+                        "message": i18n.t(N_("Checking with M-Pesa…"), _lang())}), 202
+    if row.state == "granted":
+        ent = Entitlement.get(Entitlement.payment == row.payment_id)
+        return jsonify(_session_body(ent, i18n.t(N_("M-Pesa confirmed your payment. Your time is on this device."),
+                                                 _lang())))
+    return jsonify({"success": False, "reason": row.reason,
+                    "message": i18n.t(i18n.LOOKUP_REFUSALS.get(row.reason, i18n.LOOKUP_REFUSALS["unavailable"]), _lang())}), \
+        (404 if row.state == "refused" else 503)
 
 
 @bp.post("/voucher")
@@ -391,6 +420,24 @@ def token_callback(token: str):
     if token != _hotspot().callback_token:
         return jsonify({"ResultCode": 1, "ResultDesc": "Rejected"}), 404
     return _take_callback()
+
+
+@callbacks.post("/cb/<token>/ts/result")
+def lookup_result(token: str):
+    """M-Pesa's answer to a Transaction Status lookup (hotspotd.lookups)."""
+    if token != _hotspot().callback_token:
+        return jsonify({"ResultCode": 1, "ResultDesc": "Rejected"}), 404
+    _hotspot().lookups.answer(request.get_data(cache=False))
+    return jsonify({"ResultCode": 0, "ResultDesc": "Accepted"})
+
+
+@callbacks.post("/cb/<token>/ts/timeout")
+def lookup_timeout(token: str):
+    """M-Pesa gave up waiting on a Transaction Status lookup."""
+    if token != _hotspot().callback_token:
+        return jsonify({"ResultCode": 1, "ResultDesc": "Rejected"}), 404
+    _hotspot().lookups.answer(request.get_data(cache=False), timed_out=True)
+    return jsonify({"ResultCode": 0, "ResultDesc": "Accepted"})
 
 
 @callbacks.post("/cb/<token>/c2b/validation")

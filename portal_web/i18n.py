@@ -77,6 +77,15 @@ REFUSALS: dict[str, str] = {
     "voucher_other_venue": N_("This voucher is for another of our venues and works only there."),
 }
 
+#: what the customer reads when M-Pesa's Transaction Status does not confirm a code (hotspotd.lookups)
+LOOKUP_REFUSALS = {
+    "not_found": N_("M-Pesa has no completed payment with that code. Check the code in the M-Pesa SMS."),
+    "not_ours": N_("That payment went to another business, not to this Wi-Fi."),
+    "wrong_phone": N_("That payment was not made from the number you typed. Type the number you paid with."),
+    "no_package": N_("That amount is not the price of a package here. Please tell the staff."),
+    "claimed": N_("That M-Pesa code has already been used."),
+    "unavailable": N_("M-Pesa did not answer in time. Please try again in a minute."),
+}
 #: a payment's reason word (hotspotd.daraja.codes.REASONS, or the result_desc hotspotd stored for a
 #: payment that ended without M-Pesa's word: hotspotd.payments.UNSENT, NO_ANSWER, mpesa_<reason>)
 #: → what the customer reads about it

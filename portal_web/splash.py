@@ -6,6 +6,8 @@ ride along in every link and form, so whichever page ends the flow can log the d
 """
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, abort, current_app, make_response, redirect, render_template, request, url_for
 
 from hotspotd import access, c2b, clock, formatting, router_login, vouchers
@@ -48,6 +50,9 @@ ENDED = N_("Your %(package)s ended at %(time)s.")
 SAME_AGAIN_FROM = N_("M-Pesa takes the same amount from this number again from %(time)s (2 minutes after the "
                      "last prompt). Choose another package now, or send this one again then.")
 VOUCHER_OK = N_("Voucher accepted.")
+CONFIRMED_BY_MPESA = N_("M-Pesa confirmed your payment. Your time is on this device.")
+#: an M-Pesa receipt: what is worth asking M-Pesa about
+RECEIPT_SHAPE = re.compile(r"[A-Z0-9]{10}")
 
 
 def _recently(name: str, window: float) -> router_login.RecentlyTried:
@@ -358,12 +363,36 @@ def already_paid():
         phone = normalize_phone(phone_text)
         ent, unbound = _hotspot().c2b.already_paid(receipt, phone, mac, site.id)
     except DomainError as exc:      # InvalidPhone, AccessError
+        if exc.code == "receipt_not_found" and _hotspot().lookups.available and RECEIPT_SHAPE.fullmatch(receipt):
+            # a code hotspotd never saw: M-Pesa is asked (Transaction Status); the answer comes in seconds
+            row = _hotspot().lookups.ask(receipt, phone, mac, site.id)
+            return redirect(url_for("splash.paid_check", lookup_id=row.id, lang=i18n.lang(), **ctx), 303)
         return _refused("paid.html", exc, receipt=receipt, phone=phone_text)
     _hotspot().cut_off(unbound, ent.id, "moved")
     _hotspot().opennds.admit(mac, site.id)
     form = router_login.login_form(ctx, ent.login_user, ent.login_password,
                                    _hotspot().venues.uamsecret_for(ctx))
     return _online_page(ent, form, ONLINE, MOVED, ctx=ctx)
+
+
+@bp.get("/paid/check/<int:lookup_id>")
+def paid_check(lookup_id: int):
+    """The answer of M-Pesa's Transaction Status about a code "Already paid?" sent it."""
+    ctx = _router_context()
+    mac, lang = _mac(ctx), i18n.lang()
+    row = _hotspot().lookups.status(lookup_id)
+    if row is None or row.mac != mac:
+        return redirect(url_for("splash.already_paid", lang=lang, **ctx), 303)
+    if row.state == "asking":
+        return _render("checking.html", receipt=row.receipt)
+    if row.state == "granted":
+        ent = Entitlement.get(Entitlement.payment == row.payment_id)
+        _hotspot().opennds.admit(mac, row.site)
+        form = router_login.login_form(ctx, ent.login_user, ent.login_password, _hotspot().venues.uamsecret_for(ctx))
+        return _online_page(ent, form, ONLINE, CONFIRMED_BY_MPESA, ctx=ctx, receipt=row.receipt)
+    error = i18n.t(i18n.LOOKUP_REFUSALS.get(row.reason, i18n.LOOKUP_REFUSALS["unavailable"]), lang)
+    return _render("paid.html", 404 if row.state == "refused" else 503, error=error, receipt=row.receipt,
+                   phone=formatting.phone_local(row.phone))
 
 
 @bp.route("/voucher", methods=["GET", "POST"])

@@ -302,6 +302,22 @@ class DarajaClient:
                                  code=str(body.get("ResponseCode")), http_status=status)
         return str(body.get("ResponseDescription") or "Success")
 
+    def transaction_status(self, receipt: str, initiator: str, credential: str, result_url: str, timeout_url: str,
+                           occasion: str = "", identifier_type: str = "4") -> tuple[str, str]:
+        """Ask M-Pesa about ``receipt`` (daraja.md, "Transaction Status"); the answer comes later to
+        ``result_url`` (or ``timeout_url``). Returns (OriginatorConversationID, ConversationID)."""
+        payload = {"Initiator": initiator, "SecurityCredential": credential, "CommandID": "TransactionStatusQuery",
+                   "TransactionID": receipt, "PartyA": self.shortcode, "IdentifierType": identifier_type,
+                   "ResultURL": result_url, "QueueTimeOutURL": timeout_url, "Remarks": "Already paid? lookup",
+                   "Occasion": occasion[:100]}
+        status, body = self._business("/mpesa/transactionstatus/v1/query", payload, "Transaction Status")
+        if status != 200 or not isinstance(body, dict) or "fault" in body:
+            raise _error(status, body, "Transaction Status")
+        if str(body.get("ResponseCode", "")).strip() != "0":
+            raise DarajaRejected(str(body.get("ResponseDescription") or "not accepted"),
+                                 code=str(body.get("ResponseCode")), http_status=status)
+        return str(body.get("OriginatorConversationID") or ""), str(body.get("ConversationID") or "")
+
     def pull_register(self, shortcode: str, nominated_number: str, callback_url: str) -> str:
         """Pull Transactions registration (daraja.md): once per shortcode; "already" is no error."""
         payload = {"ShortCode": shortcode, "RequestType": "Pull", "NominatedNumber": nominated_number,

@@ -16,6 +16,8 @@ import time
 
 from .. import access, config as config_mod, disconnects, systemd
 from ..c2b import C2BService
+from ..daraja.credentials import load_certificate, security_credential
+from ..lookups import Initiator, LookupService
 from ..statement import StatementService
 from ..config import Config, Router, parse_listen
 from ..daraja.client import BASE_URLS, DarajaClient
@@ -56,6 +58,8 @@ class Hotspot:
         self.c2b: C2BService | None = None
         #: the M-Pesa statement, pulled and matched (:mod:`hotspotd.statement`)
         self.statement: StatementService | None = None
+        #: M-Pesa codes hotspotd never saw, looked up (:mod:`hotspotd.lookups`)
+        self.lookups: LookupService | None = None
         self.scheduler: Scheduler | None = None
         self.radius = None
         #: the figures of /metrics (:class:`hotspotd.metrics.Metrics`), None when [metrics] is off
@@ -217,6 +221,22 @@ class Hotspot:
         base = self.callback_url.rstrip("/")
         return f"{base}/c2b/confirmation", f"{base}/c2b/validation"
 
+    def _initiator(self) -> Initiator | None:
+        """The API initiator and its SecurityCredential (``[mpesa] initiator_*``, ``certificate``); on
+        the simulator its own initiator and certificate (the configured name and password, if any)."""
+        m = self.config.mpesa
+        if self.simulator is not None:
+            desk = self.simulator.status
+            if m.initiator_name:
+                desk.initiator_name, desk.initiator_password = m.initiator_name, m.initiator_password
+            cert = load_certificate(desk.certificate_pem)
+            return Initiator(desk.initiator_name, security_credential(desk.initiator_password, cert))
+        if not m.initiator_name:
+            return None
+        with open(m.certificate, "rb") as fh:
+            cert = load_certificate(fh.read())
+        return Initiator(m.initiator_name, security_credential(m.initiator_password, cert))
+
     def _register_pull(self) -> None:
         """On the simulator, what ``hotspotd mpesa register-pull`` does in production, at start."""
         for shortcode, site in self.venues.shortcodes().items():
@@ -308,6 +328,8 @@ class Hotspot:
                                        sites=self.site_clients)
         self.c2b = C2BService(self.payments, self.venues.paid_numbers())
         self.statement = StatementService(self.payments, self.c2b, self.venues.shortcodes())
+        self.lookups = LookupService(self.payments, self.c2b, self._initiator(), self.venues.paid_numbers(),
+                                     self.callback_url + "/ts/result", self.callback_url + "/ts/timeout")
         if self.simulator:
             self._register_c2b_urls()
             if self.config.mpesa.pull_every_seconds:

@@ -213,7 +213,8 @@ def _v10(db: pw.Database) -> None:
 
 
 def _v11(db: pw.Database) -> None:
-    db.create_tables([models.ManualAccount, models.C2BTransaction, models.MpesaTransaction], safe=True)
+    db.create_tables([models.ManualAccount, models.C2BTransaction, models.MpesaTransaction, models.ReceiptLookup],
+                     safe=True)
 
 
 #: (version, description, function). Append; never edit a released step.
@@ -228,7 +229,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (8, "the Daraja access token of each consumer key, shared by every process", _v8),
     (9, "packages get a name in Kiswahili", _v9),
     (10, "SMS to customers; a payment keeps its page's language", _v10),
-    (11, "payments from the M-Pesa menu (C2B) and the M-Pesa statement (Pull Transactions)", _v11),
+    (11, "payments from the M-Pesa menu (C2B), the M-Pesa statement (Pull) and code lookups (Transaction Status)",
+     _v11),
 ]
 LATEST = MIGRATIONS[-1][0]
 

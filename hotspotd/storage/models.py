@@ -367,6 +367,23 @@ class MpesaTransaction(BaseModel):
     note = pw.TextField(null=True)
 
 
+class ReceiptLookup(BaseModel):
+    """An M-Pesa code typed into "Already paid?" that hotspotd never saw, asked of M-Pesa's
+    Transaction Status (:mod:`hotspotd.lookups`). ``state``: asking | granted | refused | timeout | error."""
+    receipt = pw.CharField(max_length=32, index=True)
+    phone = pw.CharField(max_length=12)
+    mac = pw.CharField(max_length=17)
+    site = _site_field()
+    state = pw.CharField(max_length=16, default="asking")
+    conversation_id = pw.CharField(max_length=64, null=True, index=True)
+    originator_id = pw.CharField(max_length=64, null=True, index=True)
+    created_at = pw.DoubleField()
+    answered_at = pw.DoubleField(null=True)
+    reason = pw.CharField(max_length=32, null=True)          # why refused: a code the portal words
+    note = pw.TextField(null=True)
+    payment = pw.ForeignKeyField(Payment, null=True, backref="lookups", on_delete="SET NULL")
+
+
 V1_MODELS = [Setting, Package, Payment, Callback, Entitlement, Device, AcctSession, Event]
 ALL_MODELS = V1_MODELS + [Disconnect, Voucher, AdminUser, JobRun, DarajaToken, SmsMessage, ManualAccount,
-                          C2BTransaction, MpesaTransaction]
+                          C2BTransaction, MpesaTransaction, ReceiptLookup]

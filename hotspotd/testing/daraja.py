@@ -80,6 +80,7 @@ from ..daraja.client import NAIROBI, nairobi_timestamp, stk_password
 from .daraja_timing import INSTANT, REALISTIC, TIMINGS, Delays, RealisticTiming, instant
 from .c2b_desk import C2BDesk
 from .pull import PullDesk, Row
+from .status_desk import StatusDesk
 from .sms_gateway import Raw, Sms, SmsGateway
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ ENVELOPE_ERRORS = {
 API_PATHS = {"/oauth/v1/generate": "GET", "/mpesa/stkpush/v1/processrequest": "POST",
              "/mpesa/stkpushquery/v1/query": "POST", "/mpesa/c2b/v1/registerurl": "POST",
              "/mpesa/c2b/v2/registerurl": "POST", "/pulltransactions/v1/register": "POST",
-             "/pulltransactions/v1/query": "POST"}
+             "/pulltransactions/v1/query": "POST", "/mpesa/transactionstatus/v1/query": "POST"}
 PHONE_PAYS = re.compile(r"/simulator/phones/(254[17]\d{8})/pay")
 API_PREFIXES = ("/mpesa/", "/oauth/", "/pulltransactions/")
 GATEWAY_FAULTS = {
@@ -318,6 +319,8 @@ class DarajaSimulator:
         self.c2b = C2BDesk()
         #: Pull Transactions: the shortcodes' statements
         self.pull = PullDesk()
+        #: Transaction Status: receipts looked up, answers posted later
+        self.status = StatusDesk()
         self.token_lifetime = token_lifetime
         self.callback_delay, self.final_after = float(callback_delay), float(final_after)
         #: the rule-17 window in seconds (0: off); business calls a second before spike arrest (0: no limit)
@@ -502,6 +505,8 @@ class DarajaSimulator:
                 status, body = 200, {"messages": self.messages(inbox[1])}
             elif parts.path in ("/mpesa/c2b/v1/registerurl", "/mpesa/c2b/v2/registerurl"):
                 status, body = self.c2b.register(self._business_body(headers, raw), parts.path.split("/")[3])
+            elif parts.path == "/mpesa/transactionstatus/v1/query":
+                status, body = self.status.query(self._business_body(headers, raw), self.ledger())
             elif parts.path == "/pulltransactions/v1/register":
                 status, body = self.pull.register(self._business_body(headers, raw))
             elif parts.path == "/pulltransactions/v1/query":
