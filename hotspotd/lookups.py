@@ -64,11 +64,13 @@ class LookupService:
     """Sends Transaction Status lookups and takes their answers."""
 
     def __init__(self, payments, c2b_service, initiator: Initiator | None, numbers: dict[str, tuple[str, bool]],
-                 result_url: str, timeout_url: str):
+                 result_url: str, timeout_url: str, party_of=None):
         self.payments = payments
         self.c2b = c2b_service
         self.initiator = initiator
         self.numbers = numbers                 # shortcode or till → (site, is a till)
+        #: site → (number, IdentifierType) M-Pesa is asked about (hotspotd.venues.Venues.party_of)
+        self.party_of = party_of
         self.result_url, self.timeout_url = result_url, timeout_url
 
     @property
@@ -84,10 +86,11 @@ class LookupService:
         if open_one is not None:
             return open_one
         row = ReceiptLookup.create(receipt=receipt, phone=phone, mac=mac, site=site, created_at=now)
+        party, identifier = self.party_of(site) if self.party_of else (None, "4")
         try:
             originator, conversation = self.payments.client_for(site).transaction_status(
                 receipt, self.initiator.name, self.initiator.credential, self.result_url, self.timeout_url,
-                occasion=f"lookup {row.id} {secrets.token_hex(4)}")
+                occasion=f"lookup {row.id} {secrets.token_hex(4)}", party=party, identifier_type=identifier)
         except DarajaError as exc:
             log.warning("Transaction Status of %s could not be asked: %s", receipt, exc)
             self._finish(row.id, "error", UNAVAILABLE, str(exc))

@@ -65,3 +65,9 @@ class Venues:
         for site in self.config.sites.values():
             accounts.setdefault((site.account or self.config.default_account).shortcode, site.id)
         return accounts
+
+    def party_of(self, site: str) -> tuple[str, str]:
+        """Whom M-Pesa is asked about a venue's transactions: ``(number, IdentifierType)``, its till
+        (``"2"``) or its paybill shortcode (``"4"``; daraja.md, "Transaction Status")."""
+        payee = self.config.payee(site)
+        return (payee.number, "2") if payee.kind == "till" else (payee.number, "4")

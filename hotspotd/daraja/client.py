@@ -303,11 +303,12 @@ class DarajaClient:
         return str(body.get("ResponseDescription") or "Success")
 
     def transaction_status(self, receipt: str, initiator: str, credential: str, result_url: str, timeout_url: str,
-                           occasion: str = "", identifier_type: str = "4") -> tuple[str, str]:
-        """Ask M-Pesa about ``receipt`` (daraja.md, "Transaction Status"); the answer comes later to
-        ``result_url`` (or ``timeout_url``). Returns (OriginatorConversationID, ConversationID)."""
+                           occasion: str = "", party: str | None = None, identifier_type: str = "4") -> tuple[str, str]:
+        """Ask M-Pesa about ``receipt`` (daraja.md, "Transaction Status"): of ``party`` (default this
+        shortcode; a till with ``identifier_type`` "2"). The answer comes later to ``result_url`` (or
+        ``timeout_url``). Returns (OriginatorConversationID, ConversationID)."""
         payload = {"Initiator": initiator, "SecurityCredential": credential, "CommandID": "TransactionStatusQuery",
-                   "TransactionID": receipt, "PartyA": self.shortcode, "IdentifierType": identifier_type,
+                   "TransactionID": receipt, "PartyA": party or self.shortcode, "IdentifierType": identifier_type,
                    "ResultURL": result_url, "QueueTimeOutURL": timeout_url, "Remarks": "Already paid? lookup",
                    "Occasion": occasion[:100]}
         status, body = self._business("/mpesa/transactionstatus/v1/query", payload, "Transaction Status")

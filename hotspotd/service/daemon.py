@@ -329,7 +329,8 @@ class Hotspot:
         self.c2b = C2BService(self.payments, self.venues.paid_numbers())
         self.statement = StatementService(self.payments, self.c2b, self.venues.shortcodes())
         self.lookups = LookupService(self.payments, self.c2b, self._initiator(), self.venues.paid_numbers(),
-                                     self.callback_url + "/ts/result", self.callback_url + "/ts/timeout")
+                                     self.callback_url + "/ts/result", self.callback_url + "/ts/timeout",
+                                     party_of=self.venues.party_of)
         if self.simulator:
             self._register_c2b_urls()
             if self.config.mpesa.pull_every_seconds:
