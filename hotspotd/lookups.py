@@ -77,6 +77,15 @@ class LookupService:
     def available(self) -> bool:
         return self.initiator is not None
 
+    def worth_asking(self, receipt: str) -> bool:
+        """Whether M-Pesa should be asked about ``receipt``: lookups are set up, it looks like an
+        M-Pesa code, and hotspotd knows no payment with it (a known code typed with the wrong number
+        is refused at once: M-Pesa would only say the same)."""
+        if not (self.available and re.fullmatch(r"[A-Z0-9]{10}", receipt)):
+            return False
+        return not (Payment.select().where(Payment.receipt == receipt).exists()
+                    or C2BTransaction.select().where(C2BTransaction.trans_id == receipt).exists())
+
     def ask(self, receipt: str, phone: str, mac: str, site: str) -> ReceiptLookup:
         """Start (or join) the lookup of ``receipt`` for this device; the row to watch."""
         now = clock.now()

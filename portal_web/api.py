@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from functools import cache
 from pathlib import Path
 from typing import NamedTuple
@@ -210,7 +209,7 @@ def receipt():
         site = _site_id(request.args, data)
         ent, unbound = _hotspot().c2b.already_paid(code, phone, mac, site)
     except DomainError as exc:      # PaymentRefused, InvalidPhone, AccessError
-        if exc.code == "receipt_not_found" and _hotspot().lookups.available and re.fullmatch(r"[A-Z0-9]{10}", code):
+        if exc.code == "receipt_not_found" and _hotspot().lookups.worth_asking(code):
             # a code hotspotd never saw: M-Pesa is asked; GET /receipt/<lookupId> gives the answer
             row = _hotspot().lookups.ask(code, phone, mac, site)
             return jsonify({"success": False, "checking": True, "lookupId": row.id,

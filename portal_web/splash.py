@@ -6,7 +6,6 @@ ride along in every link and form, so whichever page ends the flow can log the d
 """
 from __future__ import annotations
 
-import re
 
 from flask import Blueprint, abort, current_app, make_response, redirect, render_template, request, url_for
 
@@ -51,8 +50,6 @@ SAME_AGAIN_FROM = N_("M-Pesa takes the same amount from this number again from %
                      "last prompt). Choose another package now, or send this one again then.")
 VOUCHER_OK = N_("Voucher accepted.")
 CONFIRMED_BY_MPESA = N_("M-Pesa confirmed your payment. Your time is on this device.")
-#: an M-Pesa receipt: what is worth asking M-Pesa about
-RECEIPT_SHAPE = re.compile(r"[A-Z0-9]{10}")
 
 
 def _recently(name: str, window: float) -> router_login.RecentlyTried:
@@ -363,7 +360,7 @@ def already_paid():
         phone = normalize_phone(phone_text)
         ent, unbound = _hotspot().c2b.already_paid(receipt, phone, mac, site.id)
     except DomainError as exc:      # InvalidPhone, AccessError
-        if exc.code == "receipt_not_found" and _hotspot().lookups.available and RECEIPT_SHAPE.fullmatch(receipt):
+        if exc.code == "receipt_not_found" and _hotspot().lookups.worth_asking(receipt):
             # a code hotspotd never saw: M-Pesa is asked (Transaction Status); the answer comes in seconds
             row = _hotspot().lookups.ask(receipt, phone, mac, site.id)
             return redirect(url_for("splash.paid_check", lookup_id=row.id, lang=i18n.lang(), **ctx), 303)
