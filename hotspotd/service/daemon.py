@@ -20,7 +20,7 @@ from ..daraja.credentials import load_certificate, security_credential
 from ..lookups import Initiator, LookupService
 from ..statement import StatementService
 from ..config import Config, Router, parse_listen
-from ..daraja.client import BASE_URLS, DarajaClient
+from ..daraja.client import BASE_URLS, DarajaClient, DarajaError
 from ..daraja.tokens import DatabaseTokens
 from ..errors import PortInUse
 from ..payments import PaymentService, Policy
@@ -241,15 +241,21 @@ class Hotspot:
         """On the simulator, what ``hotspotd mpesa register-pull`` does in production, at start."""
         for shortcode, site in self.venues.shortcodes().items():
             client, _ = self.site_clients[site]
-            client.pull_register(shortcode, self.config.mpesa.pull_nominated_number or "254708374149",
-                                 self.callback_url + "/pull")
+            try:
+                client.pull_register(shortcode, self.config.mpesa.pull_nominated_number or "254708374149",
+                                     self.callback_url + "/pull")
+            except DarajaError as exc:
+                log.error("Pull register for %s refused: %s", shortcode, exc)
 
     def _register_c2b_urls(self) -> None:
         """On the simulator, what ``hotspotd mpesa register-urls`` does in production, at start."""
         confirmation, validation = self.c2b_urls()
         for number, (site, _) in self.venues.paid_numbers().items():
             client, _ = self.site_clients[site]
-            client.register_c2b_urls(number, confirmation, validation)
+            try:
+                client.register_c2b_urls(number, confirmation, validation)
+            except DarajaError as exc:   # payments from the menu wait; nothing else does
+                log.error("C2B Register URL for %s refused: %s", number, exc)
 
     def _sms(self) -> None:
         """The SMS gateway ``[sms]`` names (in the simulator environment with no base_url, the

@@ -275,10 +275,21 @@ def seed(db: pw.Database) -> None:
                                    position=position, created_at=now)
             Setting.put("packages_seeded", "1")
         if not Setting.get_or_none(Setting.key == "callback_token"):
-            Setting.put("callback_token", secrets.token_urlsafe(24))
+            Setting.put("callback_token", new_callback_token())
         if not Setting.get_or_none(Setting.key == "database_id"):
             # not a secret: lets `hotspotd check` tell whether the running daemon uses this database
             Setting.put("database_id", secrets.token_hex(8))
+
+
+def new_callback_token() -> str:
+    """24 random bytes, URL-safe, without a word Daraja refuses in a callback URL ("exe", "sql",
+    "cmd", …, in any case: config.CALLBACK_FORBIDDEN_WORDS); a random token holds one about one
+    time in a hundred, and Register URL then refuses the install's C2B URLs."""
+    from ..config import CALLBACK_FORBIDDEN_WORDS
+    while True:
+        token = secrets.token_urlsafe(24)
+        if not any(word in token.lower() for word in CALLBACK_FORBIDDEN_WORDS):
+            return token
 
 
 def get_setting(key: str, default: str | None = None) -> str | None:

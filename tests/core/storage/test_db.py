@@ -160,3 +160,12 @@ def test_v10_adds_the_sms_queue_and_a_payments_language_keeping_every_payment(tm
     assert outbox.queue_receipt(payment) and SmsMessage.get().lang == "en"     # no language: English
     assert db.migrate(database) == []
     database.close()
+
+
+def test_a_callback_token_never_holds_a_word_daraja_refuses_in_a_callback_url(monkeypatch):
+    import secrets as secrets_mod
+    from hotspotd.config import CALLBACK_FORBIDDEN_WORDS
+    tokens = iter(["abcSQLdef" * 4, "xxEXExx" * 5, "safe-token-" * 3])
+    monkeypatch.setattr(secrets_mod, "token_urlsafe", lambda n: next(tokens))
+    token = db.new_callback_token()
+    assert token == "safe-token-" * 3 and not any(w in token.lower() for w in CALLBACK_FORBIDDEN_WORDS)
