@@ -456,10 +456,13 @@ class PaymentService:
         # and older than a push can take here (token, push, one retry): not another process's in flight
         stale = min(self.started_at, now - 4 * self.client.timeout)
         for payment in Payment.select().where(Payment.status == "created", Payment.created_at < stale).limit(100):
-            if Payment.update(status="error", last_error="the process stopped while the STK push was being sent",
-                              result_desc=UNSENT, resolved_by="push", completed_at=now
-                              ).where(Payment.id == payment.id, Payment.status == "created").execute():
-                event("push_unknown", payment, "hotspotd stopped while sending the STK push; outcome unknown")
+            with database.atomic():     # the state and its event together: a reader sees both or neither
+                settled = Payment.update(status="error", last_error="the process stopped while the STK push was "
+                                         "being sent", result_desc=UNSENT, resolved_by="push", completed_at=now
+                                         ).where(Payment.id == payment.id, Payment.status == "created").execute()
+                if settled:
+                    event("push_unknown", payment, "hotspotd stopped while sending the STK push; outcome unknown")
+            if settled:
                 log.warning("payment %s: hotspotd stopped while sending its STK push; marked error", payment.id,
                             extra={"payment_id": payment.id})
                 if self.metrics:
