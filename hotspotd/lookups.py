@@ -6,7 +6,7 @@ later, to the result URL (or the queue-timeout URL) under the secret callback pa
 The device gets the time only when M-Pesa says the transaction is ``Completed``, credited to this
 install's shortcode or till, for the price of a package sold at the venue, debited from the
 number the customer typed, and nobody has claimed the code yet: then it is a payment like any
-other (``resolved_by = "transaction_status"``), made once (a receipt is unique).
+other (``resolved_by = "txn_status"``), made once (a receipt is unique).
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
+
+import peewee as pw
 
 from . import access, c2b, clock
 from .daraja.client import DarajaError
@@ -158,6 +160,12 @@ class LookupService:
         return self._grant(row, receipt, package, amount)
 
     def _grant(self, row: ReceiptLookup, receipt: str, package, amount: int) -> str:
+        try:
+            return self._grant_once(row, receipt, package, amount)
+        except pw.IntegrityError:        # another answer took the receipt between our check and our insert
+            return self._finish(row.id, "refused", CLAIMED, "the code is claimed already")
+
+    def _grant_once(self, row: ReceiptLookup, receipt: str, package, amount: int) -> str:
         now = clock.now()
         with database.atomic():
             taken = Payment.select().where(Payment.receipt == receipt).exists() or C2BTransaction.select().where(
@@ -166,7 +174,7 @@ class LookupService:
                 return self._finish(row.id, "refused", CLAIMED, "the code is claimed already")
             payment = Payment.create(phone=row.phone, amount=amount, package=package.id, mac=row.mac, status="success",
                                      result_code="0", result_desc="confirmed by Transaction Status", receipt=receipt,
-                                     resolved_by="transaction_status", created_at=now, completed_at=now, site=row.site)
+                                     resolved_by="txn_status", created_at=now, completed_at=now, site=row.site)
             event("lookup", payment, f"Transaction Status confirmed {receipt}: KES {amount} from the number typed",
                   row.mac, now)
             access.grant_for_payment(payment, now)

@@ -44,7 +44,7 @@ def test_a_code_nobody_told_hotspotd_of_is_confirmed_by_m_pesa_and_the_device_ge
     assert done.status_code == 200, done.text
     assert access.authorize(MAC) is not None
     payment = Payment.get(Payment.receipt == receipt)
-    assert payment.resolved_by == "transaction_status" and payment.phone == PAYER and payment.amount == 10
+    assert payment.resolved_by == "txn_status" and payment.phone == PAYER and payment.amount == 10
     # the same code again from another device: now a known payment, it moves as any "Already paid?"
     assert already_paid(hotspot, http, receipt, mac=OTHER).status_code == 200
     assert Payment.select().where(Payment.receipt == receipt).count() == 1
