@@ -103,6 +103,16 @@ def account_code(mac: str, site: str = DEFAULT_SITE, now: float | None = None) -
     raise RuntimeError("no free account code")
 
 
+def manual_payment(payee, mac: str | None, site: str) -> dict | None:
+    """How a device pays ``payee`` (config.Payee) from the M-Pesa menu: ``{"kind", "shortcode",
+    "account"}``, the paybill with the device's own account code, or the till with none; None for
+    a paybill when the device is unknown (there is no code to give it)."""
+    if payee.kind == "paybill" and mac is None:
+        return None
+    account = account_code(mac, site) if payee.kind == "paybill" else ""
+    return {"kind": payee.kind, "shortcode": payee.number, "account": account}
+
+
 def device_of(bill_ref: str, site: str) -> str | None:
     """The device whose account code ``bill_ref`` is, at ``site``."""
     code = normalize_account(bill_ref)
@@ -246,20 +256,15 @@ class C2BService:
                                                             C2BTransaction.state.in_(("received", "unmatched"))
                                                             ).execute():
                 return False                          # settled meanwhile (a claim racing a replay)
-            payment = Payment.create(phone=phone, amount=tx.amount, package=package.id, mac=mac, status="success",
-                                     result_code="0", result_desc="paid from the M-Pesa menu (C2B)",
-                                     receipt=tx.trans_id, transaction_date=tx.trans_time, resolved_by="c2b",
-                                     created_at=now, completed_at=now, site=tx.site)
+            payment = self.payments.record_paid(phone=phone, amount=tx.amount, package=package, mac=mac,
+                                                receipt=tx.trans_id, site=tx.site, via="c2b",
+                                                desc="paid from the M-Pesa menu (C2B)", now=now,
+                                                transaction_date=tx.trans_time)
             C2BTransaction.update(payment=payment.id, note=f"for {mac} by {how}").where(
                 C2BTransaction.id == tx.id).execute()
             event("c2b", payment, f"KES {tx.amount} from the M-Pesa menu ({tx.kind or 'C2B'}, receipt {tx.trans_id}), "
                   f"matched by {how}", mac, now)
-            access.grant_for_payment(payment, now)
-        if self.payments.on_success:
-            try:
-                self.payments.on_success(payment)
-            except Exception:  # noqa: BLE001 - the time is granted; the browser login still works
-                log.exception("after-payment hook failed for C2B %s", tx.trans_id)
+        self.payments.after_paid(payment)
         return True
 
     @staticmethod

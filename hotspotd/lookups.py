@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import peewee as pw
 
-from . import access, c2b, clock
+from . import c2b, clock
 from .daraja.client import DarajaError
 from .payments import event
 from .storage.models import C2BTransaction, Payment, ReceiptLookup, database
@@ -172,20 +172,15 @@ class LookupService:
                 C2BTransaction.trans_id == receipt, C2BTransaction.state.in_(("granted", "claimed"))).exists()
             if taken:
                 return self._finish(row.id, "refused", CLAIMED, "the code is claimed already")
-            payment = Payment.create(phone=row.phone, amount=amount, package=package.id, mac=row.mac, status="success",
-                                     result_code="0", result_desc="confirmed by Transaction Status", receipt=receipt,
-                                     resolved_by="txn_status", created_at=now, completed_at=now, site=row.site)
+            payment = self.payments.record_paid(phone=row.phone, amount=amount, package=package, mac=row.mac,
+                                                receipt=receipt, site=row.site, via="txn_status",
+                                                desc="confirmed by Transaction Status", now=now)
             event("lookup", payment, f"Transaction Status confirmed {receipt}: KES {amount} from the number typed",
                   row.mac, now)
-            access.grant_for_payment(payment, now)
             ReceiptLookup.update(state="granted", answered_at=now, payment=payment.id).where(
                 ReceiptLookup.id == row.id).execute()
         log.info("Transaction Status confirmed %s; %s gets %s", receipt, row.mac, package.name)
-        if self.payments.on_success:
-            try:
-                self.payments.on_success(payment)
-            except Exception:  # noqa: BLE001 - the time is granted; the browser login still works
-                log.exception("after-payment hook failed for %s", receipt)
+        self.payments.after_paid(payment)
         return "granted"
 
     @staticmethod

@@ -426,12 +426,29 @@ class PaymentService:
                                        entitlement_id=ent.id if ent else None)
         log.info("payment %s %s by %s (ResultCode %s)", payment.checkout_request_id, outcome, via, code,
                  extra=_ids(payment.id, payment.checkout_request_id))
-        if outcome == "success" and self.on_success:
+        if outcome == "success":
+            self.after_paid(payment)
+        return True
+
+    def record_paid(self, *, phone: str, amount: int, package: Package, mac: str | None, receipt: str, site: str,
+                    via: str, desc: str, now: float, transaction_date: str | None = None) -> Payment:
+        """A payment M-Pesa confirmed outside the STK flow (a menu payment, a Transaction Status
+        answer), successful at once, with its session. Call inside the caller's transaction (the
+        receipt is unique: a second one raises IntegrityError); then :meth:`after_paid`."""
+        payment = Payment.create(phone=phone, amount=amount, package=package.id, mac=mac, status="success",
+                                 result_code="0", result_desc=desc, receipt=receipt, transaction_date=transaction_date,
+                                 resolved_by=via, created_at=now, completed_at=now, site=site)
+        access.grant_for_payment(payment, now)
+        return payment
+
+    def after_paid(self, payment: Payment) -> None:
+        """The hooks after a payment turned successful and its session is committed (router login,
+        receipt SMS): a failure of theirs is logged, never the payment's."""
+        if self.on_success:
             try:
                 self.on_success(payment)
             except Exception:  # noqa: BLE001 - the session exists; the browser login still works
-                log.exception("after-payment hook failed for %s", payment.checkout_request_id)
-        return True
+                log.exception("after-payment hook failed for %s", payment.checkout_request_id or payment.receipt)
 
     # --- reconciliation -----------------------------------------------------------------
     def reconcile_due(self, limit: int = 50) -> int:

@@ -102,16 +102,8 @@ def packages():
             mac = normalize_mac(request.args["macAddress"])
         except InvalidMac:
             return _refused(PaymentRefused(BAD_MAC, "macAddress"))
-        answer["manualPayment"] = manual_payment(mac, site)
+        answer["manualPayment"] = c2b.manual_payment(_hotspot().config.payee(site), mac, site)
     return jsonify(answer)
-
-
-def manual_payment(mac: str, site: str) -> dict:
-    """How this device pays from the M-Pesa menu when no prompt comes: the paybill and its own
-    account code, or the till (no account)."""
-    payee = _hotspot().config.payee(site)
-    account = c2b.account_code(mac, site) if payee.kind == "paybill" else ""
-    return {"kind": payee.kind, "shortcode": payee.number, "account": account}
 
 
 @bp.post("/pay")

@@ -133,13 +133,11 @@ MENU_PAGES = ("splash.html", "wait.html", "failed.html")
 def _menu(mac: str | None, site: Site) -> dict | None:
     """Paying from the M-Pesa menu (C2B): the paybill and this device's account code, or the till;
     None for a paybill where the device is unknown (no code to give it)."""
-    payee = _hotspot().config.payee(site.id)
     prices = sorted({p.price for p in on_sale(site.id)})
-    if not prices or (payee.kind == "paybill" and mac is None):
+    menu = c2b.manual_payment(_hotspot().config.payee(site.id), mac, site.id) if prices else None
+    if menu is None:
         return None
-    account = c2b.account_code(mac, site.id) if payee.kind == "paybill" else ""
-    return {"kind": payee.kind, "number": payee.number, "account": account,
-            "prices": ", ".join(formatting.money(p, i18n.lang()) for p in prices)}
+    return {**menu, "prices": ", ".join(formatting.money(p, i18n.lang()) for p in prices)}
 
 
 def _packages(site: Site):

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 import requests
 
 from ..daraja.client import NAIROBI
-from .pull import Row
+from .pull import Row, masked
 
 VALIDATION_TIMEOUT = 8.0
 REFUSED_URL_WORDS = ("mpesa", "m-pesa", "safaricom", "exec", "exe", "cmd", "sql", "query")
@@ -38,11 +38,6 @@ class Registration:
     validation_url: str
     response_type: str
     version: str
-
-
-def masked(phone: str) -> str:
-    """v2's form of the payer's number: ``2547 ***** 126``."""
-    return f"{phone[:4]} ***** {phone[-3:]}"
 
 
 def hashed(phone: str) -> str:

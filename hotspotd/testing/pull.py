@@ -26,6 +26,11 @@ PAGE = 100
 WINDOW = timedelta(hours=48)
 
 
+def masked(phone: str) -> str:
+    """How Safaricom shows a payer's number now (C2B v2, the statement): ``2547 ***** 126``."""
+    return f"{phone[:4]} ***** {phone[-3:]}"
+
+
 @dataclass(frozen=True)
 class Row:
     """One transaction on the shortcode."""
@@ -41,7 +46,7 @@ class Row:
     def as_json(self) -> dict:
         return {"transactionId": self.transaction_id,
                 "trxDate": datetime.fromtimestamp(self.at, NAIROBI).isoformat(timespec="milliseconds"),
-                "msisdn": f"{self.phone[:4]} ***** {self.phone[-3:]}", "sender": self.phone[:4] + "*****" + self.phone[-3:],
+                "msisdn": masked(self.phone), "sender": masked(self.phone).replace(" ", ""),
                 "transactiontype": self.kind, "billreference": self.bill_reference, "amount": f"{self.amount:.2f}",
                 "organizationname": self.organization}
 
